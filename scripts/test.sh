@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up (or reuse) the test environment, then run ruff, mypy and the whole test suite.
+#
+# The virtual environment lives outside the checkout, keyed by a hash of the dependency files,
+# so repeated runs (and CI runs on fresh clones) do not reinstall torch. Extra arguments go to
+# pytest, e.g. `make test ARGS="-k window"` or `scripts/test.sh -k window`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shared=${MASKWATCH_SHARED:-$(cd .. && pwd)/shared}
+export MASKWATCH_SHARED=$shared
+export MASKWATCH_MIRROR=${MASKWATCH_MIRROR:-file://$shared/mirror}
+
+# System packages: OpenCV's runtime libraries, and Xvfb, xdotool and ImageMagick for the window test.
+need=()
+ldconfig -p | grep -q 'libGL.so.1 ' || need+=(libgl1)
+ldconfig -p | grep -q 'libglib-2.0.so.0 ' || need+=(libglib2.0-0)
+command -v Xvfb >/dev/null || need+=(xvfb)
+command -v xdotool >/dev/null || need+=(xdotool)
+command -v import >/dev/null || need+=(imagemagick)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "test: missing ${need[*]} (apt-get install them); the window test will be skipped" >&2
+  fi
+fi
+
+key=$(cat pyproject.toml scripts/test.sh | sha256sum | cut -c1-16)
+cache=${MASKWATCH_VENV_CACHE:-$HOME/.cache/maskwatch-test}
+venv=$cache/venv-$key
+if [ ! -f "$venv/.complete" ]; then
+  echo "test: creating $venv (once per change of pyproject.toml or this script)" >&2
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip setuptools wheel
+  # torch's own wheel first, pinned to the release this machine keeps on disk (CPU use only).
+  "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  "$venv/bin/pip" install -q ".[test]"
+  touch "$venv/.complete"
+  find "$cache" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf {} +
+fi
+# The package itself is reinstalled every run (fast, no dependencies): tests run what users get.
+"$venv/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . >/dev/null
+rm -rf build
+
+"$venv/bin/python" -m ruff check src tests benchmarks
+"$venv/bin/python" -m mypy
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,160 @@
+"""The ONNX mask classifier: metadata, preprocessing and batched inference with ONNX Runtime.
+
+A model is an `.onnx` file plus a `.json` of the same stem that says its classes, input size,
+crop margin, normalisation, uncertainty threshold, training data and measured metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from maskwatch.errors import ModelError
+from maskwatch.faces import CROP_MARGIN
+from maskwatch.labels import CANONICAL, UNCERTAIN
+
+METADATA_FORMAT = "maskwatch-classifier/1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_INPUT_SIZE = 224
+DEFAULT_MODEL_NAME = "mask_classifier.onnx"
+
+
+@dataclass
+class ModelMetadata:
+    """What a classifier needs besides its weights, stored as JSON beside the ONNX file."""
+
+    classes: list[str]
+    input_size: int = DEFAULT_INPUT_SIZE
+    crop_margin: float = CROP_MARGIN
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    color: str = "RGB"
+    uncertain_below: float = 0.0
+    sha256: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format: str = METADATA_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> ModelMetadata:
+        try:
+            data = json.loads(text)
+            meta = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelError(f"model metadata {where} is not valid: {exc}") from exc
+        unknown = [c for c in meta.classes if c not in CANONICAL]
+        if len(meta.classes) < 2 or unknown:
+            raise ModelError(
+                f"model metadata {where} lists classes {meta.classes}; expected two or three of "
+                f"{', '.join(CANONICAL)}"
+            )
+        return meta
+
+
+def metadata_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def default_model_path() -> Path:
+    """The classifier shipped inside the package."""
+    return Path(str(resources.files("maskwatch") / "models" / DEFAULT_MODEL_NAME))
+
+
+def load_metadata(model_path: Path) -> ModelMetadata:
+    meta_file = metadata_path(model_path)
+    if not meta_file.is_file():
+        raise ModelError(
+            f"model metadata not found: {meta_file} (it must sit beside {model_path.name})"
+        )
+    return ModelMetadata.from_json(meta_file.read_text(encoding="utf-8"), str(meta_file))
+
+
+def to_input_tensor(crops_bgr: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """(N, S, S, 3) uint8 BGR crops -> (N, 3, S, S) float32, RGB, normalised as in training."""
+    size = meta.input_size
+    if crops_bgr.shape[1:3] != (size, size):
+        crops_bgr = np.stack([cv2.resize(c, (size, size)) for c in crops_bgr])
+    std = np.asarray(meta.std, np.float32)
+    rgb = crops_bgr[..., ::-1].astype(np.float32)
+    rgb *= 1.0 / (255.0 * std)
+    rgb -= np.asarray(meta.mean, np.float32) / std
+    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
+
+
+def labels_for(probs: np.ndarray, classes: list[str], uncertain_below: float) -> tuple[str, ...]:
+    """Top class per row, or `uncertain` where the top probability is below the threshold."""
+    if len(probs) == 0:
+        return ()
+    top = probs.argmax(axis=1)
+    return tuple(
+        UNCERTAIN if probs[i, k] < uncertain_below else classes[k] for i, k in enumerate(top)
+    )
+
+
+class MaskClassifier:
+    """Mask / no mask / incorrect probabilities for batches of face crops."""
+
+    def __init__(self, model_path: Path | None = None, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        self.path = path
+        self.meta = load_metadata(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise ModelError(
+                f"cannot load model {path}: it is not a valid ONNX file ({exc})"
+            ) from exc
+        self._input = self._session.get_inputs()[0]
+        self._check_shapes()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    @property
+    def input_size(self) -> int:
+        return self.meta.input_size
+
+    def _check_shapes(self) -> None:
+        shape = self._input.shape
+        size = self.meta.input_size
+        if len(shape) != 4 or list(shape[1:]) != [3, size, size]:
+            raise ModelError(
+                f"model {self.path} takes input {shape}, but its metadata says 3x{size}x{size}"
+            )
+        out_shape = self._session.get_outputs()[0].shape
+        if len(out_shape) != 2 or out_shape[1] != len(self.classes):
+            raise ModelError(
+                f"model {self.path} outputs {out_shape}, but its metadata lists "
+                f"{len(self.classes)} classes"
+            )
+
+    def predict(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 BGR crops -> (N, C) probabilities, in one batch."""
+        if len(crops_bgr) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        tensor = to_input_tensor(crops_bgr, self.meta)
+        (probs,) = self._session.run(None, {self._input.name: tensor})
+        return np.asarray(probs, np.float32)
+
+    def labels(self, probs: np.ndarray) -> tuple[str, ...]:
+        return labels_for(probs, self.classes, self.meta.uncertain_below)

@@ -1,0 +1,370 @@
+"""The `maskwatch` command: parses arguments, calls the library, and turns project errors into
+one-line messages. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from maskwatch import __version__
+from maskwatch.errors import MaskwatchError
+
+if TYPE_CHECKING:
+    from maskwatch.pipeline import Pipeline
+
+log = logging.getLogger("maskwatch")
+
+TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
+
+
+def _existing_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=_existing_path,
+        default=None,
+        help="ONNX classifier with its .json beside it (default: the bundled model)",
+    )
+
+
+def _load_pipeline(args: argparse.Namespace) -> Pipeline:
+    from maskwatch.classifier import MaskClassifier
+    from maskwatch.faces import YuNetDetector
+    from maskwatch.pipeline import Pipeline
+
+    detector = YuNetDetector(score_threshold=args.score_threshold, min_side=args.detect_min_side)
+    return Pipeline(detector, MaskClassifier(args.model))
+
+
+def _detector_args(parser: argparse.ArgumentParser) -> None:
+    from maskwatch.faces import DEFAULT_DETECT_MIN_SIDE, DEFAULT_SCORE_THRESHOLD
+
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help="minimum face detector score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--detect-min-side",
+        type=int,
+        default=DEFAULT_DETECT_MIN_SIDE,
+        help="frames whose long side is shorter are upscaled to it for "
+        "detection, so small faces are found (default: %(default)s)",
+    )
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from maskwatch.detect import run_detect
+    from maskwatch.sources import open_source
+
+    if not args.show and args.save is None and args.json is None:
+        raise MaskwatchError("--no-show needs --save OUT or --json OUT, or there is no output")
+    pipeline = _load_pipeline(args)
+    source = open_source(args.source, max_fps=args.max_fps)
+    summary = run_detect(source, pipeline, show=args.show, save=args.save, json_target=args.json)
+    log.info("%s", summary.describe())
+    for path in summary.written[:1] if len(summary.written) > 5 else summary.written:
+        log.info("wrote %s", path)
+    if len(summary.written) > 5:
+        log.info("wrote %d files to %s", len(summary.written), args.save)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from maskwatch.classifier import MaskClassifier
+    from maskwatch.pipeline import classify_crop
+    from maskwatch.sinks import JsonLinesSink
+    from maskwatch.sources import list_images, read_image
+
+    classifier = MaskClassifier(args.model)
+    paths = [p for arg in args.paths for p in (list_images(arg) if arg.is_dir() else [arg])]
+    done = 0
+    with JsonLinesSink(args.json) as out:
+        for path in paths:
+            image = read_image(path)
+            if image is None:
+                log.warning("skipping %s: not a readable image", path)
+                continue
+            label, probs = classify_crop(classifier, image)
+            out.write_object(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "confidence": round(float(probs.max()), 4),
+                    "probs": {
+                        c: round(float(p), 4)
+                        for c, p in zip(classifier.classes, probs, strict=True)
+                    },
+                }
+            )
+            done += 1
+    if done == 0:
+        raise MaskwatchError("no image could be read from " + ", ".join(map(str, args.paths)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from maskwatch.demo import run_demo, summary_table
+
+    result = run_demo(_load_pipeline(args), args.out)
+    print(summary_table(result.results))
+    print(f"\nannotated photos and contact sheet written to {args.out}/ (open {result.sheet})")
+    return 0
+
+
+def _require_training() -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise MaskwatchError(TRAIN_EXTRA_HINT) from exc
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _require_training()
+    from dataclasses import replace
+
+    from maskwatch.train.report import classification_report
+    from maskwatch.train.run import TrainConfig, command_line, train
+
+    if args.config is not None:
+        config = TrainConfig.from_file(args.config)
+    else:
+        if not args.data:
+            raise MaskwatchError("give at least one DATA folder (or --config FILE)")
+        config = TrainConfig(data=[str(p) for p in args.data])
+        overrides = {
+            k: getattr(args, k)
+            for k in (
+                "out",
+                "recipe",
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "views",
+                "test_fraction",
+                "split",
+                "seed",
+                "input_size",
+                "limit_per_class",
+                "balance_classes",
+            )
+            if getattr(args, k) is not None
+        }
+        config = replace(config, **overrides)
+    config = replace(config, command=command_line())
+    result = train(config)
+    print(classification_report(result.overall))
+    print(
+        f"\nmodel: {result.model}\nreport: {Path(config.out) / 'report.md'} "
+        f"({result.seconds:.0f} s)"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.train.report import classification_report
+    from maskwatch.train.run import evaluate
+
+    overall, by_source = evaluate(args.model, args.data, args.out)
+    print(classification_report(overall))
+    for source, metrics in by_source.items():
+        if len(by_source) > 1:
+            print(f"\n{source}\n{classification_report(metrics)}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from maskwatch.models import model_table
+
+    rows, ok = model_table(fetch=args.fetch)
+    print(rows)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskwatch", description=__doc__.split("\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="label every face in a webcam, video, stream or images")
+    p.add_argument(
+        "--source",
+        default="0",
+        help="camera index, video file, rtsp/http URL, image, folder or glob "
+        "(default: %(default)s, the first webcam)",
+    )
+    _model_arg(p)
+    p.add_argument(
+        "--no-show",
+        dest="show",
+        action="store_false",
+        help="do not open a window (default: show one; q or Esc quits)",
+    )
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
+        "(or one image file) for images",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT",
+        help="write one JSON object per frame or image to OUT ('-': stdout)",
+    )
+    p.add_argument(
+        "--max-fps",
+        type=float,
+        default=None,
+        help="process at most this many frames per second of a live source",
+    )
+    _detector_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("classify", help="classify face crops (no detection)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=_existing_path,
+        metavar="PATH",
+        help="image or folder of images (searched recursively)",
+    )
+    _model_arg(p)
+    p.add_argument(
+        "--json",
+        default="-",
+        metavar="OUT",
+        help="where to write JSON lines (default: '-', stdout)",
+    )
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("demo", help="run the pipeline on six sample photos (no camera needed)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("maskwatch-demo"),
+        help="folder for annotated photos and the contact sheet (default: %(default)s)",
+    )
+    _model_arg(p)
+    _detector_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a mask classifier (needs the train extra)")
+    p.add_argument(
+        "data",
+        nargs="*",
+        type=_existing_path,
+        metavar="DATA",
+        help="folder with one sub-folder per class, or images with Pascal VOC XML",
+    )
+    p.add_argument(
+        "--config",
+        type=_existing_path,
+        default=None,
+        help="repeat a run from its config.json (other options are ignored)",
+    )
+    p.add_argument("--out", default=None, help="output folder (default: runs/train)")
+    p.add_argument(
+        "--recipe",
+        choices=("seed",),
+        default=None,
+        help="seed: frozen MobileNetV2, the original project's head (default)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="default: 40")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32")
+    p.add_argument("--learning-rate", type=float, default=None, help="Adam, default: 1e-4")
+    p.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="augmented views per training face whose features are cached (default: 8)",
+    )
+    p.add_argument("--test-fraction", type=float, default=None, help="default: 0.3")
+    p.add_argument(
+        "--split",
+        choices=("group", "random"),
+        default=None,
+        help="group: keep groups and near-copies on one side (default); random: per "
+        "image, as the seed did (leaks; for comparison only)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="default: 0")
+    p.add_argument("--input-size", type=int, default=None, help="default: 224")
+    p.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="use at most this many faces per class and dataset (quick runs)",
+    )
+    p.add_argument(
+        "--balance-classes",
+        action="store_const",
+        const=True,
+        default=None,
+        help="weight the loss by inverse class frequency",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the training report's metrics for a model on any data")
+    p.add_argument("--model", type=_existing_path, required=True, help="ONNX classifier")
+    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p.add_argument("--out", type=Path, default=None, help="also write a report folder here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list, fetch and verify every model and sample file")
+    p.add_argument("--fetch", action="store_true", help="download whatever is missing")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    """'maskwatch: message', with 'warning: ' in front of warnings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"maskwatch: {prefix}{record.getMessage()}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except MaskwatchError as exc:
+        print(f"maskwatch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("maskwatch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Keep OpenCV's own log off the user's terminal while we call it; our errors say what failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cv2
+
+
+@contextmanager
+def quiet_opencv(level: str = "LOG_LEVEL_SILENT") -> Iterator[None]:
+    """Lower OpenCV's log level for the block, then restore it (no global change persists)."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    previous = logging.getLogLevel()
+    logging.setLogLevel(getattr(logging, level))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
+
+
+def open_capture(target: int | str) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's console noise when the target cannot be opened."""
+    with quiet_opencv():
+        return cv2.VideoCapture(target)

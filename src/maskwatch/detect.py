@@ -1,0 +1,91 @@
+"""The detect loop: frames from a source through the pipeline into the chosen sinks."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskwatch.draw import draw_faces, draw_fps
+from maskwatch.errors import OutputError, SourceError
+from maskwatch.pipeline import Pipeline
+from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
+from maskwatch.sources import VIDEO_SUFFIXES, Source
+
+log = logging.getLogger("maskwatch")
+
+
+@dataclass
+class DetectSummary:
+    """What one run saw: frames processed, faces per label, files written."""
+
+    frames: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    written: list[Path] = field(default_factory=list)
+
+    def describe(self) -> str:
+        faces = sum(self.labels.values())
+        parts = ", ".join(f"{label} {n}" for label, n in sorted(self.labels.items()))
+        return f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
+
+
+def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
+    if save.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoSink(save, source.fps)
+    if source.live or source.fps > 0:
+        raise OutputError(f"--save {save}: a video source needs a .mp4 or .avi output name")
+    return ImageSink(save)
+
+
+def run_detect(
+    source: Source,
+    pipeline: Pipeline,
+    show: bool = True,
+    save: Path | None = None,
+    json_target: str | None = None,
+) -> DetectSummary:
+    """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
+
+    Outputs are completed on a normal end or Ctrl-C and discarded on an error.
+    """
+    summary = DetectSummary()
+    window = WindowSink() if show else None
+    json_sink = JsonLinesSink(json_target) if json_target else None
+    saver: ImageSink | VideoSink | None = None
+    meter = FpsMeter()
+    ok = False
+    try:
+        try:
+            for frame in source.frames():
+                result = pipeline.process(frame)
+                summary.frames += 1
+                summary.labels.update(result.faces.labels)
+                if json_sink:
+                    json_sink.write(result)
+                if window is None and save is None:
+                    continue
+                annotated = draw_faces(frame.image, result.faces)
+                if save is not None:
+                    saver = saver or _save_sink(save, source)
+                    saver.write(result, annotated)
+                if window is not None:
+                    draw_fps(annotated, meter.tick())
+                    if not window.show(annotated):
+                        break
+        except KeyboardInterrupt:
+            log.warning("interrupted; finishing outputs")
+        if source.read == 0:
+            raise SourceError(f"{source.name}: nothing could be read")
+        ok = True
+    finally:
+        source.close()
+        if window is not None:
+            window.close()
+        if json_sink is not None:
+            json_sink.close(ok)
+        if saver is not None:
+            saver.close(ok)
+            if ok:
+                summary.written = [*saver.written] if isinstance(saver, ImageSink) else [saver.out]
+    return summary

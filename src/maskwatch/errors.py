@@ -1,0 +1,25 @@
+"""Project exceptions. Each carries a message meant for a person; the CLI prints it on one line."""
+
+
+class MaskwatchError(Exception):
+    """Base class: anything maskwatch raises on purpose."""
+
+
+class SourceError(MaskwatchError):
+    """A camera, file, folder or stream could not be opened or read."""
+
+
+class ModelError(MaskwatchError):
+    """A model file is missing, corrupt, of the wrong shape or fails its checksum."""
+
+
+class DownloadError(MaskwatchError):
+    """A file could not be fetched into the cache."""
+
+
+class DatasetError(MaskwatchError):
+    """A training or evaluation dataset is empty, one-class or unreadable."""
+
+
+class OutputError(MaskwatchError):
+    """An output path cannot be written."""

@@ -1,0 +1,147 @@
+"""Face detection (YuNet through cv2.FaceDetectorYN) and the one way faces are framed into crops.
+
+Training and inference both frame crops with `crop_faces`, so the classifier sees at run time
+what it saw in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from maskwatch import hub
+from maskwatch.cvlog import quiet_opencv
+from maskwatch.errors import ModelError
+from maskwatch.types import Faces
+
+DEFAULT_SCORE_THRESHOLD = 0.5
+DEFAULT_DETECT_MIN_SIDE = 960
+DEFAULT_DETECT_MAX_SIDE = 1920
+CROP_MARGIN = 0.15
+
+
+class FaceDetector(Protocol):
+    """Anything that finds faces in a BGR image. `thorough` asks for a slower, more complete
+    search (used for still photos, where there is no next frame to catch a missed face)."""
+
+    def detect(self, image: np.ndarray, thorough: bool = False) -> Faces: ...
+
+
+class YuNetDetector:
+    """YuNet face detector.
+
+    Frames larger than `max_side` are scaled down for speed. A thorough search (still photos)
+    also runs on the frame upscaled to `min_side` when it is smaller, so that faces of 20-40 px
+    are found, and merges both passes by non-maximum suppression.
+    """
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        nms_threshold: float = 0.3,
+        min_side: int = DEFAULT_DETECT_MIN_SIDE,
+        max_side: int = DEFAULT_DETECT_MAX_SIDE,
+    ) -> None:
+        path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
+        if not Path(path).is_file():
+            raise ModelError(f"face detector model not found: {path}")
+        try:
+            with quiet_opencv():
+                self._net = cv2.FaceDetectorYN.create(
+                    str(path), "", (320, 320), score_threshold, nms_threshold, 5000
+                )
+        except cv2.error as exc:
+            raise ModelError(f"cannot load face detector {path}: {exc.err}") from exc
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.min_side = min_side
+        self.max_side = max_side
+        self._input_size: tuple[int, int] | None = None
+
+    def scales(self, width: int, height: int, thorough: bool) -> list[float]:
+        """Resize factors to detect at: 1 (or down to max_side), plus up to min_side if thorough."""
+        long_side = max(width, height)
+        if long_side > self.max_side:
+            return [self.max_side / long_side]
+        if thorough and 0 < long_side < self.min_side:
+            return [1.0, self.min_side / long_side]
+        return [1.0]
+
+    def _detect_at(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """Raw YuNet rows (x, y, w, h, 10 landmark coordinates, score) in original pixels."""
+        if scale != 1.0:
+            interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
+        size = (image.shape[1], image.shape[0])
+        if size != self._input_size:
+            self._net.setInputSize(size)
+            self._input_size = size
+        _, found = self._net.detect(image)
+        if found is None or len(found) == 0:
+            return np.zeros((0, 15), np.float32)
+        rows = np.asarray(found, np.float32).copy()
+        rows[:, :14] *= np.float32(1.0 / scale)
+        return rows
+
+    def detect(self, image: np.ndarray, thorough: bool = False) -> Faces:
+        height, width = image.shape[:2]
+        passes = [self._detect_at(image, s) for s in self.scales(width, height, thorough)]
+        found = np.concatenate(passes)
+        if len(passes) > 1 and len(found) > 1:
+            keep = cv2.dnn.NMSBoxes(
+                found[:, :4].tolist(),
+                found[:, 14].tolist(),
+                self.score_threshold,
+                self.nms_threshold,
+            )
+            found = found[np.asarray(keep, np.int64).reshape(-1)]
+        if len(found) == 0:
+            return Faces()
+        boxes = np.concatenate([found[:, :2], found[:, :2] + found[:, 2:4]], axis=1)
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        return Faces.from_detections(boxes, found[:, 14], found[:, 4:14])
+
+
+def square_box(box: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int]:
+    """The square crop window for a face box: centred on it, its long side plus `margin` on each
+    side. Returns (x0, y0, side) in pixels; the window may extend past the frame."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * margin)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    return round(cx - side / 2.0), round(cy - side / 2.0), max(1, round(side))
+
+
+def crop_face(
+    image: np.ndarray, box: np.ndarray, size: int, margin: float = CROP_MARGIN
+) -> np.ndarray:
+    """One face as a `size`x`size` BGR crop; parts outside the frame are black."""
+    x0, y0, side = square_box(box, margin)
+    height, width = image.shape[:2]
+    sx0, sy0 = max(0, x0), max(0, y0)
+    sx1, sy1 = min(width, x0 + side), min(height, y0 + side)
+    window = np.zeros((side, side, 3), np.uint8)
+    if sx1 > sx0 and sy1 > sy0:
+        window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(window, (size, size), interpolation=interpolation)
+
+
+def crop_faces(
+    image: np.ndarray, boxes: np.ndarray, size: int, margin: float = CROP_MARGIN
+) -> np.ndarray:
+    """All faces of a frame as one (N, size, size, 3) uint8 BGR batch."""
+    if len(boxes) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([crop_face(image, box, size, margin) for box in boxes])
+
+
+def largest_face(faces: Faces) -> int | None:
+    """Index of the largest detected face, or None when there is none."""
+    if len(faces) == 0:
+        return None
+    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
+    return int(np.argmax(areas))

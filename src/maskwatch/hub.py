@@ -1,0 +1,189 @@
+"""Model and sample registry: names, official URLs, sha256, the verifying cache and the mirror.
+
+Files not shipped in the package are fetched on first use from their official URL (or from
+`$MASKWATCH_MIRROR/<file name>` when that variable is set) into `$MASKWATCH_HOME`, written
+under a temporary name, checked against their sha256 and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from maskwatch.atomic import atomic_path
+from maskwatch.errors import DownloadError
+
+ENV_HOME = "MASKWATCH_HOME"
+ENV_MIRROR = "MASKWATCH_MIRROR"
+
+_SAMPLE_BASE = (
+    "https://raw.githubusercontent.com/jolignier/face-mask-dataset-ilc-2021/"
+    "1178de48480a2fb7ca5f3c200f335f97fcd0c434/JPEGImages/"
+)
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One downloadable file: where it comes from, what it must hash to, and what it is."""
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    kind: str  # "detector", "backbone" or "sample"
+    licence: str
+    description: str
+
+
+YUNET = HubFile(
+    name="yunet",
+    filename="face_detection_yunet_2023mar.onnx",
+    url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+    "face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    kind="detector",
+    licence="MIT (OpenCV Zoo)",
+    description="YuNet 2023mar face detector for cv2.FaceDetectorYN",
+)
+
+MOBILENET_V2 = HubFile(
+    name="mobilenet_v2",
+    filename="mobilenet_v2-b0353104.pth",
+    url="https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+    sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+    kind="backbone",
+    licence="BSD-3-Clause (torchvision)",
+    description="torchvision ImageNet MobileNetV2 (IMAGENET1K_V1), backbone for training",
+)
+
+
+def _sample(filename: str, sha256: str, description: str) -> HubFile:
+    return HubFile(
+        name=f"sample-{filename[:8]}",
+        filename=filename,
+        url=_SAMPLE_BASE + filename,
+        sha256=sha256,
+        kind="sample",
+        licence="none stated (ILC 2021 face-mask dataset); used as demo input only",
+        description=description,
+    )
+
+
+SAMPLES: tuple[HubFile, ...] = (
+    _sample(
+        "896a9f045de3f8f60941690b94f8a770.jpg",
+        "fdf7a7dbd7c9a56fe6ffad2da76c4427ec179bdfc7820608cc56b3ebb8ef4977",
+        "patterned cloth mask, mask below nose, no mask (3 faces)",
+    ),
+    _sample(
+        "d28f40f3a60134ccdd5a502a851cf65e.jpg",
+        "10b767d1044c916dc07afe8340f1fed9143233b8142c75e579fce00a657ff8c6",
+        "street, mask on chin and masks worn (several small faces)",
+    ),
+    _sample(
+        "b5a9a910c327b5843b72eea1ff5a92e2.jpg",
+        "6d96cd71108d01257e3078de9e2b39b8ef919571a2b8d9cae9fb5e53aeeaf698",
+        "hospital entrance, people at distance",
+    ),
+    _sample(
+        "e07e9c7e729e28f0531e13b0b5a44658.jpg",
+        "13600d89b64369a2581c32ffc770b9665f2222cf4173a9a49ce30358732cd370",
+        "press conference, several masked faces, one below the nose",
+    ),
+    _sample(
+        "d898baff7259945cdc95d3b400c3af7b.jpg",
+        "59994196160cec429d42efdf5bc69d78bb22112602decc6251e1b9f719bf2371",
+        "masks below the nose, one face without a mask",
+    ),
+    _sample(
+        "05fe38c36a13204e986c5558169cf0d4.jpg",
+        "e41a1adaf14cde61563cfb18e3ecf6863961db202255c298ffabe4a92d2b8ba2",
+        "street group, masks worn and not worn",
+    ),
+)
+
+REGISTRY: dict[str, HubFile] = {f.name: f for f in (YUNET, MOBILENET_V2, *SAMPLES)}
+
+
+def cache_dir() -> Path:
+    """`$MASKWATCH_HOME`, else `$XDG_CACHE_HOME/maskwatch`, else `~/.cache/maskwatch`."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "maskwatch"
+
+
+def source_url(entry: HubFile) -> str:
+    """The URL a file is fetched from: the mirror's when `$MASKWATCH_MIRROR` is set."""
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if mirror:
+        return mirror.rstrip("/") + "/" + entry.filename
+    return entry.url
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_verified(path: Path, entry: HubFile) -> bool:
+    return path.is_file() and sha256_of(path) == entry.sha256
+
+
+def download(entry: HubFile, dest: Path) -> Path:
+    """Fetch `entry` to `dest` through a temporary file; raise DownloadError unless it verifies."""
+    url = source_url(entry)
+    try:
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, out)
+            got = sha256_of(tmp)
+            if got != entry.sha256:
+                raise DownloadError(
+                    f"{entry.filename} from {url} has sha256 {got[:12]}..., expected "
+                    f"{entry.sha256[:12]}...; refusing to use it"
+                )
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DownloadError(f"cannot download {entry.filename} from {url}: {exc}") from exc
+    return dest
+
+
+def fetch(name: str) -> Path:
+    """Path of a verified copy of registry file `name`, downloading it if needed."""
+    entry = REGISTRY[name]
+    path = cache_dir() / entry.filename
+    if is_verified(path, entry):
+        return path
+    return download(entry, path)
+
+
+def torch_checkpoint_path(entry: HubFile = MOBILENET_V2) -> Path:
+    """Where torchvision's weights API looks for `entry` ($TORCH_HOME/hub/checkpoints)."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        base = Path(torch_home).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "torch"
+    return base / "hub" / "checkpoints" / entry.filename
+
+
+def prepare_backbone_weights() -> None:
+    """With a mirror set, put torchvision's MobileNetV2 checkpoint where its weights API looks.
+
+    Without a mirror torchvision downloads it itself from its official URL.
+    """
+    if not os.environ.get(ENV_MIRROR, "").strip():
+        return
+    path = torch_checkpoint_path()
+    if not path.is_file():
+        download(MOBILENET_V2, path)

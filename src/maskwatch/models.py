@@ -1,0 +1,61 @@
+"""`maskwatch models`: every file maskwatch knows, where it is, and whether it verifies."""
+
+from __future__ import annotations
+
+from maskwatch import hub
+from maskwatch.classifier import default_model_path, load_metadata
+from maskwatch.errors import MaskwatchError
+
+
+def _status(path_ok: bool, exists: bool) -> str:
+    if path_ok:
+        return "ok"
+    return "CORRUPT (sha256 mismatch)" if exists else "not downloaded"
+
+
+def model_table(fetch: bool = False) -> tuple[str, bool]:
+    """A text table of every registry file and the bundled classifier; True if all verify.
+
+    With `fetch`, missing or corrupt files are downloaded first (the backbone only when a
+    mirror is set; otherwise torchvision fetches it itself at training time).
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    all_ok = True
+    for entry in hub.REGISTRY.values():
+        if entry.kind == "backbone":
+            path = hub.torch_checkpoint_path(entry)
+            if fetch:
+                try:
+                    hub.prepare_backbone_weights()
+                except MaskwatchError as exc:
+                    rows.append((entry.name, entry.kind, f"FAILED: {exc}", str(path)))
+                    all_ok = False
+                    continue
+            ok = hub.is_verified(path, entry)
+            rows.append((entry.name, entry.kind, _status(ok, path.exists()), str(path)))
+            continue
+        path = hub.cache_dir() / entry.filename
+        if fetch and not hub.is_verified(path, entry):
+            try:
+                hub.fetch(entry.name)
+            except MaskwatchError as exc:
+                rows.append((entry.name, entry.kind, f"FAILED: {exc}", str(path)))
+                all_ok = False
+                continue
+        ok = hub.is_verified(path, entry)
+        all_ok &= ok or not fetch
+        rows.append((entry.name, entry.kind, _status(ok, path.exists()), str(path)))
+    bundled = default_model_path()
+    try:
+        expected = load_metadata(bundled).sha256
+        ok = bundled.is_file() and hub.sha256_of(bundled) == expected
+    except MaskwatchError:
+        ok = False
+    all_ok &= ok
+    rows.append(
+        ("mask_classifier", "classifier (bundled)", _status(ok, bundled.exists()), str(bundled))
+    )
+    widths = [max(len(r[i]) for r in [*rows, ("name", "kind", "status", "path")]) for i in range(3)]
+    lines = [f"{'name':<{widths[0]}}  {'kind':<{widths[1]}}  {'status':<{widths[2]}}  path"]
+    lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines), all_ok

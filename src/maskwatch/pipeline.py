@@ -1,0 +1,38 @@
+"""Frame -> faces -> crops -> classifier -> result: the one place the stages meet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from maskwatch.classifier import MaskClassifier
+from maskwatch.faces import FaceDetector, crop_face, crop_faces
+from maskwatch.types import Faces, Frame, FrameResult
+
+
+@dataclass
+class Pipeline:
+    """Runs the detector and classifier on frames; all faces of a frame form one batch."""
+
+    detector: FaceDetector
+    classifier: MaskClassifier
+
+    def classify_faces(self, image: np.ndarray, faces: Faces) -> Faces:
+        meta = self.classifier.meta
+        crops = crop_faces(image, faces.boxes, meta.input_size, meta.crop_margin)
+        probs = self.classifier.predict(crops)
+        return faces.with_predictions(probs, tuple(meta.classes), self.classifier.labels(probs))
+
+    def process(self, frame: Frame) -> FrameResult:
+        faces = self.detector.detect(frame.image, thorough=frame.still)
+        return FrameResult(frame, self.classify_faces(frame.image, faces))
+
+
+def classify_crop(classifier: MaskClassifier, image: np.ndarray) -> tuple[str, np.ndarray]:
+    """Label and probabilities for an image that is already a face crop (no detection)."""
+    height, width = image.shape[:2]
+    whole = np.array([0, 0, width, height], np.float32)
+    crop = crop_face(image, whole, classifier.input_size, margin=0.0)
+    probs = classifier.predict(crop[None])
+    return classifier.labels(probs)[0], probs[0]

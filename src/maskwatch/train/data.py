@@ -1,0 +1,187 @@
+"""Datasets: class folders or Pascal VOC, read into face samples with labels, sources and groups.
+
+A *group* is a set of samples that come from the same photograph (all faces of one VOC image,
+all images of one `groups.csv` group); groups never straddle a train/test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maskwatch.errors import DatasetError
+from maskwatch.labels import canonical_label, sort_labels
+from maskwatch.sources import list_images
+
+log = logging.getLogger("maskwatch")
+
+GROUPS_FILE = "groups.csv"
+_VOC_IMAGE_DIRS = ("images", "JPEGImages", ".")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One face to learn from: its photo, its box there (None: find the face), label and origin."""
+
+    image: Path
+    box: tuple[int, int, int, int] | None
+    label: str
+    source: str
+    group: str
+
+
+def _voc_annotation_files(root: Path) -> list[Path]:
+    folder = root / "annotations" if (root / "annotations").is_dir() else root / "Annotations"
+    if not folder.is_dir():
+        folder = root
+    return sorted(folder.glob("*.xml"))
+
+
+def _find_voc_image(root: Path, xml_path: Path, filename: str | None) -> Path | None:
+    names = [filename] if filename else []
+    names += [xml_path.stem + s for s in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
+    for folder in _VOC_IMAGE_DIRS:
+        for name in names:
+            candidate = root / folder / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_voc(root: Path, source: str) -> list[Sample]:
+    """Faces from Pascal VOC XML files (in `annotations/` or beside the images)."""
+    samples: list[Sample] = []
+    unknown: Counter[str] = Counter()
+    for xml_path in _voc_annotation_files(root):
+        try:
+            tree = ET.parse(xml_path).getroot()
+        except ET.ParseError as exc:
+            log.warning("skipping %s: not valid XML (%s)", xml_path, exc)
+            continue
+        image = _find_voc_image(root, xml_path, tree.findtext("filename"))
+        if image is None:
+            log.warning("skipping %s: its image was not found", xml_path)
+            continue
+        for obj in tree.iter("object"):
+            name = obj.findtext("name") or ""
+            label = canonical_label(name)
+            box = obj.find("bndbox")
+            if label is None or box is None:
+                unknown[name] += 1
+                continue
+            try:
+                x1, y1, x2, y2 = (
+                    round(float(box.findtext(k) or "nan")) for k in ("xmin", "ymin", "xmax", "ymax")
+                )
+            except ValueError:
+                log.warning("skipping a box in %s: coordinates are not numbers", xml_path)
+                continue
+            if x2 <= x1 or y2 <= y1:
+                continue
+            samples.append(Sample(image, (x1, y1, x2, y2), label, source, f"{source}:{image.stem}"))
+    for name, n in unknown.items():
+        log.warning("%s: ignored %d boxes of unknown class %r", source, n, name)
+    return samples
+
+
+def _read_groups(root: Path) -> dict[str, str]:
+    path = root / GROUPS_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["path"]: row["group"] for row in csv.DictReader(f)}
+
+
+def load_class_folders(root: Path, source: str) -> list[Sample]:
+    """Images in one sub-folder per class; groups from `groups.csv` when the folder has one."""
+    groups = _read_groups(root)
+    samples: list[Sample] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = canonical_label(folder.name)
+        if label is None:
+            log.warning("%s: ignoring folder %s (not a known class name)", source, folder.name)
+            continue
+        for image in list_images(folder):
+            rel = image.relative_to(root).as_posix()
+            group = groups.get(rel, rel)
+            samples.append(Sample(image, None, label, source, f"{source}:{group}"))
+    return samples
+
+
+def load_dataset(root: Path) -> list[Sample]:
+    """Read a dataset folder of either layout; the folder's name is the samples' source."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    source = root.resolve().name
+    if _voc_annotation_files(root):
+        samples = load_voc(root, source)
+    elif any(p.is_dir() and canonical_label(p.name) for p in root.iterdir()):
+        samples = load_class_folders(root, source)
+    else:
+        raise DatasetError(
+            f"{root}: expected one sub-folder per class (with_mask, without_mask, ...) or "
+            "Pascal VOC XML annotations"
+        )
+    if not samples:
+        raise DatasetError(f"{root}: no labelled images found")
+    return samples
+
+
+def load_datasets(roots: list[Path]) -> list[Sample]:
+    """All samples of several datasets; at least two classes must be present."""
+    samples = [s for root in roots for s in load_dataset(root)]
+    check_classes(samples)
+    return samples
+
+
+def check_classes(samples: list[Sample]) -> list[str]:
+    """The classes present, in canonical order; a DatasetError unless there are at least two."""
+    if not samples:
+        raise DatasetError("the dataset has no images")
+    classes = sort_labels({s.label for s in samples})
+    if len(classes) < 2:
+        raise DatasetError(f"the dataset has only one class ({classes[0]}); at least two needed")
+    return classes
+
+
+def split_groups(
+    groups: list[str], labels: list[str], test_fraction: float, seed: int
+) -> np.ndarray:
+    """Boolean mask of test samples; whole groups go to one side, classes stay near `test_fraction`.
+
+    Groups are visited in a seeded random order and go to test while the test share of their
+    majority class is below the target.
+    """
+    rng = np.random.default_rng(seed)
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    class_total = Counter(labels)
+    class_test: Counter[str] = Counter()
+    test = np.zeros(len(groups), bool)
+    keys = list(by_group)
+    for k in rng.permutation(len(keys)):
+        members = by_group[keys[int(k)]]
+        majority = Counter(labels[i] for i in members).most_common(1)[0][0]
+        if class_test[majority] + len(members) / 2 <= test_fraction * class_total[majority]:
+            test[members] = True
+            class_test.update(labels[i] for i in members)
+    return test
+
+
+def split_random(n: int, labels: list[str], test_fraction: float, seed: int) -> np.ndarray:
+    """Per-image stratified random split: the seed's way, which leaks near-copies into test."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(n, bool)
+    for label in sorted(set(labels)):
+        idx = np.array([i for i in range(n) if labels[i] == label])
+        chosen = rng.choice(idx, size=round(test_fraction * len(idx)), replace=False)
+        test[chosen] = True
+    return test

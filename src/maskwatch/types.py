@@ -1,0 +1,149 @@
+"""The result objects every stage reads and writes.
+
+A `Frame` comes from a source; the detector turns it into `Faces`; the classifier and tracker
+fill in labels and track ids; every sink reads a `FrameResult`. JSON comes from here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+NO_TRACK = -1
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One BGR image from a source, with where and when it came from.
+
+    `still` marks a photo rather than a video frame: it gets the detector's thorough search.
+    """
+
+    image: np.ndarray
+    index: int
+    time: float
+    source: str
+    still: bool = False
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+def _empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Faces of one frame as parallel arrays (N faces).
+
+    boxes: (N, 4) x1, y1, x2, y2 in pixels of the original frame; scores: (N,) detector scores;
+    landmarks: (N, 5, 2) eyes, nose tip, mouth corners; probs: (N, C) classifier probabilities
+    over `classes` (C = 0 before classification); labels: N canonical labels or `uncertain`;
+    tracks: (N,) track ids, NO_TRACK when untracked.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: _empty((0,), np.float32))
+    landmarks: np.ndarray = field(default_factory=lambda: _empty((0, 5, 2), np.float32))
+    probs: np.ndarray = field(default_factory=lambda: _empty((0, 0), np.float32))
+    classes: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    tracks: np.ndarray = field(default_factory=lambda: _empty((0,), np.int64))
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        checks = {
+            "boxes": (self.boxes.shape, (n, 4)),
+            "scores": (self.scores.shape, (n,)),
+            "landmarks": (self.landmarks.shape, (n, 5, 2)),
+            "tracks": (self.tracks.shape, (n,)),
+        }
+        for name, (got, want) in checks.items():
+            if got != want:
+                raise ValueError(f"Faces.{name} has shape {got}, expected {want}")
+        if self.probs.shape not in {(n, 0), (n, len(self.classes))} and not (
+            n == 0 and self.probs.size == 0
+        ):
+            raise ValueError(
+                f"Faces.probs has shape {self.probs.shape}, expected ({n}, {len(self.classes)})"
+            )
+        if self.labels and len(self.labels) != n:
+            raise ValueError(f"Faces.labels has {len(self.labels)} entries for {n} faces")
+
+    @classmethod
+    def from_detections(cls, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> Faces:
+        n = len(boxes)
+        return cls(
+            boxes=np.asarray(boxes, np.float32).reshape(n, 4),
+            scores=np.asarray(scores, np.float32).reshape(n),
+            landmarks=np.asarray(landmarks, np.float32).reshape(n, 5, 2),
+            probs=_empty((n, 0), np.float32),
+            tracks=np.full(n, NO_TRACK, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def classified(self) -> bool:
+        return len(self.labels) == len(self) and len(self.classes) > 0
+
+    def with_predictions(
+        self, probs: np.ndarray, classes: tuple[str, ...], labels: tuple[str, ...]
+    ) -> Faces:
+        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=labels)
+
+    def with_tracks(self, tracks: np.ndarray) -> Faces:
+        return replace(self, tracks=np.asarray(tracks, np.int64))
+
+    def confidences(self) -> np.ndarray:
+        """Top probability per face (0 where unclassified)."""
+        if self.probs.shape[1:] == (0,) or len(self) == 0:
+            return np.zeros(len(self), np.float32)
+        return self.probs.max(axis=1)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        confidences = self.confidences()
+        out = []
+        for i in range(len(self)):
+            track = int(self.tracks[i])
+            out.append(
+                {
+                    "box": [round(float(v), 1) for v in self.boxes[i]],
+                    "score": round(float(self.scores[i]), 4),
+                    "label": self.labels[i] if self.labels else None,
+                    "confidence": round(float(confidences[i]), 4),
+                    "probs": {
+                        c: round(float(p), 4)
+                        for c, p in zip(self.classes, self.probs[i], strict=True)
+                    },
+                    "track": None if track == NO_TRACK else track,
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline found in one frame; the one object every sink reads."""
+
+    frame: Frame
+    faces: Faces
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.frame.source,
+            "frame": self.frame.index,
+            "time": round(self.frame.time, 3),
+            "width": self.frame.width,
+            "height": self.frame.height,
+            "faces": self.faces.to_json(),
+        }

@@ -1,0 +1,122 @@
+"""Shared fixtures: the real YuNet, the bundled classifier and real photos from ../shared.
+
+Every test session gets its own empty MASKWATCH_HOME and TORCH_HOME, so models are fetched
+through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirror).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MASKWATCH_SHARED", REPO.parent / "shared")).resolve()
+MIRROR = SHARED / "mirror"
+DATASETS = SHARED / "datasets"
+# Three faces: a patterned cloth mask, a mask below the nose, no mask.
+THREE_FACES = MIRROR / "896a9f045de3f8f60941690b94f8a770.jpg"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not MIRROR.is_dir() or not DATASETS.is_dir():
+        raise pytest.UsageError(
+            f"the tests need ../shared (looked in {SHARED}); set MASKWATCH_SHARED to its path"
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("MASKWATCH_MIRROR", MIRROR.as_uri())
+    os.environ["MASKWATCH_HOME"] = str(tmp_path_factory.mktemp("maskwatch-home"))
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
+
+
+@pytest.fixture(scope="session")
+def detector():  # type: ignore[no-untyped-def]
+    from maskwatch.faces import YuNetDetector
+
+    return YuNetDetector()
+
+
+@pytest.fixture(scope="session")
+def classifier():  # type: ignore[no-untyped-def]
+    from maskwatch.classifier import MaskClassifier
+
+    return MaskClassifier()
+
+
+@pytest.fixture(scope="session")
+def pipeline(detector, classifier):  # type: ignore[no-untyped-def]
+    from maskwatch.pipeline import Pipeline
+
+    return Pipeline(detector, classifier)
+
+
+@pytest.fixture(scope="session")
+def three_faces() -> np.ndarray:
+    image = cv2.imread(str(THREE_FACES))
+    assert image is not None
+    return image
+
+
+def render_video(
+    path: Path,
+    photo: np.ndarray,
+    frames: int = 30,
+    size: tuple[int, int] = (640, 480),
+    fps: float = 15.0,
+) -> Path:
+    """A short video of `photo` fitted into `size` and panning slowly, written with OpenCV."""
+    width, height = size
+    scale = min(width / photo.shape[1], height / photo.shape[0]) * 0.9
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        dx = int((width - small.shape[1]) * i / max(frames - 1, 1))
+        dy = (height - small.shape[0]) // 2
+        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
+        writer.write(canvas)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory: pytest.TempPathFactory, three_faces: np.ndarray) -> Path:
+    return render_video(tmp_path_factory.mktemp("video") / "three_faces.mp4", three_faces)
+
+
+def voc_subset(dest: Path, count: int, start: int = 0) -> Path:
+    """A small Pascal VOC folder linking `count` ILC photos and their annotations."""
+    ilc = DATASETS / "ilc"
+    (dest / "images").mkdir(parents=True)
+    (dest / "annotations").mkdir()
+    for xml in sorted((ilc / "annotations").glob("*.xml"))[start : start + count]:
+        (dest / "annotations" / xml.name).symlink_to(xml)
+        image = ilc / "images" / (xml.stem + ".jpg")
+        (dest / "images" / image.name).symlink_to(image)
+    return dest
+
+
+def class_subset(
+    dest: Path,
+    per_class: int,
+    names: tuple[str, ...] = ("with_mask", "without_mask"),
+    start: int = 0,
+) -> Path:
+    """A small class-folder dataset linking observations photos (with their groups.csv rows)."""
+    obs = DATASETS / "observations"
+    rows = (obs / "groups.csv").read_text().splitlines()
+    keep = [rows[0]]
+    for name in names:
+        (dest / name).mkdir(parents=True)
+        for image in sorted((obs / name).iterdir())[start : start + per_class]:
+            (dest / name / image.name).symlink_to(image)
+            keep += [r for r in rows if r.startswith(f"{name}/{image.name},")]
+    (dest / "groups.csv").write_text("\n".join(keep) + "\n")
+    return dest

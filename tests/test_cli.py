@@ -1,0 +1,202 @@
+"""The `maskwatch` command as users run it: real models, real photos, a rendered video."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from conftest import MIRROR, THREE_FACES
+from maskwatch.cli import main
+
+
+def run_cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0]
+
+
+def test_detect_json_lines_for_a_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a.jpg").symlink_to(THREE_FACES)
+    (tmp_path / "b.jpg").symlink_to(MIRROR / "d898baff7259945cdc95d3b400c3af7b.jpg")
+    assert main(["detect", "--source", str(tmp_path), "--no-show", "--json", "-"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(d["source"]).name for d in lines] == ["a.jpg", "b.jpg"]
+    assert [d["frame"] for d in lines] == [0, 1]
+    first = lines[0]
+    assert set(first) == {"source", "frame", "time", "width", "height", "faces"}
+    assert (first["width"], first["height"]) == (660, 281)
+    assert len(first["faces"]) == 3
+    for face in first["faces"]:
+        assert set(face) == {"box", "score", "label", "confidence", "probs", "track"}
+        assert face["label"] in {"mask", "no_mask", "incorrect", "uncertain"}
+        assert face["confidence"] == pytest.approx(max(face["probs"].values()), abs=1e-4)
+        x1, y1, x2, y2 = face["box"]
+        assert 0 <= x1 < x2 <= 660 and 0 <= y1 < y2 <= 281
+
+
+def test_detect_video_to_annotated_video_and_json_file(tmp_path: Path, video: Path) -> None:
+    out, log = tmp_path / "out.mp4", tmp_path / "frames.jsonl"
+    proc = run_cli(
+        "detect", "--source", str(video), "--no-show", "--save", str(out), "--json", str(log)
+    )
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(frames) == 30
+    assert frames[-1]["time"] == pytest.approx(29 / 15, abs=0.01)
+    assert sum(len(f["faces"]) for f in frames) >= 80  # three faces in (nearly) every frame
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    ok, first = capture.read()
+    capture.release()
+    assert ok and first.shape == (480, 640, 3)
+    assert not list(tmp_path.glob(".*part*")), "temporary files left behind"
+
+
+def test_detect_saves_annotated_images_with_labelled_boxes(tmp_path: Path) -> None:
+    out = tmp_path / "annotated"
+    assert (
+        main(["-q", "detect", "--source", str(THREE_FACES), "--no-show", "--save", str(out)]) == 0
+    )
+    written = cv2.imread(str(out / THREE_FACES.name))
+    original = cv2.imread(str(THREE_FACES))
+    assert written.shape == original.shape
+    assert (cv2.absdiff(written, original).max(axis=2) > 60).sum() > 2000
+
+
+def test_classify_prints_json_per_crop(tmp_path: Path, three_faces, detector, capsys) -> None:  # type: ignore[no-untyped-def]
+    from maskwatch.faces import crop_face
+
+    faces = detector.detect(three_faces)
+    (tmp_path / "nested").mkdir()
+    for i, box in enumerate(faces.boxes):
+        cv2.imwrite(str(tmp_path / "nested" / f"face{i}.png"), crop_face(three_faces, box, 160))
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    assert main(["classify", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3
+    assert all(set(r) == {"path", "label", "confidence", "probs"} for r in rows)
+    assert "no_mask" in {r["label"] for r in rows}
+
+
+def test_demo_writes_annotated_photos_and_a_contact_sheet(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stderr
+    assert "total" in proc.stdout and "no_mask" in proc.stdout
+    files = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert len(files) == 7 and "contact_sheet.jpg" in files
+    sheet = cv2.imread(str(tmp_path / "demo" / "contact_sheet.jpg"))
+    assert sheet is not None and sheet.shape[1] >= 960
+    total = proc.stdout.strip().splitlines()[-3].split()
+    assert total[0] == "total" and int(total[1]) >= 15
+
+
+def test_models_lists_and_verifies_everything(tmp_path: Path) -> None:
+    proc = run_cli("models", "--fetch")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("yunet", "mobilenet_v2", "mask_classifier", "sample-896a9f04"):
+        assert name in proc.stdout
+    assert "CORRUPT" not in proc.stdout and "not downloaded" not in proc.stdout
+
+
+def test_detect_and_import_do_not_load_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, maskwatch.cli as c\n"
+        f"rc = c.main(['-q', 'detect', '--source', {str(THREE_FACES)!r}, '--no-show', "
+        f"'--json', {str(tmp_path / 'o.jsonl')!r}])\n"
+        "assert rc == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_version_answers_without_heavy_imports() -> None:
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("maskwatch ")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["detect", "--source", "no/such/file.mp4", "--no-show", "--json", "-"],
+            ["no/such/file.mp4"],
+        ),
+        (["detect", "--source", "98", "--no-show", "--json", "-"], ["cannot open camera 98"]),
+        (["detect", "--source", str(THREE_FACES), "--no-show"], ["--no-show needs"]),
+        (["classify", "no/such/crop.png"], ["no such file"]),
+        (["evaluate", "--model", "missing.onnx", "x"], ["missing.onnx"]),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], needles: list[str]) -> None:
+    assert_one_line_error(run_cli(*args), *needles)
+
+
+def test_corrupt_or_wrong_models_are_one_clear_line(tmp_path: Path) -> None:
+    from maskwatch.classifier import default_model_path, metadata_path
+
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x01garbage" * 100)
+    metadata_path(corrupt).write_text(metadata_path(default_model_path()).read_text())
+    proc = run_cli(
+        "detect", "--source", str(THREE_FACES), "--no-show", "--json", "-", "--model", str(corrupt)
+    )
+    assert_one_line_error(proc, "corrupt.onnx", "not a valid ONNX")
+
+    wrong = tmp_path / "wrong.onnx"
+    wrong.write_bytes(default_model_path().read_bytes())
+    meta = json.loads(metadata_path(default_model_path()).read_text())
+    meta["input_size"] = 128
+    metadata_path(wrong).write_text(json.dumps(meta))
+    assert_one_line_error(run_cli("classify", str(THREE_FACES), "--model", str(wrong)), "3x128x128")
+
+    orphan = tmp_path / "orphan.onnx"
+    orphan.write_bytes(default_model_path().read_bytes())
+    assert_one_line_error(
+        run_cli("classify", str(THREE_FACES), "--model", str(orphan)), "metadata not found"
+    )
+
+
+def test_showing_without_a_display_is_one_clear_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
+    proc = run_cli("detect", "--source", str(THREE_FACES), env=env)
+    assert_one_line_error(proc, "no display", "--no-show")
+
+
+def test_a_folder_where_nothing_is_readable_fails(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    (tmp_path / "b.png").write_bytes(b"junk")
+    proc = run_cli("detect", "--source", str(tmp_path), "--no-show", "--json", "-")
+    assert_one_line_error(proc, "nothing could be read")
+    assert proc.stderr.count("skipping") == 2
+    assert proc.stdout == ""
+
+
+def test_failed_runs_leave_no_output_file(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"junk")
+    target = tmp_path / "out.jsonl"
+    proc = run_cli("detect", "--source", str(tmp_path / "in"), "--no-show", "--json", str(target))
+    assert proc.returncode != 0
+    assert list(tmp_path.iterdir()) == [tmp_path / "in"]

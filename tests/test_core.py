@@ -1,0 +1,145 @@
+"""Labels, the result objects, preprocessing and the verifying cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskwatch import hub
+from maskwatch.classifier import ModelMetadata, labels_for, to_input_tensor
+from maskwatch.errors import DownloadError
+from maskwatch.labels import canonical_label
+from maskwatch.types import Faces, Frame, FrameResult
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("with_mask", "mask"),
+        ("without_mask", "no_mask"),
+        ("mask_weared_incorrect", "incorrect"),
+        ("with_incorrect_mask", "incorrect"),
+        ("With_Mask", "mask"),
+        ("no_mask", "no_mask"),
+        ("helmet", None),
+    ],
+)
+def test_dataset_names_map_to_canonical_labels(name: str, expected: str | None) -> None:
+    assert canonical_label(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "landmarks", "error"),
+    [
+        (np.zeros((2, 4)), np.zeros(2), np.zeros((2, 5, 2)), None),
+        (np.zeros((2, 4)), np.zeros(3), np.zeros((2, 5, 2)), ValueError),
+        (np.zeros((2, 3)), np.zeros(2), np.zeros((2, 5, 2)), ValueError),
+        (np.zeros((1, 4)), np.zeros(1), np.zeros((1, 4, 2)), ValueError),
+    ],
+)
+def test_faces_checks_shapes(boxes, scores, landmarks, error) -> None:  # type: ignore[no-untyped-def]
+    if error is None:
+        assert len(Faces.from_detections(boxes, scores, landmarks)) == 2
+    else:
+        with pytest.raises(error):
+            Faces(
+                boxes=boxes.astype(np.float32),
+                scores=scores.astype(np.float32),
+                landmarks=landmarks.astype(np.float32),
+                tracks=np.zeros(len(boxes), np.int64),
+            )
+
+
+def test_frame_result_json_has_the_documented_fields() -> None:
+    faces = Faces.from_detections(
+        np.array([[10, 20, 50, 70]]), np.array([0.9]), np.zeros((1, 5, 2))
+    )
+    faces = faces.with_predictions(
+        np.array([[0.7, 0.2, 0.1]]), ("mask", "no_mask", "incorrect"), ("mask",)
+    )
+    frame = Frame(image=np.zeros((100, 200, 3), np.uint8), index=3, time=0.2, source="a.jpg")
+    data = json.loads(json.dumps(FrameResult(frame, faces).to_json()))
+    assert data == {
+        "source": "a.jpg",
+        "frame": 3,
+        "time": 0.2,
+        "width": 200,
+        "height": 100,
+        "faces": [
+            {
+                "box": [10.0, 20.0, 50.0, 70.0],
+                "score": 0.9,
+                "label": "mask",
+                "confidence": 0.7,
+                "probs": {"mask": 0.7, "no_mask": 0.2, "incorrect": 0.1},
+                "track": None,
+            }
+        ],
+    }
+
+
+def test_preprocessing_feeds_rgb_not_bgr() -> None:
+    meta = ModelMetadata(classes=["mask", "no_mask"], input_size=8)
+    blue_bgr = np.zeros((1, 8, 8, 3), np.uint8)
+    blue_bgr[..., 0] = 255
+    tensor = to_input_tensor(blue_bgr, meta)
+    assert tensor.shape == (1, 3, 8, 8)
+    red, blue = tensor[0, 0, 0, 0], tensor[0, 2, 0, 0]
+    assert red == pytest.approx(-meta.mean[0] / meta.std[0], rel=1e-5)
+    assert blue == pytest.approx((1 - meta.mean[2]) / meta.std[2], rel=1e-5)
+
+
+def test_low_confidence_is_labelled_uncertain() -> None:
+    probs = np.array([[0.9, 0.1], [0.55, 0.45]])
+    assert labels_for(probs, ["mask", "no_mask"], 0.6) == ("mask", "uncertain")
+    assert labels_for(probs, ["mask", "no_mask"], 0.0) == ("mask", "mask")
+
+
+def test_fetch_goes_through_the_mirror_and_verifies(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    path = hub.fetch("yunet")
+    assert path == tmp_path / "cache" / hub.YUNET.filename
+    assert hub.sha256_of(path) == hub.YUNET.sha256
+    path.write_bytes(b"corrupted")
+    assert hub.sha256_of(hub.fetch("yunet")) == hub.YUNET.sha256
+
+
+def test_a_file_that_fails_its_checksum_is_never_kept(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    bad_mirror = tmp_path / "mirror"
+    bad_mirror.mkdir()
+    (bad_mirror / hub.YUNET.filename).write_bytes(b"not the real model")
+    monkeypatch.setenv("MASKWATCH_MIRROR", bad_mirror.as_uri())
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DownloadError, match="sha256"):
+        hub.fetch("yunet")
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_a_missing_mirror_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MASKWATCH_MIRROR", (tmp_path / "empty").as_uri())
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DownloadError, match=hub.YUNET.filename):
+        hub.fetch("yunet")
+
+
+def test_backbone_weights_are_placed_where_torchvision_looks(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub.prepare_backbone_weights()
+    target = tmp_path / "torch" / "hub" / "checkpoints" / hub.MOBILENET_V2.filename
+    assert hub.sha256_of(target) == hub.MOBILENET_V2.sha256
+    import torch
+
+    assert Path(torch.hub.get_dir()) / "checkpoints" / target.name == target
+
+
+def test_cache_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "x"))
+    assert hub.cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("MASKWATCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_dir() == tmp_path / "xdg" / "maskwatch"
+    assert os.environ.get("MASKWATCH_MIRROR")

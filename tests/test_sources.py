@@ -1,0 +1,127 @@
+"""Sources: files, folders, globs, videos to the end, cameras and streams that fail."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskwatch.errors import SourceError
+from maskwatch.sources import FileSource, LiveSource, open_source
+
+
+def _write(path: Path, image: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def test_folder_skips_non_images_with_a_warning(tmp_path: Path, three_faces, caplog) -> None:  # type: ignore[no-untyped-def]
+    _write(tmp_path / "a.jpg", three_faces)
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "b.png", three_faces[:100, :100])
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    source = open_source(str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="maskwatch"):
+        frames = list(source.frames())
+    assert [Path(f.source).name for f in frames] == ["a.jpg", "b.png"]
+    assert [f.index for f in frames] == [0, 1]
+    assert source.read == 2 and source.skipped == 1
+    assert "broken.jpg" in caplog.text
+
+
+def test_glob_and_single_image(tmp_path: Path, three_faces) -> None:  # type: ignore[no-untyped-def]
+    for name in ("x1.jpg", "x2.jpg", "y.jpg"):
+        _write(tmp_path / name, three_faces)
+    assert len(list(open_source(str(tmp_path / "x*.jpg")).frames())) == 2
+    (frame,) = open_source(str(tmp_path / "y.jpg")).frames()
+    assert frame.image.shape == three_faces.shape and frame.time == 0.0
+
+
+def test_video_is_read_to_the_end_without_crashing(video: Path) -> None:
+    source = open_source(str(video))
+    frames = list(source.frames())
+    assert len(frames) == 30 and source.read == 30
+    assert frames[-1].index == 29
+    assert frames[15].time == pytest.approx(1.0, abs=0.01)
+    assert frames[0].source == str(video)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.jpg", "no such file"),
+        ("nothing-matches-*.jpg", r"no image or video matches"),
+    ],
+)
+def test_missing_inputs_are_clear_errors(tmp_path: Path, spec: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        open_source(str(tmp_path / spec))
+
+
+def test_a_lone_unreadable_file_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "fake.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(SourceError, match=r"fake\.mp4"):
+        list(open_source(str(bad)).frames())
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(SourceError, match="not an image or video"):
+        list(open_source(str(text)).frames())
+
+
+def test_a_camera_that_will_not_open_is_an_error() -> None:
+    with pytest.raises(SourceError, match=r"cannot open camera 97"):
+        open_source("97")
+
+
+def test_a_stream_that_will_not_open_is_an_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(f"rtsp://127.0.0.1:{port}/cam")
+
+
+def test_live_source_reconnects_then_gives_up(video: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A stream that ends is reopened with backoff; when it stays away the error is clear."""
+    opened = []
+
+    def open_capture() -> cv2.VideoCapture:
+        opened.append(1)
+        return cv2.VideoCapture(str(video) if len(opened) <= 2 else "/nonexistent.mp4")
+
+    source = LiveSource("test stream", open_capture, reconnect_attempts=2, first_backoff_s=0.01)
+    with (
+        caplog.at_level(logging.WARNING, logger="maskwatch"),
+        pytest.raises(SourceError, match="did not come back after 2 attempts"),
+    ):
+        for _ in source.frames():
+            pass
+    source.close()
+    assert source.reconnects == 1
+    assert source.read >= 1
+    assert "reconnecting" in caplog.text
+
+
+def test_live_source_keeps_only_the_newest_frame(video: Path) -> None:
+    import time
+
+    source = LiveSource("slow consumer", lambda: cv2.VideoCapture(str(video)), reconnect_attempts=0)
+    frames = []
+    with pytest.raises(SourceError):
+        for frame in source.frames():
+            frames.append(frame)
+            time.sleep(0.05)
+    source.close()
+    assert source.dropped > 0
+    assert len(frames) + source.dropped <= 30
+
+
+def test_file_source_counts_nothing_read_for_empty_list() -> None:
+    source = FileSource([], "empty")
+    assert list(source.frames()) == [] and source.read == 0

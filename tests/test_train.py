@@ -1,0 +1,182 @@
+"""Training for real on small subsets of ../shared/datasets, and the honesty machinery."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATASETS, class_subset, voc_subset
+from maskwatch.classifier import MaskClassifier
+from maskwatch.errors import DatasetError
+from maskwatch.train.data import load_dataset, load_datasets, split_groups, split_random
+from maskwatch.train.dedup import HASH_DISTANCE, dhash, merge_groups, near_duplicate_pairs
+from test_cli import assert_one_line_error, run_cli
+
+
+def test_class_folders_read_labels_and_groups(tmp_path: Path) -> None:
+    samples = load_dataset(class_subset(tmp_path / "obs", 5))
+    assert {s.label for s in samples} == {"mask", "no_mask"}
+    assert all(s.box is None and s.source == "obs" for s in samples)
+    groups = {s.group for s in samples}
+    assert all(g.startswith("obs:") for g in groups) and len(groups) <= 10
+
+
+def test_voc_reads_boxes_in_three_classes(tmp_path: Path) -> None:
+    samples = load_dataset(voc_subset(tmp_path / "voc", 40))
+    assert {s.label for s in samples} == {"mask", "no_mask", "incorrect"}
+    assert all(s.box is not None and s.box[2] > s.box[0] for s in samples)
+    # All faces of a photo share its group.
+    by_image: dict[Path, set[str]] = {}
+    for s in samples:
+        by_image.setdefault(s.image, set()).add(s.group)
+    assert all(len(g) == 1 for g in by_image.values())
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("empty", "expected one sub-folder per class"),
+        ("one_class", "only one class"),
+        ("no_images", "no labelled images"),
+    ],
+)
+def test_unusable_datasets_are_refused(tmp_path: Path, layout: str, message: str) -> None:
+    root = tmp_path / layout
+    root.mkdir()
+    if layout == "one_class":
+        class_subset(root, 3, names=("with_mask",))
+    if layout == "no_images":
+        (root / "with_mask").mkdir()
+        (root / "without_mask").mkdir()
+    with pytest.raises(DatasetError, match=message):
+        load_datasets([root])
+
+
+def test_group_split_keeps_every_group_on_one_side() -> None:
+    samples = load_dataset(DATASETS / "observations")
+    groups = [s.group for s in samples]
+    labels = [s.label for s in samples]
+    test = split_groups(groups, labels, 0.3, seed=0)
+    assert 0.25 < test.mean() < 0.35
+    for label in ("mask", "no_mask"):
+        share = np.mean([t for t, lbl in zip(test, labels, strict=True) if lbl == label])
+        assert 0.22 < share < 0.38
+    sides: dict[str, set[bool]] = {}
+    for g, t in zip(groups, test, strict=True):
+        sides.setdefault(g, set()).add(bool(t))
+    assert all(len(s) == 1 for s in sides.values())
+    # The seed's random split, for contrast, splits most multi-image groups.
+    random_test = split_random(len(labels), labels, 0.3, seed=0)
+    split_groups_count = sum(
+        len({bool(random_test[i]) for i, g2 in enumerate(groups) if g2 == g}) == 2
+        for g in {g for g in groups if groups.count(g) > 1}
+    )
+    assert split_groups_count > 100
+
+
+def test_near_duplicates_survive_reencoding_resizing_and_mirroring(three_faces) -> None:  # type: ignore[no-untyped-def]
+    _, jpeg = cv2.imencode(".jpg", three_faces, [cv2.IMWRITE_JPEG_QUALITY, 40])
+    variants = [
+        cv2.imdecode(jpeg, cv2.IMREAD_COLOR),
+        cv2.resize(three_faces, None, fx=0.5, fy=0.5),
+        three_faces[:, ::-1],
+    ]
+    other = cv2.imread(str(DATASETS / "ilc" / "images" / "0003a6c46855ffe528311a672d95a0c7.jpg"))
+    images = [three_faces, *variants, other]
+    hashes = np.array([dhash(i) for i in images], np.uint64)
+    mirrored = np.array([dhash(i[:, ::-1]) for i in images], np.uint64)
+    pairs = near_duplicate_pairs(hashes, mirrored, HASH_DISTANCE)
+    assert {(0, 1), (0, 2), (0, 3)} <= set(pairs)
+    assert not any(4 in p for p in pairs)
+    assert merge_groups(["a", "b", "c", "d", "e"], pairs)[:4] == ["a"] * 4
+
+
+def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
+    obs = class_subset(tmp_path / "obs", 14)
+    voc = voc_subset(tmp_path / "voc", 25)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train",
+        str(obs),
+        str(voc),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--views",
+        "2",
+        "--balance-classes",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 3/3" in proc.stderr
+    for name in (
+        "mask_classifier.onnx",
+        "mask_classifier.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "classification_report.txt",
+        "report.md",
+        "config.json",
+        "history.csv",
+        "metrics.json",
+    ):
+        assert (out / name).is_file(), name
+    classifier = MaskClassifier(out / "mask_classifier.onnx")
+    assert classifier.classes == ["mask", "no_mask", "incorrect"]
+    meta = json.loads((out / "mask_classifier.json").read_text())
+    held_out = meta["metrics"]["held_out"]
+    assert held_out["n"] > 10 and 0.0 <= held_out["accuracy"] <= 1.0
+    assert set(meta["metrics"]["by_source"]) == {"obs", "voc"}
+    assert meta["metrics"]["onnx_vs_torch_max_diff"] < 1e-4
+    assert meta["training"]["split"] == "group"
+    assert len((out / "history.csv").read_text().splitlines()) == 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 3 and config["command"][:2] == ["maskwatch", "train"]
+
+    # The same report for any labelled data, from the exported model.
+    report = tmp_path / "eval"
+    proc = run_cli(
+        "evaluate", "--model", str(out / "mask_classifier.onnx"), str(voc), "--out", str(report)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "balanced" in proc.stdout and (report / "report.md").is_file()
+
+
+def test_random_split_warns_about_leakage(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from maskwatch.faces import YuNetDetector
+    from maskwatch.train.framing import frame_samples
+    from maskwatch.train.run import _grouped, _leakage
+
+    samples = load_dataset(class_subset(tmp_path / "obs", 40))
+    framed = frame_samples(samples, YuNetDetector(), 64, 0.15)
+    groups = _grouped(framed)
+    labels = [s.label for s in framed.samples]
+    leaked, _ = _leakage(framed, groups, split_random(len(labels), labels, 0.3, seed=1))
+    assert leaked > 0
+    assert _leakage(framed, groups, split_groups(groups, labels, 0.3, seed=1))[0] == 0
+
+
+def test_train_refuses_a_one_class_dataset(tmp_path: Path) -> None:
+    root = class_subset(tmp_path / "one", 3, names=("without_mask",))
+    assert_one_line_error(
+        run_cli("train", str(root), "--out", str(tmp_path / "o")), "only one class"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_framing_uses_the_detector_box_like_detect_does(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from maskwatch.faces import YuNetDetector
+    from maskwatch.train.framing import frame_samples
+
+    samples = load_dataset(voc_subset(tmp_path / "voc", 10))
+    with caplog.at_level(logging.WARNING):
+        framed = frame_samples(samples, YuNetDetector(), 96, 0.15)
+    assert framed.crops.shape == (len(samples), 96, 96, 3)
+    assert framed.framing["matched detection"] > framed.framing["annotated box"]
+    assert len(framed.photos) == 10
