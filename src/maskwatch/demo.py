@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,28 +32,39 @@ class DemoResult:
 def contact_sheet(
     images: list[np.ndarray], captions: list[str], cell: int = SHEET_CELL
 ) -> np.ndarray:
-    """One page: every image fitted into a `cell`-wide tile with its caption underneath."""
+    """One page: every image scaled to `cell` px wide (at most `cell` high), three per row,
+    each with its caption underneath."""
     columns = min(3, len(images))
-    rows = math.ceil(len(images) / columns)
     caption_h = 28
-    sheet = np.full((rows * (cell + caption_h), columns * cell, 3), 255, np.uint8)
-    for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
-        scale = cell / max(image.shape[:2])
-        tile = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        r, c = divmod(i, columns)
-        y0, x0 = r * (cell + caption_h), c * cell
-        oy, ox = (cell - tile.shape[0]) // 2, (cell - tile.shape[1]) // 2
-        sheet[y0 + oy : y0 + oy + tile.shape[0], x0 + ox : x0 + ox + tile.shape[1]] = tile
-        cv2.putText(
-            sheet,
-            caption,
-            (x0 + 6, y0 + cell + 20),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
+    tiles = [
+        cv2.resize(
+            im,
+            None,
+            fx=min(cell / im.shape[1], cell / im.shape[0]),
+            fy=min(cell / im.shape[1], cell / im.shape[0]),
+            interpolation=cv2.INTER_AREA,
         )
+        for im in images
+    ]
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    heights = [max(t.shape[0] for t in row) + caption_h for row in rows]
+    sheet = np.full((sum(heights), columns * cell, 3), 255, np.uint8)
+    y0 = 0
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            x0 = c * cell + (cell - tile.shape[1]) // 2
+            sheet[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]] = tile
+            cv2.putText(
+                sheet,
+                captions[r * columns + c],
+                (c * cell + 6, y0 + heights[r] - 9),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
+        y0 += heights[r]
     return sheet
 
 
