@@ -14,7 +14,7 @@ from conftest import DATASETS, class_subset, voc_subset
 from maskwatch.classifier import MaskClassifier
 from maskwatch.errors import DatasetError
 from maskwatch.train.data import load_dataset, load_datasets, split_groups, split_random
-from maskwatch.train.dedup import HASH_DISTANCE, dhash, merge_groups, near_duplicate_pairs
+from maskwatch.train.dedup import HASH_DISTANCE, merge_groups, near_duplicate_pairs, photo_hashes
 from test_cli import assert_one_line_error, run_cli
 
 
@@ -85,15 +85,17 @@ def test_near_duplicates_survive_reencoding_resizing_and_mirroring(three_faces) 
         cv2.imdecode(jpeg, cv2.IMREAD_COLOR),
         cv2.resize(three_faces, None, fx=0.5, fy=0.5),
         three_faces[:, ::-1],
+        three_faces[20:-20, 50:-50],
     ]
     other = cv2.imread(str(DATASETS / "ilc" / "images" / "0003a6c46855ffe528311a672d95a0c7.jpg"))
     images = [three_faces, *variants, other]
-    hashes = np.array([dhash(i) for i in images], np.uint64)
-    mirrored = np.array([dhash(i[:, ::-1]) for i in images], np.uint64)
+    both = [photo_hashes(i) for i in images]
+    hashes = np.array([b[0] for b in both], np.uint64)
+    mirrored = np.array([b[1] for b in both], np.uint64)
     pairs = near_duplicate_pairs(hashes, mirrored, HASH_DISTANCE)
-    assert {(0, 1), (0, 2), (0, 3)} <= set(pairs)
-    assert not any(4 in p for p in pairs)
-    assert merge_groups(["a", "b", "c", "d", "e"], pairs)[:4] == ["a"] * 4
+    assert {(0, 1), (0, 2), (0, 3), (0, 4)} <= set(pairs)
+    assert not any(5 in p for p in pairs)
+    assert merge_groups(["a", "b", "c", "d", "e", "f"], pairs)[:5] == ["a"] * 5
 
 
 def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
@@ -130,12 +132,14 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     classifier = MaskClassifier(out / "mask_classifier.onnx")
     assert classifier.classes == ["mask", "no_mask", "incorrect"]
     meta = json.loads((out / "mask_classifier.json").read_text())
-    held_out = meta["metrics"]["held_out"]
+    held_out = meta["metrics"]["held_out"]["all"]
     assert held_out["n"] > 10 and 0.0 <= held_out["accuracy"] <= 1.0
+    assert "real, >= 24 px" in meta["metrics"]["held_out"]  # "obs" is not a synthetic source
     assert set(meta["metrics"]["by_source"]) == {"obs", "voc"}
     assert meta["metrics"]["onnx_vs_torch_max_diff"] < 1e-4
     assert meta["training"]["split"] == "group"
     assert len((out / "history.csv").read_text().splitlines()) == 4
+    assert meta["uncertain_below"] == 0.0  # the seed recipe has no validation to choose it on
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 3 and config["command"][:2] == ["maskwatch", "train"]
 
@@ -151,15 +155,15 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
 def test_random_split_warns_about_leakage(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     from maskwatch.faces import YuNetDetector
     from maskwatch.train.framing import frame_samples
-    from maskwatch.train.run import _grouped, _leakage
+    from maskwatch.train.run import grouped, leakage
 
     samples = load_dataset(class_subset(tmp_path / "obs", 40))
     framed = frame_samples(samples, YuNetDetector(), 64, 0.15)
-    groups = _grouped(framed)
+    groups, pairs = grouped(framed)
     labels = [s.label for s in framed.samples]
-    leaked, _ = _leakage(framed, groups, split_random(len(labels), labels, 0.3, seed=1))
+    leaked, _ = leakage(framed, groups, split_random(len(labels), labels, 0.3, seed=1), pairs)
     assert leaked > 0
-    assert _leakage(framed, groups, split_groups(groups, labels, 0.3, seed=1))[0] == 0
+    assert leakage(framed, groups, split_groups(groups, labels, 0.3, seed=1), pairs)[0] == 0
 
 
 def test_train_refuses_a_one_class_dataset(tmp_path: Path) -> None:
@@ -180,3 +184,79 @@ def test_framing_uses_the_detector_box_like_detect_does(tmp_path: Path, caplog) 
     assert framed.crops.shape == (len(samples), 96, 96, 3)
     assert framed.framing["matched detection"] > framed.framing["annotated box"]
     assert len(framed.photos) == 10
+
+
+def test_one_label_folders_take_every_clear_face(tmp_path: Path) -> None:
+    from maskwatch.faces import YuNetDetector
+    from maskwatch.train.data import parse_data_spec
+    from maskwatch.train.framing import frame_samples
+
+    folder = DATASETS / "rmfd" / "RWMFD_part_1" / "0001"
+    assert parse_data_spec(f"{folder}:with_mask") == (folder, "mask")
+    assert parse_data_spec(str(folder)) == (folder, None)
+    (tmp_path / "few").mkdir()
+    for image in sorted(folder.iterdir())[:6]:
+        (tmp_path / "few" / image.name).symlink_to(image)
+    samples = load_dataset(f"{tmp_path / 'few'}:mask")
+    assert len(samples) == 6 and {s.label for s in samples} == {"mask"}
+    framed = frame_samples(samples, YuNetDetector(), 64, 0.15)
+    assert len(framed.samples) >= 5
+    assert (framed.face_sizes >= 24).all()
+    assert np.isfinite(framed.landmarks).all()
+
+
+def test_real_recipe_fine_tunes_chooses_a_threshold_and_lists_its_test_faces(
+    tmp_path: Path,
+) -> None:
+    obs = class_subset(tmp_path / "obs", 16)
+    voc = voc_subset(tmp_path / "voc", 40, start=100)
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train",
+        str(obs),
+        str(voc),
+        "--recipe",
+        "real",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--finetune-epochs",
+        "2",
+        "--views",
+        "2",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "fine-tune epoch 2/2" in proc.stderr or "no improvement" in proc.stderr
+    meta = json.loads((out / "mask_classifier.json").read_text())
+    assert meta["training"]["finetuning"].startswith(("kept", "discarded"))
+    assert 0.34 <= meta["uncertain_below"] < 1.0
+    faces = (out / "test_faces.csv").read_text().splitlines()
+    assert faces[0] == "photo,x1,y1,x2,y2,label,source,group"
+    for name in ("curves.png", "calibration.png", "mistakes.jpg", "training_curves.png"):
+        assert (out / name).is_file(), name
+
+    # Any model can be evaluated on exactly these held-out faces.
+    proc = run_cli(
+        "evaluate",
+        "--model",
+        str(out / "mask_classifier.onnx"),
+        "--faces",
+        str(out / "test_faces.csv"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    held_out = meta["metrics"]["held_out"]["all"]
+    assert f"| n | {held_out['n']} |" in proc.stdout
+
+
+def test_audit_reports_classes_duplicates_and_leakage(tmp_path: Path) -> None:
+    obs = class_subset(tmp_path / "obs", 40)
+    voc = voc_subset(tmp_path / "voc", 8)
+    proc = run_cli("data", "audit", str(obs), str(voc))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "faces per class and source" in out and "obs" in out and "voc" in out
+    assert "group split: clean" in out
+    assert "random split: LEAKS" in out
+    assert "near-duplicate photos" in out and "exact duplicates" in out

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from maskwatch import __version__
 from maskwatch.errors import MaskwatchError
@@ -18,6 +18,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maskwatch")
 
+TRAIN_OPTIONS = (
+    "out",
+    "recipe",
+    "epochs",
+    "finetune_epochs",
+    "batch_size",
+    "learning_rate",
+    "finetune_learning_rate",
+    "patience",
+    "views",
+    "augment",
+    "test_fraction",
+    "val_fraction",
+    "split",
+    "framing",
+    "seed",
+    "input_size",
+    "limit_per_class",
+    "balance_classes",
+)
 TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
 
 
@@ -26,6 +46,16 @@ def _existing_path(text: str) -> Path:
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
     return path
+
+
+def _data_spec(text: str) -> str:
+    """DATA or DATA:LABEL, the folder part checked at parse time."""
+    from maskwatch.train.data import parse_data_spec
+
+    path, _ = parse_data_spec(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no such folder")
+    return text
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +71,10 @@ def _load_pipeline(args: argparse.Namespace) -> Pipeline:
     from maskwatch.classifier import MaskClassifier
     from maskwatch.faces import YuNetDetector
     from maskwatch.pipeline import Pipeline
+    from maskwatch.tracking import IoUTracker
 
     detector = YuNetDetector(score_threshold=args.score_threshold, min_side=args.detect_min_side)
-    return Pipeline(detector, MaskClassifier(args.model))
+    return Pipeline(detector, MaskClassifier(args.model), IoUTracker())
 
 
 def _detector_args(parser: argparse.ArgumentParser) -> None:
@@ -131,11 +162,16 @@ def _require_training() -> None:
         raise MaskwatchError(TRAIN_EXTRA_HINT) from exc
 
 
+def _print_headline(report: dict[str, Any]) -> None:
+    from maskwatch.train.report import headline_table
+
+    print("\n".join(headline_table(report)))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _require_training()
     from dataclasses import replace
 
-    from maskwatch.train.report import classification_report
     from maskwatch.train.run import TrainConfig, command_line, train
 
     if args.config is not None:
@@ -143,46 +179,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise MaskwatchError("give at least one DATA folder (or --config FILE)")
-        config = TrainConfig(data=[str(p) for p in args.data])
-        overrides = {
-            k: getattr(args, k)
-            for k in (
-                "out",
-                "recipe",
-                "epochs",
-                "batch_size",
-                "learning_rate",
-                "views",
-                "test_fraction",
-                "split",
-                "seed",
-                "input_size",
-                "limit_per_class",
-                "balance_classes",
-            )
-            if getattr(args, k) is not None
-        }
-        config = replace(config, **overrides)
+        overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+        config = TrainConfig(data=list(args.data), **overrides)
     config = replace(config, command=command_line())
     result = train(config)
-    print(classification_report(result.overall))
-    print(
-        f"\nmodel: {result.model}\nreport: {Path(config.out) / 'report.md'} "
-        f"({result.seconds:.0f} s)"
-    )
+    _print_headline(result.report)
+    report = Path(config.out) / "report.md"
+    print(f"\nmodel: {result.model}\nreport: {report} ({result.seconds:.0f} s)")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_training()
-    from maskwatch.train.report import classification_report
     from maskwatch.train.run import evaluate
 
-    overall, by_source = evaluate(args.model, args.data, args.out)
-    print(classification_report(overall))
-    for source, metrics in by_source.items():
-        if len(by_source) > 1:
-            print(f"\n{source}\n{classification_report(metrics)}")
+    if not args.data and args.faces is None:
+        raise MaskwatchError("give DATA folders or --faces test_faces.csv")
+    report = evaluate(args.model, list(args.data), args.out, faces=args.faces)
+    _print_headline(report)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.train.audit import audit
+
+    print(audit(list(args.data), test_fraction=args.test_fraction, seed=args.seed))
     return 0
 
 
@@ -270,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "data",
         nargs="*",
-        type=_existing_path,
+        type=_data_spec,
         metavar="DATA",
-        help="folder with one sub-folder per class, or images with Pascal VOC XML",
+        help="folder with one sub-folder per class, folder of photos with Pascal VOC "
+        "XML, or FOLDER:LABEL when every face in it has LABEL (e.g. rmfd:mask)",
     )
     p.add_argument(
         "--config",
@@ -283,20 +306,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/train)")
     p.add_argument(
         "--recipe",
-        choices=("seed",),
+        choices=("seed", "real"),
         default=None,
-        help="seed: frozen MobileNetV2, the original project's head (default)",
+        help="seed (default): frozen MobileNetV2 and the original project's head and "
+        "augmentation; real: richer augmentation with synthetic masks, balanced "
+        "classes, validation split, fine-tuning of the top blocks",
     )
-    p.add_argument("--epochs", type=int, default=None, help="default: 40")
+    p.add_argument("--epochs", type=int, default=None, help="head epochs (seed 40, real 30)")
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=None,
+        help="fine-tuning epochs of the top blocks (seed 0, real 12)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: 32")
-    p.add_argument("--learning-rate", type=float, default=None, help="Adam, default: 1e-4")
+    p.add_argument(
+        "--learning-rate", type=float, default=None, help="Adam, head stage (seed 1e-4, real 1e-3)"
+    )
+    p.add_argument("--finetune-learning-rate", type=float, default=None, help="default: 1e-4")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping on validation loss (real: 3; 0 = off)",
+    )
     p.add_argument(
         "--views",
         type=int,
         default=None,
         help="augmented views per training face whose features are cached (default: 8)",
     )
+    p.add_argument(
+        "--augment",
+        choices=("seed", "real", "none"),
+        default=None,
+        help="augmentation (default: the recipe's)",
+    )
     p.add_argument("--test-fraction", type=float, default=None, help="default: 0.3")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="validation share of all faces (seed 0, real 0.15)",
+    )
     p.add_argument(
         "--split",
         choices=("group", "random"),
@@ -304,28 +356,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="group: keep groups and near-copies on one side (default); random: per "
         "image, as the seed did (leaks; for comparison only)",
     )
+    p.add_argument(
+        "--framing",
+        choices=("detector", "annotation"),
+        default=None,
+        help="crop VOC faces at the matched detector box like detect does (default) "
+        "or exactly as annotated (for comparison)",
+    )
     p.add_argument("--seed", type=int, default=None, help="default: 0")
     p.add_argument("--input-size", type=int, default=None, help="default: 224")
     p.add_argument(
         "--limit-per-class",
         type=int,
         default=None,
-        help="use at most this many faces per class and dataset (quick runs)",
+        help="use at most this many photos or boxes per class and dataset (quick runs)",
     )
     p.add_argument(
         "--balance-classes",
         action="store_const",
         const=True,
         default=None,
-        help="weight the loss by inverse class frequency",
+        help="weight the loss by inverse class frequency (real: on)",
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="the training report's metrics for a model on any data")
+    p = sub.add_parser("evaluate", help="the training report's figures for a model on any data")
     p.add_argument("--model", type=_existing_path, required=True, help="ONNX classifier")
-    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p.add_argument("data", nargs="*", type=_data_spec, metavar="DATA")
+    p.add_argument(
+        "--faces",
+        type=_existing_path,
+        default=None,
+        help="evaluate exactly the faces of a training run's test_faces.csv",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write a report folder here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    a = data_sub.add_parser("audit", help="classes, sources, duplicates, faces found, leakage")
+    a.add_argument("data", nargs="+", type=_data_spec, metavar="DATA")
+    a.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.3,
+        help="fraction of the proposed split checked for leakage (default: 0.3)",
+    )
+    a.add_argument("--seed", type=int, default=0, help="seed of the proposed split (default: 0)")
+    a.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("models", help="list, fetch and verify every model and sample file")
     p.add_argument("--fetch", action="store_true", help="download whatever is missing")

@@ -8,15 +8,20 @@ import numpy as np
 
 from maskwatch.classifier import MaskClassifier
 from maskwatch.faces import FaceDetector, crop_face, crop_faces
+from maskwatch.tracking import IoUTracker
 from maskwatch.types import Faces, Frame, FrameResult
 
 
 @dataclass
 class Pipeline:
-    """Runs the detector and classifier on frames; all faces of a frame form one batch."""
+    """Runs the detector and classifier on frames; all faces of a frame form one batch.
+
+    With a tracker, video frames (not still photos) get track ids and labels smoothed per track.
+    """
 
     detector: FaceDetector
     classifier: MaskClassifier
+    tracker: IoUTracker | None = None
 
     def classify_faces(self, image: np.ndarray, faces: Faces) -> Faces:
         meta = self.classifier.meta
@@ -25,8 +30,12 @@ class Pipeline:
         return faces.with_predictions(probs, tuple(meta.classes), self.classifier.labels(probs))
 
     def process(self, frame: Frame) -> FrameResult:
-        faces = self.detector.detect(frame.image, thorough=frame.still)
-        return FrameResult(frame, self.classify_faces(frame.image, faces))
+        faces = self.classify_faces(
+            frame.image, self.detector.detect(frame.image, thorough=frame.still)
+        )
+        if self.tracker is not None and not frame.still:
+            faces = self.tracker.update(faces, self.classifier.labels)
+        return FrameResult(frame, faces)
 
 
 def classify_crop(classifier: MaskClassifier, image: np.ndarray) -> tuple[str, np.ndarray]:

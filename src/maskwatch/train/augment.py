@@ -41,3 +41,206 @@ class GeometryAugment:
 
 
 seed_augment = GeometryAugment()
+
+
+def seed_recipe(
+    crop: np.ndarray,
+    label: str,
+    landmarks: np.ndarray,
+    classes: list[str],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, str]:
+    """The seed's augmentation in the common signature (the label never changes)."""
+    return seed_augment(crop, rng), label
+
+
+def no_augment(
+    crop: np.ndarray,
+    label: str,
+    landmarks: np.ndarray,
+    classes: list[str],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, str]:
+    return crop, label
+
+
+def _colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, saturation and hue, each drawn independently."""
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-10, 10)) % 180
+    hsv[..., 1] *= rng.uniform(0.6, 1.4)
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    mean = out.mean()
+    out = (out - mean) * rng.uniform(0.7, 1.3) + mean * rng.uniform(0.7, 1.3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _degrade(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What cameras and the web do to faces: blur, sensor noise, JPEG artefacts, low resolution."""
+    if rng.random() < 0.2:
+        crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.5, 1.8))
+    if rng.random() < 0.2:
+        size = crop.shape[0]
+        small = max(12, int(size * rng.uniform(0.12, 0.4)))
+        crop = cv2.resize(
+            cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA),
+            (size, size),
+            interpolation=cv2.INTER_LINEAR,
+        )
+    if rng.random() < 0.2:
+        noise = rng.normal(0, rng.uniform(3, 12), crop.shape)
+        crop = np.clip(crop.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            crop = decoded
+    if rng.random() < 0.05:
+        crop = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return crop
+
+
+def _random_erase(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blank a random rectangle (2-12% of the crop) with noise, like an occluding object."""
+    size = crop.shape[0]
+    area = rng.uniform(0.02, 0.12) * size * size
+    aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+    h = int(min(size, np.sqrt(area * aspect)))
+    w = int(min(size, np.sqrt(area / aspect)))
+    y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+    out = crop.copy()
+    out[y : y + h, x : x + w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return out
+
+
+# Where a mask's top edge sits, as a fraction of the way from the eyes (0) to the mouth (1).
+PLACEMENTS: dict[str, tuple[float, float]] = {
+    "worn": (0.25, 0.5),  # over the bridge of the nose
+    "below_nose": (0.75, 0.95),  # nostrils free, mouth covered
+    "on_chin": (1.25, 1.5),  # mouth free
+}
+
+
+def _mask_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A mask's cloth: a plain colour, stripes, dots or a blotchy print, lightly shaded."""
+    base = rng.integers(0, 256, 3).astype(np.float32)
+    if rng.random() < 0.35:  # common real masks: white, black, surgical blue/green, grey
+        common = [(235, 235, 235), (30, 30, 30), (210, 170, 120), (190, 200, 150), (140, 140, 140)]
+        base = np.array(common[int(rng.integers(0, len(common)))], np.float32)
+    texture = np.empty((size, size, 3), np.float32)
+    texture[:] = base
+    kind = rng.integers(0, 4)
+    second = rng.integers(0, 256, 3).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    if kind == 1:
+        period = rng.uniform(6, 20)
+        texture[np.sin((xx + yy * rng.uniform(-1, 1)) / period * np.pi) > 0.3] = second
+    elif kind == 2:
+        period = int(rng.integers(8, 22))
+        texture[
+            ((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2
+            < (period / 4) ** 2
+        ] = second
+    elif kind == 3:
+        blobs = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), size / 25)
+        texture[blobs > np.median(blobs)] = second
+    folds = 1.0 + 0.12 * np.sin(yy / rng.uniform(5, 12))[..., None]
+    return np.clip(texture * folds * rng.uniform(0.7, 1.1), 0, 255)
+
+
+def paint_mask(
+    crop: np.ndarray, landmarks: np.ndarray, placement: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw a synthetic mask on a face crop from YuNet's five landmarks (crop pixels):
+    right eye, left eye, nose tip, right and left mouth corners."""
+    eye_r, eye_l, _, mouth_r, mouth_l = landmarks.astype(np.float64)
+    eyes = (eye_r + eye_l) / 2
+    mouth = (mouth_r + mouth_l) / 2
+    across = eye_l - eye_r
+    width = np.linalg.norm(across)
+    if width < 4:
+        return crop
+    u = across / width
+    down = mouth - eyes
+    height = np.linalg.norm(down)
+    v = down / max(height, 1e-6)
+    top_at, bottom = rng.uniform(*PLACEMENTS[placement]), rng.uniform(1.9, 2.3)
+    half = width * rng.uniform(1.0, 1.25)
+    points = []
+    for t in np.linspace(0, np.pi, 14):  # top edge, then a rounded bottom to the chin
+        points.append(
+            eyes + v * height * top_at + u * half * np.cos(t) + v * height * 0.08 * np.sin(t)
+        )
+    for t in np.linspace(0, np.pi, 14):
+        points.append(
+            eyes
+            + v * height * (top_at + (bottom - top_at) * np.sin(t) ** 0.6)
+            - u * half * np.cos(t) * (0.85 + 0.15 * np.sin(t))
+        )
+    polygon = np.round(np.array(points)).astype(np.int32)
+    size = crop.shape[0]
+    outline = np.zeros((size, size), np.float32)
+    cv2.fillPoly(outline, [polygon], 1.0)
+    alpha = cv2.GaussianBlur(outline, (0, 0), 1.0)[..., None]
+    shade = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0
+    painted = _mask_texture(size, rng) * (0.55 + 0.6 * shade)
+    out = crop.astype(np.float32) * (1 - alpha) + np.clip(painted, 0, 255) * alpha
+    return out.astype(np.uint8)
+
+
+def recolour_lower_face(
+    crop: np.ndarray, landmarks: np.ndarray, label: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Change the colour of the mask (from the bridge of the nose for a worn mask, from below the
+    nose for one worn incorrectly), keeping its texture and shading: the same mask in another
+    colour, so "light blue" stops meaning "mask"."""
+    size = crop.shape[0]
+    eyes = landmarks[:2].mean(axis=0)
+    nose = landmarks[2]
+    mouth = landmarks[3:].mean(axis=0)
+    start = nose[1] - 0.3 * (nose[1] - eyes[1]) if label == "mask" else (nose[1] + mouth[1]) / 2
+    top = int(np.clip(start, 0, size - 1))
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).astype(np.float32)
+    region = hsv[top:]
+    region[..., 0] = (region[..., 0] + rng.uniform(20, 160)) % 180
+    region[..., 1] = np.clip(region[..., 1] * rng.uniform(0.3, 2.0) + rng.uniform(0, 60), 0, 255)
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+    ramp = np.clip((np.arange(size) - top) / 6.0, 0, 1)[:, None, None]
+    return (crop * (1 - ramp) + out * ramp).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class RealAugment:
+    """Augmentation for real photos: the seed's geometry (milder, plus detector-like box jitter),
+    colour, blur, noise, JPEG, low resolution, random erasing, and mask appearance: masks of the
+    `mask` class recoloured, synthetic masks drawn on `no_mask` faces (worn -> `mask`, below the
+    nose or on the chin -> `incorrect`)."""
+
+    synthetic_mask: float = 0.3
+    recolour: float = 0.3
+    erase: float = 0.25
+    geometry: GeometryAugment = GeometryAugment(rotation_deg=15, shift=0.08, zoom=0.12)
+
+    def __call__(
+        self,
+        crop: np.ndarray,
+        label: str,
+        landmarks: np.ndarray,
+        classes: list[str],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, str]:
+        has_landmarks = bool(np.isfinite(landmarks).all())
+        if has_landmarks and label == "no_mask" and rng.random() < self.synthetic_mask:
+            placement = "worn"
+            if "incorrect" in classes and rng.random() < 0.4:
+                placement = "below_nose" if rng.random() < 0.6 else "on_chin"
+            crop = paint_mask(crop, landmarks, placement, rng)
+            label = "mask" if placement == "worn" else "incorrect"
+        elif has_landmarks and label in ("mask", "incorrect") and rng.random() < self.recolour:
+            crop = recolour_lower_face(crop, landmarks, label, rng)
+        crop = self.geometry(crop, rng)
+        crop = _colour_jitter(crop, rng)
+        crop = _degrade(crop, rng)
+        if rng.random() < self.erase:
+            crop = _random_erase(crop, rng)
+        return crop, label

@@ -7,6 +7,7 @@ all images of one `groups.csv` group); groups never straddle a train/test split.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -25,15 +26,23 @@ GROUPS_FILE = "groups.csv"
 _VOC_IMAGE_DIRS = ("images", "JPEGImages", ".")
 
 
+# How a sample's face is found in its photo.
+LARGEST_FACE = "largest"  # class folders: one face per image, the largest the detector finds
+ALL_FACES = "all"  # PATH:LABEL folders: every face the detector finds has that label
+ANNOTATED = "box"  # VOC: the annotated box (matched to a detection)
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One face to learn from: its photo, its box there (None: find the face), label and origin."""
+    """One face (or, before framing, a photo of faces) to learn from: its photo, its box there
+    (None until the detector finds it), label, dataset and group."""
 
     image: Path
     box: tuple[int, int, int, int] | None
     label: str
     source: str
     group: str
+    kind: str = ANNOTATED
 
 
 def _voc_annotation_files(root: Path) -> list[Path]:
@@ -110,31 +119,54 @@ def load_class_folders(root: Path, source: str) -> list[Sample]:
         for image in list_images(folder):
             rel = image.relative_to(root).as_posix()
             group = groups.get(rel, rel)
-            samples.append(Sample(image, None, label, source, f"{source}:{group}"))
+            samples.append(Sample(image, None, label, source, f"{source}:{group}", LARGEST_FACE))
     return samples
 
 
-def load_dataset(root: Path) -> list[Sample]:
-    """Read a dataset folder of either layout; the folder's name is the samples' source."""
-    root = Path(root)
+def load_one_label_folder(root: Path, label: str, source: str) -> list[Sample]:
+    """Photos (searched recursively) in which every face has `label`, e.g. RMFD's masked people.
+
+    Byte-identical files form one group, so copies never straddle a split.
+    """
+    samples: list[Sample] = []
+    for image in list_images(root):
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
+        samples.append(Sample(image, None, label, source, f"{source}:{digest}", ALL_FACES))
+    return samples
+
+
+def parse_data_spec(spec: str) -> tuple[Path, str | None]:
+    """'PATH' or 'PATH:LABEL' (every face in PATH has LABEL); LABEL may be any dataset name."""
+    path, sep, name = spec.rpartition(":")
+    if sep and path and canonical_label(name):
+        return Path(path), canonical_label(name)
+    return Path(spec), None
+
+
+def load_dataset(spec: str | Path) -> list[Sample]:
+    """Read a dataset: class folders, Pascal VOC, or 'PATH:LABEL' (one label for every face).
+    The folder's name is the samples' source."""
+    root, one_label = parse_data_spec(str(spec))
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     source = root.resolve().name
-    if _voc_annotation_files(root):
+    if one_label is not None:
+        samples = load_one_label_folder(root, one_label, source)
+    elif _voc_annotation_files(root):
         samples = load_voc(root, source)
     elif any(p.is_dir() and canonical_label(p.name) for p in root.iterdir()):
         samples = load_class_folders(root, source)
     else:
         raise DatasetError(
-            f"{root}: expected one sub-folder per class (with_mask, without_mask, ...) or "
-            "Pascal VOC XML annotations"
+            f"{root}: expected one sub-folder per class (with_mask, without_mask, ...), "
+            f"Pascal VOC XML annotations, or {root}:LABEL when every face has one label"
         )
     if not samples:
         raise DatasetError(f"{root}: no labelled images found")
     return samples
 
 
-def load_datasets(roots: list[Path]) -> list[Sample]:
+def load_datasets(roots: list[str] | list[Path]) -> list[Sample]:
     """All samples of several datasets; at least two classes must be present."""
     samples = [s for root in roots for s in load_dataset(root)]
     check_classes(samples)

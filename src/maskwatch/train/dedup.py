@@ -1,7 +1,11 @@
-"""Near-duplicate photos: a difference hash robust to re-encoding, resizing and mirroring.
+"""Near-duplicate photos: difference hashes robust to re-encoding, resizing, mirroring and
+moderate central crops.
 
-Used to merge groups (so a photo and its near-copy land on the same side of a split) and to
-warn when a split would put near-copies on both sides anyway.
+Each photo gets two 64-bit hashes, of the whole picture and of its central 80%, plus the same
+two of its mirror image. Two photos are near-duplicates when any whole/centre pairing, direct or
+mirrored, is within `HASH_DISTANCE` bits; a photo cropped to its centre matches the original's
+centre hash. Used to merge groups (so a photo and its near-copy land on the same side of a
+split) and to warn when a split puts near-copies on both sides anyway.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import cv2
 import numpy as np
 
 HASH_DISTANCE = 6  # of 64 bits; re-encoded or resized copies typically differ by 0-3
+CENTRE = 0.8
 
 
 def dhash(image: np.ndarray) -> np.uint64:
@@ -20,23 +25,36 @@ def dhash(image: np.ndarray) -> np.uint64:
     return np.uint64(int("".join("1" if b else "0" for b in bits), 2))
 
 
-def photo_hashes(image: np.ndarray) -> tuple[np.uint64, np.uint64]:
-    """Hashes of the photo and of its mirror image."""
-    return dhash(image), dhash(image[:, ::-1])
+def _centre(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    dy, dx = round(h * (1 - CENTRE) / 2), round(w * (1 - CENTRE) / 2)
+    return image[dy : h - dy, dx : w - dx]
+
+
+def photo_hashes(
+    image: np.ndarray,
+) -> tuple[tuple[np.uint64, np.uint64], tuple[np.uint64, np.uint64]]:
+    """((whole, centre), (whole, centre) of the mirror image)."""
+    flipped = image[:, ::-1]
+    return (dhash(image), dhash(_centre(image))), (dhash(flipped), dhash(_centre(flipped)))
 
 
 def near_duplicate_pairs(
     hashes: np.ndarray, mirrored: np.ndarray, max_distance: int = HASH_DISTANCE
 ) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of photos within `max_distance` bits, directly or mirrored."""
+    """Index pairs (i < j) of photos within `max_distance` bits in any pairing.
+
+    `hashes` and `mirrored` are (N, 2) arrays of (whole, centre) hashes.
+    """
+    h = np.asarray(hashes, np.uint64).reshape(len(hashes), -1)
+    m = np.asarray(mirrored, np.uint64).reshape(len(mirrored), -1)
     pairs: list[tuple[int, int]] = []
-    h = hashes.astype(np.uint64)
-    m = mirrored.astype(np.uint64)
     for i in range(len(h) - 1):
         rest = h[i + 1 :]
-        direct = np.bitwise_count(rest ^ h[i])
-        flipped = np.bitwise_count(rest ^ m[i])
-        close = np.nonzero(np.minimum(direct, flipped) <= max_distance)[0]
+        best = np.full(len(rest), 64, np.int64)
+        for mine in (*h[i], *m[i]):
+            best = np.minimum(best, np.bitwise_count(rest ^ mine).min(axis=1))
+        close = np.flatnonzero(best <= max_distance)
         pairs.extend((i, i + 1 + int(j)) for j in close)
     return pairs
 
@@ -56,8 +74,3 @@ def merge_groups(groups: list[str], pairs: list[tuple[int, int]]) -> list[str]:
         if a != b:
             parent[max(a, b)] = min(a, b)
     return [root(g) for g in groups]
-
-
-def crossing_pairs(pairs: list[tuple[int, int]], test: np.ndarray) -> list[tuple[int, int]]:
-    """Pairs with one photo in training and the other in test."""
-    return [(i, j) for i, j in pairs if test[i] != test[j]]

@@ -1,41 +1,63 @@
 """Training crops framed like `detect` frames them: the detector's box with the same margin.
 
-Class-folder images get the largest face YuNet finds (the whole image when it finds none);
-VOC boxes are replaced by the detector box that overlaps them best (IoU >= 0.4), so that the
-classifier learns on the framing it will see at run time; unmatched boxes are kept as drawn.
+Every photo goes through YuNet (the thorough search `detect` uses on photos). Class-folder
+images contribute their largest face (the whole image when none is found); one-label folders
+contribute every face found that is large and clear enough; a VOC box is replaced by the
+detection that overlaps it best (IoU >= 0.4), so the classifier learns on the framing it will see
+at run time, and is kept as drawn when nothing matches.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from maskwatch.faces import FaceDetector, crop_face, largest_face
+from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
 from maskwatch.sources import read_image
-from maskwatch.train.data import Sample
+from maskwatch.train.data import ALL_FACES, LARGEST_FACE, Sample
 from maskwatch.train.dedup import photo_hashes
 from maskwatch.types import Faces
 
 log = logging.getLogger("maskwatch")
 
 MATCH_IOU = 0.4
+# Faces taken from unannotated photos must be clear: the label is assumed, not checked.
+ALL_FACES_MIN_SIDE = 24
+ALL_FACES_MIN_SCORE = 0.7
 
 
 @dataclass
 class FramedSet:
-    """Crops of the samples that could be read, and one entry per distinct photo."""
+    """Crops of the faces that could be framed, and one entry per distinct photo.
+
+    landmarks are in crop pixels (NaN where the face came from an annotation or the whole image);
+    face_sizes are the shorter side of each face box in photo pixels.
+    """
 
     crops: np.ndarray
     samples: list[Sample]
-    photo_of: np.ndarray  # index into photos, per sample
+    photo_of: np.ndarray
+    landmarks: np.ndarray
+    face_sizes: np.ndarray
     photos: list[str] = field(default_factory=list)
-    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    mirrored: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
+    mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
     framing: Counter[str] = field(default_factory=Counter)
-    face_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def subset(self, mask: np.ndarray) -> FramedSet:
+        """The faces where `mask` is true (photos and hashes are shared, not filtered)."""
+        idx = np.flatnonzero(mask)
+        return replace(
+            self,
+            crops=self.crops[idx],
+            samples=[self.samples[i] for i in idx],
+            photo_of=self.photo_of[idx],
+            landmarks=self.landmarks[idx],
+            face_sizes=self.face_sizes[idx],
+        )
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -50,37 +72,56 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def _frame_box(sample: Sample, image: np.ndarray, faces: Faces) -> tuple[np.ndarray, str]:
-    found = faces.boxes
-    if sample.box is None:
+_NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
+
+
+def _faces_of(
+    sample: Sample, image: np.ndarray, faces: Faces, use_detector: bool
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(box, landmarks, how it was framed) for each face this sample stands for."""
+    if sample.kind == ALL_FACES:
+        sides = np.minimum(
+            faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+        )
+        keep = (sides >= ALL_FACES_MIN_SIDE) & (faces.scores >= ALL_FACES_MIN_SCORE)
+        return [(faces.boxes[i], faces.landmarks[i], "detected") for i in np.flatnonzero(keep)]
+    if sample.kind == LARGEST_FACE:
         largest = largest_face(faces)
         if largest is not None:
-            return found[largest], "detected"
+            return [(faces.boxes[largest], faces.landmarks[largest], "detected")]
         h, w = image.shape[:2]
-        return np.array([0, 0, w, h], np.float32), "whole image"
+        return [(np.array([0, 0, w, h], np.float32), _NO_LANDMARKS, "whole image")]
     box = np.asarray(sample.box, np.float32)
-    if len(found):
-        overlap = box_iou(box, found)
+    if use_detector and len(faces):
+        overlap = box_iou(box, faces.boxes)
         best = int(np.argmax(overlap))
         if overlap[best] >= MATCH_IOU:
-            return found[best], "matched detection"
-    return box, "annotated box"
+            return [(faces.boxes[best], faces.landmarks[best], "matched detection")]
+    return [(box, _NO_LANDMARKS, "annotated box")]
 
 
 def frame_samples(
-    samples: list[Sample], detector: FaceDetector, size: int, margin: float
+    samples: list[Sample],
+    detector: FaceDetector,
+    size: int,
+    margin: float,
+    use_detector: bool = True,
 ) -> FramedSet:
-    """Read every photo once, detect its faces, and crop each of its samples."""
+    """Read every photo once, detect its faces, and crop the faces of its samples.
+
+    `use_detector=False` crops VOC boxes exactly as annotated (for comparison only).
+    """
     by_photo: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
         by_photo.setdefault(str(s.image), []).append(i)
     crops: list[np.ndarray] = []
     kept: list[Sample] = []
     photo_of: list[int] = []
-    photos: list[str] = []
-    hashes: list[np.uint64] = []
-    mirrored: list[np.uint64] = []
+    landmarks: list[np.ndarray] = []
     sizes: list[float] = []
+    photos: list[str] = []
+    hashes: list[tuple[np.uint64, np.uint64]] = []
+    mirrored: list[tuple[np.uint64, np.uint64]] = []
     framing: Counter[str] = Counter()
     for photo, members in by_photo.items():
         image = read_image(samples[members[0]].image)
@@ -88,24 +129,32 @@ def frame_samples(
             log.warning("skipping %s: not a readable image", photo)
             continue
         faces = detector.detect(image, thorough=True)
-        h, m = photo_hashes(image)
+        found_any = False
         for i in members:
-            box, how = _frame_box(samples[i], image, faces)
-            framing[how] += 1
-            crops.append(crop_face(image, box, size, margin))
-            kept.append(samples[i])
-            photo_of.append(len(photos))
-            sizes.append(float(min(box[2] - box[0], box[3] - box[1])))
+            for box, marks, how in _faces_of(samples[i], image, faces, use_detector):
+                framing[how] += 1
+                x0, y0, side = square_box(box, margin)
+                crops.append(crop_face(image, box, size, margin))
+                x1, y1, x2, y2 = (round(float(v)) for v in box)
+                kept.append(replace(samples[i], box=(x1, y1, x2, y2)))
+                photo_of.append(len(photos))
+                landmarks.append((marks - np.array([x0, y0], np.float32)) * np.float32(size / side))
+                sizes.append(float(min(box[2] - box[0], box[3] - box[1])))
+                found_any = True
+        if not found_any:
+            framing["photos without a usable face"] += 1
         photos.append(photo)
-        hashes.append(h)
-        mirrored.append(m)
+        direct, flipped = photo_hashes(image)
+        hashes.append(direct)
+        mirrored.append(flipped)
     return FramedSet(
         crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
         samples=kept,
         photo_of=np.asarray(photo_of, np.int64),
-        photos=photos,
-        hashes=np.asarray(hashes, np.uint64),
-        mirrored=np.asarray(mirrored, np.uint64),
-        framing=framing,
+        landmarks=np.asarray(landmarks, np.float32).reshape(-1, 5, 2),
         face_sizes=np.asarray(sizes, np.float32),
+        photos=photos,
+        hashes=np.asarray(hashes, np.uint64).reshape(-1, 2),
+        mirrored=np.asarray(mirrored, np.uint64).reshape(-1, 2),
+        framing=framing,
     )

@@ -1,61 +1,86 @@
-"""Feature caching and head training.
+"""Feature caching, head training and fine-tuning.
 
-The backbone is frozen (and its batch-norm layers are in eval mode), so its output for a given
-augmented crop never changes during training. We therefore run it once per augmented *view*
-(with ONNX Runtime, several times faster than eager PyTorch on a CPU) and train only the small
-head for every epoch on cached features, drawing one of the views per crop per epoch.
+MobileNetV2's blocks below `CUT` stay frozen (batch-norm in eval mode), so their output for a
+given augmented crop never changes during training. They run once per augmented *view* (with
+ONNX Runtime, several times faster than eager PyTorch on a CPU) and their 7x7 feature maps are
+cached. Stage 1 trains the head on pooled features of the cached maps; stage 2 (fine-tuning)
+trains the top blocks and the head together on the same cache. Each epoch draws one view per
+crop.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from maskwatch.classifier import ModelMetadata, to_input_tensor
-from maskwatch.train.model import FEATURE_DIM, PooledFeatures, build_head, export_onnx
+from maskwatch.train.model import build_head, export_onnx
 
 log = logging.getLogger("maskwatch")
 
-Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+CUT = 14  # blocks [0, CUT) are frozen and cached; [CUT, end) can be fine-tuned
+# (crop, label, landmarks, classes, rng) -> (augmented crop, its label)
+Augment = Callable[
+    [np.ndarray, str, np.ndarray, list[str], np.random.Generator], tuple[np.ndarray, str]
+]
 
 
-class FeatureExtractor:
-    """Pooled MobileNetV2 features of crops, computed by ONNX Runtime from the torch backbone."""
+class MapExtractor:
+    """Frozen lower blocks' feature maps of crops, by ONNX Runtime, stored as float16."""
 
-    def __init__(self, backbone: nn.Module, meta: ModelMetadata, batch_size: int = 64) -> None:
+    def __init__(self, lower: nn.Module, meta: ModelMetadata, batch_size: int = 64) -> None:
         import onnxruntime as ort
 
         self.meta = meta
         self.batch_size = batch_size
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "backbone.onnx"
-            export_onnx(PooledFeatures(backbone), path, meta.input_size, "features")
+            path = Path(tmp) / "lower.onnx"
+            export_onnx(lower, path, meta.input_size, "maps")
             self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        probe = np.zeros((1, meta.input_size, meta.input_size, 3), np.uint8)
+        self.shape = self._run(probe).shape[1:]
+
+    def _run(self, crops: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"input": to_input_tensor(crops, self.meta)})[0]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(crops), FEATURE_DIM), np.float32)
+        out = np.zeros((len(crops), *self.shape), np.float16)
         for start in range(0, len(crops), self.batch_size):
-            batch = to_input_tensor(crops[start : start + self.batch_size], self.meta)
-            out[start : start + len(batch)] = self._session.run(None, {"input": batch})[0]
+            out[start : start + self.batch_size] = self._run(crops[start : start + self.batch_size])
         return out
 
     def views(
-        self, crops: np.ndarray, augment: Augment, views: int, rng: np.random.Generator
-    ) -> np.ndarray:
-        """(views, N, 1280) features of `views` independently augmented copies of each crop."""
-        out = np.zeros((views, len(crops), FEATURE_DIM), np.float32)
+        self,
+        crops: np.ndarray,
+        labels: list[str],
+        landmarks: np.ndarray,
+        classes: list[str],
+        augment: Augment,
+        views: int,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(views, N, C, H, W) maps of independently augmented copies of each crop, and the
+        (views, N) class index of each copy (augmentation may change it: a synthetic mask)."""
+        maps = np.zeros((views, len(crops), *self.shape), np.float16)
+        y = np.zeros((views, len(crops)), np.int64)
         for v in range(views):
             started = time.perf_counter()
-            augmented = np.stack([augment(c, rng) for c in crops])
-            out[v] = self(augmented)
+            pairs = [
+                augment(c, lbl, lm, classes, rng)
+                for c, lbl, lm in zip(crops, labels, landmarks, strict=True)
+            ]
+            maps[v] = self(np.stack([p[0] for p in pairs]))
+            y[v] = [classes.index(p[1]) for p in pairs]
             log.info(
                 "features: view %d/%d, %d crops, %.1f s",
                 v + 1,
@@ -63,80 +88,177 @@ class FeatureExtractor:
                 len(crops),
                 time.perf_counter() - started,
             )
-        return out
+        return maps, y
+
+
+class Classifier(nn.Module):
+    """Top blocks + global average pool + head: what is trained on cached maps."""
+
+    def __init__(self, top: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.top = top
+        self.head = head
+
+    def pooled(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.top(maps).mean(dim=(2, 3))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(maps))
+
+
+def pool_maps(top: nn.Module, maps: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(..., C, H, W) cached maps -> (..., 1280) pooled features through the frozen top."""
+    flat = maps.reshape(-1, *maps.shape[-3:])
+    out = []
+    top.eval()
+    with torch.no_grad():
+        for start in range(0, len(flat), batch):
+            x = torch.from_numpy(flat[start : start + batch].astype(np.float32))
+            out.append(top(x).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out).reshape(*maps.shape[:-3], -1)
 
 
 @dataclass(frozen=True)
-class HeadTraining:
+class Stage:
+    """One training stage: how long, how fast, and when to stop."""
+
     epochs: int
     batch_size: int
     learning_rate: float
     class_weights: np.ndarray | None = None
+    patience: int | None = None  # stop after this many epochs without a better monitor loss
 
 
-def train_head(
-    train_views: np.ndarray,
+def _fit(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    train_x: np.ndarray,
     y_train: np.ndarray,
-    test_features: np.ndarray,
-    y_test: np.ndarray,
-    num_classes: int,
-    settings: HeadTraining,
+    monitor: tuple[np.ndarray, np.ndarray],
+    stage: Stage,
     rng: np.random.Generator,
-) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Fit the head with Adam; returns it (in eval mode) and a per-epoch history.
+    name: str,
+    keep_eval: nn.Module | None = None,
+) -> list[dict[str, Any]]:
+    """Adam with a cosine learning-rate decay on `params` over views of `train_x` (views, N, ...);
+    per-epoch history on `monitor`.
 
-    The held-out columns of the history are for the curves only: nothing is selected on them.
+    With `stage.patience`, training stops when the monitor loss stops improving and the best
+    weights are restored. `keep_eval` stays in eval mode (frozen batch-norm statistics).
     """
-    head = build_head(num_classes)
-    optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate)
+    optimiser = torch.optim.Adam(params, lr=stage.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, stage.epochs))
     weights = (
         None
-        if settings.class_weights is None
-        else torch.tensor(settings.class_weights, dtype=torch.float32)
+        if stage.class_weights is None
+        else torch.tensor(stage.class_weights, dtype=torch.float32)
     )
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     eval_loss = nn.CrossEntropyLoss()
-    x_test, t_test = torch.from_numpy(test_features), torch.from_numpy(y_test)
-    n = len(y_train)
-    history: list[dict[str, float]] = []
-    for epoch in range(1, settings.epochs + 1):
-        head.train()
-        view_of = rng.integers(len(train_views), size=n)
+    x_mon = torch.from_numpy(monitor[0].astype(np.float32))
+    t_mon = torch.from_numpy(monitor[1])
+    views, n = y_train.shape
+    history: list[dict[str, Any]] = []
+    best_loss, best_state, since_best = float("inf"), None, 0
+    for epoch in range(1, stage.epochs + 1):
+        model.train()
+        if keep_eval is not None:
+            keep_eval.eval()
+        view_of = np.asarray(rng.integers(views, size=n))
         order = rng.permutation(n)
         total_loss, correct = 0.0, 0
-        for start in range(0, n, settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            x = torch.from_numpy(train_views[view_of[idx], idx])
-            t = torch.from_numpy(y_train[idx])
-            logits = head(x)
+        for start in range(0, n, stage.batch_size):
+            idx = order[start : start + stage.batch_size]
+            x = torch.from_numpy(train_x[view_of[idx], idx].astype(np.float32))
+            t = torch.from_numpy(y_train[view_of[idx], idx])
+            logits = model(x)
             loss = loss_fn(logits, t)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == t).sum())
-        head.eval()
+        schedule.step()
+        model.eval()
         with torch.no_grad():
-            test_logits = head(x_test)
-            test_loss = float(eval_loss(test_logits, t_test))
-            test_acc = float((test_logits.argmax(1) == t_test).float().mean())
+            logits = torch.cat([model(x_mon[i : i + 256]) for i in range(0, len(x_mon), 256)])
+            mon_loss = float(eval_loss(logits, t_mon))
+            mon_acc = float((logits.argmax(1) == t_mon).float().mean())
         history.append(
             {
+                "stage": name,
                 "epoch": epoch,
                 "train_loss": total_loss / n,
                 "train_acc": correct / n,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
+                "monitor_loss": mon_loss,
+                "monitor_acc": mon_acc,
             }
         )
         log.info(
-            "epoch %d/%d  loss %.4f  acc %.3f  held-out loss %.4f  acc %.3f",
+            "%s epoch %d/%d  loss %.4f  acc %.3f  monitor loss %.4f  acc %.3f",
+            name,
             epoch,
-            settings.epochs,
+            stage.epochs,
             total_loss / n,
             correct / n,
-            test_loss,
-            test_acc,
+            mon_loss,
+            mon_acc,
         )
-    head.eval()
+        if stage.patience is not None:
+            if mon_loss < best_loss - 1e-4:
+                best_loss, best_state, since_best = mon_loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                since_best += 1
+                if since_best >= stage.patience:
+                    log.info("%s: no improvement for %d epochs; stopping", name, stage.patience)
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def train_head(
+    pooled_views: np.ndarray,
+    y_views: np.ndarray,
+    monitor: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    stage: Stage,
+    rng: np.random.Generator,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Stage 1: the head alone, on pooled features (views, N, 1280)."""
+    head = build_head(num_classes)
+    history = _fit(
+        head, list(head.parameters()), pooled_views, y_views, monitor, stage, rng, "head"
+    )
     return head, history
+
+
+def finetune(
+    top: nn.Module,
+    head: nn.Module,
+    maps_views: np.ndarray,
+    y_views: np.ndarray,
+    monitor: tuple[np.ndarray, np.ndarray],
+    stage: Stage,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """Stage 2: the top blocks and the head together, on cached maps; updates both in place."""
+    model = Classifier(top, head)
+    for p in top.parameters():
+        p.requires_grad_(True)
+    try:
+        return _fit(
+            model,
+            list(model.parameters()),
+            maps_views,
+            y_views,
+            monitor,
+            stage,
+            rng,
+            "fine-tune",
+            keep_eval=top,
+        )
+    finally:
+        for p in top.parameters():
+            p.requires_grad_(False)

@@ -1,0 +1,119 @@
+"""Augmentation on real crops, and the report's figures on small hand-made tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maskwatch.faces import crop_face
+from maskwatch.train.augment import RealAugment, paint_mask, recolour_lower_face, seed_augment
+from maskwatch.train.report import (
+    Predictions,
+    choose_threshold,
+    mask_vs_no_mask,
+    recall_at_precision,
+    selective,
+)
+
+CLASSES = ["mask", "no_mask", "incorrect"]
+
+
+@pytest.fixture(scope="module")
+def bare_face(detector, three_faces):  # type: ignore[no-untyped-def]
+    """The unmasked face of the sample photo, as a 160 px crop with its landmarks."""
+    faces = detector.detect(three_faces, thorough=True)
+    i = int(np.argmax(faces.boxes[:, 0]))  # the man on the right wears no mask
+    from maskwatch.faces import square_box
+
+    x0, y0, side = square_box(faces.boxes[i])
+    crop = crop_face(three_faces, faces.boxes[i], 160)
+    return crop, (faces.landmarks[i] - [x0, y0]) * 160 / side
+
+
+@pytest.mark.parametrize("placement", ["worn", "below_nose", "on_chin"])
+def test_synthetic_masks_cover_the_lower_face_only(bare_face, placement) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = bare_face
+    painted = paint_mask(crop, marks, placement, np.random.default_rng(0))
+    changed = np.abs(painted.astype(int) - crop.astype(int)).max(axis=2) > 20
+    eyes_y = int(marks[:2, 1].mean())
+    assert changed.sum() > 400
+    assert not changed[: max(0, eyes_y - 3)].any(), "the mask reached above the eyes"
+    nose_y = int(marks[2, 1])
+    above_nose = changed[eyes_y:nose_y].mean()
+    if placement == "worn":
+        assert above_nose > 0.02
+    else:
+        assert above_nose < 0.02
+
+
+def test_recolouring_keeps_the_upper_face(bare_face) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = bare_face
+    out = recolour_lower_face(crop, marks, "mask", np.random.default_rng(1))
+    eyes_y = int(marks[:2, 1].mean())
+    assert np.array_equal(out[:eyes_y], crop[:eyes_y])
+    assert not np.array_equal(out[-20:], crop[-20:])
+
+
+def test_real_augment_relabels_synthetic_masks(bare_face) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = bare_face
+    augment = RealAugment(synthetic_mask=1.0)
+    rng = np.random.default_rng(2)
+    labels = {augment(crop, "no_mask", marks, CLASSES, rng)[1] for _ in range(30)}
+    assert labels == {"mask", "incorrect"}
+    two_class = {augment(crop, "no_mask", marks, ["mask", "no_mask"], rng)[1] for _ in range(10)}
+    assert two_class == {"mask"}
+    no_marks = np.full((5, 2), np.nan)
+    out, label = augment(crop, "no_mask", no_marks, CLASSES, rng)
+    assert label == "no_mask" and out.shape == crop.shape and out.dtype == np.uint8
+
+
+def test_seed_geometry_keeps_size_and_changes_pixels(bare_face) -> None:  # type: ignore[no-untyped-def]
+    crop, _ = bare_face
+    out = seed_augment(crop, np.random.default_rng(3))
+    assert out.shape == crop.shape and not np.array_equal(out, crop)
+
+
+def _table(rows: list[tuple[int, list[float]]], sources: list[str] | None = None) -> Predictions:
+    y = np.array([r[0] for r in rows])
+    probs = np.array([r[1] for r in rows], np.float32)
+    return Predictions(CLASSES, y, probs, sources or ["s"] * len(rows), np.full(len(rows), 50.0))
+
+
+def test_mask_vs_no_mask_ignores_incorrect_faces_and_the_third_class() -> None:
+    p = _table(
+        [
+            (0, [0.4, 0.1, 0.5]),  # mask, "incorrect" on top, but mask beats no_mask: right
+            (0, [0.2, 0.7, 0.1]),  # wrong
+            (1, [0.1, 0.8, 0.1]),  # right
+            (2, [0.9, 0.05, 0.05]),  # an incorrect face: not counted
+        ]
+    )
+    balanced, n = mask_vs_no_mask(p)
+    assert n == 3 and balanced == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_recall_at_precision_and_selective_accuracy() -> None:
+    p = _table(
+        [
+            (2, [0.1, 0.1, 0.8]),
+            (2, [0.2, 0.2, 0.6]),
+            (0, [0.3, 0.2, 0.5]),
+            (2, [0.5, 0.1, 0.4]),
+            (1, [0.3, 0.6, 0.1]),
+        ]
+    )
+    recall, threshold = recall_at_precision(p, "incorrect", 0.6)
+    assert recall == pytest.approx(1.0) and threshold == pytest.approx(0.4)
+    recall, threshold = recall_at_precision(p, "incorrect", 0.9)
+    assert recall == pytest.approx(2 / 3) and threshold == pytest.approx(0.6)
+    coverage, accuracy = selective(p, 0.55)
+    assert coverage == pytest.approx(0.6) and accuracy == pytest.approx(1.0)
+
+
+def test_threshold_is_the_lowest_that_reaches_the_target() -> None:
+    confident_right = [(0, [0.95, 0.03, 0.02])] * 18
+    unsure_wrong = [(1, [0.45, 0.35, 0.2])] * 2
+    p = _table(confident_right + unsure_wrong)
+    threshold = choose_threshold(p, target_accuracy=0.97, max_uncertain=0.15)
+    assert 0.45 < threshold <= 0.95
+    assert selective(p, threshold) == (pytest.approx(0.9), pytest.approx(1.0))
