@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import MIRROR, THREE_FACES
@@ -85,6 +86,40 @@ def test_detect_saves_annotated_images_with_labelled_boxes(tmp_path: Path) -> No
     original = cv2.imread(str(THREE_FACES))
     assert written.shape == original.shape
     assert (cv2.absdiff(written, original).max(axis=2) > 60).sum() > 2000
+
+
+@pytest.mark.parametrize(("blur", "blurred"), [("all", 3), ("no_mask", None), ("none", 0)])
+def test_blur_hides_faces_in_saved_output(tmp_path: Path, blur: str, blurred: int | None) -> None:
+    out, log = tmp_path / "out.png", tmp_path / "faces.jsonl"
+    assert (
+        main(
+            [
+                "-q",
+                "detect",
+                "--source",
+                str(THREE_FACES),
+                "--no-show",
+                "--save",
+                str(out),
+                "--json",
+                str(log),
+                "--blur",
+                blur,
+            ]
+        )
+        == 0
+    )
+    faces = json.loads(log.read_text())["faces"]
+    image = cv2.imread(str(out))
+    pixelated = 0
+    for face in faces:
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
+        inner = image[(y1 + y2) // 2 : y2 - 4, x1 + 4 : x2 - 4].reshape(-1, 3)  # below the label
+        pixelated += len(np.unique(inner, axis=0)) <= 40
+    if blurred is None:  # exactly the faces labelled no_mask or incorrect
+        blurred = sum(f["label"] in ("no_mask", "incorrect") for f in faces)
+        assert blurred >= 1
+    assert pixelated == blurred
 
 
 def test_classify_prints_json_per_crop(tmp_path: Path, three_faces, detector, capsys) -> None:  # type: ignore[no-untyped-def]

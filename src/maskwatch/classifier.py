@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskwatch.defaults import CROP_MARGIN
 from maskwatch.errors import ModelError
-from maskwatch.faces import CROP_MARGIN
 from maskwatch.labels import CANONICAL, UNCERTAIN
 
 METADATA_FORMAT = "maskwatch-classifier/1"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maskwatch import __version__
+from maskwatch.defaults import BLUR_CHOICES, DETECT_MIN_SIDE, DETECT_SCORE_THRESHOLD
 from maskwatch.errors import MaskwatchError
 
 if TYPE_CHECKING:
@@ -78,18 +79,16 @@ def _load_pipeline(args: argparse.Namespace) -> Pipeline:
 
 
 def _detector_args(parser: argparse.ArgumentParser) -> None:
-    from maskwatch.faces import DEFAULT_DETECT_MIN_SIDE, DEFAULT_SCORE_THRESHOLD
-
     parser.add_argument(
         "--score-threshold",
         type=float,
-        default=DEFAULT_SCORE_THRESHOLD,
+        default=DETECT_SCORE_THRESHOLD,
         help="minimum face detector score (default: %(default)s)",
     )
     parser.add_argument(
         "--detect-min-side",
         type=int,
-        default=DEFAULT_DETECT_MIN_SIDE,
+        default=DETECT_MIN_SIDE,
         help="frames whose long side is shorter are upscaled to it for "
         "detection, so small faces are found (default: %(default)s)",
     )
@@ -103,7 +102,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise MaskwatchError("--no-show needs --save OUT or --json OUT, or there is no output")
     pipeline = _load_pipeline(args)
     source = open_source(args.source, max_fps=args.max_fps)
-    summary = run_detect(source, pipeline, show=args.show, save=args.save, json_target=args.json)
+    summary = run_detect(
+        source, pipeline, show=args.show, save=args.save, json_target=args.json, blur=args.blur
+    )
     log.info("%s", summary.describe())
     for path in summary.written[:1] if len(summary.written) > 5 else summary.written:
         log.info("wrote %s", path)
@@ -250,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="OUT",
         help="write one JSON object per frame or image to OUT ('-': stdout)",
+    )
+    p.add_argument(
+        "--blur",
+        choices=BLUR_CHOICES,
+        default="none",
+        help="pixelate faces in shown and saved output: those without a mask or with one worn "
+        "incorrectly (no_mask), or all (default: %(default)s)",
     )
     p.add_argument(
         "--max-fps",

@@ -44,6 +44,7 @@ def run_detect(
     show: bool = True,
     save: Path | None = None,
     json_target: str | None = None,
+    blur: str = "none",
 ) -> DetectSummary:
     """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
 
@@ -65,7 +66,7 @@ def run_detect(
                     json_sink.write(result)
                 if window is None and save is None:
                     continue
-                annotated = draw_faces(frame.image, result.faces)
+                annotated = draw_faces(frame.image, result.faces, blur)
                 if save is not None:
                     saver = saver or _save_sink(save, source)
                     saver.write(result, annotated)

@@ -33,9 +33,30 @@ def _put_label(
     )
 
 
-def draw_faces(image: np.ndarray, faces: Faces) -> np.ndarray:
-    """A copy of `image` with every face boxed and labelled."""
+def blur_faces(image: np.ndarray, faces: Faces, which: str) -> np.ndarray:
+    """A copy of `image` with faces made unrecognisable (strong pixelation): those labelled
+    `no_mask` (or `incorrect`), or all of them. `which` is one of defaults.BLUR_CHOICES."""
+    if which == "none" or len(faces) == 0:
+        return image
     out = image.copy()
+    height, width = out.shape[:2]
+    for i, box in enumerate(faces.boxes):
+        label = faces.labels[i] if faces.labels else None
+        if which == "no_mask" and label not in ("no_mask", "incorrect"):
+            continue
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            continue
+        region = out[y1:y2, x1:x2]
+        small = cv2.resize(region, (6, 6), interpolation=cv2.INTER_AREA)
+        out[y1:y2, x1:x2] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def draw_faces(image: np.ndarray, faces: Faces, blur: str = "none") -> np.ndarray:
+    """A copy of `image` with every face boxed and labelled (and blurred as `blur` asks)."""
+    out = blur_faces(image, faces, blur) if blur != "none" else image.copy()
     base = max(out.shape[:2]) / 1000.0
     confidences = faces.confidences()
     for i, box in enumerate(faces.boxes):

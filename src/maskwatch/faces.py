@@ -14,13 +14,9 @@ import numpy as np
 
 from maskwatch import hub
 from maskwatch.cvlog import quiet_opencv
+from maskwatch.defaults import CROP_MARGIN, DETECT_MAX_SIDE, DETECT_MIN_SIDE, DETECT_SCORE_THRESHOLD
 from maskwatch.errors import ModelError
 from maskwatch.types import Faces
-
-DEFAULT_SCORE_THRESHOLD = 0.5
-DEFAULT_DETECT_MIN_SIDE = 960
-DEFAULT_DETECT_MAX_SIDE = 1920
-CROP_MARGIN = 0.15
 
 
 class FaceDetector(Protocol):
@@ -41,10 +37,10 @@ class YuNetDetector:
     def __init__(
         self,
         model_path: Path | None = None,
-        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        score_threshold: float = DETECT_SCORE_THRESHOLD,
         nms_threshold: float = 0.3,
-        min_side: int = DEFAULT_DETECT_MIN_SIDE,
-        max_side: int = DEFAULT_DETECT_MAX_SIDE,
+        min_side: int = DETECT_MIN_SIDE,
+        max_side: int = DETECT_MAX_SIDE,
     ) -> None:
         path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
         if not Path(path).is_file():

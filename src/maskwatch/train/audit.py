@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from maskwatch.classifier import DEFAULT_INPUT_SIZE
-from maskwatch.faces import CROP_MARGIN, YuNetDetector
+from maskwatch.defaults import CROP_MARGIN
+from maskwatch.faces import YuNetDetector
 from maskwatch.labels import sort_labels
 from maskwatch.train.data import Sample, load_dataset, split_groups, split_random
 from maskwatch.train.framing import frame_samples

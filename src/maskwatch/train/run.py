@@ -30,8 +30,9 @@ from maskwatch.classifier import (
     MaskClassifier,
     ModelMetadata,
 )
+from maskwatch.defaults import CROP_MARGIN
 from maskwatch.errors import DatasetError
-from maskwatch.faces import CROP_MARGIN, YuNetDetector
+from maskwatch.faces import YuNetDetector
 from maskwatch.train.data import (
     ANNOTATED,
     Sample,
