@@ -17,6 +17,7 @@ import numpy as np
 
 from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
 from maskwatch.sources import read_image
+from maskwatch.tracking import iou_matrix
 from maskwatch.train.data import ALL_FACES, LARGEST_FACE, Sample
 from maskwatch.train.dedup import photo_hashes
 from maskwatch.types import Faces
@@ -60,18 +61,6 @@ class FramedSet:
         )
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1y1x2y2 box with each row of `boxes`."""
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 _NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
 
 
@@ -93,7 +82,7 @@ def _faces_of(
         return [(np.array([0, 0, w, h], np.float32), _NO_LANDMARKS, "whole image")]
     box = np.asarray(sample.box, np.float32)
     if use_detector and len(faces):
-        overlap = box_iou(box, faces.boxes)
+        overlap = iou_matrix(box[None], faces.boxes)[0]
         best = int(np.argmax(overlap))
         if overlap[best] >= MATCH_IOU:
             return [(faces.boxes[best], faces.landmarks[best], "matched detection")]
