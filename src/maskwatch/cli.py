@@ -106,10 +106,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         source, pipeline, show=args.show, save=args.save, json_target=args.json, blur=args.blur
     )
     log.info("%s", summary.describe())
-    for path in summary.written[:1] if len(summary.written) > 5 else summary.written:
-        log.info("wrote %s", path)
     if len(summary.written) > 5:
         log.info("wrote %d files to %s", len(summary.written), args.save)
+    else:
+        for path in summary.written:
+            log.info("wrote %s", path)
     return 0
 
 

@@ -87,6 +87,5 @@ def run_detect(
             json_sink.close(ok)
         if saver is not None:
             saver.close(ok)
-            if ok:
-                summary.written = [*saver.written] if isinstance(saver, ImageSink) else [saver.out]
+            summary.written = saver.written
     return summary

@@ -1,6 +1,6 @@
 """Face detection (YuNet through cv2.FaceDetectorYN) and the one way faces are framed into crops.
 
-Training and inference both frame crops with `crop_faces`, so the classifier sees at run time
+Training and inference both frame crops with `crop_face`, so the classifier sees at run time
 what it saw in training.
 """
 

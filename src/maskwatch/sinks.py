@@ -11,14 +11,13 @@ import os
 import sys
 import time
 from collections import deque
-from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
 import cv2
 import numpy as np
 
-from maskwatch.atomic import atomic_path, write_bytes
+from maskwatch.atomic import PendingFile, write_bytes
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES
 from maskwatch.types import FrameResult
@@ -81,13 +80,14 @@ class JsonLinesSink:
     """One JSON object per frame or image, to stdout ('-') or to a file written atomically."""
 
     def __init__(self, target: str) -> None:
-        self._stack = ExitStack()
-        self._out: IO[str]
-        if target == "-":
-            self._out = sys.stdout
-        else:
-            tmp = self._stack.enter_context(atomic_path(Path(target)))
-            self._out = self._stack.enter_context(open(tmp, "w", encoding="utf-8"))  # noqa: SIM115
+        self._pending: PendingFile | None = None
+        self._out: IO[str] = sys.stdout
+        if target != "-":
+            self._pending = PendingFile(Path(target))
+            try:
+                self._out = open(self._pending.tmp, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
     def write(self, result: FrameResult) -> None:
         self.write_object(result.to_json())
@@ -97,10 +97,14 @@ class JsonLinesSink:
         self._out.flush()
 
     def close(self, ok: bool = True) -> None:
+        """Complete the file (or, after a failure, remove what was written)."""
+        if self._pending is None:
+            return
+        self._out.close()
         if ok:
-            self._stack.close()
+            self._pending.commit()
         else:
-            self._stack.__exit__(OutputError, OutputError("aborted"), None)
+            self._pending.discard()
 
     def __enter__(self) -> JsonLinesSink:
         return self
@@ -154,16 +158,16 @@ class VideoSink:
     def __init__(self, out: Path, fps: float) -> None:
         self.out = out
         self.fps = fps if fps > 0 else 25.0
-        self._stack = ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(out))
+        self._pending = PendingFile(out)
         self._writer: cv2.VideoWriter | None = None
+        self.written: list[Path] = []
 
     def write(self, result: FrameResult, annotated: np.ndarray) -> None:
         if self._writer is None:
             fourcc = "MJPG" if self.out.suffix.lower() == ".avi" else "mp4v"
             size = (annotated.shape[1], annotated.shape[0])
             self._writer = cv2.VideoWriter(
-                str(self._tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, size
+                str(self._pending.tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, size
             )
             if not self._writer.isOpened():
                 self.close(ok=False)
@@ -178,6 +182,7 @@ class VideoSink:
             self._writer.release()
             self._writer = None
         if ok:
-            self._stack.close()
+            self._pending.commit()
+            self.written.append(self.out)
         else:
-            self._stack.__exit__(OutputError, OutputError("aborted"), None)
+            self._pending.discard()

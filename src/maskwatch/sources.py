@@ -97,14 +97,15 @@ class FileSource:
             yield Frame(image=image, index=image_index, time=0.0, source=str(path), still=True)
             image_index += 1
 
-    def _video_frames(self, path: Path, why: str = "not a readable video") -> Iterator[Frame]:
+    def _video_frames(self, path: Path, why: str | None = None) -> Iterator[Frame]:
+        """Frames of one video; `why` replaces the specific reason when it cannot be read."""
         if not path.is_file():
             self._skip(path, "no such file")
             return
         capture = open_capture(str(path))
         try:
             if not capture.isOpened():
-                self._skip(path, why)
+                self._skip(path, why or "not a readable video")
                 return
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             self.fps = fps
@@ -118,9 +119,7 @@ class FileSource:
                 yield Frame(image=image, index=index, time=seconds, source=str(path))
                 index += 1
             if index == 0:
-                self._skip(
-                    path, why if why != "not a readable video" else "no frame could be decoded"
-                )
+                self._skip(path, why or "no frame could be decoded")
         finally:
             capture.release()
 

@@ -1,7 +1,8 @@
-"""Datasets: class folders or Pascal VOC, read into face samples with labels, sources and groups.
+"""Datasets: class folders, Pascal VOC or one-label folders (`PATH:LABEL`), read into face
+samples with labels, sources and groups.
 
-A *group* is a set of samples that come from the same photograph (all faces of one VOC image,
-all images of one `groups.csv` group); groups never straddle a train/test split.
+A *group* is a set of samples that come from the same photograph (all faces of one photo, all
+images of one `groups.csv` group, byte-identical files); groups never straddle a split.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The network: torchvision's ImageNet MobileNetV2 (frozen) with the seed's head.
+"""The network: torchvision's ImageNet MobileNetV2 (frozen, or with its top blocks fine-tuned
+by the `real` recipe) with the seed's head.
 
 Head: global average pool, dense 128 ReLU, dropout 0.5, dense to the classes (softmax is added
 for export; training uses logits with cross-entropy).

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.atomic import atomic_path, write_text
+from maskwatch.atomic import atomic_path, write_bytes, write_text
 
 
 @dataclass(frozen=True)
@@ -331,8 +331,7 @@ def mistakes_gallery(p: Predictions, path: Path, count: int = 24, tile: int = 11
                 1,
                 cv2.LINE_AA,
             )
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encode_image(path, sheet))
+    write_bytes(path, encode_image(path, sheet))
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, monitor_name: str) -> None:

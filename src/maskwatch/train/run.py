@@ -151,7 +151,6 @@ class TrainConfig:
 class TrainResult:
     model: Path
     report: dict[str, Any]
-    leaked_test_fraction: float
     seconds: float
 
 
@@ -554,7 +553,7 @@ def train(config: TrainConfig) -> TrainResult:
     write_text(out / "history.csv", _csv(fitted.history))
     write_text(out / "test_faces.csv", faces_csv(test_set))
     plot_history(fitted.history, out / "training_curves.png", fitted.monitor_name)
-    return TrainResult(model_path, report, leaked_fraction, seconds)
+    return TrainResult(model_path, report, seconds)
 
 
 def evaluate(
