@@ -1,9 +1,16 @@
-"""Frames per second of `detect` on rendered 640x480 / 1280x720 videos with 1, 3 or 10 faces.
+"""Frames per second of the detect loop against the seed's loop, on rendered videos.
 
-Prints per-stage medians (decode, detect, classify, draw) and end-to-end frames per second,
-and the machine it ran on. Faces come from the demo sample photos, fetched through the cache.
+For each frame size and face count it renders a video of real faces (cut from the demo sample
+photos, fetched through the cache, moving a little each frame) and runs:
 
-    python benchmarks/bench_detect.py --size 640x480 --faces 3 --frames 200
+- maskwatch's loop: decode, detect (YuNet), classify (all faces in one ONNX batch), track, draw;
+  per-stage medians and end-to-end frames per second;
+- the seed's loop on the same video: Haar cascade where the installed OpenCV has it (YuNet
+  stands in where it does not: OpenCV 5 dropped Haar), then eager PyTorch MobileNetV2 at 224,
+  one face at a time, as the seed ran Keras; its frames per second and the ratio.
+
+    python benchmarks/bench_detect.py                       # 640x480 and 1280x720, 1/3/10 faces
+    python benchmarks/bench_detect.py --size 640x480 --faces 3 --model float.onnx --spinning
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,20 +29,30 @@ import numpy as np
 from machine import describe_machine
 from maskwatch import hub
 from maskwatch.classifier import MaskClassifier
+from maskwatch.defaults import DETECT_VIDEO_SIDE
 from maskwatch.draw import draw_faces
 from maskwatch.faces import YuNetDetector
 from maskwatch.pipeline import Pipeline
+from maskwatch.tracking import IoUTracker
+
+STAGES = ("decode", "detect", "classify", "track", "draw")
+WARMUP = 10
 
 
 def face_tiles(count: int, detector: YuNetDetector) -> list[np.ndarray]:
     """`count` face regions (with context) cut from the sample photos."""
     tiles: list[np.ndarray] = []
-    for name in ("sample-896a9f04", "sample-d898baff", "sample-05fe38c3", "sample-e07e9c7e"):
+    for name in ("sample-d898baff", "sample-e07e9c7e", "sample-896a9f04", "sample-05fe38c3"):
         image = cv2.imread(str(hub.fetch(name)))
         for box in detector.detect(image).boxes:
             x1, y1, x2, y2 = box.astype(int)
-            pad = int((x2 - x1) * 0.4)
-            tiles.append(image[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad])
+            pad = int((x2 - x1) * 0.3)
+            tile = image[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad]
+            # One face per tile, one the detector still finds when the tile is shown small.
+            if x2 - x1 >= 40 and all(
+                len(detector.detect(cv2.resize(tile, (side, side)))) == 1 for side in (90, 200)
+            ):
+                tiles.append(tile)
     if len(tiles) < count:
         raise SystemExit(f"only {len(tiles)} faces available in the samples")
     return tiles[:count]
@@ -61,61 +80,136 @@ def render(path: Path, size: tuple[int, int], tiles: list[np.ndarray], frames: i
     writer.release()
 
 
+def timed_frames(video: Path, step: Callable[[np.ndarray], dict[str, float]]) -> dict[str, Any]:
+    """Run `step` (returning its own stage times) on every frame; decode is timed here."""
+    times: dict[str, list[float]] = {}
+    capture = cv2.VideoCapture(str(video))
+    while True:
+        t0 = time.perf_counter()
+        ok, image = capture.read()
+        if not ok:
+            break
+        stages = {"decode": time.perf_counter() - t0, **step(image)}
+        stages["total"] = sum(stages.values())
+        for name, value in stages.items():
+            times.setdefault(name, []).append(value)
+    capture.release()
+    return {name: statistics.median(values[WARMUP:]) for name, values in times.items()}
+
+
+def maskwatch_step(
+    pipeline: Pipeline, tracker: IoUTracker, found: list[int]
+) -> Callable[[np.ndarray], dict[str, float]]:
+    def step(image: np.ndarray) -> dict[str, float]:
+        t0 = time.perf_counter()
+        faces = pipeline.detector.detect(image)
+        t1 = time.perf_counter()
+        faces = pipeline.classify_faces(image, faces)
+        t2 = time.perf_counter()
+        faces, _ = tracker.update(faces, pipeline.classifier.labels)
+        t3 = time.perf_counter()
+        draw_faces(image, faces)
+        t4 = time.perf_counter()
+        found.append(len(faces))
+        return dict(zip(STAGES[1:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
+
+    return step
+
+
+def seed_step() -> tuple[str, Callable[[np.ndarray], dict[str, float]]]:
+    """The seed's loop: Haar (or YuNet where OpenCV has no Haar) and eager PyTorch, per face."""
+    import torch
+    import torchvision
+    from torch import nn
+
+    torch.set_grad_enabled(False)
+    net = torchvision.models.mobilenet_v2(weights=None)  # timing does not depend on weights
+    net.classifier = nn.Sequential(  # the seed's head
+        nn.Linear(1280, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 2), nn.Softmax(dim=1)
+    )
+    net.eval()
+    if hasattr(cv2, "CascadeClassifier"):
+        cascade = cv2.CascadeClassifier(
+            str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        )
+
+        def find(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            found = cascade.detectMultiScale(gray, 1.1, 4)
+            return [(x, y, x + w, y + h) for x, y, w, h in found]
+
+        detector_name = "Haar cascade"
+    else:
+        yunet = YuNetDetector(video_side=10_000)
+
+        def find(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+            return [tuple(int(v) for v in b) for b in yunet.detect(image).boxes]  # type: ignore[misc]
+
+        detector_name = "YuNet at full size (this OpenCV has no Haar cascade)"
+
+    def step(image: np.ndarray) -> dict[str, float]:
+        t0 = time.perf_counter()
+        boxes = find(image)
+        t1 = time.perf_counter()
+        for x1, y1, x2, y2 in boxes:
+            face = cv2.cvtColor(image[max(0, y1) : y2, max(0, x1) : x2], cv2.COLOR_BGR2RGB)
+            face = cv2.resize(face, (224, 224)).astype(np.float32) / 127.5 - 1.0
+            net(torch.from_numpy(face.transpose(2, 0, 1)[None].copy()))
+        t2 = time.perf_counter()
+        return {"detect": t1 - t0, "classify": t2 - t1}
+
+    return detector_name, step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", default="640x480")
-    parser.add_argument("--faces", type=int, default=3)
+    parser.add_argument("--size", action="append", help="WxH (repeatable; default both)")
+    parser.add_argument("--faces", type=int, action="append", help="repeatable; default 1 3 10")
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument(
-        "--detect-min-side", type=int, default=None, help="override the detector's upscaling target"
-    )
+    parser.add_argument("--model", type=Path, default=None, help="default: the bundled model")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
+    parser.add_argument("--spinning", action="store_true", help="let ORT threads spin-wait")
+    parser.add_argument("--video-side", type=int, default=DETECT_VIDEO_SIDE)
+    parser.add_argument("--no-seed", action="store_true", help="skip the seed loop")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
-    detector = (
-        YuNetDetector()
-        if args.detect_min_side is None
-        else YuNetDetector(min_side=args.detect_min_side)
-    )
-    pipeline = Pipeline(detector, MaskClassifier())
-    stages: dict[str, list[float]] = {
-        "decode": [],
-        "detect": [],
-        "classify": [],
-        "draw": [],
-        "total": [],
-    }
-    found: list[int] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        video = Path(tmp) / "bench.mp4"
-        render(video, (size[0], size[1]), face_tiles(args.faces, detector), args.frames)
-        capture = cv2.VideoCapture(str(video))
-        while True:
-            t0 = time.perf_counter()
-            ok, image = capture.read()
-            if not ok:
-                break
-            t1 = time.perf_counter()
-            faces = detector.detect(image)
-            t2 = time.perf_counter()
-            faces = pipeline.classify_faces(image, faces)
-            t3 = time.perf_counter()
-            draw_faces(image, faces)
-            t4 = time.perf_counter()
-            for name, value in zip(
-                stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True
-            ):
-                stages[name].append(value)
-            found.append(len(faces))
-        capture.release()
-    warm = {k: v[10:] for k, v in stages.items()}
+    sizes = args.size or ["640x480", "1280x720"]
+    counts = args.faces or [1, 3, 10]
+
+    detector = YuNetDetector(video_side=args.video_side)
+    classifier = MaskClassifier(args.model, threads=args.threads, spinning=args.spinning)
+    pipeline = Pipeline(detector, classifier)
+    seed = None if args.no_seed else seed_step()
     print(f"machine: {describe_machine()}")
     print(
-        f"video: {args.size}, {args.faces} faces placed, {len(found)} frames, "
-        f"median faces found {statistics.median(found):.0f}"
+        f"model: {classifier.path.name} ({classifier.input_size} px), ORT threads "
+        f"{args.threads or 'all'}, spinning {'on' if args.spinning else 'off'}, "
+        f"detector video side {args.video_side}"
     )
-    for name, values in warm.items():
-        print(f"  {name:<9} median {1000 * statistics.median(values):7.2f} ms")
-    print(f"end to end: {1 / statistics.median(warm['total']):.1f} frames per second (median)")
+    if seed is not None:
+        print(f"seed loop: {seed[0]}, eager PyTorch MobileNetV2 224 px one face at a time")
+    header = "size      faces found  " + "  ".join(f"{s:>8}" for s in STAGES) + "     fps"
+    print(header + ("   seed fps  ratio" if seed else ""))
+    for size_text in sizes:
+        size = tuple(int(v) for v in size_text.split("x"))
+        for count in counts:
+            with tempfile.TemporaryDirectory() as tmp:
+                video = Path(tmp) / "bench.mp4"
+                render(video, (size[0], size[1]), face_tiles(count, detector), args.frames)
+                found: list[int] = []
+                ours = timed_frames(video, maskwatch_step(pipeline, IoUTracker(), found))
+                fps = 1 / ours["total"]
+                line = (
+                    f"{size_text:<9} {count:>5} {statistics.median(found):>5.0f}  "
+                    + "  ".join(f"{1000 * ours[s]:>5.2f}ms" for s in STAGES)
+                    + f"  {fps:>6.1f}"
+                )
+                if seed is not None:
+                    render(video, (size[0], size[1]), face_tiles(count, detector), 40)
+                    theirs = timed_frames(video, seed[1])
+                    seed_fps = 1 / theirs["total"]
+                    line += f"  {seed_fps:>9.1f}  {fps / seed_fps:>5.1f}x"
+                print(line, flush=True)
+    print("(per-stage and end-to-end figures are medians over frames, after a warm-up)")
 
 
 if __name__ == "__main__":

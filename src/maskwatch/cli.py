@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maskwatch import __version__
-from maskwatch.defaults import BLUR_CHOICES, DETECT_MIN_SIDE, DETECT_SCORE_THRESHOLD
+from maskwatch.defaults import (
+    ALERT_GLOBAL_INTERVAL,
+    ALERT_LABELS,
+    ALERT_TRACK_INTERVAL,
+    BLUR_CHOICES,
+    DETECT_MIN_SIDE,
+    DETECT_SCORE_THRESHOLD,
+    SETTLE_FRAMES,
+    STATS_PERIODS,
+)
 from maskwatch.errors import MaskwatchError
+from maskwatch.train.choices import AUGMENTS, FRAMINGS, RECIPES, SPLITS
 
 if TYPE_CHECKING:
     from maskwatch.pipeline import Pipeline
@@ -40,6 +50,11 @@ TRAIN_OPTIONS = (
     "balance_classes",
 )
 TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
+
+
+def _by_recipe(option: str) -> str:
+    """An option's default per recipe, for --help: 'seed 40, real 30'."""
+    return ", ".join(f"{name} {values[option]}" for name, values in RECIPES.items())
 
 
 def _existing_path(text: str) -> Path:
@@ -75,7 +90,8 @@ def _load_pipeline(args: argparse.Namespace) -> Pipeline:
     from maskwatch.tracking import IoUTracker
 
     detector = YuNetDetector(score_threshold=args.score_threshold, min_side=args.detect_min_side)
-    return Pipeline(detector, MaskClassifier(args.model), IoUTracker())
+    settle = getattr(args, "settle_frames", SETTLE_FRAMES)
+    return Pipeline(detector, MaskClassifier(args.model), IoUTracker(settle_frames=settle))
 
 
 def _detector_args(parser: argparse.ArgumentParser) -> None:
@@ -94,18 +110,60 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _alerts(args: argparse.Namespace) -> Any:
+    """The alert dispatcher the options ask for, or None."""
+    from maskwatch.alerts import AlertDispatcher, AlertPolicy, CommandAlert, WebhookAlert
+    from maskwatch.labels import canonical_label
+
+    handlers: list[Any] = []
+    if args.alert_cmd:
+        handlers.append(CommandAlert(args.alert_cmd))
+    if args.alert_webhook:
+        handlers.append(WebhookAlert(args.alert_webhook))
+    if not handlers:
+        return None
+    labels = []
+    for name in args.alert_labels.split(","):
+        label = canonical_label(name)
+        if label is None:
+            raise MaskwatchError(f"--alert-labels: unknown label {name!r}")
+        labels.append(label)
+    policy = AlertPolicy(tuple(labels), args.alert_interval, args.alert_global_interval)
+    return AlertDispatcher(handlers, policy)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
-    from maskwatch.detect import run_detect
+    from maskwatch.detect import EventOutputs, run_detect
     from maskwatch.sources import open_source
 
-    if not args.show and args.save is None and args.json is None:
-        raise MaskwatchError("--no-show needs --save OUT or --json OUT, or there is no output")
+    if not args.show and args.save is None and args.json is None and args.events is None:
+        raise MaskwatchError(
+            "--no-show needs --save OUT, --json OUT or --events FILE, or there is no output"
+        )
+    if args.snapshots is not None and args.events is None:
+        raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
     pipeline = _load_pipeline(args)
+    events = EventOutputs(args.events, args.snapshots, _alerts(args))
     source = open_source(args.source, max_fps=args.max_fps)
     summary = run_detect(
-        source, pipeline, show=args.show, save=args.save, json_target=args.json, blur=args.blur
+        source,
+        pipeline,
+        show=args.show,
+        save=args.save,
+        json_target=args.json,
+        blur=args.blur,
+        events=events,
     )
     log.info("%s", summary.describe())
+    if events.alerts is not None:
+        counts = events.alerts.counts
+        log.info(
+            "alerts: %d sent, %d failed, %d held back by the rate limits, %d dropped",
+            counts.sent,
+            counts.failed,
+            counts.limited,
+            counts.dropped,
+        )
     if len(summary.written) > 5:
         log.info("wrote %d files to %s", len(summary.written), args.save)
     else:
@@ -202,11 +260,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.classifier import MaskClassifier, default_model_path
+    from maskwatch.train.quantize import calibration_crops, quantize_int8
+
+    if not args.int8:
+        raise MaskwatchError("export makes int8 models for now: add --int8")
+    model = args.model or default_model_path()
+    meta = MaskClassifier(model).meta
+    crops = calibration_crops(
+        list(args.calibrate), meta.input_size, meta.crop_margin, args.faces, args.exclude_faces
+    )
+    result = quantize_int8(model, args.out, crops)
+    if args.exclude_faces is not None:
+        from maskwatch.train.quantize import record_held_out
+
+        _print_headline(record_held_out(args.out, args.exclude_faces))
+    print(
+        f"wrote {args.out}: int8, calibrated on {result['calibration_faces']} faces; agrees with "
+        f"{model.name} on {result['agreement']:.1%} of them"
+    )
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     _require_training()
     from maskwatch.train.audit import audit
 
     print(audit(list(args.data), test_fraction=args.test_fraction, seed=args.seed))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from maskwatch.stats import plot, summarise
+
+    table = summarise(args.log, by=args.by, source=args.source)
+    print(table.text())
+    if args.plot is not None:
+        plot(table, args.plot)
+        print(f"\nchart written to {args.plot}")
     return 0
 
 
@@ -266,8 +359,70 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="process at most this many frames per second of a live source",
     )
+    p.add_argument(
+        "--settle-frames",
+        type=int,
+        default=SETTLE_FRAMES,
+        help="frames a person's smoothed label must hold before it settles (default: %(default)s)",
+    )
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append events (a person appears, their label settles or changes, they leave) "
+        "to this SQLite log; no images are stored",
+    )
+    p.add_argument(
+        "--snapshots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also save a face picture in DIR when a label settles or changes",
+    )
+    p.add_argument(
+        "--alert-cmd",
+        default=None,
+        metavar="CMD",
+        help="run CMD (no shell; event JSON on stdin and in $MASKWATCH_EVENT) when an "
+        "alerting label settles",
+    )
+    p.add_argument(
+        "--alert-webhook",
+        default=None,
+        metavar="URL",
+        help="POST the event as JSON to URL when an alerting label settles",
+    )
+    p.add_argument(
+        "--alert-labels",
+        default=",".join(ALERT_LABELS),
+        help="labels that alert, comma-separated (default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-interval",
+        type=float,
+        default=ALERT_TRACK_INTERVAL,
+        metavar="S",
+        help="at most one alert per person every S seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--alert-global-interval",
+        type=float,
+        default=ALERT_GLOBAL_INTERVAL,
+        metavar="S",
+        help="at most one alert in all every S seconds (default: %(default)s)",
+    )
     _detector_args(p)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("stats", help="people seen per minute, hour or day from an event log")
+    p.add_argument("log", type=_existing_path, metavar="FILE", help="event log (detect --events)")
+    p.add_argument(
+        "--by", choices=STATS_PERIODS, default="hour", help="period length (default: %(default)s)"
+    )
+    p.add_argument("--source", default=None, help="only this camera or file")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw a chart")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("classify", help="classify face crops (no detection)")
     p.add_argument(
@@ -315,59 +470,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/train)")
     p.add_argument(
         "--recipe",
-        choices=("seed", "real"),
+        choices=tuple(RECIPES),
         default=None,
         help="seed (default): frozen MobileNetV2 and the original project's head and "
         "augmentation; real: richer augmentation with synthetic masks, balanced "
         "classes, validation split, fine-tuning of the top blocks",
     )
-    p.add_argument("--epochs", type=int, default=None, help="head epochs (seed 40, real 30)")
-    p.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=None,
-        help="fine-tuning epochs of the top blocks (seed 0, real 12)",
-    )
+    for option, kind, text in (
+        ("epochs", int, "head epochs"),
+        ("finetune_epochs", int, "fine-tuning epochs of the top blocks"),
+        ("learning_rate", float, "Adam, head stage"),
+        ("finetune_learning_rate", float, "Adam, fine-tuning"),
+        ("patience", int, "early stopping on validation loss, 0 = off"),
+        ("views", int, "augmented views per training face whose features are cached"),
+        ("val_fraction", float, "validation share of all faces"),
+    ):
+        p.add_argument(
+            "--" + option.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{text} ({_by_recipe(option)})",
+        )
     p.add_argument("--batch-size", type=int, default=None, help="default: 32")
     p.add_argument(
-        "--learning-rate", type=float, default=None, help="Adam, head stage (seed 1e-4, real 1e-3)"
-    )
-    p.add_argument("--finetune-learning-rate", type=float, default=None, help="default: 1e-4")
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="early stopping on validation loss (real: 3; 0 = off)",
-    )
-    p.add_argument(
-        "--views",
-        type=int,
-        default=None,
-        help="augmented views per training face whose features are cached (default: 8)",
-    )
-    p.add_argument(
         "--augment",
-        choices=("seed", "real", "none"),
+        choices=AUGMENTS,
         default=None,
-        help="augmentation (default: the recipe's)",
+        help=f"augmentation ({_by_recipe('augment')})",
     )
     p.add_argument("--test-fraction", type=float, default=None, help="default: 0.3")
     p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=None,
-        help="validation share of all faces (seed 0, real 0.15)",
-    )
-    p.add_argument(
         "--split",
-        choices=("group", "random"),
+        choices=SPLITS,
         default=None,
         help="group: keep groups and near-copies on one side (default); random: per "
         "image, as the seed did (leaks; for comparison only)",
     )
     p.add_argument(
         "--framing",
-        choices=("detector", "annotation"),
+        choices=FRAMINGS,
         default=None,
         help="crop VOC faces at the matched detector box like detect does (default) "
         "or exactly as annotated (for comparison)",
@@ -385,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const=True,
         default=None,
-        help="weight the loss by inverse class frequency (real: on)",
+        help=f"weight the loss by inverse class frequency ({_by_recipe('balance_classes')})",
     )
     p.set_defaults(func=cmd_train)
 
@@ -400,6 +541,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="also write a report folder here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="a faster int8 copy of a classifier (needs the train extra)")
+    _model_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="the new .onnx (its .json beside it)")
+    p.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ)")
+    p.add_argument(
+        "--calibrate",
+        nargs="+",
+        type=_data_spec,
+        required=True,
+        metavar="DATA",
+        help="datasets to take calibration faces from (as for train)",
+    )
+    p.add_argument(
+        "--exclude-faces",
+        type=_existing_path,
+        default=None,
+        metavar="CSV",
+        help="a training run's test_faces.csv: never calibrate on those photos",
+    )
+    p.add_argument(
+        "--faces", type=int, default=300, help="calibration faces (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

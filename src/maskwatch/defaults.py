@@ -1,8 +1,16 @@
 """Defaults shared by the library and the command line, in a module light enough for the
 parser to import (no OpenCV, no NumPy)."""
 
+from maskwatch.labels import INCORRECT, NO_MASK
+
 DETECT_SCORE_THRESHOLD = 0.5
 DETECT_MIN_SIDE = 960  # photos smaller than this are also searched upscaled to it
-DETECT_MAX_SIDE = 1920  # larger frames are scaled down for detection
+DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
+DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
 BLUR_CHOICES = ("none", "no_mask", "all")
+SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles
+ALERT_LABELS = (NO_MASK, INCORRECT)
+ALERT_TRACK_INTERVAL = 300.0  # seconds between alerts for one person
+ALERT_GLOBAL_INTERVAL = 10.0  # seconds between any two alerts
+STATS_PERIODS = ("minute", "hour", "day")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskwatch.alerts import AlertDispatcher
 from maskwatch.draw import draw_faces, draw_fps
 from maskwatch.errors import OutputError, SourceError
+from maskwatch.events import Event, EventLog, EventStream
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
 from maskwatch.sources import VIDEO_SUFFIXES, Source
+from maskwatch.types import Frame, FrameResult
 
 log = logging.getLogger("maskwatch")
 
@@ -22,12 +26,32 @@ class DetectSummary:
 
     frames: int = 0
     labels: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
     written: list[Path] = field(default_factory=list)
 
     def describe(self) -> str:
         faces = sum(self.labels.values())
         parts = ", ".join(f"{label} {n}" for label, n in sorted(self.labels.items()))
-        return f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
+        text = f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
+        if self.events:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.events.items()))
+            text += f"; events: {kinds}"
+        return text
+
+
+@dataclass
+class EventOutputs:
+    """Where events go: an SQLite log (with face snapshots in a folder if asked), alerts, and
+    a Python callback."""
+
+    log: Path | None = None
+    snapshots: Path | None = None
+    alerts: AlertDispatcher | None = None
+    on_event: Callable[[Event], None] | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return any(x is not None for x in (self.log, self.alerts, self.on_event))
 
 
 def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
@@ -45,23 +69,45 @@ def run_detect(
     save: Path | None = None,
     json_target: str | None = None,
     blur: str = "none",
+    events: EventOutputs | None = None,
 ) -> DetectSummary:
     """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
 
-    Outputs are completed on a normal end or Ctrl-C and discarded on an error.
+    Outputs are completed on a normal end or Ctrl-C and discarded on an error; the event log
+    keeps every event written before an error.
     """
     summary = DetectSummary()
+    events = events or EventOutputs()
     window = WindowSink() if show else None
     json_sink = JsonLinesSink(json_target) if json_target else None
+    event_log = EventLog(events.log, source.name, events.snapshots) if events.log else None
+    stream = EventStream()
     saver: ImageSink | VideoSink | None = None
     meter = FpsMeter()
+    last: Frame | None = None
+
+    def emit(result: FrameResult) -> None:
+        if not result.changes:
+            return
+        happened = stream.events(result)
+        summary.events.update(e.kind for e in happened)
+        if event_log is not None:
+            event_log.write(happened, result.frame.image)
+        for event in happened:
+            if events.alerts is not None:
+                events.alerts.offer(event)
+            if events.on_event is not None:
+                events.on_event(event)
+
     ok = False
     try:
         try:
             for frame in source.frames():
                 result = pipeline.process(frame)
+                last = frame
                 summary.frames += 1
                 summary.labels.update(result.faces.labels)
+                emit(result)
                 if json_sink:
                     json_sink.write(result)
                 if window is None and save is None:
@@ -76,6 +122,9 @@ def run_detect(
                         break
         except KeyboardInterrupt:
             log.warning("interrupted; finishing outputs")
+        ending = pipeline.finish(last)
+        if ending is not None:
+            emit(ending)
         if source.read == 0:
             raise SourceError(f"{source.name}: nothing could be read")
         ok = True
@@ -88,4 +137,8 @@ def run_detect(
         if saver is not None:
             saver.close(ok)
             summary.written = saver.written
+        if event_log is not None:
+            event_log.close()
+        if events.alerts is not None:
+            events.alerts.close()
     return summary

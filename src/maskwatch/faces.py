@@ -14,7 +14,13 @@ import numpy as np
 
 from maskwatch import hub
 from maskwatch.cvlog import quiet_opencv
-from maskwatch.defaults import CROP_MARGIN, DETECT_MAX_SIDE, DETECT_MIN_SIDE, DETECT_SCORE_THRESHOLD
+from maskwatch.defaults import (
+    CROP_MARGIN,
+    DETECT_MAX_SIDE,
+    DETECT_MIN_SIDE,
+    DETECT_SCORE_THRESHOLD,
+    DETECT_VIDEO_SIDE,
+)
 from maskwatch.errors import ModelError
 from maskwatch.types import Faces
 
@@ -29,9 +35,11 @@ class FaceDetector(Protocol):
 class YuNetDetector:
     """YuNet face detector.
 
-    Frames larger than `max_side` are scaled down for speed. A thorough search (still photos)
-    also runs on the frame upscaled to `min_side` when it is smaller, so that faces of 20-40 px
-    are found, and merges both passes by non-maximum suppression.
+    Video frames whose long side exceeds `video_side`, and photos beyond `max_side`, are
+    scaled down for detection (boxes come back in original pixels): a 1280x720 frame is searched
+    at 640x360, four times faster, finding faces from about 20 px in the original. A thorough
+    search (still photos) also runs on the frame upscaled to `min_side` when it is smaller, so
+    that faces of 20-40 px are found, and merges both passes by non-maximum suppression.
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class YuNetDetector:
         nms_threshold: float = 0.3,
         min_side: int = DETECT_MIN_SIDE,
         max_side: int = DETECT_MAX_SIDE,
+        video_side: int = DETECT_VIDEO_SIDE,
     ) -> None:
         path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
         if not Path(path).is_file():
@@ -56,13 +65,16 @@ class YuNetDetector:
         self.nms_threshold = nms_threshold
         self.min_side = min_side
         self.max_side = max_side
+        self.video_side = video_side
         self._input_size: tuple[int, int] | None = None
 
     def scales(self, width: int, height: int, thorough: bool) -> list[float]:
-        """Resize factors to detect at: 1 (or down to max_side), plus up to min_side if thorough."""
+        """Resize factors to detect at: 1 (or down to the size limit), plus up to min_side if
+        thorough."""
         long_side = max(width, height)
-        if long_side > self.max_side:
-            return [self.max_side / long_side]
+        limit = self.max_side if thorough else min(self.max_side, self.video_side)
+        if long_side > limit:
+            return [limit / long_side]
         if thorough and 0 < long_side < self.min_side:
             return [1.0, self.min_side / long_side]
         return [1.0]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from maskwatch import hub
-from maskwatch.classifier import default_model_path, load_metadata
+from maskwatch.classifier import (
+    BUNDLED_MODELS,
+    bundled_model_path,
+    default_model_path,
+    load_metadata,
+)
 from maskwatch.errors import MaskwatchError
 
 
@@ -45,16 +50,17 @@ def model_table(fetch: bool = False) -> tuple[str, bool]:
         ok = hub.is_verified(path, entry)
         all_ok &= ok or not fetch
         rows.append((entry.name, entry.kind, _status(ok, path.exists()), str(path)))
-    bundled = default_model_path()
-    try:
-        expected = load_metadata(bundled).sha256
-        ok = bundled.is_file() and hub.sha256_of(bundled) == expected
-    except MaskwatchError:
-        ok = False
-    all_ok &= ok
-    rows.append(
-        ("mask_classifier", "classifier (bundled)", _status(ok, bundled.exists()), str(bundled))
-    )
+    default = default_model_path()
+    for name in BUNDLED_MODELS:
+        bundled = bundled_model_path(name)
+        try:
+            expected = load_metadata(bundled).sha256
+            ok = bundled.is_file() and hub.sha256_of(bundled) == expected
+        except MaskwatchError:
+            ok = False
+        all_ok &= ok
+        kind = "classifier (bundled" + (", default)" if bundled == default else ")")
+        rows.append((bundled.stem, kind, _status(ok, bundled.exists()), str(bundled)))
     widths = [max(len(r[i]) for r in [*rows, ("name", "kind", "status", "path")]) for i in range(3)]
     lines = [f"{'name':<{widths[0]}}  {'kind':<{widths[1]}}  {'status':<{widths[2]}}  path"]
     lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]

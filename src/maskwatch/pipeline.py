@@ -33,9 +33,17 @@ class Pipeline:
         faces = self.classify_faces(
             frame.image, self.detector.detect(frame.image, thorough=frame.still)
         )
-        if self.tracker is not None and not frame.still:
-            faces = self.tracker.update(faces, self.classifier.labels)
-        return FrameResult(frame, faces)
+        if self.tracker is None or frame.still:
+            return FrameResult(frame, faces)
+        faces, changes = self.tracker.update(faces, self.classifier.labels)
+        return FrameResult(frame, faces, tuple(changes))
+
+    def finish(self, last: Frame | None) -> FrameResult | None:
+        """The tracks still open when a source ends, as LEAVE changes after its `last` frame."""
+        if self.tracker is None or last is None:
+            return None
+        changes = self.tracker.finish()
+        return FrameResult(last, Faces(), tuple(changes)) if changes else None
 
 
 def classify_crop(classifier: MaskClassifier, image: np.ndarray) -> tuple[str, np.ndarray]:

@@ -1,9 +1,12 @@
-"""Tracks across video frames: IoU matching, per-track probability smoothing, stable labels.
+"""Tracks across video frames: IoU matching, per-track probability smoothing, settled labels.
 
 Each face is matched to the track whose last box overlaps it most (greedy, IoU >= `min_iou`);
 unmatched faces start new tracks, and tracks unseen for `max_missed` frames end. A track's
 probabilities are an exponential moving average of its faces', so one odd frame does not flip
-its label; the label a face is shown with comes from its track's average.
+its label; the label a face is shown with comes from its track's average. A track's label
+*settles* once that average has named the same (certain) label for `settle_frames` frames in a
+row; settling, a settled label changing, a track appearing and a track leaving are reported as
+`TrackChange`s, from which events.py makes the event stream.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.types import Faces
+from maskwatch.defaults import SETTLE_FRAMES
+from maskwatch.labels import UNCERTAIN
+from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Faces, TrackChange
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -37,6 +42,15 @@ class Track:
     probs: np.ndarray
     frames: int = 1
     missed: int = 0
+    settled: str | None = None  # the label that has held for settle_frames frames
+    candidate: str | None = None  # the current smoothed label, and for how many frames
+    streak: int = 0
+
+    def confidence(self, classes: tuple[str, ...], label: str | None) -> float:
+        """Smoothed probability of `label` (the top probability when there is no such class)."""
+        if label in classes:
+            return float(self.probs[classes.index(label)])
+        return float(self.probs.max()) if self.probs.size else 0.0
 
 
 @dataclass
@@ -46,11 +60,19 @@ class IoUTracker:
     min_iou: float = 0.3
     max_missed: int = 15
     smoothing: float = 0.6  # weight of the past in the moving average
+    settle_frames: int = SETTLE_FRAMES
     tracks: list[Track] = field(default_factory=list)
+    classes: tuple[str, ...] = ()
     _next_id: int = 1
 
-    def update(self, faces: Faces, labels_for: Callable[[np.ndarray], tuple[str, ...]]) -> Faces:
-        """`faces` (classified) with track ids, smoothed probabilities and labels from them."""
+    def update(
+        self, faces: Faces, labels_for: Callable[[np.ndarray], tuple[str, ...]]
+    ) -> tuple[Faces, list[TrackChange]]:
+        """`faces` (classified) with track ids, smoothed probabilities and labels from them, and
+        what changed: tracks that appeared, settled, changed label or left in this frame."""
+        changes: list[TrackChange] = []
+        if faces.classified:
+            self.classes = faces.classes
         boxes = faces.boxes
         overlap = iou_matrix(np.array([t.box for t in self.tracks]).reshape(-1, 4), boxes)
         assigned: dict[int, int] = {}
@@ -77,13 +99,48 @@ class IoUTracker:
                 self._next_id += 1
                 self.tracks.append(track)
                 used_tracks.add(len(self.tracks) - 1)
+                changes.append(self._change(APPEAR, track))
             ids[f] = track.id
             smoothed[f] = track.probs
+        out = faces.with_tracks(ids)
+        if faces.classified:
+            labels = labels_for(smoothed)
+            out = out.with_predictions(smoothed, faces.classes, labels)
+            for f, label in enumerate(labels):
+                track = self.tracks[assigned[f]] if f in assigned else self._by_id(int(ids[f]))
+                changes.extend(self._settle(track, label))
         for i, track in enumerate(self.tracks):
             if i not in used_tracks:
                 track.missed += 1
+        changes.extend(self._change(LEAVE, t) for t in self.tracks if t.missed > self.max_missed)
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
-        out = faces.with_tracks(ids)
-        if faces.classified:
-            out = out.with_predictions(smoothed, faces.classes, labels_for(smoothed))
-        return out
+        return out, changes
+
+    def finish(self) -> list[TrackChange]:
+        """End every track (the source has ended): one LEAVE each."""
+        changes = [self._change(LEAVE, t) for t in self.tracks]
+        self.tracks = []
+        return changes
+
+    def _by_id(self, track_id: int) -> Track:
+        return next(t for t in self.tracks if t.id == track_id)
+
+    def _change(self, kind: str, track: Track, previous: str | None = None) -> TrackChange:
+        return TrackChange(
+            kind,
+            track.id,
+            track.settled,
+            track.confidence(self.classes, track.settled),
+            track.box.copy(),
+            previous,
+        )
+
+    def _settle(self, track: Track, label: str) -> list[TrackChange]:
+        if label == track.candidate:
+            track.streak += 1
+        else:
+            track.candidate, track.streak = label, 1
+        if track.streak < self.settle_frames or label in (UNCERTAIN, track.settled):
+            return []
+        previous, track.settled = track.settled, label
+        return [self._change(SETTLE if previous is None else CHANGE, track, previous)]

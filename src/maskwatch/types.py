@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 NO_TRACK = -1
+APPEAR, SETTLE, CHANGE, LEAVE = "appear", "settle", "change", "leave"
+CHANGE_KINDS = (APPEAR, SETTLE, CHANGE, LEAVE)
 
 
 @dataclass(frozen=True)
@@ -132,11 +134,26 @@ class Faces:
 
 
 @dataclass(frozen=True)
+class TrackChange:
+    """Something that happened to a track (tracking.py) in one frame. `label` is its settled
+    label after the change (None while unsettled), `previous` the one before a CHANGE."""
+
+    kind: str
+    track: int
+    label: str | None
+    confidence: float
+    box: np.ndarray
+    previous: str | None = None
+
+
+@dataclass(frozen=True)
 class FrameResult:
-    """What the pipeline found in one frame; the one object every sink reads."""
+    """What the pipeline found in one frame; the one object every sink reads. `changes` are the
+    tracker's (video frames only)."""
 
     frame: Frame
     faces: Faces
+    changes: tuple[TrackChange, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {

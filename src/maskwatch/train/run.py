@@ -33,6 +33,7 @@ from maskwatch.classifier import (
 from maskwatch.defaults import CROP_MARGIN
 from maskwatch.errors import DatasetError
 from maskwatch.faces import YuNetDetector
+from maskwatch.train.choices import AUGMENTS, FRAMINGS, RECIPES, SPLITS
 from maskwatch.train.data import (
     ANNOTATED,
     Sample,
@@ -53,35 +54,6 @@ from maskwatch.train.report import (
 
 log = logging.getLogger("maskwatch")
 
-SPLITS = ("group", "random")
-FRAMINGS = ("detector", "annotation")
-AUGMENTS = ("seed", "real", "none")
-# Defaults that differ by recipe. seed: the original project's (frozen backbone, head only);
-# real: for real photos (richer augmentation, balanced classes, fine-tuning, validation).
-RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {
-        "epochs": 40,
-        "learning_rate": 1e-4,
-        "views": 8,
-        "augment": "seed",
-        "finetune_epochs": 0,
-        "finetune_learning_rate": 1e-4,
-        "val_fraction": 0.0,
-        "balance_classes": False,
-        "patience": 0,
-    },
-    "real": {
-        "epochs": 30,
-        "learning_rate": 1e-3,
-        "views": 8,
-        "augment": "real",
-        "finetune_epochs": 15,
-        "finetune_learning_rate": 1e-4,
-        "val_fraction": 0.15,
-        "balance_classes": True,
-        "patience": 4,
-    },
-}
 HEADLINE_MIN_FACE = 24
 # Sources whose masks are pasted on (see the datasets' README): not "real" in headline figures.
 SYNTHETIC_SOURCES = ("observations",)

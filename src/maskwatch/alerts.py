@@ -1,0 +1,191 @@
+"""Alerts when a `no_mask` (or `incorrect`) label settles: a command or a webhook, rate-limited,
+sent on a worker thread so the video never waits, and never fatal when they fail."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from maskwatch import __version__
+from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_INTERVAL
+from maskwatch.errors import MaskwatchError
+from maskwatch.events import Event
+from maskwatch.types import CHANGE, SETTLE
+
+log = logging.getLogger("maskwatch")
+
+ALERT_TIMEOUT = 10.0
+ALERT_QUEUE = 64
+
+AlertHandler = Callable[[Event], None]
+
+
+class AlertFailed(MaskwatchError):
+    """One alert could not be delivered (logged by the dispatcher, never fatal)."""
+
+
+@dataclass
+class AlertPolicy:
+    """Which events alert, and how often: a person at most once per `track_interval` seconds,
+    everyone together at most once per `global_interval` seconds (both on the events' clock)."""
+
+    labels: tuple[str, ...] = ALERT_LABELS
+    track_interval: float = ALERT_TRACK_INTERVAL
+    global_interval: float = ALERT_GLOBAL_INTERVAL
+    _last_global: float | None = None
+    _last_track: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def wants(self, event: Event) -> bool:
+        return event.kind in (SETTLE, CHANGE) and event.label in self.labels
+
+    def allow(self, event: Event) -> bool:
+        """Whether `event` may alert now; records it when it may."""
+        key = (event.source, event.track)
+        last = self._last_track.get(key)
+        if last is not None and event.time - last < self.track_interval:
+            return False
+        if self._last_global is not None and event.time - self._last_global < self.global_interval:
+            return False
+        self._last_track[key] = self._last_global = event.time
+        return True
+
+
+class CommandAlert:
+    """Runs a command (no shell) per alert: the event as JSON on stdin and in MASKWATCH_EVENT,
+    its label, track and source in MASKWATCH_LABEL, MASKWATCH_TRACK, MASKWATCH_SOURCE."""
+
+    def __init__(self, command: str, timeout: float = ALERT_TIMEOUT) -> None:
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as exc:
+            raise MaskwatchError(f"--alert-cmd {command!r}: {exc}") from exc
+        if not self.argv or shutil.which(self.argv[0]) is None:
+            raise MaskwatchError(f"--alert-cmd {command!r}: no such program")
+        self.timeout = timeout
+
+    def __call__(self, event: Event) -> None:
+        payload = json.dumps(event.to_json())
+        env = dict(
+            os.environ,
+            MASKWATCH_EVENT=payload,
+            MASKWATCH_LABEL=event.label or "",
+            MASKWATCH_TRACK=str(event.track),
+            MASKWATCH_SOURCE=event.source,
+        )
+        try:
+            done = subprocess.run(
+                self.argv,
+                input=payload.encode(),
+                env=env,
+                timeout=self.timeout,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AlertFailed(f"alert command {self.argv[0]}: {exc}") from exc
+        if done.returncode != 0:
+            detail = done.stderr.decode(errors="replace").strip().splitlines()
+            raise AlertFailed(
+                f"alert command {self.argv[0]} exited with {done.returncode}"
+                + (f": {detail[-1]}" if detail else "")
+            )
+
+
+class WebhookAlert:
+    """POSTs the event as JSON to an http(s) URL."""
+
+    def __init__(self, url: str, timeout: float = ALERT_TIMEOUT) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise MaskwatchError(f"--alert-webhook {url!r}: needs an http:// or https:// URL")
+        self.url = url
+        self.timeout = timeout
+
+    def __call__(self, event: Event) -> None:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(event.to_json()).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": f"maskwatch/{__version__}",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise AlertFailed(f"webhook {self.url}: {exc}") from exc
+
+
+@dataclass
+class AlertCounts:
+    sent: int = 0
+    failed: int = 0
+    limited: int = 0  # held back by the rate limits
+    dropped: int = 0  # the queue was full
+
+
+class AlertDispatcher:
+    """Takes events on the video thread (`offer` never blocks) and runs the handlers on a
+    worker thread. A handler that fails is logged and the next alert still goes out."""
+
+    def __init__(
+        self,
+        handlers: list[AlertHandler],
+        policy: AlertPolicy | None = None,
+        queue_size: int = ALERT_QUEUE,
+    ) -> None:
+        self.handlers = handlers
+        self.policy = policy or AlertPolicy()
+        self.counts = AlertCounts()
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=queue_size)
+        self._worker = threading.Thread(target=self._run, name="maskwatch-alerts", daemon=True)
+        self._worker.start()
+
+    def offer(self, event: Event) -> bool:
+        """Queue an alert for `event` if it is one that alerts and the limits allow it."""
+        if not self.policy.wants(event):
+            return False
+        if not self.policy.allow(event):
+            self.counts.limited += 1
+            return False
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.counts.dropped += 1
+            log.warning("alert for track %d dropped: alerts are not keeping up", event.track)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while (event := self._queue.get()) is not None:
+            for handler in self.handlers:
+                try:
+                    handler(event)
+                    self.counts.sent += 1
+                except Exception as exc:  # a failing alert must never stop the video
+                    self.counts.failed += 1
+                    log.warning("alert failed: %s", exc)
+            self._queue.task_done()
+
+    def close(self, wait: float = ALERT_TIMEOUT) -> None:
+        """Send what is queued (waiting at most `wait` seconds), then stop the worker."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=wait)
+        self._worker.join(wait)
+        if self._worker.is_alive():
+            log.warning("%d alerts still queued were not sent", self._queue.qsize())

@@ -1,0 +1,140 @@
+"""`maskwatch stats`: people seen per minute, hour or day, by label, from an event log.
+
+A person is one track of one run. They count once, in the period they appeared, under the label
+their track held longest while settled (`unsettled` if it never settled).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskwatch.defaults import STATS_PERIODS
+from maskwatch.errors import MaskwatchError
+from maskwatch.events import open_log
+from maskwatch.labels import CANONICAL
+from maskwatch.types import CHANGE, LEAVE, SETTLE
+
+PERIOD_FORMATS = dict(
+    zip(STATS_PERIODS, ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:00", "%Y-%m-%d"), strict=True)
+)
+UNSETTLED = "unsettled"
+STATS_COLUMNS = (*CANONICAL, UNSETTLED)
+
+
+@dataclass
+class Person:
+    appeared: float
+    source: str
+    spans: dict[str, float] = field(default_factory=dict)  # seconds held per settled label
+    label: str | None = None
+    since: float = 0.0
+    last: float = 0.0
+
+    def hold(self, until: float) -> None:
+        if self.label is not None:
+            self.spans[self.label] = self.spans.get(self.label, 0.0) + max(0.0, until - self.since)
+        self.since = until
+
+    def main_label(self) -> str:
+        if not self.spans:
+            return self.label or UNSETTLED
+        return max(self.spans, key=lambda label: (self.spans[label], label))
+
+
+def people(log_path: Path, source: str | None = None) -> list[Person]:
+    """Every person in the log (optionally of one source), from their events."""
+    db = open_log(log_path)
+    try:
+        rows = db.execute(
+            "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
+            "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
+        ).fetchall()
+    finally:
+        db.close()
+    found: dict[tuple[int, int], Person] = {}
+    for run, track, when, kind, label, src in rows:
+        if source is not None and src != source:
+            continue
+        person = found.get((run, track))
+        if person is None:
+            person = found[(run, track)] = Person(appeared=when, source=src, since=when)
+        person.last = when
+        if kind in (SETTLE, CHANGE):
+            person.hold(when)
+            person.label = label
+        elif kind == LEAVE:
+            person.hold(when)
+    for person in found.values():
+        if person.label is not None and not person.spans:
+            person.hold(person.last)
+    return list(found.values())
+
+
+@dataclass
+class StatsTable:
+    by: str
+    rows: list[tuple[str, Counter[str]]]
+
+    def text(self) -> str:
+        header = (f"{self.by:<16}", "people", *STATS_COLUMNS)
+        lines = ["  ".join(f"{h:>9}" if i else h for i, h in enumerate(header))]
+        total: Counter[str] = Counter()
+        for period, counts in self.rows:
+            total.update(counts)
+            lines.append(_row(f"{period:<16}", counts))
+        lines.append(_row(f"{'total':<16}", total))
+        return "\n".join(lines)
+
+
+def _row(first: str, counts: Counter[str]) -> str:
+    values = [sum(counts.values()), *(counts[c] for c in STATS_COLUMNS)]
+    return "  ".join([first, *(f"{v:>9}" for v in values)])
+
+
+def summarise(log_path: Path, by: str = "hour", source: str | None = None) -> StatsTable:
+    if by not in PERIOD_FORMATS:
+        raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
+    periods: dict[str, Counter[str]] = defaultdict(Counter)
+    for person in people(log_path, source):
+        period = time.strftime(PERIOD_FORMATS[by], time.localtime(person.appeared))
+        periods[period][person.main_label()] += 1
+    return StatsTable(by, sorted(periods.items()))
+
+
+def plot(table: StatsTable, dest: Path) -> None:
+    """A stacked bar chart of people per period by label, written as PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
+    from maskwatch.atomic import atomic_path
+    from maskwatch.labels import COLOURS, DISPLAY
+
+    names = [period for period, _ in table.rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
+    bottom = [0] * len(names)
+    for column in STATS_COLUMNS:
+        values = [counts[column] for _, counts in table.rows]
+        b, g, r = COLOURS.get(column, (160, 160, 160))
+        ax.bar(
+            range(len(names)),
+            values,
+            bottom=bottom,
+            color=(r / 255, g / 255, b / 255),
+            label=DISPLAY.get(column, column.capitalize()),
+        )
+        bottom = [x + v for x, v in zip(bottom, values, strict=True)]
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("people")
+    ax.set_title(f"People seen per {table.by}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

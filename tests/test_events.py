@@ -1,0 +1,256 @@
+"""Events, the SQLite log, stats and alerts: real models on a rendered video, a real HTTP server
+for webhooks and real commands for --alert-cmd."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import render_video
+from maskwatch.alerts import AlertDispatcher, AlertFailed, AlertPolicy, CommandAlert, WebhookAlert
+from maskwatch.detect import EventOutputs, run_detect
+from maskwatch.errors import MaskwatchError, OutputError
+from maskwatch.events import Event, EventLog
+from maskwatch.pipeline import Pipeline
+from maskwatch.sources import open_source
+from maskwatch.stats import plot, summarise
+from maskwatch.tracking import IoUTracker
+from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
+from test_cli import assert_one_line_error, run_cli
+
+T0 = time.mktime((2026, 11, 25, 9, 0, 0, 0, 0, -1))  # local time, as stats groups it
+
+
+def _event(kind: str, track: int, label: str | None, at: float, source: str = "cam") -> Event:
+    return Event(at, source, 0, kind, track, label, 0.9, (0.0, 0.0, 10.0, 10.0))
+
+
+@pytest.fixture(scope="module")
+def come_and_go(tmp_path_factory: pytest.TempPathFactory, three_faces: np.ndarray) -> Path:
+    """Three people in view for 2 s, then an empty scene for 1.5 s (15 fps)."""
+    folder = tmp_path_factory.mktemp("events")
+    people = render_video(folder / "people.mp4", three_faces, frames=30)
+    empty = np.full_like(three_faces, 90)
+    gone = render_video(folder / "empty.mp4", empty, frames=22)
+    out = folder / "come_and_go.mp4"
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), 15.0, (640, 480))
+    for part in (people, gone):
+        capture = cv2.VideoCapture(str(part))
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            writer.write(image)
+        capture.release()
+    writer.release()
+    return out
+
+
+def test_python_callers_get_appear_settle_and_leave(
+    come_and_go: Path, detector, classifier
+) -> None:  # type: ignore[no-untyped-def]
+    seen: list[Event] = []
+    pipeline = Pipeline(detector, classifier, IoUTracker(settle_frames=5, max_missed=15))
+    summary = run_detect(
+        open_source(str(come_and_go)),
+        pipeline,
+        show=False,
+        events=EventOutputs(on_event=seen.append),
+    )
+    by_track: dict[int, list[str]] = {}
+    for event in seen:
+        by_track.setdefault(event.track, []).append(event.kind)
+    assert len(by_track) >= 3, by_track
+    for kinds in by_track.values():
+        assert kinds[0] == APPEAR and kinds[-1] == LEAVE
+        assert kinds.count(APPEAR) == kinds.count(LEAVE) == 1
+    settled = {e.label for e in seen if e.kind == SETTLE}
+    assert settled == {"mask", "no_mask"}
+    assert any(SETTLE not in kinds for kinds in by_track.values()), "the unsure face never settles"
+    leave = [e for e in seen if e.kind == LEAVE]
+    assert all(30 + 15 <= e.frame < 52 for e in leave), "they leave 15 frames after going"
+    assert all(e.time >= seen[0].time for e in seen)
+    assert summary.events[APPEAR] == summary.events[LEAVE] == len(by_track)
+
+
+def test_detect_logs_events_snapshots_and_alerts_then_stats_summarise(
+    come_and_go: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "events.db"
+    alerts = tmp_path / "alerts.jsonl"
+    snaps = tmp_path / "snaps"
+    command = f"sh -c 'cat >> {alerts}; echo >> {alerts}'"
+    for _ in range(2):  # a second run appends to the same log
+        proc = run_cli(
+            "detect",
+            "--source",
+            str(come_and_go),
+            "--no-show",
+            "--events",
+            str(log),
+            "--snapshots",
+            str(snaps),
+            "--alert-cmd",
+            command,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert "alerts: 1 sent" in proc.stderr
+    db = sqlite3.connect(log)
+    rows = db.execute("SELECT run, kind, track, label, snapshot FROM events ORDER BY id").fetchall()
+    assert {r[0] for r in rows} == {1, 2}
+    first = [r for r in rows if r[0] == 1]
+    people = len({r[2] for r in first})
+    assert [r[1] for r in first].count(APPEAR) == [r[1] for r in first].count(LEAVE) == people
+    settled = {r[2]: r[3] for r in first if r[1] == SETTLE}
+    assert set(settled.values()) == {"mask", "no_mask"}
+    names = [r[4] for r in rows if r[4]]
+    assert len(names) == 2 * len(settled) and all(r[1] in (SETTLE, CHANGE) for r in rows if r[4])
+    for name in names:
+        image = cv2.imread(str(snaps / name))
+        assert image is not None and max(image.shape[:2]) <= 256
+    assert not any(p.name.startswith(".") for p in snaps.iterdir())
+    sent = [json.loads(line) for line in alerts.read_text().splitlines() if line.strip()]
+    # Faces that settle as no_mask in the same frame make one alert: the global rate limit.
+    assert [(a["kind"], a["label"]) for a in sent] == [(SETTLE, "no_mask")] * 2
+
+    proc = run_cli("stats", str(log), "--by", "day", "--plot", str(tmp_path / "chart.png"))
+    assert proc.returncode == 0, proc.stderr
+    total = next(line for line in proc.stdout.splitlines() if line.startswith("total"))
+    labels = list(settled.values())
+    expected = [people, labels.count("mask"), labels.count("no_mask"), 0, people - len(labels)]
+    assert total.split()[1:] == [str(2 * n) for n in expected]
+    chart = cv2.imread(str(tmp_path / "chart.png"))
+    assert chart is not None and chart.shape[1] >= 600
+
+
+def test_stats_count_each_person_once_under_their_longest_label(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "log.db", "cam")
+    log.write(
+        [
+            _event(APPEAR, 1, None, T0),
+            _event(SETTLE, 1, "mask", T0 + 1),
+            _event(CHANGE, 1, "no_mask", T0 + 2),  # mask off for most of the visit
+            _event(LEAVE, 1, "no_mask", T0 + 50),
+            _event(APPEAR, 2, None, T0 + 30),
+            _event(LEAVE, 2, None, T0 + 31),
+            _event(APPEAR, 3, None, T0 + 70),
+            _event(SETTLE, 3, "incorrect", T0 + 71),
+            _event(LEAVE, 3, "incorrect", T0 + 90),
+        ]
+    )
+    log.close()
+    table = summarise(tmp_path / "log.db", by="minute")
+    assert [(p[-5:], dict(c)) for p, c in table.rows] == [
+        ("09:00", {"no_mask": 1, "unsettled": 1}),
+        ("09:01", {"incorrect": 1}),
+    ]
+    assert summarise(tmp_path / "log.db", by="hour", source="other").rows == []
+    plot(table, tmp_path / "minutes.png")
+    assert cv2.imread(str(tmp_path / "minutes.png")) is not None
+    with pytest.raises(MaskwatchError, match="unknown period"):
+        summarise(tmp_path / "log.db", by="week")
+
+
+def test_a_file_that_is_not_an_event_log_is_one_clear_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database\n" * 100)
+    with pytest.raises(OutputError, match="not a usable maskwatch event log"):
+        EventLog(junk, "cam")
+    assert_one_line_error(run_cli("stats", str(junk)), "junk.db")
+    assert_one_line_error(
+        run_cli("detect", "--json", "-", "--snapshots", str(tmp_path)), "--snapshots needs --events"
+    )
+    assert_one_line_error(
+        run_cli("detect", "--no-show", "--events", "x.db", "--alert-cmd", "no-such-program-x"),
+        "no such program",
+    )
+    assert_one_line_error(
+        run_cli("detect", "--no-show", "--events", "x.db", "--alert-webhook", "ftp://x"),
+        "http",
+    )
+
+
+def test_rate_limits_per_person_and_overall() -> None:
+    policy = AlertPolicy(track_interval=60, global_interval=10)
+    assert not policy.wants(_event(SETTLE, 1, "mask", T0))
+    assert not policy.wants(_event(APPEAR, 1, None, T0))
+    assert policy.wants(_event(CHANGE, 1, "incorrect", T0))
+    assert policy.allow(_event(SETTLE, 1, "no_mask", T0))
+    assert not policy.allow(_event(SETTLE, 2, "no_mask", T0 + 5))  # too soon overall
+    assert policy.allow(_event(SETTLE, 2, "no_mask", T0 + 11))
+    assert not policy.allow(_event(CHANGE, 1, "incorrect", T0 + 30))  # too soon for person 1
+    assert policy.allow(_event(CHANGE, 1, "incorrect", T0 + 61))
+    assert policy.allow(_event(SETTLE, 1, "no_mask", T0 + 75, source="other camera"))
+
+
+def test_alerts_never_block_the_caller_and_failures_are_not_fatal(caplog) -> None:  # type: ignore[no-untyped-def]
+    release = threading.Event()
+    handled: list[int] = []
+
+    def slow(event: Event) -> None:
+        release.wait(30)
+        handled.append(event.track)
+
+    def broken(event: Event) -> None:
+        raise AlertFailed("webhook down")
+
+    dispatcher = AlertDispatcher([broken, slow], AlertPolicy(global_interval=0), queue_size=2)
+    for track in range(1, 5):
+        dispatcher.offer(_event(SETTLE, track, "no_mask", T0 + track))
+    # All four offers returned while the first alert is still stuck in `slow`.
+    assert handled == []
+    assert dispatcher.counts.dropped >= 1
+    release.set()
+    dispatcher.close()
+    assert handled == sorted(handled) and len(handled) == 4 - dispatcher.counts.dropped
+    assert dispatcher.counts.failed == len(handled)
+    assert "webhook down" in caplog.text
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204 if self.path == "/ok" else 500)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_posts_json_and_reports_failures() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        event = _event(SETTLE, 7, "no_mask", T0)
+        WebhookAlert(base + "/ok")(event)
+        assert _Hook.received[-1]["track"] == 7 and _Hook.received[-1]["label"] == "no_mask"
+        with pytest.raises(AlertFailed, match="500"):
+            WebhookAlert(base + "/fail")(event)
+    finally:
+        server.shutdown()
+    with pytest.raises(AlertFailed):
+        WebhookAlert(base + "/ok", timeout=2)(event)  # nothing listens any more
+
+
+def test_alert_command_gets_the_event_and_its_failure_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "env.txt"
+    CommandAlert(f"sh -c 'echo $MASKWATCH_LABEL $MASKWATCH_TRACK > {out}'")(
+        _event(SETTLE, 3, "incorrect", T0)
+    )
+    assert out.read_text().split() == ["incorrect", "3"]
+    with pytest.raises(AlertFailed, match="exited with 3: nope"):
+        CommandAlert("sh -c 'echo nope >&2; exit 3'")(_event(SETTLE, 3, "no_mask", T0))
