@@ -162,8 +162,10 @@ def main() -> None:
     samples.append((elapsed, rss_mb(), source.read))
 
     print(f"machine: {describe_machine()}")
-    print(f"stream: {SIZE[0]}x{SIZE[1]} MJPEG at {FPS:.0f} fps over HTTP, {elapsed:.0f} s, ")
-    print(f"        outage of {args.outage:.0f} s at {args.seconds / 2:.0f} s")
+    print(
+        f"stream: {SIZE[0]}x{SIZE[1]} MJPEG at {FPS:.0f} fps over HTTP for {elapsed:.0f} s, "
+        f"outage of {args.outage:.0f} s at {args.seconds / 2:.0f} s"
+    )
     print("    time  RSS MB  frames processed")
     for at, mb, frames in samples:
         print(f"  {at:6.0f}  {mb:6.1f}  {frames:>8}")

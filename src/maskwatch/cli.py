@@ -18,6 +18,8 @@ from maskwatch.defaults import (
     BLUR_CHOICES,
     DETECT_MIN_SIDE,
     DETECT_SCORE_THRESHOLD,
+    DETECT_VIDEO_SIDE,
+    RECONNECT_ATTEMPTS,
     SETTLE_FRAMES,
     STATS_PERIODS,
 )
@@ -89,7 +91,11 @@ def _load_pipeline(args: argparse.Namespace) -> Pipeline:
     from maskwatch.pipeline import Pipeline
     from maskwatch.tracking import IoUTracker
 
-    detector = YuNetDetector(score_threshold=args.score_threshold, min_side=args.detect_min_side)
+    detector = YuNetDetector(
+        score_threshold=args.score_threshold,
+        min_side=args.detect_min_side,
+        video_side=args.detect_video_side,
+    )
     settle = getattr(args, "settle_frames", SETTLE_FRAMES)
     return Pipeline(detector, MaskClassifier(args.model), IoUTracker(settle_frames=settle))
 
@@ -107,6 +113,13 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
         default=DETECT_MIN_SIDE,
         help="frames whose long side is shorter are upscaled to it for "
         "detection, so small faces are found (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--detect-video-side",
+        type=int,
+        default=DETECT_VIDEO_SIDE,
+        help="video frames whose long side is longer are scaled down to it for detection, "
+        "for speed; raise it to find smaller faces in large frames (default: %(default)s)",
     )
 
 
@@ -144,7 +157,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
     pipeline = _load_pipeline(args)
     events = EventOutputs(args.events, args.snapshots, _alerts(args))
-    source = open_source(args.source, max_fps=args.max_fps)
+    source = open_source(args.source, reconnect_attempts=args.reconnect, max_fps=args.max_fps)
     summary = run_detect(
         source,
         pipeline,
@@ -360,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="process at most this many frames per second of a live source",
     )
     p.add_argument(
+        "--reconnect",
+        type=int,
+        default=RECONNECT_ATTEMPTS,
+        metavar="N",
+        help="times to reopen a stream that drops, waiting 0.5, 1, 2 ... up to 30 s between "
+        "tries, before giving up (default: %(default)s; each outage starts again)",
+    )
+    p.add_argument(
         "--settle-frames",
         type=int,
         default=SETTLE_FRAMES,
@@ -459,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_data_spec,
         metavar="DATA",
         help="folder with one sub-folder per class, folder of photos with Pascal VOC "
-        "XML, or FOLDER:LABEL when every face in it has LABEL (e.g. rmfd:mask)",
+        "XML, or FOLDER:LABEL when the subject of every photo in it (its largest clear face) "
+        "has LABEL (e.g. rmfd:mask)",
     )
     p.add_argument(
         "--config",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import cv2
+
+# FFmpeg (inside OpenCV) prints its own lines for every failed connection of a stream; sources.py
+# reports outages itself. Read by OpenCV when it first opens a capture; a user's setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 @contextmanager

@@ -9,6 +9,7 @@ DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
 DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
 BLUR_CHOICES = ("none", "no_mask", "all")
+RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s, doubling)
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles
 ALERT_LABELS = (NO_MASK, INCORRECT)
 ALERT_TRACK_INTERVAL = 300.0  # seconds between alerts for one person

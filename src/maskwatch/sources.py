@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from maskwatch.cvlog import open_capture
+from maskwatch.defaults import RECONNECT_ATTEMPTS
 from maskwatch.errors import SourceError
 from maskwatch.types import Frame
 
@@ -150,7 +151,7 @@ class LiveSource:
         self,
         name: str,
         open_capture: CaptureFactory,
-        reconnect_attempts: int = 5,
+        reconnect_attempts: int = RECONNECT_ATTEMPTS,
         first_backoff_s: float = 0.5,
         max_fps: float | None = None,
     ) -> None:
@@ -262,7 +263,9 @@ def _expand_glob(pattern: str) -> list[Path]:
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
 
 
-def open_source(spec: str, reconnect_attempts: int = 5, max_fps: float | None = None) -> Source:
+def open_source(
+    spec: str, reconnect_attempts: int = RECONNECT_ATTEMPTS, max_fps: float | None = None
+) -> Source:
     """Resolve a --source string: a camera index, a stream URL, a file, a folder or a glob."""
     spec = spec.strip()
     if spec.isdigit():

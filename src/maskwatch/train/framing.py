@@ -18,7 +18,7 @@ import numpy as np
 from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
 from maskwatch.sources import read_image
 from maskwatch.tracking import iou_matrix
-from maskwatch.train.data import ALL_FACES, LARGEST_FACE, Sample
+from maskwatch.train.data import LARGEST_FACE, SUBJECT, Sample
 from maskwatch.train.dedup import photo_hashes
 from maskwatch.types import Faces
 
@@ -26,8 +26,8 @@ log = logging.getLogger("maskwatch")
 
 MATCH_IOU = 0.4
 # Faces taken from unannotated photos must be clear: the label is assumed, not checked.
-ALL_FACES_MIN_SIDE = 24
-ALL_FACES_MIN_SCORE = 0.7
+SUBJECT_MIN_SIDE = 24
+SUBJECT_MIN_SCORE = 0.7
 
 
 @dataclass
@@ -68,12 +68,15 @@ def _faces_of(
     sample: Sample, image: np.ndarray, faces: Faces, use_detector: bool
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(box, landmarks, how it was framed) for each face this sample stands for."""
-    if sample.kind == ALL_FACES:
+    if sample.kind == SUBJECT:
         sides = np.minimum(
             faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
         )
-        keep = (sides >= ALL_FACES_MIN_SIDE) & (faces.scores >= ALL_FACES_MIN_SCORE)
-        return [(faces.boxes[i], faces.landmarks[i], "detected") for i in np.flatnonzero(keep)]
+        clear = (sides >= SUBJECT_MIN_SIDE) & (faces.scores >= SUBJECT_MIN_SCORE)
+        if not clear.any():
+            return []
+        best = int(np.flatnonzero(clear)[np.argmax(sides[clear])])
+        return [(faces.boxes[best], faces.landmarks[best], "detected")]
     if sample.kind == LARGEST_FACE:
         largest = largest_face(faces)
         if largest is not None:
