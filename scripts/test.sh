@@ -11,7 +11,8 @@ shared=${MASKWATCH_SHARED:-$(cd .. && pwd)/shared}
 export MASKWATCH_SHARED=$shared
 export MASKWATCH_MIRROR=${MASKWATCH_MIRROR:-file://$shared/mirror}
 
-# System packages: OpenCV's runtime libraries, and Xvfb, xdotool and ImageMagick for the window test.
+# System packages: OpenCV's runtime libraries; Xvfb, xdotool and ImageMagick for the window
+# test; Chromium and Node for the browser test; Mosquitto (started by the tests on loopback).
 need=()
 ldconfig -p | grep -q 'libGL.so.1 ' || need+=(libgl1)
 ldconfig -p | grep -q 'libglib-2.0.so.0 ' || need+=(libglib2.0-0)
@@ -19,6 +20,9 @@ command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xdotool >/dev/null || need+=(xdotool)
 command -v import >/dev/null || need+=(imagemagick)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+command -v chromium >/dev/null || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs npm)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need+=(mosquitto)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "test: installing ${need[*]}" >&2
@@ -44,6 +48,18 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
   find "$cache" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf {} +
 fi
+# playwright-core for the browser test, cached beside the venv, keyed by its lock file.
+node_key=$(sha256sum tests/browser/package-lock.json | cut -c1-16)
+node_cache=$cache/node-$node_key
+if [ ! -f "$node_cache/.complete" ]; then
+  rm -rf "$node_cache" && mkdir -p "$node_cache"
+  cp tests/browser/package.json tests/browser/package-lock.json "$node_cache/"
+  (cd "$node_cache" && npm ci --no-audit --no-fund --silent)
+  touch "$node_cache/.complete"
+  find "$cache" -maxdepth 1 -name 'node-*' ! -path "$node_cache" -exec rm -rf {} +
+fi
+ln -sfn "$node_cache/node_modules" tests/browser/node_modules
+
 # The package itself is reinstalled every run (fast, no dependencies): tests run what users get.
 "$venv/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall . >/dev/null
 rm -rf build

@@ -149,14 +149,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from maskwatch.detect import EventOutputs, run_detect
     from maskwatch.sources import open_source
 
-    if not args.show and args.save is None and args.json is None and args.events is None:
+    if not args.show and not any((args.save, args.json, args.events, args.mqtt)):
         raise MaskwatchError(
-            "--no-show needs --save OUT, --json OUT or --events FILE, or there is no output"
+            "--no-show needs --save OUT, --json OUT, --events FILE or --mqtt URL, "
+            "or there is no output"
         )
     if args.snapshots is not None and args.events is None:
         raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
     pipeline = _load_pipeline(args)
-    events = EventOutputs(args.events, args.snapshots, _alerts(args))
+    mqtt = None
+    if args.mqtt:
+        from maskwatch.mqtt import MqttPublisher
+
+        mqtt = MqttPublisher(args.mqtt)
+    events = EventOutputs(args.events, args.snapshots, _alerts(args), mqtt)
     source = open_source(args.source, reconnect_attempts=args.reconnect, max_fps=args.max_fps)
     summary = run_detect(
         source,
@@ -168,6 +174,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         events=events,
     )
     log.info("%s", summary.describe())
+    if mqtt is not None:
+        log.info("mqtt: %d events sent, %d never sent", mqtt.sent, mqtt.queued + mqtt.dropped)
     if events.alerts is not None:
         counts = events.alerts.counts
         log.info(
@@ -316,6 +324,64 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from maskwatch.web.app import ServeSettings, create_app
+    except ImportError as exc:
+        raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
+    token = args.token or os.environ.get("MASKWATCH_TOKEN") or None
+    if args.no_auth:
+        token = None
+    elif token is None and args.host not in LOOPBACK:
+        raise MaskwatchError(
+            f"--host {args.host} opens the server to the network: give --token TOKEN (or set "
+            "MASKWATCH_TOKEN), or --no-auth to serve without one"
+        )
+    if (args.cert is None) != (args.key is None):
+        raise MaskwatchError("HTTPS needs both --cert and --key")
+    if args.mqtt:
+        from maskwatch.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(args.mqtt, pattern=True)
+    settings = ServeSettings(
+        model=args.model,
+        sources=list(args.source or []),
+        events=args.events,
+        mqtt=args.mqtt,
+        token=token,
+        max_upload_mb=args.max_upload_mb,
+    )
+    app = create_app(settings)
+    scheme = "https" if args.cert else "http"
+    shown = f"?token={token}" if token else ""
+    log.info(
+        "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
+        scheme,
+        args.host,
+        args.port,
+        shown,
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=str(args.cert) if args.cert else None,
+            ssl_keyfile=str(args.key) if args.key else None,
+            log_level="warning",
+        )
+    except OSError as exc:
+        raise MaskwatchError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from exc
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from maskwatch.models import model_table
 
@@ -402,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save a face picture in DIR when a label settles or changes",
     )
     p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="URL",
+        help="publish events as JSON (QoS 1) to mqtt://host[:port]/topic, e.g. "
+        "mqtt://broker:1883/site/door-1 (needs the mqtt extra)",
+    )
+    p.add_argument(
         "--alert-cmd",
         default=None,
         metavar="CMD",
@@ -444,6 +517,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="only this camera or file")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw a chart")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="SRC",
+        help="a camera or stream to process on the server and show on the page (repeatable)",
+    )
+    _model_arg(p)
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="store every camera's events in this SQLite log (default: nothing is stored)",
+    )
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="URL",
+        help="show the cameras publishing under mqtt://host[:port]/topic-pattern, "
+        "e.g. mqtt://broker:1883/site/#",
+    )
+    p.add_argument(
+        "--token", default=None, help="required from clients (default: $MASKWATCH_TOKEN)"
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without a token even on a non-loopback address",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=float, default=8.0, help="largest upload (default: %(default)s)"
+    )
+    p.add_argument("--cert", type=_existing_path, default=None, help="TLS certificate (HTTPS)")
+    p.add_argument("--key", type=_existing_path, default=None, help="TLS private key")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("classify", help="classify face crops (no detection)")
     p.add_argument(

@@ -12,6 +12,7 @@ from maskwatch.alerts import AlertDispatcher
 from maskwatch.draw import draw_faces, draw_fps
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog, EventStream
+from maskwatch.mqtt import MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
 from maskwatch.sources import VIDEO_SUFFIXES, Source
@@ -41,17 +42,14 @@ class DetectSummary:
 
 @dataclass
 class EventOutputs:
-    """Where events go: an SQLite log (with face snapshots in a folder if asked), alerts, and
-    a Python callback."""
+    """Where events go: an SQLite log (with face snapshots in a folder if asked), alerts, an
+    MQTT broker, and a Python callback."""
 
     log: Path | None = None
     snapshots: Path | None = None
     alerts: AlertDispatcher | None = None
+    mqtt: MqttPublisher | None = None
     on_event: Callable[[Event], None] | None = None
-
-    @property
-    def wanted(self) -> bool:
-        return any(x is not None for x in (self.log, self.alerts, self.on_event))
 
 
 def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
@@ -96,6 +94,8 @@ def run_detect(
         for event in happened:
             if events.alerts is not None:
                 events.alerts.offer(event)
+            if events.mqtt is not None:
+                events.mqtt.publish(event)
             if events.on_event is not None:
                 events.on_event(event)
 
@@ -141,4 +141,6 @@ def run_detect(
             event_log.close()
         if events.alerts is not None:
             events.alerts.close()
+        if events.mqtt is not None:
+            events.mqtt.close()
     return summary

@@ -65,6 +65,23 @@ class Event:
     box: tuple[float, float, float, float]
     previous: str | None = None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        """The inverse of to_json (for events that arrive over MQTT); KeyError/ValueError if
+        something is missing."""
+        box = [float(v) for v in data["box"]]
+        return cls(
+            time=float(data["time"]),
+            source=str(data["source"]),
+            frame=int(data["frame"]),
+            kind=str(data["kind"]),
+            track=int(data["track"]),
+            label=data.get("label"),
+            confidence=float(data["confidence"]),
+            box=(box[0], box[1], box[2], box[3]),
+            previous=data.get("previous"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "time": round(self.time, 3),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,17 +45,24 @@ class Person:
         return max(self.spans, key=lambda label: (self.spans[label], label))
 
 
-def people(log_path: Path, source: str | None = None) -> list[Person]:
-    """Every person in the log (optionally of one source), from their events."""
+Row = tuple[object, int, float, str, str | None, str]  # run, track, time, kind, label, source
+
+
+def log_rows(log_path: Path) -> list[Row]:
+    """Every event of an event log as a Row, in order."""
     db = open_log(log_path)
     try:
-        rows = db.execute(
+        return db.execute(
             "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
             "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
         ).fetchall()
     finally:
         db.close()
-    found: dict[tuple[int, int], Person] = {}
+
+
+def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
+    """Every person (one track of one run) in `rows`, optionally of one source only."""
+    found: dict[tuple[object, int], Person] = {}
     for run, track, when, kind, label, src in rows:
         if source is not None and src != source:
             continue
@@ -78,6 +86,19 @@ class StatsTable:
     by: str
     rows: list[tuple[str, Counter[str]]]
 
+    def to_json(self) -> dict[str, object]:
+        def counts(c: Counter[str]) -> dict[str, int]:
+            return {"people": sum(c.values()), **{k: c[k] for k in STATS_COLUMNS}}
+
+        total: Counter[str] = Counter()
+        for _, c in self.rows:
+            total.update(c)
+        return {
+            "by": self.by,
+            "rows": [{"period": p, **counts(c)} for p, c in self.rows],
+            "total": counts(total),
+        }
+
     def text(self) -> str:
         header = (f"{self.by:<16}", "people", *STATS_COLUMNS)
         lines = ["  ".join(f"{h:>9}" if i else h for i, h in enumerate(header))]
@@ -95,10 +116,15 @@ def _row(first: str, counts: Counter[str]) -> str:
 
 
 def summarise(log_path: Path, by: str = "hour", source: str | None = None) -> StatsTable:
+    """People per period by label from an event log."""
+    return summarise_rows(log_rows(log_path), by, source)
+
+
+def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = None) -> StatsTable:
     if by not in PERIOD_FORMATS:
         raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
     periods: dict[str, Counter[str]] = defaultdict(Counter)
-    for person in people(log_path, source):
+    for person in people(rows, source):
         period = time.strftime(PERIOD_FORMATS[by], time.localtime(person.appeared))
         periods[period][person.main_label()] += 1
     return StatsTable(by, sorted(periods.items()))

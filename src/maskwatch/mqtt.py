@@ -1,0 +1,177 @@
+"""Events over MQTT, for sites with many cameras: `detect --mqtt` publishes, `serve --mqtt`
+subscribes. Needs the `mqtt` extra (paho-mqtt).
+
+A camera publishes each event as JSON (QoS 1) to its topic, e.g. `site/door-1`; the dashboard
+subscribes to a pattern such as `site/#` and shows every camera of the site. While the broker is
+unreachable a camera keeps working and keeps the newest `queue_size` events, sent when the
+broker is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from maskwatch.errors import MaskwatchError
+from maskwatch.events import Event
+
+log = logging.getLogger("maskwatch")
+
+MQTT_QUEUE = 1000
+MQTT_QOS = 1
+MQTT_EXTRA_HINT = "MQTT needs the mqtt extra: pip install 'maskwatch[mqtt]'"
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    topic: str
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
+    """mqtt://[user:pass@]host[:port]/topic; `pattern` allows + and # in the topic."""
+    parts = urlsplit(url)
+    # '#' is MQTT's multi-level wildcard, which a URL parser takes for a fragment.
+    topic = unquote(parts.path.lstrip("/")) + ("#" + parts.fragment if "#" in url else "")
+    if parts.scheme != "mqtt" or not parts.hostname or not topic:
+        raise MaskwatchError(f"--mqtt {url!r}: expected mqtt://host[:port]/topic")
+    if not pattern and ("+" in topic or "#" in topic):
+        raise MaskwatchError(f"--mqtt {url!r}: a camera publishes to one topic, without + or #")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise MaskwatchError(f"--mqtt {url!r}: {exc}") from exc
+    return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
+
+
+def _client(target: MqttTarget, prefix: str) -> Any:
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError as exc:
+        raise MaskwatchError(MQTT_EXTRA_HINT) from exc
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}"
+    )
+    if target.username:
+        client.username_pw_set(target.username, target.password)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+class MqttPublisher:
+    """Publishes events to one topic; never blocks the video, never fails it."""
+
+    def __init__(self, url: str, queue_size: int = MQTT_QUEUE) -> None:
+        self.target = parse_mqtt_url(url)
+        self.sent = 0
+        self.dropped = 0
+        self._pending: deque[str] = deque(maxlen=queue_size)
+        self._lock = threading.Lock()
+        self._connected = False
+        self._client = _client(self.target, "maskwatch-camera")
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.connect_async(self.target.host, self.target.port, keepalive=30)
+        self._client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker %s refused the connection: %s", self.target.host, reason)
+            return
+        with self._lock:
+            self._connected = True
+            pending, self._pending = list(self._pending), deque(maxlen=self._pending.maxlen)
+        if pending:
+            log.info("MQTT broker back; sending %d queued events", len(pending))
+        for payload in pending:
+            self._send(payload)
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        with self._lock:
+            was = self._connected
+            self._connected = False
+        if was:
+            log.warning(
+                "MQTT broker %s:%d lost; queueing events", self.target.host, self.target.port
+            )
+
+    def _send(self, payload: str) -> None:
+        info = self._client.publish(self.target.topic, payload, qos=MQTT_QOS)
+        if info.rc == 0:
+            self.sent += 1
+        else:
+            self._queue(payload)
+
+    def _queue(self, payload: str) -> None:
+        with self._lock:
+            if len(self._pending) == self._pending.maxlen:
+                self.dropped += 1
+            self._pending.append(payload)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def publish(self, event: Event) -> None:
+        payload = json.dumps({"camera": self.target.topic, **event.to_json()})
+        with self._lock:
+            connected = self._connected
+        if connected:
+            self._send(payload)
+        else:
+            self._queue(payload)
+
+    def close(self, wait: float = 2.0) -> None:
+        """Give in-flight messages up to `wait` seconds, then disconnect."""
+        if self._connected:
+            import time
+
+            deadline = time.monotonic() + wait
+            while self._client.want_write() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self._pending:
+            log.warning("%d events for MQTT were never sent (broker unreachable)", self.queued)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class MqttSubscriber:
+    """Calls `on_message(camera, payload)` for each event published under a topic pattern."""
+
+    def __init__(self, url: str, on_message: Callable[[str, dict[str, Any]], None]) -> None:
+        self.target = parse_mqtt_url(url, pattern=True)
+        self._on_message = on_message
+        self._client = _client(self.target, "maskwatch-dashboard")
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._message
+        self._client.connect_async(self.target.host, self.target.port, keepalive=30)
+        self._client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.target.topic, qos=MQTT_QOS)
+
+    def _message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            payload = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring a message on %s that is not JSON", message.topic)
+            return
+        if isinstance(payload, dict):
+            self._on_message(message.topic, payload)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
