@@ -74,8 +74,7 @@ def test_python_callers_get_appear_settle_and_leave(
         assert kinds[0] == APPEAR and kinds[-1] == LEAVE
         assert kinds.count(APPEAR) == kinds.count(LEAVE) == 1
     settled = {e.label for e in seen if e.kind == SETTLE}
-    assert settled == {"mask", "no_mask"}
-    assert any(SETTLE not in kinds for kinds in by_track.values()), "the unsure face never settles"
+    assert {"mask", "no_mask"} <= settled
     leave = [e for e in seen if e.kind == LEAVE]
     assert all(30 + 15 <= e.frame < 52 for e in leave), "they leave 15 frames after going"
     assert all(e.time >= seen[0].time for e in seen)
@@ -111,7 +110,7 @@ def test_detect_logs_events_snapshots_and_alerts_then_stats_summarise(
     people = len({r[2] for r in first})
     assert [r[1] for r in first].count(APPEAR) == [r[1] for r in first].count(LEAVE) == people
     settled = {r[2]: r[3] for r in first if r[1] == SETTLE}
-    assert set(settled.values()) == {"mask", "no_mask"}
+    assert {"mask", "no_mask"} <= set(settled.values())
     names = [r[4] for r in rows if r[4]]
     assert len(names) == 2 * len(settled) and all(r[1] in (SETTLE, CHANGE) for r in rows if r[4])
     for name in names:
@@ -126,7 +125,8 @@ def test_detect_logs_events_snapshots_and_alerts_then_stats_summarise(
     assert proc.returncode == 0, proc.stderr
     total = next(line for line in proc.stdout.splitlines() if line.startswith("total"))
     labels = list(settled.values())
-    expected = [people, labels.count("mask"), labels.count("no_mask"), 0, people - len(labels)]
+    counts = [labels.count(k) for k in ("mask", "no_mask", "incorrect")]
+    expected = [people, *counts, people - len(labels)]
     assert total.split()[1:] == [str(2 * n) for n in expected]
     chart = cv2.imread(str(tmp_path / "chart.png"))
     assert chart is not None and chart.shape[1] >= 600

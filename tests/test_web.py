@@ -145,6 +145,11 @@ def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(
     kinds = {e["kind"] for e in stats["recent"]}
     assert {APPEAR, SETTLE, LEAVE} <= kinds
     assert stats["stored"] is True
+    mine = client.get("/api/v1/stats", params={"camera": last["camera"], "by": "hour"}).json()
+    assert mine["timeline"]["total"]["people"] == stats["timeline"]["total"]["people"]
+    other = client.get("/api/v1/stats", params={"camera": "door 9"}).json()
+    assert other["timeline"]["total"]["people"] == 0
+    assert client.get("/api/v1/stats", params={"by": "week"}).status_code == 422
 
 
 def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path) -> None:

@@ -6,7 +6,16 @@
   const chip = (label, n) =>
     `<span class="chip" style="background:${maskwatch.colours[label]}">${maskwatch.display[label] || label} ${n}</span>`;
 
+  function cameraChoices(names) {
+    const select = $("camera");
+    const known = new Set([...select.options].map((o) => o.value));
+    for (const name of names) {
+      if (!known.has(name)) select.add(new Option(name, name));
+    }
+  }
+
   function render(stats) {
+    cameraChoices(Object.keys(stats.cameras));
     const rows = Object.entries(stats.cameras).map(([name, c]) =>
       `<tr><td>${escape(name)}</td><td>${c.people_seen}</td><td>${
         Object.entries(c.in_view).map(([l, n]) => chip(l, n)).join(" ") || "nobody"}</td></tr>`);
@@ -37,7 +46,9 @@
 
   async function refresh() {
     try {
-      render(await maskwatch.getJson(`api/v1/stats?by=${$("by").value}`));
+      const camera = $("camera").value;
+      const query = `by=${$("by").value}${camera ? "&camera=" + encodeURIComponent(camera) : ""}`;
+      render(await maskwatch.getJson(`api/v1/stats?${query}`));
     } catch (error) {
       $("updated").textContent = error.message;
     }
@@ -45,6 +56,7 @@
 
   $("page-link").href = maskwatch.withToken(".");
   $("by").addEventListener("change", refresh);
+  $("camera").addEventListener("change", refresh);
   refresh();
   setInterval(refresh, 2000);
 })();
