@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -217,9 +218,34 @@ def test_the_page_draws_labelled_boxes_over_a_real_browser_camera(
 
 def _up(base: str) -> bool:
     try:
-        return httpx.get(base + "/api/v1/health", timeout=1).status_code == 200
+        return httpx.get(base + "/api/v1/health", timeout=1, verify=False).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_serve_over_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    """The README's recipe for phones: openssl's self-signed certificate, --cert and --key."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
+         "-subj", "/CN=maskwatch", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port),
+         "--cert", str(tmp_path / "cert.pem"), "--key", str(tmp_path / "key.pem")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _up(f"https://127.0.0.1:{port}"), timeout=60, what="HTTPS")
+        trusted = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        page = httpx.get(f"https://127.0.0.1:{port}/", verify=trusted)
+        assert page.status_code == 200 and "static/app.js" in page.text
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 @pytest.fixture()
