@@ -44,7 +44,6 @@ class Board:
         with self._lock:
             view = self._in_view.setdefault(camera, {})
             for event in events:
-                key = (camera, run, event.track)
                 if event.kind == APPEAR:
                     view[event.track] = None
                     self._seen[camera] = self._seen.get(camera, 0) + 1
@@ -53,7 +52,7 @@ class Board:
                 elif event.kind == LEAVE:
                     view.pop(event.track, None)
                 self._rows.append(
-                    (key[:2], event.track, event.time, event.kind, event.label, camera)
+                    ((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
                 self._recent.appendleft({"camera": camera, **event.to_json()})
             if self.log is not None:
