@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import render_video
+from conftest import THREE_FACES, render_video
 from maskwatch.alerts import AlertDispatcher, AlertFailed, AlertPolicy, CommandAlert, WebhookAlert
 from maskwatch.detect import EventOutputs, run_detect
 from maskwatch.errors import MaskwatchError, OutputError
@@ -166,6 +166,13 @@ def test_a_file_that_is_not_an_event_log_is_one_clear_line(tmp_path: Path) -> No
     with pytest.raises(OutputError, match="not a usable maskwatch event log"):
         EventLog(junk, "cam")
     assert_one_line_error(run_cli("stats", str(junk)), "junk.db")
+    out = tmp_path / "out"
+    proc = run_cli(
+        "detect", "--source", str(THREE_FACES), "--no-show", "--json", str(out / "r.jsonl"),
+        "--events", str(junk),
+    )  # fmt: skip
+    assert_one_line_error(proc, "junk.db")
+    assert not out.exists() or list(out.iterdir()) == [], "no half-written output is left"
     assert_one_line_error(
         run_cli("detect", "--json", "-", "--snapshots", str(tmp_path)), "--snapshots needs --events"
     )

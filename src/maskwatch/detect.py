@@ -77,8 +77,9 @@ def run_detect(
     summary = DetectSummary()
     events = events or EventOutputs()
     window = WindowSink() if show else None
-    json_sink = JsonLinesSink(json_target) if json_target else None
+    # Opened before the JSON sink, whose temporary file would be left behind if this refused.
     event_log = EventLog(events.log, source.name, events.snapshots) if events.log else None
+    json_sink = JsonLinesSink(json_target) if json_target else None
     stream = EventStream()
     saver: ImageSink | VideoSink | None = None
     meter = FpsMeter()

@@ -72,6 +72,9 @@ class Camera:
         except MaskwatchError as exc:
             self.error = str(exc)
             log.error("camera %s: %s", self.name, exc)
+        except Exception as exc:  # one camera's failure must not take the server down
+            self.error = f"stopped by an unexpected error: {exc}"
+            log.exception("camera %s stopped", self.name)
         finally:
             source.close()
             self._board.end_run(self.name)
