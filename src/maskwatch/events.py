@@ -125,11 +125,14 @@ class EventStream:
         ]
 
 
-def face_snapshot(image: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
-    """The face with the classifier's margin, at most SNAPSHOT_MAX_SIDE px (JPEG-ready BGR)."""
+def face_snapshot(image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | None:
+    """The face with the classifier's margin, at most SNAPSHOT_MAX_SIDE px (JPEG-ready BGR);
+    None if nothing of it is inside the frame."""
     x0, y0, side = square_box(np.asarray(box, np.float32))
     height, width = image.shape[:2]
     crop = image[max(0, y0) : min(height, y0 + side), max(0, x0) : min(width, x0 + side)]
+    if crop.size == 0:
+        return None
     scale = SNAPSHOT_MAX_SIDE / max(crop.shape[:2])
     if scale < 1:
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -184,7 +187,10 @@ class EventLog:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(event.time))
         name = f"{stamp}-run{self.run}-track{event.track}-{event.label}.jpg"
-        ok, data = cv2.imencode(".jpg", face_snapshot(image, event.box))
+        face = face_snapshot(image, event.box)
+        if face is None:
+            return None
+        ok, data = cv2.imencode(".jpg", face)
         if not ok:
             return None
         write_bytes(self.snapshots / name, data.tobytes())

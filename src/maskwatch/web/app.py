@@ -150,6 +150,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if not allowed(given):
             raise HTTPException(401, "a valid token is required (?token=... or a Bearer header)")
 
+    upload_limit = int(settings.max_upload_mb * 2**20)
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
+        """A declared body over the limit is refused before it is read or parsed."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > upload_limit + 64 * 1024:
+            return _error(413, f"upload larger than {settings.max_upload_mb:g} MB")
+        return await call_next(request)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
@@ -181,14 +191,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         }
 
     @app.post("/api/v1/detect", dependencies=[Depends(require_token)])
-    async def detect(request: Request, image: Annotated[UploadFile, File()]) -> JSONResponse:
+    async def detect(image: Annotated[UploadFile, File()]) -> JSONResponse:
         """Faces in an uploaded photo, in the JSON of `maskwatch detect --json`."""
-        limit = int(settings.max_upload_mb * 2**20)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-            return _error(413, f"upload larger than {settings.max_upload_mb:g} MB")
-        data = await image.read(limit + 1)
-        if len(data) > limit:
+        data = await image.read(upload_limit + 1)
+        if len(data) > upload_limit:
             return _error(413, f"upload larger than {settings.max_upload_mb:g} MB")
         decoded = await run_in_threadpool(_decode, data)
         if decoded is None:
