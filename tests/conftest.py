@@ -63,6 +63,25 @@ def three_faces() -> np.ndarray:
     return image
 
 
+def panning_frames(
+    photo: np.ndarray, frames: int, size: tuple[int, int] = (640, 480), period: int | None = None
+) -> list[np.ndarray]:
+    """`photo` fitted into `size`, panning left to right over `period` frames (default: all of
+    them), on a grey background."""
+    width, height = size
+    scale = min(width / photo.shape[1], height / photo.shape[0]) * 0.9
+    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    period = period or frames
+    out = []
+    for i in range(frames):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        dx = int((width - small.shape[1]) * (i % period) / max(period - 1, 1))
+        dy = (height - small.shape[0]) // 2
+        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
+        out.append(canvas)
+    return out
+
+
 def render_video(
     path: Path,
     photo: np.ndarray,
@@ -71,16 +90,9 @@ def render_video(
     fps: float = 15.0,
 ) -> Path:
     """A short video of `photo` fitted into `size` and panning slowly, written with OpenCV."""
-    width, height = size
-    scale = min(width / photo.shape[1], height / photo.shape[0]) * 0.9
-    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     assert writer.isOpened()
-    for i in range(frames):
-        canvas = np.full((height, width, 3), 90, np.uint8)
-        dx = int((width - small.shape[1]) * i / max(frames - 1, 1))
-        dy = (height - small.shape[0]) // 2
-        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
+    for canvas in panning_frames(photo, frames, size):
         writer.write(canvas)
     writer.release()
     return path

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import THREE_FACES, render_video
+from conftest import THREE_FACES, panning_frames
 from maskwatch.alerts import AlertDispatcher, AlertFailed, AlertPolicy, CommandAlert, WebhookAlert
 from maskwatch.detect import EventOutputs, run_detect
 from maskwatch.errors import MaskwatchError, OutputError
@@ -37,20 +37,11 @@ def _event(kind: str, track: int, label: str | None, at: float, source: str = "c
 @pytest.fixture(scope="module")
 def come_and_go(tmp_path_factory: pytest.TempPathFactory, three_faces: np.ndarray) -> Path:
     """Three people in view for 2 s, then an empty scene for 1.5 s (15 fps)."""
-    folder = tmp_path_factory.mktemp("events")
-    people = render_video(folder / "people.mp4", three_faces, frames=30)
-    empty = np.full_like(three_faces, 90)
-    gone = render_video(folder / "empty.mp4", empty, frames=22)
-    out = folder / "come_and_go.mp4"
+    out = tmp_path_factory.mktemp("events") / "come_and_go.mp4"
+    frames = panning_frames(three_faces, 30) + [np.full((480, 640, 3), 90, np.uint8)] * 22
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), 15.0, (640, 480))
-    for part in (people, gone):
-        capture = cv2.VideoCapture(str(part))
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            writer.write(image)
-        capture.release()
+    for frame in frames:
+        writer.write(frame)
     writer.release()
     return out
 

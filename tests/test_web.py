@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import THREE_FACES
+from conftest import THREE_FACES, panning_frames
 from maskwatch.events import Event
 from maskwatch.mqtt import MqttPublisher, MqttSubscriber, parse_mqtt_url
 from maskwatch.types import APPEAR, LEAVE, SETTLE
@@ -53,21 +53,11 @@ def jpeg(image: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", image)[1].tobytes()
 
 
-def moving_frames(photo: np.ndarray, count: int, size: tuple[int, int] = (640, 480)) -> list:  # type: ignore[type-arg]
-    width, height = size
-    scale = min(width / photo.shape[1], height / photo.shape[0]) * 0.9
-    small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    frames = []
-    for i in range(count):
-        canvas = np.full((height, width, 3), 90, np.uint8)
-        dx = int((width - small.shape[1]) * (i % 20) / 19)
-        dy = (height - small.shape[0]) // 2
-        canvas[dy : dy + small.shape[0], dx : dx + small.shape[1]] = small
-        frames.append(canvas)
-    return frames
+def moving_frames(photo: np.ndarray, count: int) -> list[np.ndarray]:
+    return panning_frames(photo, count, period=20)
 
 
-def write_y4m(path: Path, frames: list, fps: int = 15) -> Path:  # type: ignore[type-arg]
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
     """A raw YUV4MPEG2 (4:2:0) video, the format Chromium's fake camera reads."""
     height, width = frames[0].shape[:2]
     with open(path, "wb") as f:

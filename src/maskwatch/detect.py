@@ -16,7 +16,7 @@ from maskwatch.mqtt import MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
 from maskwatch.sources import VIDEO_SUFFIXES, Source
-from maskwatch.types import Frame, FrameResult
+from maskwatch.types import FrameResult
 
 log = logging.getLogger("maskwatch")
 
@@ -83,7 +83,6 @@ def run_detect(
     stream = EventStream()
     saver: ImageSink | VideoSink | None = None
     meter = FpsMeter()
-    last: Frame | None = None
 
     def emit(result: FrameResult) -> None:
         if not result.changes:
@@ -105,7 +104,6 @@ def run_detect(
         try:
             for frame in source.frames():
                 result = pipeline.process(frame)
-                last = frame
                 summary.frames += 1
                 summary.labels.update(result.faces.labels)
                 emit(result)
@@ -123,7 +121,7 @@ def run_detect(
                         break
         except KeyboardInterrupt:
             log.warning("interrupted; finishing outputs")
-        ending = pipeline.finish(last)
+        ending = pipeline.finish()
         if ending is not None:
             emit(ending)
         if source.read == 0:

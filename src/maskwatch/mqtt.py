@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -54,7 +55,9 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 
-def _client(target: MqttTarget, prefix: str) -> Any:
+def _connect(target: MqttTarget, prefix: str, **callbacks: Any) -> Any:
+    """A paho client with `callbacks` (on_connect=...), connecting in its own thread and
+    reconnecting with 1-30 s backoff."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
@@ -65,6 +68,10 @@ def _client(target: MqttTarget, prefix: str) -> Any:
     if target.username:
         client.username_pw_set(target.username, target.password)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    for name, callback in callbacks.items():
+        setattr(client, name, callback)
+    client.connect_async(target.host, target.port, keepalive=30)
+    client.loop_start()
     return client
 
 
@@ -78,11 +85,12 @@ class MqttPublisher:
         self._pending: deque[str] = deque(maxlen=queue_size)
         self._lock = threading.Lock()
         self._connected = False
-        self._client = _client(self.target, "maskwatch-camera")
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.connect_async(self.target.host, self.target.port, keepalive=30)
-        self._client.loop_start()
+        self._client = _connect(
+            self.target,
+            "maskwatch-camera",
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        )
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -136,8 +144,6 @@ class MqttPublisher:
     def close(self, wait: float = 2.0) -> None:
         """Give in-flight messages up to `wait` seconds, then disconnect."""
         if self._connected:
-            import time
-
             deadline = time.monotonic() + wait
             while self._client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -153,11 +159,12 @@ class MqttSubscriber:
     def __init__(self, url: str, on_message: Callable[[str, dict[str, Any]], None]) -> None:
         self.target = parse_mqtt_url(url, pattern=True)
         self._on_message = on_message
-        self._client = _client(self.target, "maskwatch-dashboard")
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._message
-        self._client.connect_async(self.target.host, self.target.port, keepalive=30)
-        self._client.loop_start()
+        self._client = _connect(
+            self.target,
+            "maskwatch-dashboard",
+            on_connect=self._on_connect,
+            on_message=self._message,
+        )
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:

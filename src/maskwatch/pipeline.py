@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class Pipeline:
     detector: FaceDetector
     classifier: MaskClassifier
     tracker: IoUTracker | None = None
+    _last: Frame | None = field(default=None, init=False, repr=False)  # newest tracked frame
 
     def classify_faces(self, image: np.ndarray, faces: Faces) -> Faces:
         meta = self.classifier.meta
@@ -36,13 +37,15 @@ class Pipeline:
         if self.tracker is None or frame.still:
             return FrameResult(frame, faces)
         faces, changes = self.tracker.update(faces, self.classifier.labels)
+        self._last = frame
         return FrameResult(frame, faces, tuple(changes))
 
-    def finish(self, last: Frame | None) -> FrameResult | None:
-        """The tracks still open when a source ends, as LEAVE changes after its `last` frame."""
-        if self.tracker is None or last is None:
+    def finish(self) -> FrameResult | None:
+        """The tracks still open when a source ends, as LEAVE changes of its last frame."""
+        if self.tracker is None or self._last is None:
             return None
         changes = self.tracker.finish()
+        last, self._last = self._last, None
         return FrameResult(last, Faces(), tuple(changes)) if changes else None
 
 

@@ -40,7 +40,6 @@ class Track:
     id: int
     box: np.ndarray
     probs: np.ndarray
-    frames: int = 1
     missed: int = 0
     settled: str | None = None  # the label that has held for settle_frames frames
     candidate: str | None = None  # the current smoothed label, and for how many frames
@@ -85,14 +84,13 @@ class IoUTracker:
                 continue
             assigned[int(f)] = int(t)
             used_tracks.add(int(t))
-        ids = np.zeros(len(faces), np.int64)
+        matched: list[Track] = []  # the track of each face
         smoothed = np.array(faces.probs, np.float32, copy=True)
         for f in range(len(faces)):
             if f in assigned:
                 track = self.tracks[assigned[f]]
                 track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
                 track.box = boxes[f]
-                track.frames += 1
                 track.missed = 0
             else:
                 track = Track(self._next_id, boxes[f], faces.probs[f].copy())
@@ -100,14 +98,13 @@ class IoUTracker:
                 self.tracks.append(track)
                 used_tracks.add(len(self.tracks) - 1)
                 changes.append(self._change(APPEAR, track))
-            ids[f] = track.id
+            matched.append(track)
             smoothed[f] = track.probs
-        out = faces.with_tracks(ids)
+        out = faces.with_tracks(np.array([t.id for t in matched], np.int64))
         if faces.classified:
             labels = labels_for(smoothed)
             out = out.with_predictions(smoothed, faces.classes, labels)
-            for f, label in enumerate(labels):
-                track = self.tracks[assigned[f]] if f in assigned else self._by_id(int(ids[f]))
+            for track, label in zip(matched, labels, strict=True):
                 changes.extend(self._settle(track, label))
         for i, track in enumerate(self.tracks):
             if i not in used_tracks:
@@ -121,9 +118,6 @@ class IoUTracker:
         changes = [self._change(LEAVE, t) for t in self.tracks]
         self.tracks = []
         return changes
-
-    def _by_id(self, track_id: int) -> Track:
-        return next(t for t in self.tracks if t.id == track_id)
 
     def _change(self, kind: str, track: Track, previous: str | None = None) -> TrackChange:
         return TrackChange(

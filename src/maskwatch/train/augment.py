@@ -6,10 +6,18 @@ width and height shift 0.2, zoom 0.15, horizontal flip, edges filled with the ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from maskwatch.labels import INCORRECT, MASK, NO_MASK
+
+# (crop, label, landmarks, classes, rng) -> (augmented crop, its label)
+Augment = Callable[
+    [np.ndarray, str, np.ndarray, list[str], np.random.Generator], tuple[np.ndarray, str]
+]
 
 
 @dataclass(frozen=True)
@@ -43,25 +51,21 @@ class GeometryAugment:
 seed_augment = GeometryAugment()
 
 
-def seed_recipe(
-    crop: np.ndarray,
-    label: str,
-    landmarks: np.ndarray,
-    classes: list[str],
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, str]:
-    """The seed's augmentation in the common signature (the label never changes)."""
-    return seed_augment(crop, rng), label
+def keep_label(
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
+) -> Augment:
+    """A crop-only transform (None: none) as an Augment that never changes the label."""
 
+    def augment(
+        crop: np.ndarray,
+        label: str,
+        landmarks: np.ndarray,
+        classes: list[str],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, str]:
+        return (crop if transform is None else transform(crop, rng)), label
 
-def no_augment(
-    crop: np.ndarray,
-    label: str,
-    landmarks: np.ndarray,
-    classes: list[str],
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, str]:
-    return crop, label
+    return augment
 
 
 def _colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -198,7 +202,7 @@ def recolour_lower_face(
     eyes = landmarks[:2].mean(axis=0)
     nose = landmarks[2]
     mouth = landmarks[3:].mean(axis=0)
-    start = nose[1] - 0.3 * (nose[1] - eyes[1]) if label == "mask" else (nose[1] + mouth[1]) / 2
+    start = nose[1] - 0.3 * (nose[1] - eyes[1]) if label == MASK else (nose[1] + mouth[1]) / 2
     top = int(np.clip(start, 0, size - 1))
     hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).astype(np.float32)
     region = hsv[top:]
@@ -230,13 +234,13 @@ class RealAugment:
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, str]:
         has_landmarks = bool(np.isfinite(landmarks).all())
-        if has_landmarks and label == "no_mask" and rng.random() < self.synthetic_mask:
+        if has_landmarks and label == NO_MASK and rng.random() < self.synthetic_mask:
             placement = "worn"
-            if "incorrect" in classes and rng.random() < 0.4:
+            if INCORRECT in classes and rng.random() < 0.4:
                 placement = "below_nose" if rng.random() < 0.6 else "on_chin"
             crop = paint_mask(crop, landmarks, placement, rng)
-            label = "mask" if placement == "worn" else "incorrect"
-        elif has_landmarks and label in ("mask", "incorrect") and rng.random() < self.recolour:
+            label = MASK if placement == "worn" else INCORRECT
+        elif has_landmarks and label in (MASK, INCORRECT) and rng.random() < self.recolour:
             crop = recolour_lower_face(crop, landmarks, label, rng)
         crop = self.geometry(crop, rng)
         crop = _colour_jitter(crop, rng)
@@ -244,3 +248,13 @@ class RealAugment:
         if rng.random() < self.erase:
             crop = _random_erase(crop, rng)
         return crop, label
+
+
+def augmenter(name: str) -> Augment:
+    """The augmentation `train --augment NAME` uses (one of choices.AUGMENTS)."""
+    augments: dict[str, Augment] = {
+        "seed": keep_label(seed_augment),
+        "real": RealAugment(),
+        "none": keep_label(None),
+    }
+    return augments[name]

@@ -14,7 +14,6 @@ import copy
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,12 @@ import torch
 from torch import nn
 
 from maskwatch.classifier import ModelMetadata, to_input_tensor
+from maskwatch.train.augment import Augment
 from maskwatch.train.model import build_head, export_onnx
 
 log = logging.getLogger("maskwatch")
 
 CUT = 14  # blocks [0, CUT) are frozen and cached; [CUT, end) can be fine-tuned
-# (crop, label, landmarks, classes, rng) -> (augmented crop, its label)
-Augment = Callable[
-    [np.ndarray, str, np.ndarray, list[str], np.random.Generator], tuple[np.ndarray, str]
-]
 
 
 class MapExtractor:

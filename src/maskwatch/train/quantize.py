@@ -36,7 +36,7 @@ CALIBRATION_BATCH = 20  # the percentile calibrator needs batches of one size
 # The classifier head stays float: quantised, the softmax would give probabilities in steps of
 # 1/255; the head is a tiny share of the time.
 HEAD_OPS = ("Gemm", "MatMul", "Softmax")
-CALIBRATION_PERCENTILE = 99.99  # beat MinMax on held-out faces: see the closing note of issue 4
+CALIBRATION_PERCENTILE = 99.99  # kept accuracy on held-out faces where MinMax lost 0.4 point
 
 
 def calibration_crops(

@@ -362,10 +362,9 @@ def fit(
 ) -> Fitted:
     """Cache features per augmented view, train the head, fine-tune the top blocks (kept only
     if validation improves) and choose the uncertainty threshold on validation."""
-    from maskwatch.train.augment import RealAugment, no_augment, seed_recipe
+    from maskwatch.train.augment import augmenter
     from maskwatch.train.loop import (
         CUT,
-        Augment,
         Classifier,
         MapExtractor,
         Stage,
@@ -381,14 +380,13 @@ def fit(
     backbone = load_backbone()
     lower, top = backbone[:CUT], backbone[CUT:]  # type: ignore[index]
     extractor = MapExtractor(lower, meta)
-    augments: dict[str, Augment] = {"seed": seed_recipe, "real": RealAugment(), "none": no_augment}
     train_set = framed.subset(plan.train)
     maps, y_views = extractor.views(
         train_set.crops,
         [s.label for s in train_set.samples],
         train_set.landmarks,
         classes,
-        augments[str(config.augment)],
+        augmenter(str(config.augment)),
         config.views,
         rng,
     )

@@ -173,12 +173,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.get("/", include_in_schema=False)(page("index.html"))
     app.get("/dashboard", include_in_schema=False)(page("dashboard.html"))
 
+    assets = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
+
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
-        files = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
-        if name not in files:  # only files the package ships; never a path from the request
+        if name not in assets:  # only files the package ships; never a path from the request
             raise HTTPException(404, "no such file")
-        return FileResponse(files[name])
+        return FileResponse(assets[name])
 
     @app.get("/api/v1/health")
     def health() -> dict[str, Any]:
@@ -241,12 +242,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         stream = EventStream()
         started = time.monotonic()
         index = 0
-        last: Frame | None = None
 
         def process(image: np.ndarray) -> dict[str, Any]:
-            nonlocal last
-            last = Frame(image, index, time.monotonic() - started, name)
-            result = pipeline.process(last)
+            result = pipeline.process(Frame(image, index, time.monotonic() - started, name))
             service.board.add(name, stream.events(result), run=name)
             return result.to_json()
 
@@ -254,7 +252,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             while True:
                 data = await socket.receive_bytes()
                 t0 = time.perf_counter()
-                image = _decode(data) if len(data) <= settings.max_upload_mb * 2**20 else None
+                image = _decode(data) if len(data) <= upload_limit else None
                 if image is None or max(image.shape[:2]) > MAX_FRAME_SIDE:
                     await socket.send_text(json.dumps({"error": "not a usable JPEG frame"}))
                     continue
@@ -266,7 +264,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass
         finally:
-            ending = pipeline.finish(last)
+            ending = pipeline.finish()
             if ending is not None:
                 service.board.add(name, stream.events(ending), run=name)
             service.board.end_run(name, run=name)

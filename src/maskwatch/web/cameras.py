@@ -49,12 +49,10 @@ class Camera:
             self.error = str(exc)
             log.error("camera %s: %s", self.name, exc)
             return
-        last = None
         try:
             for frame in source.frames():
                 if self._stop.is_set():
                     break
-                last = frame
                 result = pipeline.process(frame)
                 self._board.add(self.name, stream.events(result))
                 ok, data = cv2.imencode(
@@ -66,7 +64,7 @@ class Camera:
                     self.frames += 1
                     self._jpeg = data.tobytes() if ok else self._jpeg
                     self._cond.notify_all()
-            ending = pipeline.finish(last)
+            ending = pipeline.finish()
             if ending is not None:
                 self._board.add(self.name, stream.events(ending))
         except MaskwatchError as exc:
