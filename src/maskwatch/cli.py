@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maskwatch import __version__
 from maskwatch.defaults import (
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from maskwatch.pipeline import Pipeline
 
 log = logging.getLogger("maskwatch")
+Number = TypeVar("Number", int, float)
 
 TRAIN_OPTIONS = (
     "out",
@@ -57,6 +59,34 @@ TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train
 def _by_recipe(option: str) -> str:
     """An option's default per recipe, for --help: 'seed 40, real 30'."""
     return ", ".join(f"{name} {values[option]}" for name, values in RECIPES.items())
+
+
+def bounded(
+    kind: Callable[[str], Number], low: Number | None = None, high: Number | None = None
+) -> Callable[[str], Number]:
+    """An argparse type: a number of `kind` (int or float) within [low, high], else one clear
+    error naming the allowed range. NaN and infinities are refused."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite {noun}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            if high is None:
+                allowed = f"at least {low}"
+            elif low is None:
+                allowed = f"at most {high}"
+            else:
+                allowed = f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "number")
+    return parse
 
 
 def _existing_path(text: str) -> Path:

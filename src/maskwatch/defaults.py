@@ -15,3 +15,5 @@ ALERT_LABELS = (NO_MASK, INCORRECT)
 ALERT_TRACK_INTERVAL = 300.0  # seconds between alerts for one person
 ALERT_GLOBAL_INTERVAL = 10.0  # seconds between any two alerts
 STATS_PERIODS = ("minute", "hour", "day")
+MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
+MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread

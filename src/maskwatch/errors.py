@@ -23,3 +23,7 @@ class DatasetError(MaskwatchError):
 
 class OutputError(MaskwatchError):
     """An output path cannot be written."""
+
+
+class ImageTooLargeError(SourceError):
+    """An image (or image file) is over the pixel or byte budget; refused before decoding."""
