@@ -44,8 +44,7 @@ def image_size(data: bytes, name: str = "image") -> tuple[int, int] | None:
                 return int(image.width), int(image.height)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
-            f"{name}: the image is larger than {_megapixels(2 * Image.MAX_IMAGE_PIXELS)}, "
-            "refused unread (a decompression bomb?)"
+            f"{name}: the image is too large to decode ({exc}); refused unread"
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
