@@ -290,6 +290,19 @@ def test_a_full_device(clip: Path, event_log: Path, devices: dict[str, Path]) ->
     assert_devices_intact(devices)
 
 
+def test_a_folder_is_not_replaced_by_a_file(clip: Path, event_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "folder"
+    out.mkdir()
+    for args in (
+        ("detect", "--source", str(clip), "--no-show", "--json", str(out)),
+        ("detect", "--source", str(clip), "--no-show", "--events", str(out)),
+        ("stats", str(event_log), "--plot", str(out)),
+    ):
+        proc = run_cli(*args)
+        assert_failed_cleanly(proc, tmp_path, f"{out}: Is a directory", {"folder"})
+    assert os.listdir(out) == []
+
+
 def test_not_a_regular_file_for_an_event_log(clip: Path, devices: dict[str, Path]) -> None:
     null = devices["null"]
     proc = run_cli("detect", "--source", str(clip), "--no-show", "--events", str(null))

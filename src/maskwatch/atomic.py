@@ -66,9 +66,12 @@ def check_free_space(folder: Path, dest: Path | str) -> None:
         raise OutputError(f"cannot write {dest}: {os.strerror(errno.ENOSPC)}")
 
 
-def _make_folder(folder: Path, dest: Path | str) -> None:
+def make_folder(folder: Path, dest: Path | str | None = None) -> None:
+    """Make `folder` (and its parents) for writing `dest` in it, or raise one clear error."""
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write {dest}: {folder} is not a folder")
+        what = "not a folder" if dest is None else f"{folder} is not a folder"
+        raise OutputError(f"cannot write {dest or folder}: {what}")
+    dest = folder if dest is None else dest
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -133,8 +136,10 @@ class PendingFile:
             folder = Path(tempfile.gettempdir())
         else:
             self.target = Path(os.path.realpath(self.dest))
+            if self.target.is_dir():
+                raise OutputError(f"cannot write {dest}: {os.strerror(errno.EISDIR)}")
             folder = self.target.parent
-            _make_folder(folder, self.dest)
+            make_folder(folder, self.dest)
         check_free_space(folder, self.dest)
         suffix = self.target.suffix if suffix is None else suffix
         name = f".{self.target.stem}.{uuid.uuid4().hex[:12]}.part{suffix}"

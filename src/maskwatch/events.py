@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from maskwatch.atomic import (
-    cannot_write,
     check_free_space,
+    make_folder,
     remove_quietly,
     write_bytes,
     write_problem,
@@ -206,16 +206,12 @@ def connect(path: Path) -> sqlite3.Connection:
     created is removed again (with SQLite's -wal and -shm files) if it cannot be set up."""
     if writes_in_place(path):
         raise OutputError(f"cannot use {path} as an event log: not a regular file")
+    if path.is_dir():
+        raise OutputError(f"cannot write event log {path}: {os.strerror(errno.EISDIR)}")
     created = not path.exists()
     if created:
-        folder = path.parent
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"cannot write event log {path}: {folder} is not a folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise cannot_write(path, exc) from exc
-    check_free_space(path.parent, path)
+        make_folder(path.parent, f"event log {path}")
+    check_free_space(path.parent, f"event log {path}")
     db: sqlite3.Connection | None = None
     try:
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
