@@ -7,7 +7,6 @@ in place.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -118,12 +117,10 @@ class JsonLinesSink:
         try:
             self._out.write(json.dumps(obj) + "\n")
             self._out.flush()
-        except BrokenPipeError:
-            if self.target == "-":
-                raise  # the reader of stdout is gone, as with `| head`: cli.main ends quietly
-            raise cannot_write(self.target, BrokenPipeError(errno.EPIPE, "Broken pipe")) from None
         except OSError as exc:
-            raise cannot_write(self.target if self.target != "-" else "stdout", exc) from exc
+            if isinstance(exc, BrokenPipeError) and self.target == "-":
+                raise  # the reader of stdout is gone, as with `| head`: cli.main ends quietly
+            raise cannot_write("stdout" if self.target == "-" else self.target, exc) from exc
 
     def close(self, ok: bool = True) -> None:
         """Complete the file (or, after a failure, remove what was written). A failing close
@@ -234,16 +231,8 @@ class VideoSink:
         with quiet_opencv():
             self._writer.write(annotated)
         self.frames += 1
-        if self.frames % self.SPACE_CHECK_FRAMES == 0:
-            self._check_writing()
-
-    def _check_writing(self) -> None:
-        """Stop early when the encoder can no longer write (full disk, quota, size limit)."""
-        try:
+        if self.frames % self.SPACE_CHECK_FRAMES == 0:  # stop early on a full disk
             check_free_space(self._pending.tmp.parent, self.out)
-        except OutputError:
-            self.close(ok=False)
-            raise
 
     def _failure(self) -> str | None:
         """Why the temporary video is not complete, or None when it holds every frame."""
