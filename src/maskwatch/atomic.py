@@ -1,8 +1,26 @@
-"""Write-then-rename, so an interrupted run never leaves a half-written output file."""
+"""Output files that are complete or absent: write-then-rename for files, in place for devices.
+
+A regular file (or a new path) is written under a temporary name beside it and renamed over it
+at the end, so an interrupted or failed run leaves the previous file or a complete new one,
+never half of one. A symbolic link to a regular file keeps the link: its target is replaced.
+
+A path that exists and is not a regular file or folder (a character device such as /dev/null,
+a FIFO, a socket, or a link to one) and the process's own descriptors (/dev/stdout, /dev/fd/N,
+/proc/...) are written in place and never replaced: renaming over them would turn /dev/null
+into a plain file and leave a pipe's reader with nothing.
+
+Every write, close and rename error becomes one `OutputError` naming the output and the
+system's reason; removing a temporary file never raises, so it cannot hide that first error.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+import stat
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,57 +28,178 @@ from pathlib import Path
 
 from maskwatch.errors import OutputError
 
+# Errors that can only come from writing: inside `atomic_path` they are reported as the
+# output's, whoever raised them.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+PROCESS_PATHS = ("/dev/fd/", "/proc/")
+PROCESS_FILES = ("/dev/stdin", "/dev/stdout", "/dev/stderr")
 
-def _cannot_write(dest: Path, exc: OSError) -> OutputError:
+
+def cannot_write(dest: Path | str, exc: OSError) -> OutputError:
+    """The one-line error for a failed write of `dest`."""
     return OutputError(f"cannot write {dest}: {exc.strerror or exc}")
 
 
-class PendingFile:
-    """A temporary path beside `dest` (same suffix) that becomes `dest` on `commit()` and
-    disappears on `discard()`. The file is not created here, so its writer creates it with the
-    usual permissions."""
+def writes_in_place(dest: Path | str) -> bool:
+    """Whether `dest` is written where it is instead of being replaced: an existing path that
+    is not a regular file or folder (after following links), or one of the process's own
+    descriptors."""
+    text = os.path.abspath(dest)
+    if text.startswith(PROCESS_PATHS) or text in PROCESS_FILES:
+        return True
+    try:
+        mode = os.stat(dest).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
-    def __init__(self, dest: Path) -> None:
-        self.dest = Path(dest)
+
+def check_free_space(folder: Path, dest: Path | str) -> None:
+    """Refuse to start writing into a file system with no free block at all (root may use the
+    blocks reserved for it). Anything more is an estimate, left to the writes themselves."""
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return
+    blocks = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+    if blocks == 0:
+        raise OutputError(f"cannot write {dest}: {os.strerror(errno.ENOSPC)}")
+
+
+def make_folder(folder: Path, dest: Path | str | None = None) -> None:
+    """Make `folder` (and its parents) for writing `dest` in it, or raise one clear error."""
+    if folder.exists() and not folder.is_dir():
+        what = "not a folder" if dest is None else f"{folder} is not a folder"
+        raise OutputError(f"cannot write {dest or folder}: {what}")
+    dest = folder if dest is None else dest
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(dest, exc) from exc
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete `path` if it is there. Never raises: a failing clean-up (a read-only file system
+    answers EROFS even for a file that was never made) must not hide the error being handled."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def write_problem(path: Path, size: int = 1) -> OSError | None:
+    """The error that writing `size` bytes meets at `path` (a folder: in a new file in it; a
+    file: appended to it), or None. How a writer that reports no reason (FFmpeg inside OpenCV,
+    SQLite's "unable to open database file") learns the system's: no space, quota, size limit,
+    read-only, permission."""
+    try:
+        if path.is_dir():
+            with tempfile.TemporaryFile(dir=path) as probe:
+                probe.write(bytes(size))
+                probe.flush()
+                os.fsync(probe.fileno())
+            return None
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            os.write(fd, bytes(size))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _sync(path: Path) -> None:
+    """Flush `path` to the disk, so a late ENOSPC/EDQUOT (delayed allocation, network file
+    systems) is seen here rather than lost after the rename."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PendingFile:
+    """A temporary file `tmp` (with `dest`'s suffix unless another is given; made empty here,
+    so that a read-only or full folder is reported at once) that becomes `dest` on `commit()`
+    and disappears on `discard()`.
+
+    For a regular `dest` the file lies beside its target and is renamed over it. For a `dest`
+    written in place it lies in the system's temporary folder and its bytes are copied into
+    `dest` on commit: writers such as video encoders need a file they can seek in.
+    """
+
+    def __init__(self, dest: Path | str, suffix: str | None = None) -> None:
+        self.dest = Path(dest)
+        self.in_place = writes_in_place(self.dest)
+        if self.in_place:
+            self.target = self.dest
+            folder = Path(tempfile.gettempdir())
+        else:
+            self.target = Path(os.path.realpath(self.dest))
+            if self.target.is_dir():
+                raise OutputError(f"cannot write {dest}: {os.strerror(errno.EISDIR)}")
+            folder = self.target.parent
+            make_folder(folder, self.dest)
+        check_free_space(folder, self.dest)
+        suffix = self.target.suffix if suffix is None else suffix
+        name = f".{self.target.stem}.{uuid.uuid4().hex[:12]}.part{suffix}"
+        self.tmp = folder / name
+        try:
+            os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as exc:
-            raise _cannot_write(self.dest, exc) from exc
-        self.tmp = (
-            self.dest.parent / f".{self.dest.stem}.{uuid.uuid4().hex[:12]}.part{self.dest.suffix}"
-        )
+            raise cannot_write(self.dest, exc) from exc
 
     def commit(self) -> None:
+        """Put the finished temporary file in place; on failure remove it and raise."""
         try:
-            os.replace(self.tmp, self.dest)
+            if self.in_place:
+                with open(self.tmp, "rb") as src, open(self.dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            else:
+                with contextlib.suppress(OSError):
+                    os.chmod(self.tmp, stat.S_IMODE(os.stat(self.target).st_mode))
+                _sync(self.tmp)
+                os.replace(self.tmp, self.target)
         except OSError as exc:
+            raise cannot_write(self.dest, exc) from exc
+        finally:
             self.discard()
-            raise _cannot_write(self.dest, exc) from exc
 
     def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        remove_quietly(self.tmp)
 
 
 @contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path for `dest`; it replaces `dest` if the block succeeds and is
-    deleted if the block raises."""
+def atomic_path(dest: Path | str) -> Iterator[Path]:
+    """Yield a temporary path for `dest`; it becomes `dest` if the block succeeds and is
+    deleted if the block raises. A write error raised in the block (no space, quota, file too
+    large, read-only) is reported as an error writing `dest`."""
     pending = PendingFile(dest)
     try:
         yield pending.tmp
+    except OSError as exc:
+        pending.discard()
+        if exc.errno in WRITE_ERRNOS or exc.filename == str(pending.tmp):
+            raise cannot_write(dest, exc) from exc
+        raise
     except BaseException:
         pending.discard()
         raise
     pending.commit()
 
 
-def write_bytes(dest: Path, data: bytes) -> None:
-    with atomic_path(dest) as tmp:
+def write_bytes(dest: Path | str, data: bytes) -> None:
+    """Write `data` to `dest` completely or not at all (in place for devices and pipes)."""
+    if writes_in_place(dest):
         try:
-            tmp.write_bytes(data)
+            with open(dest, "wb") as out:
+                out.write(data)
         except OSError as exc:
-            raise _cannot_write(dest, exc) from exc
+            raise cannot_write(dest, exc) from exc
+        return
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        out.write(data)
 
 
-def write_text(dest: Path, text: str) -> None:
+def write_text(dest: Path | str, text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from maskwatch import hub
-from maskwatch.atomic import write_bytes
+from maskwatch.atomic import make_folder, write_bytes
 from maskwatch.draw import draw_faces
 from maskwatch.errors import SourceError
 from maskwatch.labels import CANONICAL, UNCERTAIN
@@ -95,6 +95,7 @@ def summary_table(results: list[FrameResult]) -> str:
 
 def run_demo(pipeline: Pipeline, out_dir: Path) -> DemoResult:
     """Fetch the samples through the verifying cache, annotate each, write a contact sheet."""
+    make_folder(out_dir)  # a folder that cannot be made is reported before any work
     results, annotated_paths, tiles, captions = [], [], [], []
     for index, entry in enumerate(hub.SAMPLES):
         path = hub.fetch(entry.name)

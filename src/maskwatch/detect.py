@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
+from maskwatch.atomic import writes_in_place
 from maskwatch.draw import draw_faces, draw_fps
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog, EventStream
@@ -19,6 +21,7 @@ from maskwatch.sources import VIDEO_SUFFIXES, Source
 from maskwatch.types import FrameResult
 
 log = logging.getLogger("maskwatch")
+STDOUT = Path("/dev/stdout")
 
 
 @dataclass
@@ -53,11 +56,24 @@ class EventOutputs:
 
 
 def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
-    if save.suffix.lower() in VIDEO_SUFFIXES:
+    if str(save) == "-":
+        save = STDOUT
+    video_source = source.live or source.fps > 0
+    if save.suffix.lower() in VIDEO_SUFFIXES or (video_source and writes_in_place(save)):
         return VideoSink(save, source.fps)
-    if source.live or source.fps > 0:
+    if video_source:
         raise OutputError(f"--save {save}: a video source needs a .mp4 or .avi output name")
     return ImageSink(save)
+
+
+def _closing(stack: ExitStack, close: Callable[[bool], None]) -> None:
+    """Have `stack` call `close(ok)`, ok being whether the block ended without an error."""
+
+    def exit_(exc_type: type[BaseException] | None, *_: object) -> bool:
+        close(exc_type is None)
+        return False
+
+    stack.push(exit_)
 
 
 def run_detect(
@@ -72,35 +88,49 @@ def run_detect(
     """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
 
     Outputs are completed on a normal end or Ctrl-C and discarded on an error; the event log
-    keeps every event written before an error.
+    keeps every event written before an error. Every output is closed whatever happens to the
+    others, and the first error is the one raised. Events that could not reach the MQTT broker
+    are an error raised after every output is complete (they are still in the event log).
     """
+    if json_target == "-" and save is not None and str(save) in ("-", str(STDOUT)):
+        raise OutputError("--save and --json cannot both write to stdout")
     summary = DetectSummary()
     events = events or EventOutputs()
-    window = WindowSink() if show else None
-    # Opened before the JSON sink, whose temporary file would be left behind if this refused.
-    event_log = EventLog(events.log, source.name, events.snapshots) if events.log else None
-    json_sink = JsonLinesSink(json_target) if json_target else None
-    stream = EventStream()
-    saver: ImageSink | VideoSink | None = None
     meter = FpsMeter()
-
-    def emit(result: FrameResult) -> None:
-        if not result.changes:
-            return
-        happened = stream.events(result)
-        summary.events.update(e.kind for e in happened)
+    stream = EventStream()
+    with ExitStack() as stack:
+        stack.callback(source.close)
+        if events.mqtt is not None:
+            stack.callback(events.mqtt.close)
+        if events.alerts is not None:
+            stack.callback(events.alerts.close)
+        window = WindowSink() if show else None
+        if window is not None:
+            stack.callback(window.close)
+        # Opened before the file sinks, whose temporary files a refused log would leave behind.
+        event_log = EventLog(events.log, source.name, events.snapshots) if events.log else None
         if event_log is not None:
-            event_log.write(happened, result.frame.image)
-        for event in happened:
-            if events.alerts is not None:
-                events.alerts.offer(event)
-            if events.mqtt is not None:
-                events.mqtt.publish(event)
-            if events.on_event is not None:
-                events.on_event(event)
+            stack.callback(event_log.close)
+        json_sink = JsonLinesSink(json_target) if json_target else None
+        if json_sink is not None:
+            _closing(stack, json_sink.close)
+        saver: ImageSink | VideoSink | None = None
 
-    ok = False
-    try:
+        def emit(result: FrameResult) -> None:
+            if not result.changes:
+                return
+            happened = stream.events(result)
+            summary.events.update(e.kind for e in happened)
+            if event_log is not None:
+                event_log.write(happened, result.frame.image)
+            for event in happened:
+                if events.alerts is not None:
+                    events.alerts.offer(event)
+                if events.mqtt is not None:
+                    events.mqtt.publish(event)
+                if events.on_event is not None:
+                    events.on_event(event)
+
         try:
             for frame in source.frames():
                 result = pipeline.process(frame)
@@ -113,7 +143,9 @@ def run_detect(
                     continue
                 annotated = draw_faces(frame.image, result.faces, blur)
                 if save is not None:
-                    saver = saver or _save_sink(save, source)
+                    if saver is None:  # made at the first frame, when the source knows its fps
+                        saver = _save_sink(save, source)
+                        _closing(stack, saver.close)
                     saver.write(result, annotated)
                 if window is not None:
                     draw_fps(annotated, meter.tick())
@@ -126,20 +158,10 @@ def run_detect(
             emit(ending)
         if source.read == 0:
             raise SourceError(f"{source.name}: nothing could be read")
-        ok = True
-    finally:
-        source.close()
-        if window is not None:
-            window.close()
-        if json_sink is not None:
-            json_sink.close(ok)
-        if saver is not None:
-            saver.close(ok)
-            summary.written = saver.written
-        if event_log is not None:
-            event_log.close()
-        if events.alerts is not None:
-            events.alerts.close()
-        if events.mqtt is not None:
-            events.mqtt.close()
+    if saver is not None:
+        summary.written = saver.written
+    if events.mqtt is not None and events.mqtt.unsent:
+        log.info("%s", summary.describe())
+        where = f"; they are in {events.log}" if events.log else ""
+        raise OutputError(events.mqtt.unsent_message() + where)
     return summary

@@ -8,8 +8,13 @@ or by feeding `EventStream.events` their own results.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
+import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +22,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskwatch.atomic import write_bytes
+from maskwatch.atomic import (
+    check_free_space,
+    make_folder,
+    remove_quietly,
+    write_bytes,
+    write_problem,
+    writes_in_place,
+)
 from maskwatch.errors import OutputError
 from maskwatch.faces import square_box
 from maskwatch.types import CHANGE, SETTLE, FrameResult
 
+log = logging.getLogger("maskwatch")
+
 SCHEMA_VERSION = 1
+# What SQLite needs to grow a log in WAL mode: its 32 KiB shared-memory file and a page or two.
+SQLITE_PROBE_BYTES = 64 * 1024
 SNAPSHOT_KINDS = (SETTLE, CHANGE)
 SNAPSHOT_MAX_SIDE = 256
 
@@ -139,29 +155,108 @@ def face_snapshot(image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | Non
     return crop
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) an event log, checking it is one."""
+def _read_only_folder(folder: Path) -> bool:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _reason(path: Path, exc: sqlite3.Error) -> str:
+    """Why SQLite could not use `path`, in the system's words where it has them: SQLite says
+    "unable to open database file" for a read-only folder, a missing permission and more."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return os.strerror(errno.ENOSPC)
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")):
+        folder = path.parent
+        if _read_only_folder(folder):
+            return os.strerror(errno.EROFS)
+        problem = write_problem(folder, SQLITE_PROBE_BYTES)
+        if problem is not None:
+            return problem.strerror or str(problem)
+    return str(exc)
+
+
+def _cannot_write(path: Path, exc: sqlite3.Error) -> OutputError:
+    return OutputError(f"cannot write event log {path}: {_reason(path, exc)}")
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        raise OutputError(f"{path}: not a maskwatch event log")
+    if row[0] != str(SCHEMA_VERSION):
+        raise OutputError(f"{path}: event log of schema {row[0]}, expected {SCHEMA_VERSION}")
+
+
+def _not_a_log(path: Path, exc: sqlite3.Error) -> OutputError:
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR"):
+        return OutputError(f"{path}: not a maskwatch event log ({exc})")
+    return OutputError(f"cannot read event log {path}: {_reason(path, exc)}")
+
+
+def _remove_new_log(path: Path) -> None:
+    for extra in ("", "-wal", "-shm", "-journal"):
+        remove_quietly(path.with_name(path.name + extra))
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) an event log for writing, checking it is one. A log this call
+    created is removed again (with SQLite's -wal and -shm files) if it cannot be set up."""
+    if writes_in_place(path):
+        raise OutputError(f"cannot use {path} as an event log: not a regular file")
+    if path.is_dir():
+        raise OutputError(f"cannot write event log {path}: {os.strerror(errno.EISDIR)}")
+    created = not path.exists()
+    if created:
+        make_folder(path.parent, f"event log {path}")
+    check_free_space(path.parent, f"event log {path}")
+    db: sqlite3.Connection | None = None
+    try:
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
+        if db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             db.commit()
-        elif row[0] != str(SCHEMA_VERSION):
-            raise OutputError(f"{path}: event log of schema {row[0]}, expected {SCHEMA_VERSION}")
-    except (sqlite3.Error, OSError) as exc:
-        raise OutputError(f"{path}: not a usable maskwatch event log ({exc})") from exc
+        _check_schema(db, path)
+    except (sqlite3.Error, OutputError) as exc:
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        if created:
+            _remove_new_log(path)
+        if isinstance(exc, OutputError):
+            raise
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise OutputError(f"{path}: not a usable maskwatch event log ({exc})") from exc
+        raise _cannot_write(path, exc) from exc
     return db
 
 
 def open_log(path: Path) -> sqlite3.Connection:
-    """Open an existing event log for reading."""
+    """Open an existing event log for reading only: a file that is not one (even an empty one)
+    is refused, never written to. SQLite still checkpoints its write-ahead log on close, as
+    every client does, so no -wal or -shm file is left behind; on a read-only file system,
+    where nobody can be writing, the log is read as immutable (WAL needs a writable folder)."""
     if not path.is_file():
         raise OutputError(f"{path}: no such event log")
-    return connect(path)
+    mode = "ro&immutable=1" if _read_only_folder(path.parent) else "rw"
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+        db.execute("PRAGMA query_only = ON")
+        _check_schema(db, path)
+    except (sqlite3.Error, OutputError) as exc:
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        if isinstance(exc, OutputError):
+            raise
+        raise _not_a_log(path, exc) from exc
+    return db
 
 
 class EventLog:
@@ -171,6 +266,8 @@ class EventLog:
     def __init__(self, path: Path, source: str, snapshots: Path | None = None) -> None:
         self.path = Path(path)
         self.snapshots = snapshots
+        if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
+            raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
         self._db = connect(self.path)
         try:
             cursor = self._db.execute(
@@ -178,7 +275,8 @@ class EventLog:
             )
             self._db.commit()
         except sqlite3.Error as exc:
-            raise OutputError(f"{self.path}: cannot write ({exc})") from exc
+            self.close()
+            raise _cannot_write(self.path, exc) from exc
         self.run = int(cursor.lastrowid or 0)
         self.written = 0
 
@@ -223,8 +321,13 @@ class EventLog:
                     rows,
                 )
         except sqlite3.Error as exc:
-            raise OutputError(f"{self.path}: cannot write events ({exc})") from exc
+            raise _cannot_write(self.path, exc) from exc
         self.written += len(rows)
 
     def close(self) -> None:
-        self._db.close()
+        """Close the log; what was committed stays (a failing close is logged, not raised,
+        so that it never hides the error that ended a run)."""
+        try:
+            self._db.close()
+        except sqlite3.Error as exc:
+            log.warning("closing event log %s: %s", self.path, _reason(self.path, exc))

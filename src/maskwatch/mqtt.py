@@ -85,6 +85,7 @@ class MqttPublisher:
         self._pending: deque[str] = deque(maxlen=queue_size)
         self._lock = threading.Lock()
         self._connected = False
+        self._ever_connected = False
         self._client = _connect(
             self.target,
             "maskwatch-camera",
@@ -97,7 +98,7 @@ class MqttPublisher:
             log.warning("MQTT broker %s refused the connection: %s", self.target.host, reason)
             return
         with self._lock:
-            self._connected = True
+            self._connected = self._ever_connected = True
             pending, self._pending = list(self._pending), deque(maxlen=self._pending.maxlen)
         if pending:
             log.info("MQTT broker back; sending %d queued events", len(pending))
@@ -132,6 +133,17 @@ class MqttPublisher:
     def queued(self) -> int:
         return len(self._pending)
 
+    @property
+    def unsent(self) -> int:
+        """Events that never reached the broker: still queued, or pushed out of the queue."""
+        return self.queued + self.dropped
+
+    def unsent_message(self) -> str:
+        """One line for a person: how many events were not delivered, and why."""
+        where = f"{self.target.host}:{self.target.port}"
+        why = "it was lost" if self._ever_connected else "it never answered"
+        return f"{self.unsent} events were not sent to the MQTT broker {where} ({why})"
+
     def publish(self, event: Event) -> None:
         payload = json.dumps({"camera": self.target.topic, **event.to_json()})
         with self._lock:
@@ -142,13 +154,12 @@ class MqttPublisher:
             self._queue(payload)
 
     def close(self, wait: float = 2.0) -> None:
-        """Give in-flight messages up to `wait` seconds, then disconnect."""
+        """Give in-flight messages up to `wait` seconds, then disconnect; `unsent` tells
+        what never reached the broker."""
         if self._connected:
             deadline = time.monotonic() + wait
             while self._client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.05)
-        if self._pending:
-            log.warning("%d events for MQTT were never sent (broker unreachable)", self.queued)
         self._client.disconnect()
         self._client.loop_stop()
 

@@ -1,7 +1,8 @@
 """Where results go: a window, annotated images or video, JSON lines.
 
-Every file sink writes under a temporary name and renames on close, so an interrupted run
-leaves either the previous file or a complete new one.
+Every file sink writes through maskwatch.atomic: a file under a temporary name renamed on close,
+so an interrupted run leaves either the previous file or a complete new one; a device or pipe
+in place.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from maskwatch.atomic import PendingFile, write_bytes
+from maskwatch.atomic import (
+    PendingFile,
+    cannot_write,
+    check_free_space,
+    write_bytes,
+    write_problem,
+    writes_in_place,
+)
+from maskwatch.cvlog import quiet_opencv
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES
 from maskwatch.types import FrameResult
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})
 SYSTEM_FONTS = "/usr/share/fonts/truetype/dejavu"
+VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
 class FpsMeter:
@@ -77,30 +87,57 @@ class WindowSink:
 
 
 class JsonLinesSink:
-    """One JSON object per frame or image, to stdout ('-') or to a file written atomically."""
+    """One JSON object per frame or image, to stdout ('-'), in place to a device or pipe, or
+    to a file written atomically."""
 
     def __init__(self, target: str) -> None:
+        self.target = target
         self._pending: PendingFile | None = None
-        self._out: IO[str] = sys.stdout
-        if target != "-":
-            self._pending = PendingFile(Path(target))
-            try:
+        self._out: IO[str] | None = sys.stdout
+        if target == "-":
+            return
+        path = Path(target)
+        try:
+            if writes_in_place(path):
+                self._out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            else:
+                self._pending = PendingFile(path)
                 self._out = open(self._pending.tmp, "w", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            if self._pending is not None:
+                self._pending.discard()
+            raise cannot_write(target, exc) from exc
 
     def write(self, result: FrameResult) -> None:
         self.write_object(result.to_json())
 
     def write_object(self, obj: dict[str, Any]) -> None:
-        self._out.write(json.dumps(obj) + "\n")
-        self._out.flush()
+        if self._out is None:
+            raise OutputError(f"{self.target}: written after close")
+        try:
+            self._out.write(json.dumps(obj) + "\n")
+            self._out.flush()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and self.target == "-":
+                raise  # the reader of stdout is gone, as with `| head`: cli.main ends quietly
+            raise cannot_write("stdout" if self.target == "-" else self.target, exc) from exc
 
     def close(self, ok: bool = True) -> None:
-        """Complete the file (or, after a failure, remove what was written)."""
+        """Complete the file (or, after a failure, remove what was written). A failing close
+        raises only when nothing else has failed."""
+        out, self._out = self._out, None
+        if out is None or out is sys.stdout:
+            return
+        try:
+            out.close()
+        except OSError as exc:
+            if self._pending is not None:
+                self._pending.discard()
+            if ok:
+                raise cannot_write(self.target, exc) from exc
+            return
         if self._pending is None:
             return
-        self._out.close()
         if ok:
             self._pending.commit()
         else:
@@ -123,11 +160,11 @@ def encode_image(path: Path, image: np.ndarray) -> bytes:
 
 class ImageSink:
     """Annotated images: one file when OUT has an image suffix, else files named after their
-    sources in the folder OUT."""
+    sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.single = out.suffix.lower() in IMAGE_SUFFIXES
+        self.single = out.suffix.lower() in IMAGE_SUFFIXES or writes_in_place(out)
         self._used: set[str] = set()
         self.written: list[Path] = []
 
@@ -146,43 +183,90 @@ class ImageSink:
     def write(self, result: FrameResult, annotated: np.ndarray) -> None:
         target = self._target(result.frame.source)
         write_bytes(target, encode_image(target, annotated))
-        self.written.append(target)
+        if target not in self.written:
+            self.written.append(target)
 
     def close(self, ok: bool = True) -> None:
         pass
 
 
 class VideoSink:
-    """An annotated video, encoded with mp4v (.mp4) or MJPG (.avi), renamed into place on close."""
+    """An annotated video, encoded with mp4v (.mp4) or MJPG (.avi, and for a device or pipe
+    without a video suffix) into a temporary file that is checked and put in place on close.
+
+    OpenCV's writer reports no write errors, so free space is checked every
+    `SPACE_CHECK_FRAMES` frames and the finished file is reopened: it must hold every frame
+    written, or the video is an error and is removed.
+    """
+
+    SPACE_CHECK_FRAMES = 25
 
     def __init__(self, out: Path, fps: float) -> None:
         self.out = out
         self.fps = fps if fps > 0 else 25.0
-        self._pending = PendingFile(out)
+        suffix = out.suffix.lower()
+        self.suffix = suffix if suffix in VIDEO_FOURCC else ".avi"
+        self._pending = PendingFile(out, suffix=self.suffix)
         self._writer: cv2.VideoWriter | None = None
+        self._size = (0, 0)
+        self.frames = 0
         self.written: list[Path] = []
 
     def write(self, result: FrameResult, annotated: np.ndarray) -> None:
         if self._writer is None:
-            fourcc = "MJPG" if self.out.suffix.lower() == ".avi" else "mp4v"
-            size = (annotated.shape[1], annotated.shape[0])
-            self._writer = cv2.VideoWriter(
-                str(self._pending.tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, size
-            )
+            fourcc = VIDEO_FOURCC[self.suffix]
+            self._size = (annotated.shape[1], annotated.shape[0])
+            with quiet_opencv():
+                self._writer = cv2.VideoWriter(
+                    str(self._pending.tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, self._size
+                )
             if not self._writer.isOpened():
                 self.close(ok=False)
-                raise OutputError(f"cannot write video {self.out} (try a .mp4 or .avi name)")
-            self._size = size
+                raise OutputError(
+                    f"cannot write video {self.out}: OpenCV cannot encode {fourcc} "
+                    f"into {self.suffix} here"
+                )
         if (annotated.shape[1], annotated.shape[0]) != self._size:
             annotated = cv2.resize(annotated, self._size)
-        self._writer.write(annotated)
+        with quiet_opencv():
+            self._writer.write(annotated)
+        self.frames += 1
+        if self.frames % self.SPACE_CHECK_FRAMES == 0:  # stop early on a full disk
+            check_free_space(self._pending.tmp.parent, self.out)
+
+    def _failure(self) -> str | None:
+        """Why the temporary video is not complete, or None when it holds every frame."""
+        tmp = str(self._pending.tmp)
+        # FFmpeg's log obeys cvlog's setting; OpenCV's own AVI reader prints to stderr.
+        backend = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else 0
+        with quiet_opencv():
+            capture = cv2.VideoCapture(tmp, backend)
+            try:
+                count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+                last = count == self.frames and capture.set(
+                    cv2.CAP_PROP_POS_FRAMES, self.frames - 1
+                )
+                complete = bool(last) and capture.read()[0]
+            finally:
+                capture.release()
+        if complete:
+            return None
+        problem = write_problem(self._pending.tmp)
+        if problem is not None:
+            return problem.strerror or str(problem)
+        return f"the encoder wrote {count} of {self.frames} frames"
 
     def close(self, ok: bool = True) -> None:
         if self._writer is not None:
-            self._writer.release()
+            with quiet_opencv():
+                self._writer.release()
             self._writer = None
-        if ok:
-            self._pending.commit()
-            self.written.append(self.out)
-        else:
+        if not ok or self.frames == 0:
             self._pending.discard()
+            return
+        failure = self._failure()
+        if failure is not None:
+            self._pending.discard()
+            raise OutputError(f"cannot write {self.out}: {failure}")
+        self._pending.commit()
+        self.written.append(self.out)

@@ -6,6 +6,7 @@ their track held longest while settled (`unsettled` if it never settled).
 
 from __future__ import annotations
 
+import io
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -131,7 +132,8 @@ def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = N
 
 
 def plot(table: StatsTable, dest: Path) -> None:
-    """A stacked bar chart of people per period by label, written as PNG."""
+    """A stacked bar chart of people per period by label, written as PNG (drawn in memory
+    first, so a device or pipe gets it as a file would)."""
     try:
         import matplotlib
 
@@ -139,7 +141,7 @@ def plot(table: StatsTable, dest: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
-    from maskwatch.atomic import atomic_path
+    from maskwatch.atomic import write_bytes
     from maskwatch.labels import COLOURS, DISPLAY
 
     names = [period for period, _ in table.rows]
@@ -161,6 +163,7 @@ def plot(table: StatsTable, dest: Path) -> None:
     ax.set_title(f"People seen per {table.by}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    write_bytes(dest, png.getvalue())

@@ -1,0 +1,378 @@
+"""Outputs in hostile places, through the real CLI: devices, pipes, links, a full disk, a
+read-only file system, a file-size limit, a missing permission and an MQTT broker that never
+answers. Each failure must be one line of ours, a non-zero exit, and nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import THREE_FACES, render_video
+from test_cli import assert_one_line_error, run_cli
+
+FRAMES = 12
+ENOSPC = os.strerror(errno.ENOSPC)
+EROFS = os.strerror(errno.EROFS)
+EFBIG = os.strerror(errno.EFBIG)
+EACCES = os.strerror(errno.EACCES)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, three_faces: np.ndarray) -> Path:
+    return render_video(
+        tmp_path_factory.mktemp("clip") / "clip.mp4", three_faces, FRAMES, (320, 240)
+    )
+
+
+@pytest.fixture(scope="module")
+def event_log(tmp_path_factory: pytest.TempPathFactory, clip: Path) -> Path:
+    log = tmp_path_factory.mktemp("log") / "events.db"
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--events", str(log))
+    assert proc.returncode == 0, proc.stderr
+    return log
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> dict[str, Path]:
+    """Our own null and full devices (the same as /dev/null and /dev/full) and an own link to
+    this process's stdout (as /dev/stdout is), in a folder of their own: if a regression
+    replaced them, the machine's /dev would be unharmed."""
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    try:
+        for name, minor in (("null", 3), ("full", 7)):
+            os.mknod(folder / name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except OSError as exc:
+        pytest.skip(f"cannot make device nodes here: {exc}")
+    (folder / "stdout").symlink_to("/proc/self/fd/1")
+    return {p.name: p for p in folder.iterdir()}
+
+
+def assert_devices_intact(devices: dict[str, Path]) -> None:
+    assert stat.S_ISCHR(os.stat(devices["null"]).st_mode)
+    assert stat.S_ISCHR(os.stat(devices["full"]).st_mode)
+    assert os.readlink(devices["stdout"]) == "/proc/self/fd/1"
+    assert sorted(os.listdir(devices["null"].parent)) == ["full", "null", "stdout"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "maskwatch.cli", *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI with bytes on stdout (for video and images written there)."""
+    return subprocess.run(cli("-q", *args), capture_output=True, timeout=120)
+
+
+def assert_failed_cleanly(
+    proc: subprocess.CompletedProcess[str], folder: Path, message: str, keep: set[str]
+) -> None:
+    """One error line containing `message`, only our own lines on stderr (no OpenCV or FFmpeg
+    noise, no "wrote"), and nothing in `folder` but the files in `keep`."""
+    assert_one_line_error(proc, message)
+    assert all(line.startswith("maskwatch: ") for line in proc.stderr.splitlines()), proc.stderr
+    assert "wrote" not in proc.stderr
+    assert set(os.listdir(folder)) == keep, "temporary or half-written files left behind"
+
+
+def count_frames(data: bytes, folder: Path) -> int:
+    copy = folder / "copy.avi"
+    copy.write_bytes(data)
+    capture = cv2.VideoCapture(str(copy))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    copy.unlink()
+    return count
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real file system that fills up (ENOSPC), unmounted whatever happens."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> str:
+    """Fill `disk` until about `leave` bytes are free; returns the filler's name."""
+    fs = os.statvfs(disk)
+    size = max(0, fs.f_bfree * fs.f_frsize - leave)
+    with open(disk / "filler", "wb") as out:
+        try:
+            out.write(b"\0" * size)
+            out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return "filler"
+
+
+def read_only(disk: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+
+def test_devices_are_written_in_place_never_replaced(clip: Path, devices: dict[str, Path]) -> None:
+    null = str(devices["null"])
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--json", null, "--save", null)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--save", null)
+    assert proc.returncode == 0, proc.stderr
+    assert_devices_intact(devices)
+
+
+def test_stdout_through_a_pipe(clip: Path, tmp_path: Path, devices: dict[str, Path]) -> None:
+    stdout = str(devices["stdout"])
+    proc = run("detect", "--source", str(clip), "--no-show", "--json", stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["frame"] for line in proc.stdout.splitlines()] == list(range(FRAMES))
+
+    proc = run("detect", "--source", str(clip), "--no-show", "--save", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout[:4] == b"RIFF", "a video to a pipe is an AVI (MJPG)"
+    assert count_frames(proc.stdout, tmp_path) == FRAMES
+
+    proc = run("detect", "--source", str(THREE_FACES), "--no-show", "--save", stdout)
+    assert proc.returncode == 0, proc.stderr
+    image = cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (281, 660, 3)
+    assert_devices_intact(devices)
+
+
+def _through_fifo(fifo: Path, command: Callable[[], subprocess.CompletedProcess[str]]) -> bytes:
+    """Run `command` writing into `fifo` while a thread reads everything from it."""
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = command()
+    reader.join(30)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced"
+    return received[0]
+
+
+def test_a_fifo_gets_json_lines_and_a_video(clip: Path, tmp_path: Path) -> None:
+    def detect(*args: str) -> Callable[[], subprocess.CompletedProcess[str]]:
+        return lambda: run_cli("detect", "--source", str(clip), "--no-show", *args)
+
+    lines = _through_fifo(tmp_path / "lines", detect("--json", str(tmp_path / "lines")))
+    assert len(lines.decode().splitlines()) == FRAMES
+    video = _through_fifo(tmp_path / "video.avi", detect("--save", str(tmp_path / "video.avi")))
+    assert count_frames(video, tmp_path) == FRAMES
+    assert sorted(os.listdir(tmp_path)) == ["lines", "video.avi"]
+
+
+def test_links_keep_pointing_where_they_did(
+    clip: Path, event_log: Path, tmp_path: Path, devices: dict[str, Path]
+) -> None:
+    to_null = tmp_path / "null.jsonl"
+    to_null.symlink_to(devices["null"])
+    target = tmp_path / "real" / "frames.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    target.chmod(0o600)
+    link = tmp_path / "frames.jsonl"
+    link.symlink_to(target)
+    chart_link = tmp_path / "chart.png"
+    chart_link.symlink_to(devices["null"])
+    for out in (to_null, link):
+        proc = run_cli("detect", "--source", str(clip), "--no-show", "--json", str(out))
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("stats", str(event_log), "--plot", str(chart_link))
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(to_null) == os.readlink(chart_link) == str(devices["null"])
+    assert_devices_intact(devices)
+    assert os.readlink(link) == str(target), "the link itself must stay a link"
+    assert len(target.read_text().splitlines()) == FRAMES, "its target gets the new content"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == [
+        "chart.png",
+        "dev",
+        "frames.jsonl",
+        "null.jsonl",
+        "real",
+    ]
+    assert os.listdir(target.parent) == ["frames.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("--save", "out.mp4", "cannot write {}: " + ENOSPC),
+        ("--save", "out.avi", "cannot write {}: " + ENOSPC),
+        ("--json", "out.jsonl", "cannot write {}: " + ENOSPC),
+        ("--events", "out.db", "cannot write event log {}: " + ENOSPC),
+    ],
+)
+def test_a_disk_that_fills_up(
+    clip: Path, tiny_disk: Path, option: str, name: str, message: str
+) -> None:
+    filler = fill(tiny_disk, leave=4096)  # one block: room to start, not to finish
+    out = tiny_disk / name
+    proc = run_cli("detect", "--source", str(clip), "--no-show", option, str(out))
+    assert_failed_cleanly(proc, tiny_disk, message.format(out), {filler})
+
+
+def test_a_full_disk_is_refused_up_front(clip: Path, tiny_disk: Path) -> None:
+    filler = fill(tiny_disk, leave=0)
+    for option, name in (("--json", "a.jsonl"), ("--save", "a.mp4"), ("--events", "a.db")):
+        out = tiny_disk / name
+        proc = run_cli("detect", "--source", str(clip), "--no-show", option, str(out))
+        assert_failed_cleanly(proc, tiny_disk, f"{out}: {ENOSPC}", {filler})
+
+
+def test_a_read_only_file_system(clip: Path, event_log: Path, tiny_disk: Path) -> None:
+    shutil.copy(event_log, tiny_disk / "events.db")
+    (tiny_disk / "empty.db").touch()
+    read_only(tiny_disk)
+    keep = {"events.db", "empty.db"}
+    runs = [
+        (("--source", str(THREE_FACES), "--save", "a.jpg"), "cannot write {}/a.jpg: "),
+        (("--source", str(clip), "--save", "a.mp4"), "cannot write {}/a.mp4: "),
+        (("--source", str(clip), "--save", "sub/a.avi"), "cannot write {}/sub/a.avi: "),
+        (("--source", str(clip), "--json", "a.jsonl"), "cannot write {}/a.jsonl: "),
+        (("--source", str(clip), "--events", "new.db"), "cannot write event log {}/new.db: "),
+        (("--source", str(clip), "--events", "events.db"), "event log {}/events.db: "),
+    ]
+    for (source, path, option, name), message in runs:
+        out = str(tiny_disk / name)
+        proc = run_cli("detect", source, path, "--no-show", option, out)
+        assert_failed_cleanly(proc, tiny_disk, message.format(tiny_disk) + EROFS, keep)
+    proc = run_cli("stats", str(tiny_disk / "events.db"), "--plot", str(tiny_disk / "c.png"))
+    assert "total" in proc.stdout, "the table is still printed"
+    assert_failed_cleanly(proc, tiny_disk, f"cannot write {tiny_disk}/c.png: {EROFS}", keep)
+
+
+def test_stats_never_writes_into_a_file_that_is_not_a_log(tmp_path: Path) -> None:
+    for name, content in (("empty.db", b""), ("notes.txt", b"not a log\n" * 50)):
+        path = tmp_path / name
+        path.write_bytes(content)
+        proc = run_cli("stats", str(path))
+        assert_failed_cleanly(proc, tmp_path, f"{path}: not a maskwatch event log", {name})
+        assert path.read_bytes() == content
+        path.unlink()
+
+
+def test_a_full_device(clip: Path, event_log: Path, devices: dict[str, Path]) -> None:
+    full = str(devices["full"])
+    for args in (
+        ("detect", "--source", str(clip), "--no-show", "--json", full),
+        ("detect", "--source", str(clip), "--no-show", "--save", full),
+        ("detect", "--source", str(THREE_FACES), "--no-show", "--save", full),
+        ("stats", str(event_log), "--plot", full),
+    ):
+        proc = run_cli(*args)
+        assert_one_line_error(proc, f"cannot write {full}: {ENOSPC}")
+        assert "wrote" not in proc.stderr
+    assert_devices_intact(devices)
+
+
+def test_a_folder_is_not_replaced_by_a_file(clip: Path, event_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "folder"
+    out.mkdir()
+    for args in (
+        ("detect", "--source", str(clip), "--no-show", "--json", str(out)),
+        ("detect", "--source", str(clip), "--no-show", "--events", str(out)),
+        ("stats", str(event_log), "--plot", str(out)),
+    ):
+        proc = run_cli(*args)
+        assert_failed_cleanly(proc, tmp_path, f"{out}: Is a directory", {"folder"})
+    assert os.listdir(out) == []
+
+
+def test_not_a_regular_file_for_an_event_log(clip: Path, devices: dict[str, Path]) -> None:
+    null = devices["null"]
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--events", str(null))
+    assert_one_line_error(proc, f"cannot use {null} as an event log: not a regular file")
+    assert_devices_intact(devices)
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("--save", "out.mp4", "cannot write {}: " + EFBIG),
+        ("--json", "out.jsonl", "cannot write {}: " + EFBIG),
+        ("--events", "out.db", "cannot write event log {}: " + EFBIG),
+    ],
+)
+def test_a_file_size_limit(
+    clip: Path, tmp_path: Path, detector: object, option: str, name: str, message: str
+) -> None:
+    # `detector` fetched the face model into the cache first: the limit would stop that too.
+    out = tmp_path / name
+    proc = subprocess.run(
+        cli("detect", "--source", str(clip), "--no-show", option, str(out)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_file_size_limit(4096),
+    )
+    assert_failed_cleanly(proc, tmp_path, message.format(out), set())
+
+
+def test_a_folder_without_write_permission(clip: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    # Root ignores permission bits unless it drops the capabilities that let it.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if shutil.which("setpriv") is None or subprocess.run([*drop, "true"]).returncode != 0:
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here")
+    for option, name, message in (
+        ("--save", "a.mp4", "cannot write {}: "),
+        ("--json", "a.jsonl", "cannot write {}: "),
+        ("--events", "a.db", "cannot write event log {}: "),
+    ):
+        out = folder / name
+        proc = subprocess.run(
+            [*drop, *cli("detect", "--source", str(clip), "--no-show", option, str(out))],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert_failed_cleanly(proc, folder, message.format(out) + EACCES, set())
+
+
+def test_mqtt_events_that_never_reached_the_broker_fail_the_run(clip: Path, tmp_path: Path) -> None:
+    pytest.importorskip("paho.mqtt")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "events.db"
+    proc = run_cli(
+        "detect", "--source", str(clip), "--no-show", "--events", str(log),
+        "--mqtt", f"mqtt://127.0.0.1:{port}/site/door",
+    )  # fmt: skip
+    assert_one_line_error(
+        proc, "events were not sent to the MQTT broker", f"127.0.0.1:{port}", "never answered"
+    )
+    proc = run_cli("stats", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert "total" in proc.stdout, "the events were still logged locally"
