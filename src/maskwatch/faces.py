@@ -18,8 +18,12 @@ from maskwatch.defaults import (
     CROP_MARGIN,
     DETECT_MAX_SIDE,
     DETECT_MIN_SIDE,
+    DETECT_MIN_SIDE_RANGE,
     DETECT_SCORE_THRESHOLD,
+    DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
+    SCORE_THRESHOLD_RANGE,
+    Range,
 )
 from maskwatch.errors import ModelError
 from maskwatch.types import Faces
@@ -51,6 +55,14 @@ class YuNetDetector:
         max_side: int = DETECT_MAX_SIDE,
         video_side: int = DETECT_VIDEO_SIDE,
     ) -> None:
+        for name, value, allowed in (
+            ("score_threshold", score_threshold, SCORE_THRESHOLD_RANGE),
+            ("nms_threshold", nms_threshold, Range(0, 1)),
+            ("min_side", min_side, DETECT_MIN_SIDE_RANGE),
+            ("max_side", max_side, DETECT_SIDE_RANGE),
+            ("video_side", video_side, DETECT_SIDE_RANGE),
+        ):
+            allowed.check(name, value)  # OpenCV would fail later with a bare cv2.error
         path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
         if not Path(path).is_file():
             raise ModelError(f"face detector model not found: {path}")
