@@ -6,6 +6,7 @@ the run going where other inputs remain, and keep memory small."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from PIL import Image
 
 from conftest import THREE_FACES, panning_frames
 from maskwatch.errors import SettingError, SourceError
+from maskwatch.faces import YuNetDetector
 
 # A child reading a 3 GB file whole, or decoding a 30000x30000 picture, would need gigabytes;
 # importing OpenCV and ONNX Runtime and loading both models takes about 220 MB.
@@ -337,7 +339,6 @@ def test_out_of_range_options_are_one_line_and_exit_2(args: tuple[str, ...], mes
 
 
 def test_the_library_checks_the_same_ranges() -> None:
-    from maskwatch.faces import YuNetDetector
     from maskwatch.sources import LiveSource, open_source
     from maskwatch.tracking import IoUTracker
 
@@ -353,3 +354,27 @@ def test_the_library_checks_the_same_ranges() -> None:
         LiveSource("cam", cv2.VideoCapture, max_fps=-1)
     with pytest.raises(SourceError, match="an empty source"):
         open_source(" ")
+
+
+def test_training_data_skips_junk_and_bombs_with_warnings(
+    tmp_path: Path,
+    bombs: dict[str, Path],
+    detector: YuNetDetector,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from maskwatch.train.data import load_dataset
+    from maskwatch.train.framing import frame_samples
+
+    folder = tmp_path / "people"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to(THREE_FACES)
+    (folder / "bomb.png").symlink_to(bombs["40000"])
+    with open(folder / "huge.jpg", "wb") as junk:
+        junk.truncate(3 * 2**30)
+    with caplog.at_level(logging.WARNING, logger="maskwatch"):
+        samples = load_dataset(f"{folder}:no_mask")
+        framed = frame_samples(samples, detector, 64, 0.15)
+    assert sorted(s.image.name for s in samples) == ["a.jpg", "bomb.png"]  # huge.jpg: unread
+    assert [Path(p).name for p in framed.photos] == ["a.jpg"]
+    assert "huge.jpg: the file is 3072 MiB" in caplog.text
+    assert "bomb.png: the image is over 179 megapixels" in caplog.text
