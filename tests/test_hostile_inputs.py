@@ -115,6 +115,25 @@ def test_a_decompression_bomb_is_refused_before_decoding(
     assert run.max_rss_mb < RSS_LIMIT_MB
 
 
+@pytest.mark.parametrize("size", [(40000, 1), (1, 40000), (1, 1)])
+def test_strips_and_dots_within_the_budget_are_processed(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """Extreme shapes: scaled for detection to a 0-pixel side (a cv2.error once), or framed
+    whole by classify in a 40000 px square window (4.8 GB once)."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", size, "white").save(strip)
+    run = run_cli("detect", "--source", str(strip), "--no-show", "--json", "-")
+    run.assert_clean()
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["faces"] == []
+    run = run_cli("classify", str(strip))
+    run.assert_clean()
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["path"] == str(strip)
+    assert run.max_rss_mb < RSS_LIMIT_MB
+
+
 def test_max_pixels_is_an_option_in_megapixels() -> None:
     run = run_cli("classify", str(THREE_FACES), "--max-pixels", "0.1")
     run.assert_one_error("660x281 pixels, more than the limit of 0.1 megapixels")
