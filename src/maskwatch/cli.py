@@ -182,7 +182,8 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
         "--score-threshold",
         type=within(float, SCORE_THRESHOLD_RANGE),
         default=DETECT_SCORE_THRESHOLD,
-        help="minimum face detector score, more than 0 and at most 1 (default: %(default)s)",
+        help=f"minimum face detector score, {SCORE_THRESHOLD_RANGE.describe()} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--detect-min-side",
