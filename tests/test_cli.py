@@ -130,9 +130,11 @@ def test_classify_prints_json_per_crop(tmp_path: Path, three_faces, detector, ca
     for i, box in enumerate(faces.boxes):
         cv2.imwrite(str(tmp_path / "nested" / f"face{i}.png"), crop_face(three_faces, box, 160))
     (tmp_path / "junk.jpg").write_bytes(b"junk")
-    assert main(["classify", str(tmp_path)]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["classify", str(tmp_path)]) == 1  # the junk was skipped: not a clean run
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 3
+    assert err.splitlines()[-1].startswith("maskwatch: error: 1 of 4 files could not be read")
     assert all(set(r) == {"path", "label", "confidence", "probs"} for r in rows)
     assert "no_mask" in {r["label"] for r in rows}
 

@@ -14,15 +14,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from maskwatch import __version__
 from maskwatch.defaults import (
     ALERT_GLOBAL_INTERVAL,
+    ALERT_INTERVAL_RANGE,
     ALERT_LABELS,
     ALERT_TRACK_INTERVAL,
     BLUR_CHOICES,
+    DETECT_MAX_SIDE,
     DETECT_MIN_SIDE,
+    DETECT_MIN_SIDE_RANGE,
     DETECT_SCORE_THRESHOLD,
+    DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
+    MAX_FPS_RANGE,
+    MAX_IMAGE_MEGAPIXELS,
+    MAX_IMAGE_MEGAPIXELS_RANGE,
+    MAX_IMAGE_PIXELS,
     RECONNECT_ATTEMPTS,
+    RECONNECT_RANGE,
+    SCORE_THRESHOLD_RANGE,
     SETTLE_FRAMES,
+    SETTLE_FRAMES_RANGE,
     STATS_PERIODS,
+    Range,
 )
 from maskwatch.errors import MaskwatchError
 from maskwatch.train.choices import AUGMENTS, FRAMINGS, RECIPES, SPLITS
@@ -54,6 +66,10 @@ TRAIN_OPTIONS = (
     "balance_classes",
 )
 TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
+# The command line's detector keeps its default largest side, above which video is not searched.
+VIDEO_SIDE_RANGE = Range(DETECT_SIDE_RANGE.low, DETECT_MAX_SIDE)
+FRACTION = Range(0, 1, low_open=True, high_open=True)
+SEED_RANGE = Range(0, 2**32 - 1)
 
 
 def _by_recipe(option: str) -> str:
@@ -62,10 +78,21 @@ def _by_recipe(option: str) -> str:
 
 
 def bounded(
-    kind: Callable[[str], Number], low: Number | None = None, high: Number | None = None
+    kind: Callable[[str], Number],
+    low: Number | None = None,
+    high: Number | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> Callable[[str], Number]:
-    """An argparse type: a number of `kind` (int or float) within [low, high], else one clear
-    error naming the allowed range. NaN and infinities are refused."""
+    """An argparse type: a number of `kind` (int or float) within [low, high] (an open end
+    excludes its bound), else one clear error naming the allowed range. NaN and infinities
+    are refused."""
+    return within(kind, Range(low, high, low_open, high_open))
+
+
+def within(kind: Callable[[str], Number], allowed: Range) -> Callable[[str], Number]:
+    """An argparse type: a number of `kind` in `allowed` (a range from maskwatch.defaults)."""
     noun = "whole number" if kind is int else "number"
 
     def parse(text: str) -> Number:
@@ -75,18 +102,38 @@ def bounded(
             raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite {noun}")
-        if (low is not None and value < low) or (high is not None and value > high):
-            if high is None:
-                allowed = f"at least {low}"
-            elif low is None:
-                allowed = f"at most {high}"
-            else:
-                allowed = f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be {allowed.describe()}"
+            )
         return value
 
     parse.__name__ = getattr(kind, "__name__", "number")
     return parse
+
+
+def _source_spec(text: str) -> str:
+    """A --source that names something: an empty one would otherwise mean this folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty source names no file, folder, camera or stream")
+    return text
+
+
+def _megapixels(text: str) -> int:
+    """--max-pixels in megapixels, as the pixel count the library takes."""
+    return round(within(float, MAX_IMAGE_MEGAPIXELS_RANGE)(text) * 1e6)
+
+
+def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=_megapixels,
+        default=MAX_IMAGE_PIXELS,
+        metavar="MP",
+        help="largest image to decode, in megapixels, checked from its header before decoding; "
+        "larger images are refused (skipped in a folder or glob) "
+        f"(default: {MAX_IMAGE_MEGAPIXELS:g}; {MAX_IMAGE_MEGAPIXELS_RANGE.describe()})",
+    )
 
 
 def _existing_path(text: str) -> Path:
@@ -133,23 +180,26 @@ def _load_pipeline(args: argparse.Namespace) -> Pipeline:
 def _detector_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--score-threshold",
-        type=float,
+        type=within(float, SCORE_THRESHOLD_RANGE),
         default=DETECT_SCORE_THRESHOLD,
-        help="minimum face detector score (default: %(default)s)",
+        help=f"minimum face detector score, {SCORE_THRESHOLD_RANGE.describe()} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--detect-min-side",
-        type=int,
+        type=within(int, DETECT_MIN_SIDE_RANGE),
         default=DETECT_MIN_SIDE,
-        help="frames whose long side is shorter are upscaled to it for "
-        "detection, so small faces are found (default: %(default)s)",
+        help="photos whose long side is shorter are also searched upscaled to it, so small "
+        f"faces are found; 0: never upscale ({DETECT_MIN_SIDE_RANGE.describe()}; "
+        "default: %(default)s)",
     )
     parser.add_argument(
         "--detect-video-side",
-        type=int,
+        type=within(int, VIDEO_SIDE_RANGE),
         default=DETECT_VIDEO_SIDE,
         help="video frames whose long side is longer are scaled down to it for detection, "
-        "for speed; raise it to find smaller faces in large frames (default: %(default)s)",
+        "for speed; raise it to find smaller faces in large frames "
+        f"({VIDEO_SIDE_RANGE.describe()}; default: %(default)s)",
     )
 
 
@@ -193,7 +243,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
         mqtt = MqttPublisher(args.mqtt)
     events = EventOutputs(args.events, args.snapshots, _alerts(args), mqtt)
-    source = open_source(args.source, reconnect_attempts=args.reconnect, max_fps=args.max_fps)
+    source = open_source(
+        args.source,
+        reconnect_attempts=args.reconnect,
+        max_fps=args.max_fps,
+        max_pixels=args.max_pixels,
+    )
     summary = run_detect(
         source,
         pipeline,
@@ -220,23 +275,45 @@ def cmd_detect(args: argparse.Namespace) -> int:
     else:
         for path in summary.written:
             log.info("wrote %s", path)
+    missed = source.shortfall()
+    if missed:
+        raise MaskwatchError(_partial(missed))
     return 0
+
+
+def _partial(shortfall: str) -> str:
+    """The last line of a run that processed what it could: outputs are complete, but the exit
+    status must not say that every input was read."""
+    return f"{shortfall} (see the warnings above); the rest was processed and written"
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from maskwatch.classifier import MaskClassifier
+    from maskwatch.errors import SourceError
+    from maskwatch.images import load_image
     from maskwatch.pipeline import classify_crop
     from maskwatch.sinks import JsonLinesSink
-    from maskwatch.sources import list_images, read_image
+    from maskwatch.sources import scan_images, shortfall
 
     classifier = MaskClassifier(args.model)
-    paths = [p for arg in args.paths for p in (list_images(arg) if arg.is_dir() else [arg])]
+    paths: list[Path] = []
+    folders_missed = 0
+    for arg in args.paths:
+        if arg.is_dir():
+            found, unreadable = scan_images(arg)
+            paths += found
+            folders_missed += unreadable
+        else:
+            paths.append(arg)
     done = 0
     with JsonLinesSink(args.json) as out:
         for path in paths:
-            image = read_image(path)
-            if image is None:
-                log.warning("skipping %s: not a readable image", path)
+            try:
+                image = load_image(path, args.max_pixels)
+            except SourceError as exc:
+                if len(paths) == 1:
+                    raise
+                log.warning("skipping %s", exc)
                 continue
             label, probs = classify_crop(classifier, image)
             out.write_object(
@@ -253,6 +330,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
             done += 1
     if done == 0:
         raise MaskwatchError("no image could be read from " + ", ".join(map(str, args.paths)))
+    missed = shortfall(len(paths), len(paths) - done, folders_missed)
+    if missed:
+        raise MaskwatchError(_partial(missed))
     return 0
 
 
@@ -431,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="label every face in a webcam, video, stream or images")
     p.add_argument(
         "--source",
+        type=_source_spec,
         default="0",
         help="camera index, video file, rtsp/http URL, image, folder or glob "
         "(default: %(default)s, the first webcam)",
@@ -464,23 +545,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-fps",
-        type=float,
+        type=within(float, MAX_FPS_RANGE),
         default=None,
-        help="process at most this many frames per second of a live source",
+        help="process at most this many frames per second of a live source "
+        f"({MAX_FPS_RANGE.describe()})",
     )
     p.add_argument(
         "--reconnect",
-        type=int,
+        type=within(int, RECONNECT_RANGE),
         default=RECONNECT_ATTEMPTS,
         metavar="N",
         help="times to reopen a stream that drops, waiting 0.5, 1, 2 ... up to 30 s between "
-        "tries, before giving up (default: %(default)s; each outage starts again)",
+        f"tries, before giving up ({RECONNECT_RANGE.describe()}; default: %(default)s; each "
+        "outage starts again)",
     )
     p.add_argument(
         "--settle-frames",
-        type=int,
+        type=within(int, SETTLE_FRAMES_RANGE),
         default=SETTLE_FRAMES,
-        help="frames a person's smoothed label must hold before it settles (default: %(default)s)",
+        help="frames a person's smoothed label must hold before it settles "
+        f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument(
         "--events",
@@ -524,19 +608,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--alert-interval",
-        type=float,
+        type=within(float, ALERT_INTERVAL_RANGE),
         default=ALERT_TRACK_INTERVAL,
         metavar="S",
-        help="at most one alert per person every S seconds (default: %(default)s)",
+        help="at most one alert per person every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument(
         "--alert-global-interval",
-        type=float,
+        type=within(float, ALERT_INTERVAL_RANGE),
         default=ALERT_GLOBAL_INTERVAL,
         metavar="S",
-        help="at most one alert in all every S seconds (default: %(default)s)",
+        help="at most one alert in all every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
     )
     _detector_args(p)
+    _max_pixels_arg(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("stats", help="people seen per minute, hour or day from an event log")
@@ -602,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="where to write JSON lines (default: '-', stdout)",
     )
+    _max_pixels_arg(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("demo", help="run the pipeline on six sample photos (no camera needed)")
@@ -640,29 +728,36 @@ def build_parser() -> argparse.ArgumentParser:
         "augmentation; real: richer augmentation with synthetic masks, balanced "
         "classes, validation split, fine-tuning of the top blocks",
     )
-    for option, kind, text in (
-        ("epochs", int, "head epochs"),
-        ("finetune_epochs", int, "fine-tuning epochs of the top blocks"),
-        ("learning_rate", float, "Adam, head stage"),
-        ("finetune_learning_rate", float, "Adam, fine-tuning"),
-        ("patience", int, "early stopping on validation loss, 0 = off"),
-        ("views", int, "augmented views per training face whose features are cached"),
-        ("val_fraction", float, "validation share of all faces"),
+    for option, kind, allowed, text in (
+        ("epochs", int, Range(1, 10_000), "head epochs"),
+        ("finetune_epochs", int, Range(0, 10_000), "fine-tuning epochs of the top blocks"),
+        ("learning_rate", float, Range(0, 1, low_open=True), "Adam, head stage"),
+        ("finetune_learning_rate", float, Range(0, 1, low_open=True), "Adam, fine-tuning"),
+        ("patience", int, Range(0, 10_000), "early stopping on validation loss, 0 = off"),
+        (
+            "views",
+            int,
+            Range(1, 64),
+            "augmented views per training face whose features are cached",
+        ),
+        ("val_fraction", float, Range(0, 1, high_open=True), "validation share of all faces"),
     ):
         p.add_argument(
             "--" + option.replace("_", "-"),
-            type=kind,
+            type=within(kind, allowed),
             default=None,
             help=f"{text} ({_by_recipe(option)})",
         )
-    p.add_argument("--batch-size", type=int, default=None, help="default: 32")
+    p.add_argument("--batch-size", type=bounded(int, 1, 4096), default=None, help="default: 32")
     p.add_argument(
         "--augment",
         choices=AUGMENTS,
         default=None,
         help=f"augmentation ({_by_recipe('augment')})",
     )
-    p.add_argument("--test-fraction", type=float, default=None, help="default: 0.3")
+    p.add_argument(
+        "--test-fraction", type=within(float, FRACTION), default=None, help="default: 0.3"
+    )
     p.add_argument(
         "--split",
         choices=SPLITS,
@@ -677,11 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="crop VOC faces at the matched detector box like detect does (default) "
         "or exactly as annotated (for comparison)",
     )
-    p.add_argument("--seed", type=int, default=None, help="default: 0")
-    p.add_argument("--input-size", type=int, default=None, help="default: 224")
+    p.add_argument("--seed", type=within(int, SEED_RANGE), default=None, help="default: 0")
+    p.add_argument("--input-size", type=bounded(int, 32, 1024), default=None, help="default: 224")
     p.add_argument(
         "--limit-per-class",
-        type=int,
+        type=bounded(int, 1, 10**9),
         default=None,
         help="use at most this many photos or boxes per class and dataset (quick runs)",
     )
@@ -726,7 +821,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a training run's test_faces.csv: never calibrate on those photos",
     )
     p.add_argument(
-        "--faces", type=int, default=300, help="calibration faces (default: %(default)s)"
+        "--faces",
+        type=bounded(int, 1, 100_000),
+        default=300,
+        help="calibration faces (default: %(default)s)",
     )
     p.set_defaults(func=cmd_export)
 
@@ -736,11 +834,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("data", nargs="+", type=_data_spec, metavar="DATA")
     a.add_argument(
         "--test-fraction",
-        type=float,
+        type=within(float, FRACTION),
         default=0.3,
         help="fraction of the proposed split checked for leakage (default: 0.3)",
     )
-    a.add_argument("--seed", type=int, default=0, help="seed of the proposed split (default: 0)")
+    a.add_argument(
+        "--seed",
+        type=within(int, SEED_RANGE),
+        default=0,
+        help="seed of the proposed split (default: 0)",
+    )
     a.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("models", help="list, fetch and verify every model and sample file")

@@ -1,6 +1,12 @@
-"""Defaults shared by the library and the command line, in a module light enough for the
-parser to import (no OpenCV, no NumPy)."""
+"""Defaults and allowed ranges shared by the library and the command line, in a module light
+enough for the parser to import (no OpenCV, no NumPy)."""
 
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from maskwatch.errors import SettingError
 from maskwatch.labels import INCORRECT, NO_MASK
 
 DETECT_SCORE_THRESHOLD = 0.5
@@ -17,3 +23,56 @@ ALERT_GLOBAL_INTERVAL = 10.0  # seconds between any two alerts
 STATS_PERIODS = ("minute", "hour", "day")
 MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
+MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it
+
+
+def _number(value: float | None) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a setting may take: from `low` to `high`, either end excluded when open.
+    The command line's option types and the library's constructors check the same ranges."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """'from 64 to 1920', 'more than 0 and at most 1', 'at least 0' ..."""
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None and not (self.low_open or self.high_open):
+            return f"from {low} to {high}"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'more than' if self.low_open else 'at least'} {low}")
+        if self.high is not None:
+            parts.append(f"{'less than' if self.high_open else 'at most'} {high}")
+        return " and ".join(parts) or "a finite number"
+
+    def check(self, name: str, value: float) -> None:
+        """Raise SettingError (a ValueError) unless `value` is in the range."""
+        if value not in self:
+            raise SettingError(f"{name} must be {self.describe()}, not {value!r}")
+
+
+SCORE_THRESHOLD_RANGE = Range(0, 1, low_open=True)
+# 0: never upscale. Upscaling to 4096 px takes about 0.7 GB for a 660x281 photo (YuNet measured),
+# 8192 took 2.5 GB, so larger values are refused.
+DETECT_MIN_SIDE_RANGE = Range(0, 4096)
+DETECT_SIDE_RANGE = Range(64, 4096)  # detection sizes for large photos and video frames
+SETTLE_FRAMES_RANGE = Range(1, 1000)
+RECONNECT_RANGE = Range(0, 1000)
+MAX_FPS_RANGE = Range(0, 1000, low_open=True)
+ALERT_INTERVAL_RANGE = Range(0, 7 * 86400)  # seconds, up to a week
+# Pillow refuses outright anything over twice its MAX_IMAGE_PIXELS (179 megapixels).
+MAX_IMAGE_MEGAPIXELS_RANGE = Range(0.01, 150)

@@ -12,11 +12,10 @@ import numpy as np
 from maskwatch import hub
 from maskwatch.atomic import make_folder, write_bytes
 from maskwatch.draw import draw_faces
-from maskwatch.errors import SourceError
+from maskwatch.images import load_image
 from maskwatch.labels import CANONICAL, UNCERTAIN
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import encode_image
-from maskwatch.sources import read_image
 from maskwatch.types import Frame, FrameResult
 
 SHEET_CELL = 480
@@ -99,9 +98,7 @@ def run_demo(pipeline: Pipeline, out_dir: Path) -> DemoResult:
     results, annotated_paths, tiles, captions = [], [], [], []
     for index, entry in enumerate(hub.SAMPLES):
         path = hub.fetch(entry.name)
-        image = read_image(path)
-        if image is None:
-            raise SourceError(f"{path}: sample photo is not a readable image")
+        image = load_image(path)
         frame = Frame(image=image, index=index, time=0.0, source=str(path), still=True)
         result = pipeline.process(frame)
         annotated = draw_faces(image, result.faces)

@@ -27,3 +27,7 @@ class OutputError(MaskwatchError):
 
 class ImageTooLargeError(SourceError):
     """An image (or image file) is over the pixel or byte budget; refused before decoding."""
+
+
+class SettingError(MaskwatchError, ValueError):
+    """A setting (an option, or an argument from Python) is outside its allowed range."""

@@ -18,8 +18,12 @@ from maskwatch.defaults import (
     CROP_MARGIN,
     DETECT_MAX_SIDE,
     DETECT_MIN_SIDE,
+    DETECT_MIN_SIDE_RANGE,
     DETECT_SCORE_THRESHOLD,
+    DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
+    SCORE_THRESHOLD_RANGE,
+    Range,
 )
 from maskwatch.errors import ModelError
 from maskwatch.types import Faces
@@ -51,6 +55,14 @@ class YuNetDetector:
         max_side: int = DETECT_MAX_SIDE,
         video_side: int = DETECT_VIDEO_SIDE,
     ) -> None:
+        for name, value, allowed in (
+            ("score_threshold", score_threshold, SCORE_THRESHOLD_RANGE),
+            ("nms_threshold", nms_threshold, Range(0, 1)),
+            ("min_side", min_side, DETECT_MIN_SIDE_RANGE),
+            ("max_side", max_side, DETECT_SIDE_RANGE),
+            ("video_side", video_side, DETECT_SIDE_RANGE),
+        ):
+            allowed.check(name, value)  # OpenCV would fail later with a bare cv2.error
         path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
         if not Path(path).is_file():
             raise ModelError(f"face detector model not found: {path}")
@@ -83,7 +95,10 @@ class YuNetDetector:
         """Raw YuNet rows (x, y, w, h, 10 landmark coordinates, score) in original pixels."""
         if scale != 1.0:
             interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interpolation)
+            height, width = image.shape[:2]
+            # At least one pixel: a 40000x1 strip scaled to 1920 wide would be 0 high.
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(image, target, interpolation=interpolation)
         size = (image.shape[1], image.shape[0])
         if size != self._input_size:
             self._net.setInputSize(size)
@@ -126,16 +141,25 @@ def square_box(box: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, 
 def crop_face(
     image: np.ndarray, box: np.ndarray, size: int, margin: float = CROP_MARGIN
 ) -> np.ndarray:
-    """One face as a `size`x`size` BGR crop; parts outside the frame are black."""
+    """One face as a `size`x`size` BGR crop; parts outside the frame are black.
+
+    Only the part inside the frame is resized, into its place in the crop, so memory stays
+    `size`x`size` however far the square window reaches past the frame (the window of a
+    40000x1 strip classified whole is 40000 px square)."""
     x0, y0, side = square_box(box, margin)
     height, width = image.shape[:2]
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(width, x0 + side), min(height, y0 + side)
-    window = np.zeros((side, side, 3), np.uint8)
-    if sx1 > sx0 and sy1 > sy0:
-        window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(window, (size, size), interpolation=interpolation)
+    crop = np.zeros((size, size, 3), np.uint8)
+    scale = size / side
+    dx0, dy0 = round((sx0 - x0) * scale), round((sy0 - y0) * scale)
+    dx1, dy1 = round((sx1 - x0) * scale), round((sy1 - y0) * scale)
+    if sx1 > sx0 and sy1 > sy0 and dx1 > dx0 and dy1 > dy0:
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        crop[dy0:dy1, dx0:dx1] = cv2.resize(
+            image[sy0:sy1, sx0:sx1], (dx1 - dx0, dy1 - dy0), interpolation=interpolation
+        )
+    return crop
 
 
 def crop_faces(

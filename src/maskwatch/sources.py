@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +23,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from maskwatch.cvlog import open_capture
-from maskwatch.defaults import RECONNECT_ATTEMPTS
+from maskwatch.cvlog import open_capture, quiet_opencv
+from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import SourceError
+from maskwatch.images import check_readable, is_image_file, load_image, megapixels
 from maskwatch.types import Frame
 
 log = logging.getLogger("maskwatch")
@@ -32,6 +35,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 )
+# Containers whose header states the exact number of frames (elsewhere FFmpeg estimates it from
+# the duration), so that reading fewer means the file is truncated or damaged.
+EXACT_COUNT_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".m4v"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -47,37 +53,58 @@ class Source(Protocol):
 
     def frames(self) -> Iterator[Frame]: ...
 
+    def shortfall(self) -> str | None: ...
+
     def close(self) -> None: ...
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """A BGR image, or None when the file is not a readable image (also handles non-ASCII paths)."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return image if image is not None and image.size else None
+def _reason(exc: OSError) -> str:
+    return "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
+
+
+def scan_images(folder: Path) -> tuple[list[Path], int]:
+    """Every image below `folder` by suffix, recursively, in a stable order, and how many
+    sub-folders could not be read (each is warned about). An unreadable `folder` is an error."""
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        if where == folder:
+            raise SourceError(f"{folder}: cannot read the folder: {_reason(exc)}")
+        missed.append(where)
+        log.warning("skipping folder %s: %s", where, _reason(exc))
+
+    missed: list[Path] = []
+    found = [
+        Path(root) / name
+        for root, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+        if Path(name).suffix.lower() in IMAGE_SUFFIXES
+    ]
+    return sorted(found), len(missed)
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image below `folder` by suffix, recursively, in a stable order."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    """Every image below `folder` (see `scan_images`; unreadable sub-folders are warned about)."""
+    return scan_images(folder)[0]
 
 
 @dataclass
 class FileSource:
-    """Images and videos read in order. Unreadable files are skipped with a warning."""
+    """Images and videos read in order, images within `max_pixels` (see maskwatch.images).
+
+    A file that cannot be read is skipped with a warning (an error when it is the only one),
+    and a video that ends before the frame count its header declares is counted in
+    `incomplete`, with a warning; `shortfall` sums both up once the source is read.
+    """
 
     paths: list[Path]
     name: str
+    max_pixels: int = MAX_IMAGE_PIXELS
+    unreadable_folders: int = 0
     live: bool = False
     read: int = 0
     skipped: int = 0
+    incomplete: int = 0
     fps: float = 0.0
 
     def frames(self) -> Iterator[Frame]:
@@ -87,12 +114,13 @@ class FileSource:
             if suffix in VIDEO_SUFFIXES:
                 yield from self._video_frames(path)
                 continue
-            image = read_image(path)
-            if image is None and suffix not in IMAGE_SUFFIXES:
+            if suffix not in IMAGE_SUFFIXES and not is_image_file(path):
                 yield from self._video_frames(path, why="not an image or video")
                 continue
-            if image is None:
-                self._skip(path, "not a readable image")
+            try:
+                image = load_image(path, self.max_pixels)
+            except SourceError as exc:
+                self._skip(str(exc))
                 continue
             self.read += 1
             yield Frame(image=image, index=image_index, time=0.0, source=str(path), still=True)
@@ -100,38 +128,98 @@ class FileSource:
 
     def _video_frames(self, path: Path, why: str | None = None) -> Iterator[Frame]:
         """Frames of one video; `why` replaces the specific reason when it cannot be read."""
-        if not path.is_file():
-            self._skip(path, "no such file")
+        try:
+            check_readable(path)
+        except SourceError as exc:
+            self._skip(str(exc))
             return
         capture = open_capture(str(path))
         try:
             if not capture.isOpened():
-                self._skip(path, why or "not a readable video")
+                self._skip(f"{path}: {why or 'not a readable video'}")
                 return
+            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if width * height > self.max_pixels > 0:
+                self._skip(self._too_large(path, width, height))
+                return
+            declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             self.fps = fps
             index = 0
             while True:
-                ok, image = capture.read()
-                if not ok or image is None:
+                image = _read_frame(capture)
+                if image is None:
                     break
+                if image.shape[0] * image.shape[1] > self.max_pixels > 0:
+                    height, width = image.shape[:2]
+                    log.warning(
+                        "%s; the rest of the video is skipped", self._too_large(path, width, height)
+                    )
+                    self.incomplete += 1
+                    return
                 self.read += 1
                 seconds = index / fps if fps > 0 else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 yield Frame(image=image, index=index, time=seconds, source=str(path))
                 index += 1
             if index == 0:
-                self._skip(path, why or "no frame could be decoded")
+                self._skip(f"{path}: {why or 'no frame could be decoded'}")
+            elif path.suffix.lower() in EXACT_COUNT_SUFFIXES and index < declared:
+                self.incomplete += 1
+                log.warning(
+                    "%s: read %d of the %d frames its header declares; the rest could not be "
+                    "decoded (the file is truncated or damaged)",
+                    path,
+                    index,
+                    declared,
+                )
         finally:
             capture.release()
 
-    def _skip(self, path: Path, why: str) -> None:
+    def _too_large(self, path: Path, width: int, height: int) -> str:
+        return (
+            f"{path}: its frames are {width}x{height} pixels, more than the limit of "
+            f"{megapixels(self.max_pixels)} (--max-pixels)"
+        )
+
+    def _skip(self, message: str) -> None:
         self.skipped += 1
         if len(self.paths) == 1:
-            raise SourceError(f"{path}: {why}")
-        log.warning("skipping %s: %s", path, why)
+            raise SourceError(message)
+        log.warning("skipping %s", message)
+
+    def shortfall(self) -> str | None:
+        """One line on what could not be read (files, folders, ends of videos), or None."""
+        return shortfall(len(self.paths), self.skipped, self.unreadable_folders, self.incomplete)
 
     def close(self) -> None:
         pass
+
+
+def shortfall(files: int, skipped: int, folders: int = 0, videos: int = 0) -> str | None:
+    """'2 of 7 files could not be read; 1 folder could not be read', or None when all was."""
+
+    def some(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    parts = []
+    if skipped:
+        parts.append(f"{skipped} of {some(files, 'file')} could not be read")
+    if folders:
+        parts.append(f"{some(folders, 'folder')} could not be read")
+    if videos:
+        parts.append(f"{some(videos, 'video')} could be read only in part")
+    return "; ".join(parts) or None
+
+
+def _read_frame(capture: cv2.VideoCapture) -> np.ndarray | None:
+    """The next frame, or None at the end or where a frame cannot be decoded."""
+    try:
+        with quiet_opencv():
+            ok, image = capture.read()
+    except cv2.error:
+        return None
+    return image if ok and image is not None else None
 
 
 CaptureFactory = Callable[[], cv2.VideoCapture]
@@ -155,6 +243,9 @@ class LiveSource:
         first_backoff_s: float = 0.5,
         max_fps: float | None = None,
     ) -> None:
+        RECONNECT_RANGE.check("reconnect_attempts", reconnect_attempts)
+        if max_fps is not None:
+            MAX_FPS_RANGE.check("max_fps", max_fps)
         self.name = name
         self.read = 0
         self.skipped = 0
@@ -253,6 +344,10 @@ class LiveSource:
             yield Frame(image=image, index=index, time=now - self._start, source=self.name)
             index += 1
 
+    def shortfall(self) -> str | None:
+        """None: a live source's failures end the run with an error instead."""
+        return None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
@@ -263,11 +358,28 @@ def _expand_glob(pattern: str) -> list[Path]:
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
 
 
+def _kind(path: Path) -> str | None:
+    """'folder', 'file' or None (nothing there); a path we may not look at is an error."""
+    try:
+        info = path.stat()
+    except PermissionError as exc:
+        raise SourceError(f"{path}: permission denied") from exc
+    except OSError:
+        return None
+    return "folder" if stat.S_ISDIR(info.st_mode) else "file"
+
+
 def open_source(
-    spec: str, reconnect_attempts: int = RECONNECT_ATTEMPTS, max_fps: float | None = None
+    spec: str,
+    reconnect_attempts: int = RECONNECT_ATTEMPTS,
+    max_fps: float | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Source:
-    """Resolve a --source string: a camera index, a stream URL, a file, a folder or a glob."""
+    """Resolve a --source string: a camera index, a stream URL, a file, a folder or a glob.
+    Images larger than `max_pixels` are refused before they are decoded."""
     spec = spec.strip()
+    if not spec:
+        raise SourceError("an empty source names no file, folder, camera or stream")
     if spec.isdigit():
         index = int(spec)
         return LiveSource(
@@ -284,16 +396,17 @@ def open_source(
             max_fps=max_fps,
         )
     path = Path(spec).expanduser()
-    if path.is_dir():
-        images = list_images(path)
+    kind = _kind(path)
+    if kind == "folder":
+        images, unreadable = scan_images(path)
         if not images:
             raise SourceError(f"{path}: folder contains no images")
-        return FileSource(images, str(path))
-    if path.is_file():
-        return FileSource([path], str(path))
+        return FileSource(images, str(path), max_pixels, unreadable)
+    if kind == "file":
+        return FileSource([path], str(path), max_pixels)
     if _GLOB_CHARS & set(spec):
         matches = _expand_glob(spec)
         if not matches:
             raise SourceError(f"{spec}: no image or video matches this pattern")
-        return FileSource(matches, spec)
+        return FileSource(matches, spec, max_pixels)
     raise SourceError(f"{spec}: no such file, folder, camera or stream")

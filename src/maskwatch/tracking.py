@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.defaults import SETTLE_FRAMES
+from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE
 from maskwatch.labels import UNCERTAIN
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Faces, TrackChange
 
@@ -63,6 +63,9 @@ class IoUTracker:
     tracks: list[Track] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     _next_id: int = 1
+
+    def __post_init__(self) -> None:
+        SETTLE_FRAMES_RANGE.check("settle_frames", self.settle_frames)
 
     def update(
         self, faces: Faces, labels_for: Callable[[np.ndarray], tuple[str, ...]]

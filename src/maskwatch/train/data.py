@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maskwatch.errors import DatasetError
+from maskwatch.errors import DatasetError, SourceError
+from maskwatch.images import read_file
 from maskwatch.labels import canonical_label, sort_labels
 from maskwatch.sources import list_images
 
@@ -129,11 +130,17 @@ def load_class_folders(root: Path, source: str) -> list[Sample]:
 def load_one_label_folder(root: Path, label: str, source: str) -> list[Sample]:
     """Photos (searched recursively) whose subject has `label`, e.g. RMFD's masked people.
 
-    Byte-identical files form one group, so copies never straddle a split.
+    Byte-identical files form one group, so copies never straddle a split. A file that cannot
+    be read, or is over the size limit for an image, is skipped with a warning.
     """
     samples: list[Sample] = []
     for image in list_images(root):
-        digest = hashlib.sha256(image.read_bytes()).hexdigest()[:16]
+        try:
+            data = read_file(image)
+        except SourceError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        digest = hashlib.sha256(data).hexdigest()[:16]
         samples.append(Sample(image, None, label, source, f"{source}:{digest}", SUBJECT))
     return samples
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from maskwatch.errors import SourceError
 from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
-from maskwatch.sources import read_image
+from maskwatch.images import load_image
 from maskwatch.tracking import iou_matrix
 from maskwatch.train.data import LARGEST_FACE, SUBJECT, Sample
 from maskwatch.train.dedup import photo_hashes
@@ -116,9 +117,10 @@ def frame_samples(
     mirrored: list[tuple[np.uint64, np.uint64]] = []
     framing: Counter[str] = Counter()
     for photo, members in by_photo.items():
-        image = read_image(samples[members[0]].image)
-        if image is None:
-            log.warning("skipping %s: not a readable image", photo)
+        try:
+            image = load_image(samples[members[0]].image)
+        except SourceError as exc:
+            log.warning("skipping %s", exc)
             continue
         faces = detector.detect(image, thorough=True)
         found_any = False
