@@ -17,3 +17,10 @@ ALERT_GLOBAL_INTERVAL = 10.0  # seconds between any two alerts
 STATS_PERIODS = ("minute", "hour", "day")
 MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
+# `maskwatch serve` (limits and timeouts; see the README's "Serving" section)
+SERVE_MAX_UPLOAD_MB = 8.0  # largest request body (one photo and its multipart framing)
+SERVE_REQUEST_TIMEOUT = 30.0  # seconds for a request's head, and then its body, to arrive
+SERVE_IDLE_TIMEOUT = 5  # seconds a connection may sit idle (uvicorn's timeout_keep_alive)
+SERVE_UPLOAD_SLOTS = 2  # uploads decoded and processed at once (bounds memory)
+SERVE_UPLOAD_QUEUE = 16  # uploads waiting for a slot; beyond that 503 with Retry-After
+SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the server stops
