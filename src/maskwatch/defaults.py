@@ -21,6 +21,6 @@ MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
 SERVE_MAX_UPLOAD_MB = 8.0  # largest request body (one photo and its multipart framing)
 SERVE_REQUEST_TIMEOUT = 30.0  # seconds for a request's head, and then its body, to arrive
 SERVE_IDLE_TIMEOUT = 5  # seconds a connection may sit idle (uvicorn's timeout_keep_alive)
-SERVE_UPLOAD_SLOTS = 2  # uploads decoded and processed at once (bounds memory)
+SERVE_UPLOAD_SLOTS = 1  # uploads decoded and processed at once (~500 MB each at 50 MP)
 SERVE_UPLOAD_QUEUE = 16  # uploads waiting for a slot; beyond that 503 with Retry-After
 SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the server stops
