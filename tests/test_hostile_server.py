@@ -30,6 +30,7 @@ from websockets.sync.client import connect
 
 from conftest import THREE_FACES
 from maskwatch.web.app import ServeSettings, create_app
+from test_cli import assert_one_line_error, run_cli
 from test_web import _listening, free_port, wait_for
 
 TOKEN = "t0k"
@@ -404,3 +405,18 @@ def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> No
     busy = next(r for r in replies if r.status_code == 503)
     assert_error(busy, 503, "busy")
     assert busy.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--port", "99999", "from 1 to 65535"),
+        ("--port", "0", "from 1 to 65535"),
+        ("--max-pixels", "0", "--max-pixels"),
+        ("--max-upload-mb", "nan", "finite"),
+        ("--request-timeout", "-1", "--request-timeout"),
+        ("--idle-timeout", "0", "--idle-timeout"),
+    ],
+)
+def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:
+    assert_one_line_error(run_cli("serve", option, value), expected)
