@@ -31,7 +31,7 @@ from websockets.sync.client import connect
 from conftest import THREE_FACES
 from maskwatch.web.app import ServeSettings, create_app
 from test_cli import assert_one_line_error, run_cli
-from test_web import _listening, free_port, wait_for
+from test_web import BROWSER_TESTS, CHROMIUM, _listening, free_port, wait_for
 
 TOKEN = "t0k"
 REQUEST_TIMEOUT = 1.5  # seconds; the server's --request-timeout here
@@ -420,3 +420,19 @@ def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> No
 )
 def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:
     assert_one_line_error(run_cli("serve", option, value), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> None:
+    proc = subprocess.run(
+        ["node", str(BROWSER_TESTS / "refused.mjs"), server.base],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BROWSER_TESTS,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"].startswith("this server needs a token")
+    assert out["sockets"] == 1, "the page kept retrying a refused connection"
