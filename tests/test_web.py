@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from conftest import THREE_FACES, panning_frames
 from maskwatch.events import Event
@@ -99,7 +100,7 @@ def test_api_detects_faces_in_an_uploaded_photo(
 
 def test_api_refuses_bad_uploads_and_missing_tokens(client: TestClient, tmp_path: Path) -> None:
     not_image = client.post("/api/v1/detect", files={"image": ("x.jpg", b"GIF89a not really")})
-    assert not_image.status_code == 415 and "not an image" in not_image.json()["error"]
+    assert not_image.status_code == 415 and "not a readable image" in not_image.json()["error"]
     huge = client.post("/api/v1/detect", files={"image": ("big.jpg", b"\xff" * (2 * 2**20))})
     assert huge.status_code == 413 and "error" in huge.json()
     assert client.post("/api/v1/detect").status_code == 422
@@ -110,8 +111,13 @@ def test_api_refuses_bad_uploads_and_missing_tokens(client: TestClient, tmp_path
     assert anonymous.get("/api/v1/health").status_code == 200
     assert client.get("/static/..%2Fapp.py").status_code == 404
     assert client.get("/static/app.js").status_code == 200
-    with pytest.raises(Exception), client.websocket_connect("/ws/detect") as ws:  # noqa: B017
+    stranger = TestClient(client.app)
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        stranger.websocket_connect("/ws/detect") as ws,
+    ):
         ws.receive_text()
+    assert refused.value.code == 1008 and "needs a token" in refused.value.reason
 
 
 def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(

@@ -31,6 +31,10 @@ from maskwatch.defaults import (
     RECONNECT_ATTEMPTS,
     RECONNECT_RANGE,
     SCORE_THRESHOLD_RANGE,
+    SERVE_IDLE_TIMEOUT,
+    SERVE_MAX_UPLOAD_MB,
+    SERVE_REQUEST_TIMEOUT,
+    SERVE_SHUTDOWN_TIMEOUT,
     SETTLE_FRAMES,
     SETTLE_FRAMES_RANGE,
     STATS_PERIODS,
@@ -444,6 +448,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from maskwatch.web.app import ServeSettings, create_app
+        from maskwatch.web.guard import guarded_h11
     except ImportError as exc:
         raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
     token = args.token or os.environ.get("MASKWATCH_TOKEN") or None
@@ -467,6 +472,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         mqtt=args.mqtt,
         token=token,
         max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        request_timeout=args.request_timeout,
     )
     app = create_app(settings)
     scheme = "https" if args.cert else "http"
@@ -486,6 +493,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ssl_certfile=str(args.cert) if args.cert else None,
             ssl_keyfile=str(args.key) if args.key else None,
             log_level="warning",
+            http=guarded_h11(args.request_timeout),
+            timeout_keep_alive=args.idle_timeout,
+            ws_max_size=settings.max_body,
+            timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
         )
     except OSError as exc:
         raise MaskwatchError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from exc
@@ -637,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    p.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="default: %(default)s")
     p.add_argument(
         "--source",
         action="append",
@@ -668,7 +679,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve without a token even on a non-loopback address",
     )
     p.add_argument(
-        "--max-upload-mb", type=float, default=8.0, help="largest upload (default: %(default)s)"
+        "--max-upload-mb",
+        type=bounded(float, 0.01, 1024.0),
+        default=SERVE_MAX_UPLOAD_MB,
+        help="largest upload or WebSocket frame, in MB (default: %(default)s)",
+    )
+    _max_pixels_arg(p)
+    p.add_argument(
+        "--request-timeout",
+        type=bounded(float, 0.1, 3600.0),
+        default=SERVE_REQUEST_TIMEOUT,
+        metavar="S",
+        help="seconds for a request's head, then its body, to arrive (default: %(default)g)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=bounded(int, 1, 3600),
+        default=SERVE_IDLE_TIMEOUT,
+        metavar="S",
+        help="seconds before an idle connection is closed (default: %(default)s)",
     )
     p.add_argument("--cert", type=_existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=_existing_path, default=None, help="TLS private key")

@@ -76,3 +76,11 @@ MAX_FPS_RANGE = Range(0, 1000, low_open=True)
 ALERT_INTERVAL_RANGE = Range(0, 7 * 86400)  # seconds, up to a week
 # Pillow refuses outright anything over twice its MAX_IMAGE_PIXELS (179 megapixels).
 MAX_IMAGE_MEGAPIXELS_RANGE = Range(0.01, 150)
+
+# `maskwatch serve` (limits and timeouts; see the README's "Serving" section)
+SERVE_MAX_UPLOAD_MB = 8.0  # largest request body (one photo and its multipart framing)
+SERVE_REQUEST_TIMEOUT = 30.0  # seconds for a request's head, and then its body, to arrive
+SERVE_IDLE_TIMEOUT = 5  # seconds a connection may sit idle (uvicorn's timeout_keep_alive)
+SERVE_UPLOAD_SLOTS = 1  # uploads decoded and processed at once (~500 MB each at 50 MP)
+SERVE_UPLOAD_QUEUE = 16  # uploads waiting for a slot; beyond that 503 with Retry-After
+SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the server stops

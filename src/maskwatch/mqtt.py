@@ -164,11 +164,21 @@ class MqttPublisher:
         self._client.loop_stop()
 
 
+MQTT_MAX_PAYLOAD = 4096  # bytes of one event; larger messages are dropped unparsed
+DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about dropped messages
+
+
 class MqttSubscriber:
-    """Calls `on_message(camera, payload)` for each event published under a topic pattern."""
+    """Calls `on_message(topic, payload)` for each event published under a topic pattern.
+
+    A message larger than MQTT_MAX_PAYLOAD, not a JSON object, or refused by `on_message` with
+    ValueError is dropped with a warning (at most one per DROP_WARNING_INTERVAL, counting the
+    drops), so a hostile publisher can neither flood the log nor stop the subscriber."""
 
     def __init__(self, url: str, on_message: Callable[[str, dict[str, Any]], None]) -> None:
         self.target = parse_mqtt_url(url, pattern=True)
+        self.dropped = 0
+        self._warned_at = float("-inf")
         self._on_message = on_message
         self._client = _connect(
             self.target,
@@ -183,12 +193,28 @@ class MqttSubscriber:
 
     def _message(self, client: Any, userdata: Any, message: Any) -> None:
         try:
+            if len(message.payload) > MQTT_MAX_PAYLOAD:
+                raise ValueError(f"{len(message.payload)} bytes, more than {MQTT_MAX_PAYLOAD}")
             payload = json.loads(message.payload)
-        except (ValueError, UnicodeDecodeError):
-            log.warning("ignoring a message on %s that is not JSON", message.topic)
-            return
-        if isinstance(payload, dict):
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
             self._on_message(message.topic, payload)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            self._drop(message.topic, str(exc) or type(exc).__name__)
+        except Exception:  # the network thread must outlive any one message
+            log.exception("an MQTT message on %s could not be handled", message.topic)
+
+    def _drop(self, topic: str, reason: str) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._warned_at >= DROP_WARNING_INTERVAL:
+            self._warned_at = now
+            log.warning(
+                "ignoring an invalid event on %s: %s (%d dropped so far)",
+                topic,
+                reason[:200],
+                self.dropped,
+            )
 
     def close(self) -> None:
         self._client.disconnect()

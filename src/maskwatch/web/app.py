@@ -3,50 +3,65 @@ HTTP API, as one FastAPI app. Needs the `web` extra.
 
 Security: the CLI binds to 127.0.0.1 unless told otherwise and then demands a token (or an
 explicit --no-auth). The token is accepted as `Authorization: Bearer TOKEN` or `?token=TOKEN`
-(the page passes it on, the WebSocket included). Uploads are size-limited and must decode as
-images; nothing from a request is used as a path or URL; nothing is stored unless the server
-was given an event log.
+(the page passes it on, the WebSocket included) and checked before a request's body is read
+(see guard.py). Uploads are size-limited while they stream, decoded only within a pixel budget
+read from the image's header, and processed a bounded number at a time; every error the API
+returns is `{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
+stored unless the server was given an event log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
-import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile, WebSocket
+from fastapi import FastAPI, File, HTTPException, Request, Security, UploadFile, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import APIKeyQuery, HTTPBearer
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from maskwatch import __version__
 from maskwatch.classifier import MaskClassifier
-from maskwatch.defaults import STATS_PERIODS
-from maskwatch.events import Event, EventStream
+from maskwatch.defaults import (
+    MAX_IMAGE_PIXELS,
+    SERVE_MAX_UPLOAD_MB,
+    SERVE_REQUEST_TIMEOUT,
+    SERVE_UPLOAD_QUEUE,
+    SERVE_UPLOAD_SLOTS,
+    STATS_PERIODS,
+)
+from maskwatch.errors import ImageTooLargeError, SourceError
+from maskwatch.events import EventStream
 from maskwatch.faces import YuNetDetector
+from maskwatch.images import decode_image, image_size
 from maskwatch.pipeline import Pipeline
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import Frame
 from maskwatch.web.board import Board
 from maskwatch.web.cameras import Camera
+from maskwatch.web.guard import Guard, GuardSettings
+from maskwatch.web.remote import remote_event
 
 log = logging.getLogger("maskwatch")
 
-MAX_UPLOAD_MB = 8.0
 MAX_FRAME_SIDE = 1920  # a frame from the page larger than this is refused
+MULTIPART_OVERHEAD = 64 * 1024  # bytes of framing allowed around an upload's image
 STATIC = Path(str(resources.files("maskwatch") / "web" / "static"))
+PUBLIC_PATHS = frozenset({"/", "/dashboard", "/api/v1/health", "/docs", "/openapi.json"})
 
 
 @dataclass
@@ -56,20 +71,68 @@ class ServeSettings:
     events: Path | None = None
     mqtt: str | None = None
     token: str | None = None
-    max_upload_mb: float = MAX_UPLOAD_MB
+    max_upload_mb: float = SERVE_MAX_UPLOAD_MB
+    max_pixels: int = MAX_IMAGE_PIXELS
+    request_timeout: float = SERVE_REQUEST_TIMEOUT
+    upload_slots: int = SERVE_UPLOAD_SLOTS
+    upload_queue: int = SERVE_UPLOAD_QUEUE
+
+    @property
+    def max_body(self) -> int:
+        return int(self.max_upload_mb * 2**20) + MULTIPART_OVERHEAD
+
+    @property
+    def too_large(self) -> str:
+        return f"the upload is larger than {self.max_upload_mb:g} MB (--max-upload-mb)"
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class Error(BaseModel):
+    """Every error the API returns."""
+
+    error: str
 
 
-def _decode(data: bytes) -> np.ndarray | None:
-    if not data:
-        return None
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        return None
-    return image
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": Error} for status in statuses}
+
+
+def is_public(path: str) -> bool:
+    """Paths served without the token: the pages, their assets, health and the API docs."""
+    return path in PUBLIC_PATHS or path.startswith("/static/")
+
+
+class Slots:
+    """At most `running` uploads decoded and processed at once and `waiting` more queued; any
+    beyond are refused with 503, so memory stays bounded however many arrive."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self._semaphore = asyncio.Semaphore(running)
+        self._limit = running + waiting
+        self._taken = 0
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        if self._taken >= self._limit:
+            raise HTTPException(
+                503, "the server is busy with other uploads; try again", {"Retry-After": "1"}
+            )
+        self._taken += 1
+        try:
+            async with self._semaphore:
+                yield
+        finally:
+            self._taken -= 1
+
+
+def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
+    """A frame from the page, refused (SourceError) before decoding when larger than
+    MAX_FRAME_SIDE a side or than the pixel budget."""
+    size = image_size(data, "frame")
+    if size is not None and max(size) > MAX_FRAME_SIDE:
+        raise SourceError(
+            f"frame: {size[0]}x{size[1]} pixels; frames may be at most {MAX_FRAME_SIDE} a side"
+        )
+    return decode_image(data, "frame", max_pixels)
 
 
 class Service:
@@ -82,6 +145,7 @@ class Service:
         self.board = Board(settings.events)
         self.cameras: dict[str, Camera] = {}
         self.sessions = itertools.count(1)
+        self.uploads = Slots(settings.upload_slots, settings.upload_queue)
         self._photo_pipeline = self.pipeline(tracked=False)
         self._photo_lock = threading.Lock()
         self._subscriber: Any = None
@@ -100,15 +164,13 @@ class Service:
         log.info("serving with the classifier %s", self.classifier.path.name)
 
     def remote_event(self, topic: str, payload: dict[str, Any]) -> None:
-        camera = str(payload.get("camera") or topic)
-        try:
-            event = Event.from_json(payload)
-        except (KeyError, ValueError, TypeError, IndexError):
-            log.warning("ignoring a malformed event on %s", topic)
-            return
+        """An event from MQTT, onto the board if valid (ValueError, dropped, otherwise)."""
+        camera, event = remote_event(topic, payload)
         self.board.add(camera, [event], run="mqtt")
 
-    def detect_photo(self, image: np.ndarray, name: str) -> dict[str, Any]:
+    def detect_photo(self, data: bytes, name: str) -> dict[str, Any]:
+        """Faces in an uploaded photo; ImageTooLargeError or SourceError if it is not one."""
+        image = decode_image(data, name, self.settings.max_pixels)
         with self._photo_lock:
             result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, still=True))
         return result.to_json()
@@ -119,6 +181,40 @@ class Service:
         if self._subscriber is not None:
             self._subscriber.close()
         self.board.close()
+
+
+def _message(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
+
+
+def add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
+    """Every error as `{"error": message}`: FastAPI's and Starlette's own (404, 405, 422, the
+    body limit's 413), the upload's (413, 415) and anything unexpected (500, logged)."""
+
+    def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = settings.too_large if exc.status_code == 413 else str(exc.detail)
+        return error(exc.status_code, message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "; ".join(_message(e) for e in exc.errors()) or "invalid request")
+
+    @app.exception_handler(ImageTooLargeError)
+    async def too_many_pixels(request: Request, exc: ImageTooLargeError) -> JSONResponse:
+        return error(413, str(exc))
+
+    @app.exception_handler(SourceError)
+    async def not_an_image(request: Request, exc: SourceError) -> JSONResponse:
+        return error(415, f"{exc} (JPEG, PNG, WebP, TIFF, GIF or BMP)")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, "internal error")  # uvicorn logs the traceback
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -133,36 +229,29 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(
         title="maskwatch",
         version=__version__,
-        description="Face-mask detection: upload photos, stream a webcam, watch cameras.",
+        description="Face-mask detection: upload photos, stream a webcam, watch cameras. "
+        'Errors are `{"error": "message"}`.',
         lifespan=lifespan,
     )
     app.state.service = service
-
-    def allowed(token: str | None) -> bool:
-        expected = settings.token
-        return expected is None or (
-            token is not None and hmac.compare_digest(token.encode(), expected.encode())
-        )
-
-    def require_token(request: Request, token: Annotated[str | None, Query()] = None) -> None:
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else token
-        if not allowed(given):
-            raise HTTPException(401, "a valid token is required (?token=... or a Bearer header)")
-
-    upload_limit = int(settings.max_upload_mb * 2**20)
-
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
-        """A declared body over the limit is refused before it is read or parsed."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > upload_limit + 64 * 1024:
-            return _error(413, f"upload larger than {settings.max_upload_mb:g} MB")
-        return await call_next(request)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    app.add_middleware(
+        Guard,
+        settings=GuardSettings(
+            token=settings.token,
+            is_public=is_public,
+            max_body=settings.max_body,
+            body_timeout=settings.request_timeout,
+            too_large=settings.too_large,
+        ),
+    )
+    add_error_handlers(app, settings)
+    # Declared so /docs shows both ways of sending the token (its Authorize button sends it);
+    # the check itself is Guard's, made before any body is read.
+    token = [
+        Security(HTTPBearer(auto_error=False, description="the server's token")),
+        Security(APIKeyQuery(name="token", auto_error=False, description="or as ?token=")),
+    ]
+    api_errors = _errors(401, 404, 422, 500)
 
     def page(name: str) -> Callable[[], FileResponse]:
         def serve_page() -> FileResponse:
@@ -181,7 +270,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(404, "no such file")
         return FileResponse(assets[name])
 
-    @app.get("/api/v1/health")
+    @app.get("/api/v1/health", responses=_errors(500))
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -189,21 +278,29 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "model": service.classifier.path.name,
             "classes": service.classifier.classes,
             "auth": settings.token is not None,
+            "max_upload_mb": settings.max_upload_mb,
+            "max_pixels": settings.max_pixels,
         }
 
-    @app.post("/api/v1/detect", dependencies=[Depends(require_token)])
-    async def detect(image: Annotated[UploadFile, File()]) -> JSONResponse:
-        """Faces in an uploaded photo, in the JSON of `maskwatch detect --json`."""
-        data = await image.read(upload_limit + 1)
-        if len(data) > upload_limit:
-            return _error(413, f"upload larger than {settings.max_upload_mb:g} MB")
-        decoded = await run_in_threadpool(_decode, data)
-        if decoded is None:
-            return _error(415, "the upload is not an image OpenCV can read (JPEG, PNG, ...)")
+    @app.post(
+        "/api/v1/detect",
+        dependencies=token,
+        responses=_errors(400, 401, 408, 413, 415, 422, 500, 503),
+        max_body_size=settings.max_body,
+        form_limits={"max_files": 1, "max_fields": 0},
+    )
+    async def detect(
+        image: Annotated[UploadFile, File(description="one photo (JPEG, PNG, WebP, ...)")],
+    ) -> JSONResponse:
+        """Faces in an uploaded photo, in the JSON of `maskwatch detect --json`. One file per
+        request; 413 over the size or pixel limits, 503 with Retry-After when busy."""
+        data = await image.read()
         name = Path(image.filename or "upload").name
-        return JSONResponse(await run_in_threadpool(service.detect_photo, decoded, name))
+        async with service.uploads.hold():
+            result = await run_in_threadpool(service.detect_photo, data, name)
+        return JSONResponse(result)
 
-    @app.get("/api/v1/stats", dependencies=[Depends(require_token)])
+    @app.get("/api/v1/stats", dependencies=token, responses=api_errors)
     def stats(by: str = "minute", camera: str | None = None) -> dict[str, Any]:
         if by not in STATS_PERIODS:
             raise HTTPException(422, f"by must be one of {', '.join(STATS_PERIODS)}")
@@ -213,11 +310,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "stored": settings.events is not None,
         }
 
-    @app.get("/api/v1/cameras", dependencies=[Depends(require_token)])
+    @app.get("/api/v1/cameras", dependencies=token, responses=api_errors)
     def cameras() -> list[dict[str, object]]:
         return [camera.status() for camera in service.cameras.values()]
 
-    @app.get("/api/v1/cameras/{index}/mjpeg", dependencies=[Depends(require_token)])
+    @app.get("/api/v1/cameras/{index}/mjpeg", dependencies=token, responses=api_errors)
     def mjpeg(index: int) -> StreamingResponse:
         camera = service.cameras.get(f"camera {index}")
         if camera is None:
@@ -230,11 +327,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame")
 
     @app.websocket("/ws/detect")
-    async def browser_camera(socket: WebSocket, token: str | None = None) -> None:
-        """The page's webcam: JPEG frames in, one JSON result per frame out."""
-        if not allowed(token):
-            await socket.close(code=1008, reason="a valid token is required")
-            return
+    async def browser_camera(socket: WebSocket) -> None:
+        """The page's webcam: JPEG frames in (binary messages), one JSON result per frame out;
+        a frame that cannot be used is answered with {"error": ...} and the session goes on."""
         await socket.accept()
         name = f"browser {next(service.sessions)}"
         service.board.camera(name)
@@ -243,23 +338,30 @@ def create_app(settings: ServeSettings) -> FastAPI:
         started = time.monotonic()
         index = 0
 
-        def process(image: np.ndarray) -> dict[str, Any]:
+        def process(data: bytes) -> dict[str, Any]:
+            image = decode_frame(data, settings.max_pixels)
             result = pipeline.process(Frame(image, index, time.monotonic() - started, name))
             service.board.add(name, stream.events(result), run=name)
             return result.to_json()
 
         try:
             while True:
-                data = await socket.receive_bytes()
-                t0 = time.perf_counter()
-                image = _decode(data) if len(data) <= upload_limit else None
-                if image is None or max(image.shape[:2]) > MAX_FRAME_SIDE:
-                    await socket.send_text(json.dumps({"error": "not a usable JPEG frame"}))
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    await socket.send_json({"error": "send frames as binary JPEG messages"})
                     continue
-                reply = await run_in_threadpool(process, image)
+                t0 = time.perf_counter()
+                try:
+                    reply = await run_in_threadpool(process, data)
+                except SourceError as exc:
+                    await socket.send_json({"error": str(exc)})
+                    continue
                 reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
                 reply["camera"] = name
-                await socket.send_text(json.dumps(reply))
+                await socket.send_json(reply)
                 index += 1
         except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             pass

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.events import Event, EventLog
-from maskwatch.stats import UNSETTLED, Row, summarise, summarise_rows
+from maskwatch.stats import UNSETTLED, Row, log_rows, summarise_rows
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
+from maskwatch.web.remote import plausible_rows
 
 RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000
@@ -81,11 +82,14 @@ class Board:
         return {"cameras": cameras, "recent": recent}
 
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
+        """People per period; rows with an impossible time (which no calendar can show) are
+        left out rather than failing every request."""
         if self.log is not None and self.log.exists():
-            return summarise(self.log, by, camera).to_json()
-        with self._lock:
-            rows = list(self._rows)
-        return summarise_rows(rows, by, camera).to_json()
+            rows = log_rows(self.log)
+        else:
+            with self._lock:
+                rows = list(self._rows)
+        return summarise_rows(plausible_rows(rows), by, camera).to_json()
 
     def close(self) -> None:
         with self._lock:

@@ -3,10 +3,11 @@
 "use strict";
 (() => {
   const SEND_WIDTH = 640;
+  const POLICY_VIOLATION = 1008;  // the server's close code for a refused session
   const video = document.getElementById("video");
   const overlay = document.getElementById("overlay");
   const grab = document.createElement("canvas");
-  const state = { lastResult: null, frames: 0, sentAt: 0, times: [] };
+  const state = { lastResult: null, frames: 0, sentAt: 0, times: [], refused: null };
   window.maskwatchPage = state;
   const $ = (id) => document.getElementById(id);
 
@@ -41,6 +42,7 @@
   }
 
   function send(socket) {
+    if (socket.readyState > WebSocket.OPEN) return;  // closing or closed: connect() takes over
     if (socket.readyState !== WebSocket.OPEN || !video.videoWidth) {
       setTimeout(() => send(socket), 50);
       return;
@@ -79,7 +81,12 @@
       send(socket);
     };
     socket.onclose = (event) => {
-      $("message").textContent = event.reason || "connection closed; retrying";
+      if (event.code === POLICY_VIOLATION) {  // refused (no or wrong token): retrying cannot help
+        state.refused = event.reason || "this server needs a token";
+        $("message").textContent = state.refused;
+        return;
+      }
+      $("message").textContent = `${event.reason || "connection closed"}; retrying`;
       setTimeout(connect, 2000);
     };
   }

@@ -1,0 +1,209 @@
+"""What stands between the network and the app: the token, the body's size and its deadline,
+checked before the app reads a byte of the body, and connection timers uvicorn lacks.
+
+`Guard` is a pure ASGI middleware (it sees the raw `receive` and `send`, so it can answer before
+any body is read or spooled): a request to a protected path without the token gets 401 at once,
+a declared body over the limit 413 at once, and a body that has not arrived within the deadline
+408. A response sent before the request's body was read whole closes the connection, so a
+refused client cannot keep streaming into it. Bodies without a Content-Length are counted while
+they stream by FastAPI's own `max_body_size` on the upload route.
+
+`guarded_h11` is uvicorn's h11 protocol with an idle timer from the moment a connection opens
+(uvicorn starts it only after a first response) and a deadline for a request's head, so idle or
+slowly dribbled connections are closed instead of held forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import h11
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+TOKEN_NEEDED = "this server needs a token"
+# The close reason must fit a WebSocket control frame (123 bytes).
+WS_TOKEN_REASON = f"{TOKEN_NEEDED}: open the address maskwatch serve printed (with ?token=)"
+HTTP_TOKEN_MESSAGE = f"{TOKEN_NEEDED}: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"
+POLICY_VIOLATION = 1008
+
+
+def given_token(scope: Scope) -> str | None:
+    """The token of a request or WebSocket handshake: a Bearer header, else ?token=."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
+def token_matches(given: str | None, expected: str | None) -> bool:
+    return expected is None or (
+        given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    )
+
+
+class BodyTimeout(HTTPException):
+    """The request body did not arrive within the deadline; answered 408 (and closed)."""
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    token: str | None
+    is_public: Callable[[str], bool]  # paths served without the token
+    max_body: int  # bytes; a declared Content-Length above it is refused unread
+    body_timeout: float  # seconds for a request's whole body to arrive
+    too_large: str  # the 413 message
+
+
+def _error_messages(status: int, message: str, close: bool) -> list[Message]:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+class Guard:
+    """Pure ASGI middleware; see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, settings: GuardSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        return self.settings.is_public(scope["path"]) or token_matches(
+            given_token(scope), self.settings.token
+        )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        # Accepted then closed: a browser sees a close code and reason only after a handshake.
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": WS_TOKEN_REASON})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings
+        pending = _has_body(scope)  # body bytes the client may still be sending
+        if not self._allowed(scope):
+            status, message = 401, HTTP_TOKEN_MESSAGE
+        elif (_declared_length(scope) or 0) > settings.max_body:
+            status, message = 413, settings.too_large
+        else:
+            status = 0
+        if status:
+            for reply in _error_messages(status, message, close=pending):
+                await send(reply)
+            return
+
+        deadline = asyncio.get_running_loop().time() + settings.body_timeout
+        started = False
+
+        async def receive_in_time() -> Message:
+            nonlocal pending
+            if not pending:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(
+                    408, f"the request body did not arrive within {settings.body_timeout:g} s"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                pending = False
+            return message
+
+        async def send_closing(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if pending:  # never drain the rest of a refused or unread body
+                    headers = [*message["headers"], (b"connection", b"close")]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, send_closing)
+        except BodyTimeout as exc:  # raised outside a route's own exception handling
+            if started:
+                raise
+            for reply in _error_messages(exc.status_code, str(exc.detail), close=True):
+                await send(reply)
+
+
+def guarded_h11(request_timeout: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing connections idle from the start (after uvicorn's own
+    `timeout_keep_alive`) and requests whose head does not arrive within `request_timeout`."""
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            waiting = self.conn.their_state is h11.IDLE  # bytes of a head, not all of it
+            if waiting and self._head_timer is None and not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(request_timeout, self._head_timeout)
+            elif not waiting:
+                self._cancel_head_timer()
+
+        def _head_timeout(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE:
+                self.timeout_keep_alive_handler()
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol

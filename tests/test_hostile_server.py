@@ -1,0 +1,438 @@
+"""`maskwatch serve` against hostile clients: the real CLI server (a subprocess on loopback with
+short timeouts), raw sockets for chunked and dribbled bodies, a real WebSocket client, a real
+Mosquitto, and image bombs made at test time. Each answer must be one `{"error": ...}`, the
+server must keep answering, nothing may be spooled or stored, and memory must stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import shutil
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from conftest import THREE_FACES
+from maskwatch.web.app import ServeSettings, create_app
+from test_cli import assert_one_line_error, run_cli
+from test_web import BROWSER_TESTS, CHROMIUM, _listening, free_port, wait_for
+
+TOKEN = "t0k"
+REQUEST_TIMEOUT = 1.5  # seconds; the server's --request-timeout here
+IDLE_TIMEOUT = 1
+
+
+def png_bomb(side: int = 40000) -> bytes:
+    """A valid 1-bit PNG of side x side black pixels: a few hundred KB that OpenCV would decode
+    into side*side*3 bytes (4.8 GB for 40000)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = bytes(1 + (side + 7) // 8)
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return png_bomb()  # so large that Pillow's own bomb guard refuses it
+
+
+@pytest.fixture(scope="module")
+def big() -> bytes:
+    return png_bomb(10_000)  # 100 megapixels: over our budget, under Pillow's guard
+
+
+@pytest.fixture(scope="module")
+def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.skip("needs mosquitto")
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), what="mosquitto")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Server:
+    def __init__(self, root: Path, broker: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.spool = root / "spool"  # the server's TMPDIR: where uploads would be spooled
+        self.spool.mkdir()
+        self.own: set[Path] = set()
+        self.events = root / "events.db"
+        self.log = root / "server.log"
+        self._log_file = open(self.log, "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(self.port),
+             "--token", TOKEN, "--max-upload-mb", "1", "--events", str(self.events),
+             "--mqtt", broker + "/site/#", "--request-timeout", str(REQUEST_TIMEOUT),
+             "--idle-timeout", str(IDLE_TIMEOUT)],
+            stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(self.spool)},
+        )  # fmt: skip
+        self.http = httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/api/v1/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")
+
+    def spooled(self) -> list[Path]:
+        """Files the server made in its TMPDIR since it started (uploads spooled to disk)."""
+        return [p for p in self.spool.rglob("*") if p.is_file() and p not in self.own]
+
+    def close(self) -> None:
+        self.http.close()
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self._log_file.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp("serve"), broker_url)
+    try:
+        wait_for(s.healthy, timeout=60, what="the server")
+        s.own = set(s.spool.rglob("*"))  # made by its libraries at startup
+        yield s
+    finally:
+        s.close()
+    assert "Traceback" not in s.log.read_text(), s.log.read_text()
+
+
+def assert_error(response: httpx.Response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str), body
+    for word in words:
+        assert word in body["error"], body["error"]
+    return str(body["error"])
+
+
+def raw_head(server: Server, head: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(head.encode())
+    return sock
+
+
+def upload_head(token: str, length: int | None = None) -> str:
+    size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    return (
+        "POST /api/v1/detect HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=zz\r\n"
+        f"{size}\r\n\r\n"
+    )
+
+
+PART = (
+    b'--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+    b"Content-Type: image/jpeg\r\n\r\n"
+)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, Any], bytes]:
+    """Status, JSON body and raw head of one response on a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, f"closed without a response: {data!r}"
+        data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        part = sock.recv(65536)
+        if not part:
+            break
+        body += part
+    return int(head.split()[1]), json.loads(body[:length]), head
+
+
+def stream_until_answered(sock: socket.socket, total: int, chunk: int = 64 * 1024) -> int:
+    """Send up to `total` bytes of a chunked body, stopping as soon as the server answers or
+    closes; returns the bytes sent."""
+    sent = 0
+    piece = b"%x\r\n" % chunk + b"\0" * chunk + b"\r\n"
+    while sent < total:
+        if select.select([sock], [], [], 0)[0]:
+            break
+        try:
+            sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += chunk
+    return sent
+
+
+BIG = 50 * 2**20
+
+
+def test_a_wrong_token_is_refused_before_the_body_is_read(server: Server) -> None:
+    with raw_head(server, upload_head("wrong")) as sock:
+        status, body, head = read_response(sock)  # answered with nothing of the body sent
+        assert status == 401 and "needs a token" in body["error"]
+        assert b"connection: close" in head.lower()
+        sent = stream_until_answered(sock, BIG)
+    assert sent < BIG, "the server kept reading a refused body"
+    assert server.spooled() == []
+    assert server.healthy()
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_streams(server: Server) -> None:
+    with raw_head(server, upload_head(TOKEN)) as sock:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(PART), PART))
+        sent = stream_until_answered(sock, BIG)
+        status, body, _ = read_response(sock)
+    assert status == 413 and "larger than 1 MB" in body["error"]
+    assert sent < 8 * 2**20, f"{sent} bytes accepted past a 1 MB limit"
+    assert server.spooled() == []
+    declared = server.http.post(
+        "/api/v1/detect", content=b"x" * (2 * 2**20), headers={"Content-Type": "image/png"}
+    )
+    assert_error(declared, 413, "--max-upload-mb")
+
+
+def test_a_dribbled_body_gets_408_and_a_dribbled_head_is_closed(server: Server) -> None:
+    with raw_head(server, upload_head(TOKEN, length=100_000)) as sock:
+        sock.sendall(PART)
+        for _ in range(200):  # would take 60 s to finish
+            if select.select([sock], [], [], 0.3)[0]:
+                break
+            sock.sendall(b"x")
+        status, body, _ = read_response(sock)
+    assert status == 408 and "did not arrive" in body["error"]
+
+    with raw_head(server, "GET /api/v1/health HTTP/1.1\r\n") as sock:
+        closed = False
+        for _ in range(200):
+            if select.select([sock], [], [], 0.3)[0]:
+                closed = sock.recv(100) == b""
+                break
+            sock.sendall(b"X")
+    assert closed, "a head dribbled for a minute was not cut off"
+    assert server.healthy()
+
+
+def test_idle_connections_neither_stop_the_server_nor_stay_open(server: Server) -> None:
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
+    try:
+        assert server.healthy()
+        open_ = list(idle)
+        for _ in range(100):
+            readable = select.select(open_, [], [], 0.3)[0]
+            open_ = [s for s in open_ if s not in readable or s.recv(1) != b""]
+            if not open_:
+                break
+        assert not open_, f"{len(open_)} of 300 idle connections still open"
+    finally:
+        for s in idle:
+            s.close()
+    assert server.healthy()
+
+
+def test_every_error_of_the_api_is_one_json_shape(server: Server) -> None:
+    http = server.http
+    photo = THREE_FACES.read_bytes()
+    assert_error(http.get("/nowhere"), 404)
+    assert_error(http.get("/api/v1/cameras/7/mjpeg"), 404, "no such camera")
+    assert_error(httpx.get(server.base + "/api/v1/stats"), 401, "needs a token")
+    assert_error(httpx.get(server.base + "/nowhere"), 401)  # unknown paths reveal nothing
+    assert_error(http.get("/api/v1/detect"), 405)
+    assert_error(http.post("/api/v1/detect"), 422, "image")
+    assert_error(http.post("/api/v1/detect", json={"image": "x"}), 422, "image")
+    assert_error(http.get("/api/v1/stats", params={"by": "week"}), 422, "minute")
+    two = [("image", ("a.jpg", photo)), ("image", ("b.jpg", photo))]
+    assert_error(http.post("/api/v1/detect", files=two), 400, "files")
+    extra = http.post("/api/v1/detect", files={"image": ("a.jpg", photo)}, data={"x": "1"})
+    assert_error(extra, 400, "fields")
+    assert_error(http.post("/api/v1/detect", files={"image": ("x.jpg", b"junk")}), 415)
+    assert_error(http.post("/api/v1/detect", files={"image": ("e.jpg", b"")}), 415, "empty")
+    ok = http.post("/api/v1/detect", files={"image": ("door.jpg", photo)})
+    assert ok.status_code == 200 and ok.json()["faces"]
+    spec = http.get("/openapi.json").json()
+    detect = spec["paths"]["/api/v1/detect"]["post"]
+    for status in ("400", "401", "408", "413", "415", "422", "500", "503"):
+        schema = detect["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}, status
+    assert {"HTTPBearer", "APIKeyQuery"} <= set(spec["components"]["securitySchemes"])
+
+
+def test_a_pixel_bomb_is_refused_from_its_header_by_upload_and_websocket(
+    server: Server, bomb: bytes, big: bytes, three_faces: np.ndarray
+) -> None:
+    before = server.peak_rss_mb()
+    refused = server.http.post("/api/v1/detect", files={"image": ("bomb.png", bomb)})
+    assert_error(refused, 413, "bomb.png", "too large")
+    refused = server.http.post("/api/v1/detect", files={"image": ("big.png", big)})
+    assert_error(refused, 413, "10000x10000", "50 megapixels")
+    frame = cv2.imencode(".jpg", cv2.resize(three_faces, (640, 480)))[1].tobytes()
+    url = f"ws://127.0.0.1:{server.port}/ws/detect"
+    with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        ws.send("hello")
+        assert "binary" in json.loads(ws.recv(timeout=10))["error"]
+        ws.send(bomb)
+        assert "too large" in json.loads(ws.recv(timeout=10))["error"]
+        ws.send(big)
+        assert "1920" in json.loads(ws.recv(timeout=10))["error"]
+        ws.send(frame)
+        assert json.loads(ws.recv(timeout=30))["faces"], "the session went on"
+    assert server.peak_rss_mb() - before < 300, "a bomb was decoded"
+    assert server.healthy()
+
+
+def test_the_websocket_takes_the_token_by_query_and_refuses_without_it(server: Server) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws/detect"
+    with connect(url + f"?token={TOKEN}") as ws:
+        ws.send("hi")
+        assert "error" in json.loads(ws.recv(timeout=10))
+    for address in (url, url + "?token=wrong"):
+        with connect(address) as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert closed.value.rcvd.reason.startswith("this server needs a token")
+
+
+def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
+    server: Server, broker_url: str
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    now = time.time()
+    good = {"camera": "site/door", "time": now, "source": "door", "frame": 1, "kind": "appear",
+            "track": 1, "label": None, "confidence": 0.9, "box": [1, 2, 3, 4]}  # fmt: skip
+    hostile = [
+        {**good, "time": 1e300},
+        {**good, "time": -5},
+        {**good, "time": "nan"},
+        {**good, "label": "clown"},
+        {**good, "kind": "explode"},
+        {**good, "camera": "c" * 5000},
+        {**good, "box": [1, 2, 3]},
+        {**good, "track": "inf"},
+    ]
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", int(broker_url.rsplit(":", 1)[1]))
+    client.loop_start()
+    try:
+
+        def subscribed() -> bool:  # the server's subscription is up once a probe arrives
+            client.publish("site/probe", json.dumps({**good, "camera": "site/probe"}), qos=1)
+            time.sleep(0.2)
+            return "site/probe" in server.http.get("/api/v1/stats").json()["cameras"]
+
+        wait_for(subscribed, what="the server's MQTT subscription")
+        for payload in hostile:
+            client.publish("site/door", json.dumps(payload), qos=1).wait_for_publish(10)
+        for raw in (b"not json", b"[" * 4000, b"{}" + b" " * 10_000):
+            client.publish("site/door", raw, qos=1).wait_for_publish(10)
+        client.publish("site/door", json.dumps(good), qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    stats = wait_for(
+        lambda: (
+            (s := server.http.get("/api/v1/stats")).status_code == 200
+            and s.json()["cameras"].get("site/door")
+            and s.json()
+        ),
+        what="the valid event",
+    )
+    assert stats["cameras"]["site/door"] == {"in_view": {"unsettled": 1}, "people_seen": 1}
+    with sqlite3.connect(server.events) as db:
+        times = [t for (t,) in db.execute("SELECT time FROM events e JOIN runs r ON r.id = e.run "
+                                          "WHERE r.source = 'site/door'")]  # fmt: skip
+    assert times == [pytest.approx(now, abs=1)]
+    warnings = server.log.read_text().count("ignoring an invalid event")
+    assert warnings == 1, "invalid events are warned about at most once per interval"
+
+
+def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> None:
+    photo = THREE_FACES.read_bytes()
+    app = create_app(ServeSettings(upload_slots=1, upload_queue=1))
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            files = {"image": ("door.jpg", photo)}
+            return list(
+                await asyncio.gather(
+                    *(client.post("/api/v1/detect", files=files) for _ in range(4))
+                )
+            )
+
+    replies = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in replies)
+    assert statuses == [200, 200, 503, 503], statuses
+    busy = next(r for r in replies if r.status_code == 503)
+    assert_error(busy, 503, "busy")
+    assert busy.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--port", "99999", "from 1 to 65535"),
+        ("--port", "0", "from 1 to 65535"),
+        ("--max-pixels", "0", "--max-pixels"),
+        ("--max-upload-mb", "nan", "finite"),
+        ("--request-timeout", "-1", "--request-timeout"),
+        ("--idle-timeout", "0", "--idle-timeout"),
+    ],
+)
+def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:
+    assert_one_line_error(run_cli("serve", option, value), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> None:
+    proc = subprocess.run(
+        ["node", str(BROWSER_TESTS / "refused.mjs"), server.base],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BROWSER_TESTS,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"].startswith("this server needs a token")
+    assert out["sockets"] == 1, "the page kept retrying a refused connection"
