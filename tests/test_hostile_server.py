@@ -257,11 +257,10 @@ def test_idle_connections_neither_stop_the_server_nor_stay_open(server: Server) 
     try:
         assert server.healthy()
         open_ = list(idle)
-        for _ in range(100):
+        give_up = time.monotonic() + 60  # far beyond the server's 1 s idle timeout
+        while open_ and time.monotonic() < give_up:
             readable = select.select(open_, [], [], 0.3)[0]
             open_ = [s for s in open_ if s not in readable or s.recv(1) != b""]
-            if not open_:
-                break
         assert not open_, f"{len(open_)} of 300 idle connections still open"
     finally:
         for s in idle:
@@ -301,7 +300,7 @@ def test_a_pixel_bomb_is_refused_from_its_header_by_upload_and_websocket(
 ) -> None:
     before = server.peak_rss_mb()
     refused = server.http.post("/api/v1/detect", files={"image": ("bomb.png", bomb)})
-    assert_error(refused, 413, "bomb.png", "too large")
+    assert_error(refused, 413, "bomb.png", "megapixels")
     refused = server.http.post("/api/v1/detect", files={"image": ("big.png", big)})
     assert_error(refused, 413, "10000x10000", "50 megapixels")
     frame = cv2.imencode(".jpg", cv2.resize(three_faces, (640, 480)))[1].tobytes()
@@ -310,7 +309,7 @@ def test_a_pixel_bomb_is_refused_from_its_header_by_upload_and_websocket(
         ws.send("hello")
         assert "binary" in json.loads(ws.recv(timeout=10))["error"]
         ws.send(bomb)
-        assert "too large" in json.loads(ws.recv(timeout=10))["error"]
+        assert "megapixels" in json.loads(ws.recv(timeout=10))["error"]
         ws.send(big)
         assert "1920" in json.loads(ws.recv(timeout=10))["error"]
         ws.send(frame)

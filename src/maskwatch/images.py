@@ -67,30 +67,32 @@ def _read_header(source: BinaryIO) -> Header | None:
 
 def _checked_header(source: BinaryIO, name: str, max_pixels: int) -> Header:
     """The header of an image within the pixel budget, else ImageTooLargeError / SourceError."""
-    try:
-        header = _read_header(source)
-    except _PillowBombError:
-        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        raise ImageTooLargeError(
-            f"{name}: the image is over {pillow_limit:.0f} megapixels, more than the limit of "
-            f"{megapixels(max_pixels)} (--max-pixels); refused unread"
-        ) from None
+    header = _read_header_within(source, name, max_pixels)
     if header is None:
         raise SourceError(f"{name}: not a readable image")
     check_pixels(header.width, header.height, max_pixels, name)
     return header
 
 
-def image_size(data: bytes, name: str = "image") -> tuple[int, int] | None:
-    """(width, height) from the header of an image in an allowed format, else None. Reads no
-    pixel data. A picture so large that Pillow's own decompression-bomb guard fires (far above
-    our default budget) raises ImageTooLargeError."""
+def _read_header_within(source: BinaryIO, name: str, max_pixels: int) -> Header | None:
+    """`_read_header`, with Pillow's own bomb guard (which fires far above our default budget)
+    said as our ImageTooLargeError."""
     try:
-        header = _read_header(io.BytesIO(data))
+        return _read_header(source)
     except _PillowBombError:
+        pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
         raise ImageTooLargeError(
-            f"{name}: the image is too large to decode; refused unread"
+            f"{name}: the image is over {pillow_limit:.0f} megapixels, more than the limit of "
+            f"{megapixels(max_pixels)} (--max-pixels); refused unread"
         ) from None
+
+
+def image_size(
+    data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[int, int] | None:
+    """(width, height) from the header of an image in an allowed format, else None. Reads no
+    pixel data. A picture so large that Pillow refuses to open it raises ImageTooLargeError."""
+    header = _read_header_within(io.BytesIO(data), name, max_pixels)
     return None if header is None else (header.width, header.height)
 
 

@@ -127,7 +127,7 @@ class Slots:
 def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     """A frame from the page, refused (SourceError) before decoding when larger than
     MAX_FRAME_SIDE a side or than the pixel budget."""
-    size = image_size(data, "frame")
+    size = image_size(data, "frame", max_pixels)
     if size is not None and max(size) > MAX_FRAME_SIDE:
         raise SourceError(
             f"frame: {size[0]}x{size[1]} pixels; frames may be at most {MAX_FRAME_SIDE} a side"
