@@ -37,8 +37,8 @@ class EventOutputs:
     on_event: Callable[[Event], None] | None = None
 
     def open(self, watch: Watch, source: str) -> None:
-        """Add each to `watch`, the log opened first (a log that is refused must leave no
-        other output behind); what is added is closed with the watch."""
+        """Add each to `watch`, to be closed with it. Called before the file outputs are made,
+        so that a log that is refused leaves no temporary file behind."""
         if self.mqtt is not None:
             watch.add_events(MqttOutput(self.mqtt, self.log))
         if self.alerts is not None:
@@ -113,9 +113,9 @@ def run_detect(
     try:
         with watch:
             watch.on_close(source.close)
-            events.open(watch, source.name)
-            if show:
+            if show:  # before the log, which a window that cannot open must not touch
                 watch.add(WindowOutput(annotator))
+            events.open(watch, source.name)
             if json_target:
                 watch.add(JsonLinesSink(json_target))
             if saver is not None:

@@ -99,7 +99,7 @@ class Event:
             confidence=float(data["confidence"]),
             box=(box[0], box[1], box[2], box[3]),
             previous=data.get("previous"),
-            camera=data.get("camera"),
+            camera=None if data.get("camera") is None else str(data["camera"]),
         )
 
     def to_json(self) -> dict[str, Any]:
