@@ -198,7 +198,7 @@ def _watching(args: argparse.Namespace, mqtt: str | None) -> WatchSettings:
         args,
         settle_frames=args.settle_frames,
         blur=args.blur,
-        alerts=alerts if alerts.handlers() else None,
+        alerts=alerts if alerts.command or alerts.webhook else None,
         mqtt=mqtt,
     )
 
