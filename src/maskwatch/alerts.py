@@ -1,5 +1,8 @@
 """Alerts when a `no_mask` (or `incorrect`) label settles: a command or a webhook, rate-limited,
-sent on a worker thread so the video never waits, and never fatal when they fail."""
+sent on a worker thread so the video never waits, and never fatal when they fail.
+
+`AlertSettings` says what to run and when (the command line's --alert-* options); each watch
+makes its own `AlertDispatcher`, an event output, from them."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -22,6 +25,7 @@ from maskwatch import __version__
 from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_INTERVAL
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
+from maskwatch.labels import canonical_label
 from maskwatch.types import CHANGE, SETTLE
 
 log = logging.getLogger("maskwatch")
@@ -156,6 +160,11 @@ class AlertDispatcher:
         self._worker = threading.Thread(target=self._run, name="maskwatch-alerts", daemon=True)
         self._worker.start()
 
+    def write(self, events: Sequence[Event], image: object = None) -> None:
+        """The event-output side: offer each event (the image is not sent)."""
+        for event in events:
+            self.offer(event)
+
     def offer(self, event: Event) -> bool:
         """Queue an alert for `event` if it is one that alerts and the limits allow it."""
         if not self.policy.wants(event):
@@ -189,3 +198,46 @@ class AlertDispatcher:
         self._worker.join(wait)
         if self._worker.is_alive():
             log.warning("%d alerts still queued were not sent", self._queue.qsize())
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """'no_mask,incorrect' (dataset names too) as canonical labels; MaskwatchError naming an
+    unknown one."""
+    labels = []
+    for name in text.split(","):
+        label = canonical_label(name)
+        if label is None:
+            raise MaskwatchError(f"--alert-labels: unknown label {name!r}")
+        labels.append(label)
+    return tuple(labels)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go and how often; checked when made, so that a bad command or URL is one
+    clear error before any frame is read."""
+
+    command: str | None = None
+    webhook: str | None = None
+    labels: tuple[str, ...] = ALERT_LABELS
+    track_interval: float = ALERT_TRACK_INTERVAL
+    global_interval: float = ALERT_GLOBAL_INTERVAL
+
+    def __post_init__(self) -> None:
+        self.handlers()
+
+    def handlers(self) -> list[AlertHandler]:
+        handlers: list[AlertHandler] = []
+        if self.command:
+            handlers.append(CommandAlert(self.command))
+        if self.webhook:
+            handlers.append(WebhookAlert(self.webhook))
+        return handlers
+
+    def dispatcher(self) -> AlertDispatcher | None:
+        """A new dispatcher (its own worker and rate limits), or None when nothing alerts."""
+        handlers = self.handlers()
+        if not handlers:
+            return None
+        policy = AlertPolicy(self.labels, self.track_interval, self.global_interval)
+        return AlertDispatcher(handlers, policy)

@@ -44,10 +44,11 @@ from maskwatch.errors import MaskwatchError
 from maskwatch.train.choices import AUGMENTS, FRAMINGS, RECIPES, SPLITS
 
 if TYPE_CHECKING:
-    from maskwatch.pipeline import Pipeline
+    from maskwatch.watch import WatchSettings
 
 log = logging.getLogger("maskwatch")
 Number = TypeVar("Number", int, float)
+Options = argparse.ArgumentParser | argparse._ArgumentGroup  # where add_argument is
 
 TRAIN_OPTIONS = (
     "out",
@@ -166,22 +167,43 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_pipeline(args: argparse.Namespace) -> Pipeline:
-    from maskwatch.classifier import MaskClassifier
-    from maskwatch.faces import YuNetDetector
-    from maskwatch.pipeline import Pipeline
-    from maskwatch.tracking import IoUTracker
+def _watch_settings(args: argparse.Namespace, **more: Any) -> WatchSettings:
+    """The detector options of any command that has them, with `more` of WatchSettings."""
+    from maskwatch.watch import WatchSettings
 
-    detector = YuNetDetector(
+    return WatchSettings(
         score_threshold=args.score_threshold,
-        min_side=args.detect_min_side,
-        video_side=args.detect_video_side,
+        detect_min_side=args.detect_min_side,
+        detect_video_side=args.detect_video_side,
+        **more,
     )
-    settle = getattr(args, "settle_frames", SETTLE_FRAMES)
-    return Pipeline(detector, MaskClassifier(args.model), IoUTracker(settle_frames=settle))
 
 
-def _detector_args(parser: argparse.ArgumentParser) -> None:
+def _watching(args: argparse.Namespace, mqtt: str | None) -> WatchSettings:
+    """Everything `_watch_args` added, for detect and serve alike."""
+    from maskwatch.alerts import AlertSettings, parse_labels
+
+    alerts = AlertSettings(
+        command=args.alert_cmd,
+        webhook=args.alert_webhook,
+        labels=parse_labels(args.alert_labels),
+        track_interval=args.alert_interval,
+        global_interval=args.alert_global_interval,
+    )
+    if mqtt is not None:
+        from maskwatch.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(mqtt)
+    return _watch_settings(
+        args,
+        settle_frames=args.settle_frames,
+        blur=args.blur,
+        alerts=alerts if alerts.command or alerts.webhook else None,
+        mqtt=mqtt,
+    )
+
+
+def _detector_args(parser: Options) -> None:
     parser.add_argument(
         "--score-threshold",
         type=within(float, SCORE_THRESHOLD_RANGE),
@@ -207,29 +229,71 @@ def _detector_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _alerts(args: argparse.Namespace) -> Any:
-    """The alert dispatcher the options ask for, or None."""
-    from maskwatch.alerts import AlertDispatcher, AlertPolicy, CommandAlert, WebhookAlert
-    from maskwatch.labels import canonical_label
-
-    handlers: list[Any] = []
-    if args.alert_cmd:
-        handlers.append(CommandAlert(args.alert_cmd))
-    if args.alert_webhook:
-        handlers.append(WebhookAlert(args.alert_webhook))
-    if not handlers:
-        return None
-    labels = []
-    for name in args.alert_labels.split(","):
-        label = canonical_label(name)
-        if label is None:
-            raise MaskwatchError(f"--alert-labels: unknown label {name!r}")
-        labels.append(label)
-    policy = AlertPolicy(tuple(labels), args.alert_interval, args.alert_global_interval)
-    return AlertDispatcher(handlers, policy)
+def _watch_args(parser: Options, publish: str) -> None:
+    """The options of a watch, one definition for `detect` and `serve --source`: blur, settle
+    frames, MQTT publishing (as `publish`), alerts and the detector's settings."""
+    parser.add_argument(
+        "--blur",
+        choices=BLUR_CHOICES,
+        default="none",
+        help="pixelate faces in shown, saved and streamed output: every face not seen wearing "
+        "a mask (no_mask: faces labelled no_mask, incorrect or uncertain), or all "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--settle-frames",
+        type=within(int, SETTLE_FRAMES_RANGE),
+        default=SETTLE_FRAMES,
+        help="frames a person's smoothed label must hold before it settles "
+        f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
+    )
+    parser.add_argument(
+        publish,
+        default=None,
+        metavar="URL",
+        help="publish events as JSON (QoS 1) to mqtt://host[:port]/topic, e.g. "
+        "mqtt://broker:1883/site/door-1 (needs the mqtt extra); with several server cameras "
+        "(serve --source), camera N publishes to topic/N",
+    )
+    parser.add_argument(
+        "--alert-cmd",
+        default=None,
+        metavar="CMD",
+        help="run CMD (no shell; event JSON on stdin and in $MASKWATCH_EVENT) when an "
+        "alerting label settles",
+    )
+    parser.add_argument(
+        "--alert-webhook",
+        default=None,
+        metavar="URL",
+        help="POST the event as JSON to URL when an alerting label settles",
+    )
+    parser.add_argument(
+        "--alert-labels",
+        default=",".join(ALERT_LABELS),
+        help="labels that alert, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alert-interval",
+        type=within(float, ALERT_INTERVAL_RANGE),
+        default=ALERT_TRACK_INTERVAL,
+        metavar="S",
+        help="at most one alert per person every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alert-global-interval",
+        type=within(float, ALERT_INTERVAL_RANGE),
+        default=ALERT_GLOBAL_INTERVAL,
+        metavar="S",
+        help="at most one alert in all every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
+    )
+    _detector_args(parser)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    from maskwatch.classifier import MaskClassifier
     from maskwatch.detect import EventOutputs, run_detect
     from maskwatch.sources import open_source
 
@@ -240,13 +304,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
         )
     if args.snapshots is not None and args.events is None:
         raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
-    pipeline = _load_pipeline(args)
+    settings = _watching(args, args.mqtt)
+    pipeline = settings.pipeline(MaskClassifier(args.model))
     mqtt = None
-    if args.mqtt:
+    if settings.mqtt:
         from maskwatch.mqtt import MqttPublisher
 
-        mqtt = MqttPublisher(args.mqtt)
-    events = EventOutputs(args.events, args.snapshots, _alerts(args), mqtt)
+        mqtt = MqttPublisher(settings.mqtt)
+    alerts = settings.alerts.dispatcher() if settings.alerts else None
+    events = EventOutputs(args.events, args.snapshots, alerts, mqtt)
     source = open_source(
         args.source,
         reconnect_attempts=args.reconnect,
@@ -259,7 +325,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         show=args.show,
         save=args.save,
         json_target=args.json,
-        blur=args.blur,
+        blur=settings.blur,
         events=events,
     )
     log.info("%s", summary.describe())
@@ -341,9 +407,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from maskwatch.classifier import MaskClassifier
     from maskwatch.demo import run_demo, summary_table
 
-    result = run_demo(_load_pipeline(args), args.out)
+    pipeline = _watch_settings(args).pipeline(MaskClassifier(args.model), tracked=False)
+    result = run_demo(pipeline, args.out)
     print(summary_table(result.results))
     print(f"\nannotated photos and contact sheet written to {args.out}/ (open {result.sheet})")
     return 0
@@ -468,6 +536,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         model=args.model,
         sources=list(args.source or []),
+        watch=_watching(args, args.mqtt_publish),
         events=args.events,
         mqtt=args.mqtt,
         token=token,
@@ -548,13 +617,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one JSON object per frame or image to OUT ('-': stdout)",
     )
     p.add_argument(
-        "--blur",
-        choices=BLUR_CHOICES,
-        default="none",
-        help="pixelate faces in shown and saved output: those without a mask or with one worn "
-        "incorrectly (no_mask), or all (default: %(default)s)",
-    )
-    p.add_argument(
         "--max-fps",
         type=within(float, MAX_FPS_RANGE),
         default=None,
@@ -571,13 +633,6 @@ def build_parser() -> argparse.ArgumentParser:
         "outage starts again)",
     )
     p.add_argument(
-        "--settle-frames",
-        type=within(int, SETTLE_FRAMES_RANGE),
-        default=SETTLE_FRAMES,
-        help="frames a person's smoothed label must hold before it settles "
-        f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
-    )
-    p.add_argument(
         "--events",
         type=Path,
         default=None,
@@ -592,48 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also save a face picture in DIR when a label settles or changes",
     )
-    p.add_argument(
-        "--mqtt",
-        default=None,
-        metavar="URL",
-        help="publish events as JSON (QoS 1) to mqtt://host[:port]/topic, e.g. "
-        "mqtt://broker:1883/site/door-1 (needs the mqtt extra)",
-    )
-    p.add_argument(
-        "--alert-cmd",
-        default=None,
-        metavar="CMD",
-        help="run CMD (no shell; event JSON on stdin and in $MASKWATCH_EVENT) when an "
-        "alerting label settles",
-    )
-    p.add_argument(
-        "--alert-webhook",
-        default=None,
-        metavar="URL",
-        help="POST the event as JSON to URL when an alerting label settles",
-    )
-    p.add_argument(
-        "--alert-labels",
-        default=",".join(ALERT_LABELS),
-        help="labels that alert, comma-separated (default: %(default)s)",
-    )
-    p.add_argument(
-        "--alert-interval",
-        type=within(float, ALERT_INTERVAL_RANGE),
-        default=ALERT_TRACK_INTERVAL,
-        metavar="S",
-        help="at most one alert per person every S seconds "
-        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
-    )
-    p.add_argument(
-        "--alert-global-interval",
-        type=within(float, ALERT_INTERVAL_RANGE),
-        default=ALERT_GLOBAL_INTERVAL,
-        metavar="S",
-        help="at most one alert in all every S seconds "
-        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
-    )
-    _detector_args(p)
+    _watch_args(p, "--mqtt")
     _max_pixels_arg(p)
     p.set_defaults(func=cmd_detect)
 
@@ -701,6 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cert", type=_existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=_existing_path, default=None, help="TLS private key")
+    watch = p.add_argument_group("server cameras (--source), as detect watches")
+    _watch_args(watch, "--mqtt-publish")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("classify", help="classify face crops (no detection)")

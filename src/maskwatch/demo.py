@@ -1,8 +1,10 @@
-"""`maskwatch demo`: the whole pipeline on the six sample photos, no camera needed."""
+"""`maskwatch demo`: the whole pipeline on the six sample photos, no camera needed: one `Watch`
+whose frame output writes each annotated photo and keeps it for the contact sheet."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +13,13 @@ import numpy as np
 
 from maskwatch import hub
 from maskwatch.atomic import make_folder, write_bytes
-from maskwatch.draw import draw_faces
+from maskwatch.draw import Annotator
 from maskwatch.images import load_image
 from maskwatch.labels import CANONICAL, UNCERTAIN
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import encode_image
 from maskwatch.types import Frame, FrameResult
+from maskwatch.watch import Watch
 
 SHEET_CELL = 480
 
@@ -92,24 +95,45 @@ def summary_table(results: list[FrameResult]) -> str:
     return "\n".join(lines)
 
 
+class DemoOutput:
+    """A frame output: each photo annotated into `out_dir`, kept for the contact sheet."""
+
+    def __init__(self, out_dir: Path, annotator: Annotator) -> None:
+        self.out_dir = out_dir
+        self.annotator = annotator
+        self.results: list[FrameResult] = []
+        self.annotated: list[Path] = []
+        self.tiles: list[np.ndarray] = []
+
+    def write(self, result: FrameResult) -> None:
+        annotated = self.annotator(result)
+        target = self.out_dir / f"annotated_{Path(result.frame.source).name}"
+        write_bytes(target, encode_image(target, annotated))
+        self.results.append(result)
+        self.annotated.append(target)
+        self.tiles.append(annotated)
+
+    def close(self, ok: bool = True) -> None:
+        pass
+
+
+def _samples() -> Iterator[Frame]:
+    for index, entry in enumerate(hub.SAMPLES):
+        path = hub.fetch(entry.name)
+        yield Frame(image=load_image(path), index=index, time=0.0, source=str(path), still=True)
+
+
 def run_demo(pipeline: Pipeline, out_dir: Path) -> DemoResult:
     """Fetch the samples through the verifying cache, annotate each, write a contact sheet."""
     make_folder(out_dir)  # a folder that cannot be made is reported before any work
-    results, annotated_paths, tiles, captions = [], [], [], []
-    for index, entry in enumerate(hub.SAMPLES):
-        path = hub.fetch(entry.name)
-        image = load_image(path)
-        frame = Frame(image=image, index=index, time=0.0, source=str(path), still=True)
-        result = pipeline.process(frame)
-        annotated = draw_faces(image, result.faces)
-        target = out_dir / f"annotated_{entry.filename}"
-        write_bytes(target, encode_image(target, annotated))
-        results.append(result)
-        annotated_paths.append(target)
-        tiles.append(annotated)
-        counts = _counts(result)
-        found = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
-        captions.append(f"{entry.filename[:8]}: {found or 'no face found'}")
+    output = DemoOutput(out_dir, Annotator())
+    with Watch(pipeline) as watch:
+        watch.add(output)
+        watch.run(_samples())
+    captions = []
+    for result in output.results:
+        found = ", ".join(f"{n} {label}" for label, n in sorted(_counts(result).items()))
+        captions.append(f"{Path(result.frame.source).name[:8]}: {found or 'no face found'}")
     sheet_path = out_dir / "contact_sheet.jpg"
-    write_bytes(sheet_path, encode_image(sheet_path, contact_sheet(tiles, captions)))
-    return DemoResult(results, annotated_paths, sheet_path)
+    write_bytes(sheet_path, encode_image(sheet_path, contact_sheet(output.tiles, captions)))
+    return DemoResult(output.results, output.annotated, sheet_path)

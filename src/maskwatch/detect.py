@@ -1,46 +1,28 @@
-"""The detect loop: frames from a source through the pipeline into the chosen sinks."""
+"""`maskwatch detect`: a source's frames through one `Watch` into the outputs the options ask
+for (window, annotated images or video, JSON lines; event log, alerts, MQTT, a callback)."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
 from maskwatch.atomic import writes_in_place
-from maskwatch.draw import draw_faces, draw_fps
+from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
-from maskwatch.events import Event, EventLog, EventStream
-from maskwatch.mqtt import MqttPublisher
+from maskwatch.events import Event, EventLog
+from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
-from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
+from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
 from maskwatch.sources import VIDEO_SUFFIXES, Source
 from maskwatch.types import FrameResult
+from maskwatch.watch import Callback, Summary, Watch
 
 log = logging.getLogger("maskwatch")
 STDOUT = Path("/dev/stdout")
-
-
-@dataclass
-class DetectSummary:
-    """What one run saw: frames processed, faces per label, files written."""
-
-    frames: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    events: Counter[str] = field(default_factory=Counter)
-    written: list[Path] = field(default_factory=list)
-
-    def describe(self) -> str:
-        faces = sum(self.labels.values())
-        parts = ", ".join(f"{label} {n}" for label, n in sorted(self.labels.items()))
-        text = f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
-        if self.events:
-            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.events.items()))
-            text += f"; events: {kinds}"
-        return text
+DetectSummary = Summary  # the name run_detect's callers know
 
 
 @dataclass
@@ -54,26 +36,52 @@ class EventOutputs:
     mqtt: MqttPublisher | None = None
     on_event: Callable[[Event], None] | None = None
 
+    def open(self, watch: Watch, source: str) -> None:
+        """Add each to `watch`, to be closed with it. Called before the file outputs are made,
+        so that a log that is refused leaves no temporary file behind."""
+        if self.mqtt is not None:
+            watch.add_events(MqttOutput(self.mqtt, self.log))
+        if self.alerts is not None:
+            watch.add_events(self.alerts)
+        if self.log is not None:
+            watch.add_events(EventLog(self.log, source, self.snapshots))
+        if self.on_event is not None:
+            watch.add_events(Callback(self.on_event))
 
-def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
-    if str(save) == "-":
-        save = STDOUT
-    video_source = source.live or source.fps > 0
-    if save.suffix.lower() in VIDEO_SUFFIXES or (video_source and writes_in_place(save)):
-        return VideoSink(save, source.fps)
-    if video_source:
-        raise OutputError(f"--save {save}: a video source needs a .mp4 or .avi output name")
-    return ImageSink(save)
 
+class SaveOutput:
+    """`--save`: an annotated video or images, chosen at the first frame, when the source
+    knows its frame rate."""
 
-def _closing(stack: ExitStack, close: Callable[[bool], None]) -> None:
-    """Have `stack` call `close(ok)`, ok being whether the block ended without an error."""
+    def __init__(self, save: Path, source: Source, annotator: Annotator) -> None:
+        self.save = STDOUT if str(save) == "-" else save
+        self.source = source
+        self.annotator = annotator
+        self.sink: ImageSink | VideoSink | None = None
 
-    def exit_(exc_type: type[BaseException] | None, *_: object) -> bool:
-        close(exc_type is None)
-        return False
+    def _open(self) -> ImageSink | VideoSink:
+        video_source = self.source.live or self.source.fps > 0
+        suffix = self.save.suffix.lower()
+        if suffix in VIDEO_SUFFIXES or (video_source and writes_in_place(self.save)):
+            return VideoSink(self.save, self.source.fps, self.annotator)
+        if video_source:
+            raise OutputError(
+                f"--save {self.save}: a video source needs a .mp4 or .avi output name"
+            )
+        return ImageSink(self.save, self.annotator)
 
-    stack.push(exit_)
+    def write(self, result: FrameResult) -> None:
+        if self.sink is None:
+            self.sink = self._open()
+        self.sink.write(result)
+
+    def close(self, ok: bool = True) -> None:
+        if self.sink is not None:
+            self.sink.close(ok)
+
+    @property
+    def written(self) -> list[Path]:
+        return self.sink.written if self.sink is not None else []
 
 
 def run_detect(
@@ -84,84 +92,41 @@ def run_detect(
     json_target: str | None = None,
     blur: str = "none",
     events: EventOutputs | None = None,
-) -> DetectSummary:
+    camera: str | None = None,
+) -> Summary:
     """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
 
     Outputs are completed on a normal end or Ctrl-C and discarded on an error; the event log
     keeps every event written before an error. Every output is closed whatever happens to the
     others, and the first error is the one raised. Events that could not reach the MQTT broker
     are an error raised after every output is complete (they are still in the event log).
+    `camera` names the events (by default the MQTT topic, if any).
     """
     if json_target == "-" and save is not None and str(save) in ("-", str(STDOUT)):
         raise OutputError("--save and --json cannot both write to stdout")
-    summary = DetectSummary()
     events = events or EventOutputs()
-    meter = FpsMeter()
-    stream = EventStream()
-    with ExitStack() as stack:
-        stack.callback(source.close)
-        if events.mqtt is not None:
-            stack.callback(events.mqtt.close)
-        if events.alerts is not None:
-            stack.callback(events.alerts.close)
-        window = WindowSink() if show else None
-        if window is not None:
-            stack.callback(window.close)
-        # Opened before the file sinks, whose temporary files a refused log would leave behind.
-        event_log = EventLog(events.log, source.name, events.snapshots) if events.log else None
-        if event_log is not None:
-            stack.callback(event_log.close)
-        json_sink = JsonLinesSink(json_target) if json_target else None
-        if json_sink is not None:
-            _closing(stack, json_sink.close)
-        saver: ImageSink | VideoSink | None = None
-
-        def emit(result: FrameResult) -> None:
-            if not result.changes:
-                return
-            happened = stream.events(result)
-            summary.events.update(e.kind for e in happened)
-            if event_log is not None:
-                event_log.write(happened, result.frame.image)
-            for event in happened:
-                if events.alerts is not None:
-                    events.alerts.offer(event)
-                if events.mqtt is not None:
-                    events.mqtt.publish(event)
-                if events.on_event is not None:
-                    events.on_event(event)
-
-        try:
-            for frame in source.frames():
-                result = pipeline.process(frame)
-                summary.frames += 1
-                summary.labels.update(result.faces.labels)
-                emit(result)
-                if json_sink:
-                    json_sink.write(result)
-                if window is None and save is None:
-                    continue
-                annotated = draw_faces(frame.image, result.faces, blur)
-                if save is not None:
-                    if saver is None:  # made at the first frame, when the source knows its fps
-                        saver = _save_sink(save, source)
-                        _closing(stack, saver.close)
-                    saver.write(result, annotated)
-                if window is not None:
-                    draw_fps(annotated, meter.tick())
-                    if not window.show(annotated):
-                        break
-        except KeyboardInterrupt:
-            log.warning("interrupted; finishing outputs")
-        ending = pipeline.finish()
-        if ending is not None:
-            emit(ending)
-        if source.read == 0:
-            raise SourceError(f"{source.name}: nothing could be read")
+    if camera is None and events.mqtt is not None:
+        camera = events.mqtt.target.topic
+    annotator = Annotator(blur)
+    saver = SaveOutput(save, source, annotator) if save is not None else None
+    watch = Watch(pipeline, camera)
+    try:
+        with watch:
+            watch.on_close(source.close)
+            if show:  # before the log, which a window that cannot open must not touch
+                watch.add(WindowOutput(annotator))
+            events.open(watch, source.name)
+            if json_target:
+                watch.add(JsonLinesSink(json_target))
+            if saver is not None:
+                watch.add(saver)
+            watch.run(source.frames())
+            if source.read == 0:
+                raise SourceError(f"{source.name}: nothing could be read")
+    except OutputError:
+        if events.mqtt is not None and events.mqtt.unsent:  # the run itself was complete
+            log.info("%s", watch.summary.describe())
+        raise
     if saver is not None:
-        summary.written = saver.written
-    if events.mqtt is not None and events.mqtt.unsent:
-        log.info("%s", summary.describe())
-        where = f"; they are in {events.log}" if events.log else ""
-        raise OutputError(events.mqtt.unsent_message() + where)
-    return summary
+        watch.summary.written = saver.written
+    return watch.summary

@@ -1,12 +1,14 @@
-"""Overlays: a coloured box and "Mask 97%" label per face, and an FPS counter."""
+"""Overlays: a coloured box and "Mask 97%" label per face, pixelated faces, an FPS counter, and
+the `Annotator` that every annotating output (saved images and video, the window, a server
+camera's MJPEG stream) owns."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from maskwatch.labels import COLOURS, DISPLAY
-from maskwatch.types import NO_TRACK, Faces
+from maskwatch.labels import COLOURS, DISPLAY, MASK
+from maskwatch.types import NO_TRACK, Faces, FrameResult
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -34,15 +36,16 @@ def _put_label(
 
 
 def blur_faces(image: np.ndarray, faces: Faces, which: str) -> np.ndarray:
-    """A copy of `image` with faces made unrecognisable (strong pixelation): those labelled
-    `no_mask` (or `incorrect`), or all of them. `which` is one of defaults.BLUR_CHOICES."""
+    """A copy of `image` with faces made unrecognisable (strong pixelation): with "no_mask" every
+    face not labelled `mask` (`no_mask`, `incorrect`, and `uncertain` too: privacy errs on the
+    safe side), with "all" every face. `which` is one of defaults.BLUR_CHOICES."""
     if which == "none" or len(faces) == 0:
         return image
     out = image.copy()
     height, width = out.shape[:2]
     for i, box in enumerate(faces.boxes):
         label = faces.labels[i] if faces.labels else None
-        if which == "no_mask" and label not in ("no_mask", "incorrect"):
+        if which == "no_mask" and label == MASK:
             continue
         x1, y1, x2, y2 = (round(float(v)) for v in box)
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
@@ -75,3 +78,18 @@ def draw_fps(image: np.ndarray, fps: float) -> None:
     text = f"{fps:.1f} FPS"
     cv2.putText(image, text, (10, 28), _FONT, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
     cv2.putText(image, text, (10, 28), _FONT, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
+
+
+class Annotator:
+    """Draws a result's faces (blurred as `blur` asks) once per result, however many outputs
+    show it: the window and a saved video share one drawing."""
+
+    def __init__(self, blur: str = "none") -> None:
+        self.blur = blur
+        self._last: tuple[FrameResult, np.ndarray] | None = None
+
+    def __call__(self, result: FrameResult) -> np.ndarray:
+        """The annotated frame; callers that draw on it must copy it first."""
+        if self._last is None or self._last[0] is not result:
+            self._last = (result, draw_faces(result.frame.image, result.faces, self.blur))
+        return self._last[1]

@@ -1,9 +1,10 @@
 """The event stream: a person appears, their label settles or changes, they leave.
 
 `EventStream` turns the tracker's changes in each `FrameResult` into `Event`s with wall-clock
-times; `EventLog` keeps them in SQLite (time, track, label, confidence; a face snapshot only
-when a snapshot folder is given). Python callers get events through `run_detect(on_event=...)`
-or by feeding `EventStream.events` their own results.
+times and the camera's name; watch.py hands them to event outputs (`write(events, image)` and
+`close()`), of which `EventLog` is one: it keeps them in SQLite (time, track, label,
+confidence; a face snapshot only when a snapshot folder is given). Python callers get events
+through `run_detect(events=EventOutputs(on_event=...))` or a `Watch` with a `Callback`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ class Event:
     confidence: float
     box: tuple[float, float, float, float]
     previous: str | None = None
+    camera: str | None = None  # the name the dashboard and MQTT know the camera by
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Event:
@@ -96,10 +99,14 @@ class Event:
             confidence=float(data["confidence"]),
             box=(box[0], box[1], box[2], box[3]),
             previous=data.get("previous"),
+            camera=None if data.get("camera") is None else str(data["camera"]),
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The event's JSON (alerts, MQTT, the dashboard): `camera` only when it has one."""
+        camera = {"camera": self.camera} if self.camera is not None else {}
         return {
+            **camera,
             "time": round(self.time, 3),
             "source": self.source,
             "frame": self.frame,
@@ -113,10 +120,12 @@ class Event:
 
 
 class EventStream:
-    """Makes events from the pipeline's results, stamped from `started` (Unix seconds)."""
+    """Makes events from the pipeline's results, stamped from `started` (Unix seconds) and
+    named after `camera`: the one place an event gets its camera."""
 
-    def __init__(self, started: float | None = None) -> None:
+    def __init__(self, started: float | None = None, camera: str | None = None) -> None:
         self.started = time.time() if started is None else started
+        self.camera = camera
 
     def events(self, result: FrameResult) -> list[Event]:
         frame = result.frame
@@ -136,6 +145,7 @@ class EventStream:
                     float(change.box[3]),
                 ),
                 previous=change.previous,
+                camera=self.camera,
             )
             for change in result.changes
         ]
@@ -278,7 +288,6 @@ class EventLog:
             self.close()
             raise _cannot_write(self.path, exc) from exc
         self.run = int(cursor.lastrowid or 0)
-        self.written = 0
 
     def _snapshot(self, event: Event, image: np.ndarray) -> str | None:
         if self.snapshots is None or event.kind not in SNAPSHOT_KINDS:
@@ -294,7 +303,8 @@ class EventLog:
         write_bytes(self.snapshots / name, data.tobytes())
         return name
 
-    def write(self, events: list[Event], image: np.ndarray | None = None) -> None:
+    def write(self, events: Sequence[Event], image: np.ndarray | None = None) -> None:
+        """Append one frame's events in one transaction (snapshots cut from `image`)."""
         if not events:
             return
         rows = [
@@ -322,7 +332,6 @@ class EventLog:
                 )
         except sqlite3.Error as exc:
             raise _cannot_write(self.path, exc) from exc
-        self.written += len(rows)
 
     def close(self) -> None:
         """Close the log; what was committed stays (a failing close is logged, not raised,

@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event
 
 log = logging.getLogger("maskwatch")
@@ -145,7 +146,9 @@ class MqttPublisher:
         return f"{self.unsent} events were not sent to the MQTT broker {where} ({why})"
 
     def publish(self, event: Event) -> None:
-        payload = json.dumps({"camera": self.target.topic, **event.to_json()})
+        """Send `event` (queued while the broker is away). On the broker a camera is its topic,
+        so that is the event's camera there."""
+        payload = json.dumps(replace(event, camera=self.target.topic).to_json())
         with self._lock:
             connected = self._connected
         if connected:
@@ -162,6 +165,26 @@ class MqttPublisher:
                 time.sleep(0.05)
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class MqttOutput:
+    """A publisher as a watch's event output. Closing it is an error when events never reached
+    the broker: a run must not end as if they had (they are still in `kept_in`, the event
+    log, when there is one)."""
+
+    def __init__(self, publisher: MqttPublisher, kept_in: Path | None = None) -> None:
+        self.publisher = publisher
+        self.kept_in = kept_in
+
+    def write(self, events: Sequence[Event], image: object = None) -> None:
+        for event in events:
+            self.publisher.publish(event)
+
+    def close(self) -> None:
+        self.publisher.close()
+        if self.publisher.unsent:
+            where = f"; they are in {self.kept_in}" if self.kept_in else ""
+            raise OutputError(self.publisher.unsent_message() + where)
 
 
 MQTT_MAX_PAYLOAD = 4096  # bytes of one event; larger messages are dropped unparsed

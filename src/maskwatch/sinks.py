@@ -1,4 +1,6 @@
-"""Where results go: a window, annotated images or video, JSON lines.
+"""Frame outputs: where each frame's result goes (a window, annotated images or video, JSON
+lines). Each has `write(result)` and `close(ok)`; the annotating ones own an `Annotator` and so
+their blur mode. watch.py drives them.
 
 Every file sink writes through maskwatch.atomic: a file under a temporary name renamed on close,
 so an interrupted run leaves either the previous file or a complete new one; a device or pipe
@@ -27,9 +29,11 @@ from maskwatch.atomic import (
     writes_in_place,
 )
 from maskwatch.cvlog import quiet_opencv
+from maskwatch.draw import Annotator, draw_fps
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES
 from maskwatch.types import FrameResult
+from maskwatch.watch import Stop
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})
 SYSTEM_FONTS = "/usr/share/fonts/truetype/dejavu"
@@ -84,6 +88,25 @@ class WindowSink:
     def close(self) -> None:
         cv2.destroyWindow(self.title)
         cv2.waitKey(1)
+
+
+class WindowOutput:
+    """The window as a frame output: each annotated frame with an FPS counter; raises `Stop`
+    when the user quits (q, Esc or closing the window)."""
+
+    def __init__(self, annotator: Annotator) -> None:
+        self.annotator = annotator
+        self.window = WindowSink()
+        self._meter = FpsMeter()
+
+    def write(self, result: FrameResult) -> None:
+        image = self.annotator(result).copy()
+        draw_fps(image, self._meter.tick())
+        if not self.window.show(image):
+            raise Stop
+
+    def close(self, ok: bool = True) -> None:
+        self.window.close()
 
 
 class JsonLinesSink:
@@ -162,8 +185,9 @@ class ImageSink:
     """Annotated images: one file when OUT has an image suffix, else files named after their
     sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, annotator: Annotator | None = None) -> None:
         self.out = out
+        self.annotator = annotator or Annotator()
         self.single = out.suffix.lower() in IMAGE_SUFFIXES or writes_in_place(out)
         self._used: set[str] = set()
         self.written: list[Path] = []
@@ -180,9 +204,9 @@ class ImageSink:
         self._used.add(name)
         return self.out / name
 
-    def write(self, result: FrameResult, annotated: np.ndarray) -> None:
+    def write(self, result: FrameResult) -> None:
         target = self._target(result.frame.source)
-        write_bytes(target, encode_image(target, annotated))
+        write_bytes(target, encode_image(target, self.annotator(result)))
         if target not in self.written:
             self.written.append(target)
 
@@ -201,8 +225,9 @@ class VideoSink:
 
     SPACE_CHECK_FRAMES = 25
 
-    def __init__(self, out: Path, fps: float) -> None:
+    def __init__(self, out: Path, fps: float, annotator: Annotator | None = None) -> None:
         self.out = out
+        self.annotator = annotator or Annotator()
         self.fps = fps if fps > 0 else 25.0
         suffix = out.suffix.lower()
         self.suffix = suffix if suffix in VIDEO_FOURCC else ".avi"
@@ -212,7 +237,8 @@ class VideoSink:
         self.frames = 0
         self.written: list[Path] = []
 
-    def write(self, result: FrameResult, annotated: np.ndarray) -> None:
+    def write(self, result: FrameResult) -> None:
+        annotated = self.annotator(result)
         if self._writer is None:
             fourcc = VIDEO_FOURCC[self.suffix]
             self._size = (annotated.shape[1], annotated.shape[0])

@@ -45,14 +45,12 @@ from maskwatch.defaults import (
     STATS_PERIODS,
 )
 from maskwatch.errors import ImageTooLargeError, SourceError
-from maskwatch.events import EventStream
-from maskwatch.faces import YuNetDetector
 from maskwatch.images import decode_image, image_size
 from maskwatch.pipeline import Pipeline
-from maskwatch.tracking import IoUTracker
 from maskwatch.types import Frame
+from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import Board
-from maskwatch.web.cameras import Camera
+from maskwatch.web.cameras import BoardEvents, Camera
 from maskwatch.web.guard import Guard, GuardSettings
 from maskwatch.web.remote import remote_event
 
@@ -68,6 +66,7 @@ PUBLIC_PATHS = frozenset({"/", "/dashboard", "/api/v1/health", "/docs", "/openap
 class ServeSettings:
     model: Path | None = None
     sources: list[str] = field(default_factory=list)
+    watch: WatchSettings = field(default_factory=WatchSettings)  # server cameras, as detect's
     events: Path | None = None
     mqtt: str | None = None
     token: str | None = None
@@ -137,7 +136,8 @@ def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
 
 class Service:
     """The models and cameras behind the app. The classifier is shared (ONNX Runtime runs are
-    thread-safe); each camera and browser session gets its own detector and tracker."""
+    thread-safe); each camera and browser session runs its own `Watch`, with its own detector
+    and tracker, into the board (server cameras also into alerts and MQTT, as detect's)."""
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
@@ -151,12 +151,37 @@ class Service:
         self._subscriber: Any = None
 
     def pipeline(self, tracked: bool = True) -> Pipeline:
-        return Pipeline(YuNetDetector(), self.classifier, IoUTracker() if tracked else None)
+        return self.settings.watch.pipeline(self.classifier, tracked)
+
+    def camera_watch(self, name: str) -> Watch:
+        """The watch of a server camera: the board, and alerts and MQTT publishing as asked
+        (with several cameras, camera N publishes to the topic's subtopic N)."""
+        watch = Watch(self.pipeline(), name)
+        watch.add_events(BoardEvents(self.board, name))
+        settings = self.settings.watch
+        alerts = settings.alerts.dispatcher() if settings.alerts else None
+        if alerts is not None:
+            watch.add_events(alerts)
+        if settings.mqtt:
+            from maskwatch.mqtt import MqttOutput, MqttPublisher
+
+            url = settings.mqtt
+            if len(self.settings.sources) > 1:
+                url = f"{url.rstrip('/')}/{name.rsplit(' ', 1)[-1]}"
+            watch.add_events(MqttOutput(MqttPublisher(url), self.settings.events))
+        return watch
+
+    def browser_watch(self, name: str) -> Watch:
+        """The watch of a browser session: the board, as one run of its own."""
+        watch = Watch(self.pipeline(), name)
+        watch.add_events(BoardEvents(self.board, name, run=name))
+        return watch
 
     def start(self) -> None:
         for i, spec in enumerate(self.settings.sources, 1):
             name = f"camera {i}"
-            self.cameras[name] = Camera(name, spec, self.pipeline, self.board)
+            self.board.camera(name)
+            self.cameras[name] = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
         if self.settings.mqtt:
             from maskwatch.mqtt import MqttSubscriber
 
@@ -332,43 +357,37 @@ def create_app(settings: ServeSettings) -> FastAPI:
         a frame that cannot be used is answered with {"error": ...} and the session goes on."""
         await socket.accept()
         name = f"browser {next(service.sessions)}"
-        service.board.camera(name)
-        pipeline = service.pipeline()
-        stream = EventStream()
         started = time.monotonic()
         index = 0
 
         def process(data: bytes) -> dict[str, Any]:
             image = decode_frame(data, settings.max_pixels)
-            result = pipeline.process(Frame(image, index, time.monotonic() - started, name))
-            service.board.add(name, stream.events(result), run=name)
-            return result.to_json()
+            frame = Frame(image, index, time.monotonic() - started, name)
+            return watch.process(frame).to_json()
 
-        try:
-            while True:
-                message = await socket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("bytes")
-                if data is None:
-                    await socket.send_json({"error": "send frames as binary JPEG messages"})
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    reply = await run_in_threadpool(process, data)
-                except SourceError as exc:
-                    await socket.send_json({"error": str(exc)})
-                    continue
-                reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
-                reply["camera"] = name
-                await socket.send_json(reply)
-                index += 1
-        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
-            pass
-        finally:
-            ending = pipeline.finish()
-            if ending is not None:
-                service.board.add(name, stream.events(ending), run=name)
-            service.board.end_run(name, run=name)
+        with service.browser_watch(name) as watch:
+            try:
+                while True:
+                    message = await socket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    data = message.get("bytes")
+                    if data is None:
+                        await socket.send_json({"error": "send frames as binary JPEG messages"})
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        reply = await run_in_threadpool(process, data)
+                    except SourceError as exc:
+                        await socket.send_json({"error": str(exc)})
+                        continue
+                    reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+                    reply["camera"] = name
+                    await socket.send_json(reply)
+                    index += 1
+            except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+                pass
+            finally:
+                watch.finish()
 
     return app

@@ -1,19 +1,24 @@
-"""Server-side cameras for `serve --source`: each runs the pipeline on its own thread and keeps
-its newest annotated frame as JPEG for the page's MJPEG stream."""
+"""Server-side cameras for `serve --source`, and the outputs of every watch the server runs.
+
+Each camera runs one `Watch` on its own thread, with the outputs `detect` would have (alerts,
+MQTT, blur as the options say) plus the dashboard board and a buffer keeping the newest
+annotated frame as JPEG for the page's MJPEG stream."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import cv2
+import numpy as np
 
-from maskwatch.draw import draw_faces
+from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
-from maskwatch.events import EventStream
-from maskwatch.pipeline import Pipeline
+from maskwatch.events import Event
 from maskwatch.sources import open_source
+from maskwatch.types import Frame, FrameResult
+from maskwatch.watch import Watch
 from maskwatch.web.board import Board
 
 log = logging.getLogger("maskwatch")
@@ -21,52 +26,96 @@ log = logging.getLogger("maskwatch")
 JPEG_QUALITY = 80
 
 
+class BoardEvents:
+    """The dashboard as an event output of one camera's run (a process, a browser session)."""
+
+    def __init__(self, board: Board, camera: str, run: str = "") -> None:
+        self.board = board
+        self.camera = camera
+        self.run = run
+        board.camera(camera)
+
+    def write(self, events: Sequence[Event], image: np.ndarray | None = None) -> None:
+        self.board.add(self.camera, list(events), run=self.run)
+
+    def close(self) -> None:
+        self.board.end_run(self.camera, run=self.run)
+
+
+class JpegBuffer:
+    """The newest annotated frame as JPEG, for any number of MJPEG readers (a frame output)."""
+
+    def __init__(self, annotator: Annotator) -> None:
+        self.annotator = annotator
+        self.frames = 0
+        self.closed = False
+        self._jpeg: bytes | None = None
+        self._cond = threading.Condition()
+
+    def write(self, result: FrameResult) -> None:
+        ok, data = cv2.imencode(
+            ".jpg", self.annotator(result), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+        )
+        with self._cond:
+            self.frames += 1
+            self._jpeg = data.tobytes() if ok else self._jpeg
+            self._cond.notify_all()
+
+    def close(self, ok: bool = True) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def _changed(self, seen: int) -> Callable[[], bool]:
+        return lambda: self.frames != seen or self.closed
+
+    def jpegs(self, stop: threading.Event) -> Iterator[bytes]:
+        """Each new frame as JPEG, until the buffer closes or `stop` is set."""
+        seen = -1
+        while not stop.is_set():
+            with self._cond:
+                self._cond.wait_for(self._changed(seen), timeout=1.0)
+                if self._jpeg is None or self.frames == seen:
+                    if self.closed:
+                        return
+                    continue
+                seen, data = self.frames, self._jpeg
+            yield data
+
+
 class Camera:
-    """One `--source`, processed continuously while the server runs."""
+    """One `--source`, watched continuously while the server runs. `make_watch(name)` gives
+    the watch with its pipeline and event outputs; the camera adds its MJPEG buffer."""
 
     def __init__(
-        self, name: str, spec: str, make_pipeline: Callable[[], Pipeline], board: Board
+        self, name: str, spec: str, make_watch: Callable[[str], Watch], blur: str = "none"
     ) -> None:
         self.name = name
         self.spec = spec
         self.error: str | None = None
-        self.frames = 0
-        self._make_pipeline = make_pipeline
-        self._board = board
-        self._jpeg: bytes | None = None
-        self._cond = threading.Condition()
+        self._make_watch = make_watch
+        self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
-        board.camera(name)
         self._thread = threading.Thread(target=self._run, name=f"camera {name}", daemon=True)
         self._thread.start()
 
+    @property
+    def frames(self) -> int:
+        return self._buffer.frames
+
+    def _frames(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        for frame in frames:
+            if self._stop.is_set():
+                return
+            yield frame
+
     def _run(self) -> None:
-        pipeline = self._make_pipeline()
-        stream = EventStream()
         try:
-            source = open_source(self.spec)
-        except MaskwatchError as exc:
-            self.error = str(exc)
-            log.error("camera %s: %s", self.name, exc)
-            return
-        try:
-            for frame in source.frames():
-                if self._stop.is_set():
-                    break
-                result = pipeline.process(frame)
-                self._board.add(self.name, stream.events(result))
-                ok, data = cv2.imencode(
-                    ".jpg",
-                    draw_faces(frame.image, result.faces),
-                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
-                )
-                with self._cond:
-                    self.frames += 1
-                    self._jpeg = data.tobytes() if ok else self._jpeg
-                    self._cond.notify_all()
-            ending = pipeline.finish()
-            if ending is not None:
-                self._board.add(self.name, stream.events(ending))
+            with self._make_watch(self.name) as watch:
+                watch.add(self._buffer)
+                source = open_source(self.spec)
+                watch.on_close(source.close)
+                watch.run(self._frames(source.frames()))
         except MaskwatchError as exc:
             self.error = str(exc)
             log.error("camera %s: %s", self.name, exc)
@@ -74,26 +123,11 @@ class Camera:
             self.error = f"stopped by an unexpected error: {exc}"
             log.exception("camera %s stopped", self.name)
         finally:
-            source.close()
-            self._board.end_run(self.name)
-            with self._cond:
-                self._cond.notify_all()
-
-    def _changed(self, seen: int) -> Callable[[], bool]:
-        return lambda: self.frames != seen or not self._thread.is_alive()
+            self._buffer.close()
 
     def jpegs(self) -> Iterator[bytes]:
         """Each new annotated frame as JPEG, until the camera stops."""
-        seen = -1
-        while not self._stop.is_set():
-            with self._cond:
-                self._cond.wait_for(self._changed(seen), timeout=1.0)
-                if self._jpeg is None or self.frames == seen:
-                    if not self._thread.is_alive():
-                        return
-                    continue
-                seen, data = self.frames, self._jpeg
-            yield data
+        return self._buffer.jpegs(self._stop)
 
     def status(self) -> dict[str, object]:
         return {

@@ -1,0 +1,219 @@
+"""The watch loop every front end runs (`detect`, `demo`, server cameras, browser sessions):
+frame -> `Pipeline.process` -> the tracker's changes as events -> outputs -> close.
+
+Two kinds of output, and a front end only chooses which:
+- frame outputs, `write(result)` and `close(ok)`: JSON lines, annotated images or video, the
+  window, a server camera's MJPEG buffer (sinks.py, web/cameras.py);
+- event outputs, `write(events, image)` with one frame's events and `close()`: the SQLite log,
+  alerts, MQTT, the dashboard, a Python callback.
+Closing closes every output whatever the others do; frame outputs are completed after a normal
+end (or Ctrl-C) and discarded after an error, and the first error is the one raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from maskwatch.defaults import (
+    DETECT_MIN_SIDE,
+    DETECT_SCORE_THRESHOLD,
+    DETECT_VIDEO_SIDE,
+    SETTLE_FRAMES,
+)
+from maskwatch.events import Event, EventStream
+from maskwatch.types import Frame, FrameResult
+
+if TYPE_CHECKING:
+    from maskwatch.alerts import AlertSettings
+    from maskwatch.classifier import MaskClassifier
+    from maskwatch.pipeline import Pipeline
+
+log = logging.getLogger("maskwatch")
+
+
+class FrameOutput(Protocol):
+    def write(self, result: FrameResult) -> None: ...
+
+    def close(self, ok: bool = True) -> None: ...
+
+
+class EventOutput(Protocol):
+    def write(self, events: Sequence[Event], image: np.ndarray | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Stop(Exception):
+    """Raised by a frame output to end the watch normally (the user quit the window): not an
+    error."""
+
+
+class Callback:
+    """A Python function called with each event, as an event output."""
+
+    def __init__(self, on_event: Callable[[Event], None]) -> None:
+        self.on_event = on_event
+
+    def write(self, events: Sequence[Event], image: np.ndarray | None = None) -> None:
+        for event in events:
+            self.on_event(event)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Summary:
+    """What one watch saw: frames processed, faces per label, events per kind, files written."""
+
+    frames: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    written: list[Path] = field(default_factory=list)
+
+    def describe(self) -> str:
+        faces = sum(self.labels.values())
+        parts = ", ".join(f"{label} {n}" for label, n in sorted(self.labels.items()))
+        text = f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
+        if self.events:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.events.items()))
+            text += f"; events: {kinds}"
+        return text
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """How a watch sees, shared by `detect` and `serve --source`: the detector's settings, the
+    tracker's settle frames, the blur of annotated output, alerts and MQTT publishing."""
+
+    score_threshold: float = DETECT_SCORE_THRESHOLD
+    detect_min_side: int = DETECT_MIN_SIDE
+    detect_video_side: int = DETECT_VIDEO_SIDE
+    settle_frames: int = SETTLE_FRAMES
+    blur: str = "none"
+    alerts: AlertSettings | None = None
+    mqtt: str | None = None  # publish events to mqtt://host[:port]/topic
+
+    def pipeline(self, classifier: MaskClassifier, tracked: bool = True) -> Pipeline:
+        """A pipeline of its own (detector and tracker hold per-stream state)."""
+        from maskwatch.faces import YuNetDetector
+        from maskwatch.pipeline import Pipeline
+        from maskwatch.tracking import IoUTracker
+
+        detector = YuNetDetector(
+            score_threshold=self.score_threshold,
+            min_side=self.detect_min_side,
+            video_side=self.detect_video_side,
+        )
+        tracker = IoUTracker(settle_frames=self.settle_frames) if tracked else None
+        return Pipeline(detector, classifier, tracker)
+
+
+class Watch:
+    """Runs frames through a pipeline into outputs. Use it as a context manager: outputs added
+    inside the block are closed when it ends, completed unless it ended with an error."""
+
+    def __init__(
+        self, pipeline: Pipeline, camera: str | None = None, started: float | None = None
+    ) -> None:
+        self.pipeline = pipeline
+        self.stream = EventStream(started, camera)
+        self.summary = Summary()
+        self.frame_outputs: list[FrameOutput] = []
+        self.event_outputs: list[EventOutput] = []
+        self._on_close: list[Callable[[], None]] = []
+        self._finished = False
+
+    def add(self, output: FrameOutput) -> None:
+        self.frame_outputs.append(output)
+
+    def add_events(self, output: EventOutput) -> None:
+        self.event_outputs.append(output)
+
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Also call `close` (e.g. the source's) when the watch closes, after the outputs."""
+        self._on_close.append(close)
+
+    def process(self, frame: Frame) -> FrameResult:
+        """One frame through the pipeline, its events to the event outputs, its result to the
+        frame outputs (a window may raise Stop)."""
+        result = self.pipeline.process(frame)
+        self.summary.frames += 1
+        self.summary.labels.update(result.faces.labels)
+        self._emit(result)
+        for output in self.frame_outputs:
+            output.write(result)
+        return result
+
+    def run(self, frames: Iterable[Frame]) -> None:
+        """Every frame until the end, Stop or Ctrl-C; then the open tracks leave."""
+        try:
+            for frame in frames:
+                self.process(frame)
+        except Stop:
+            pass
+        except KeyboardInterrupt:
+            log.warning("interrupted; finishing outputs")
+        self.finish()
+
+    def finish(self) -> None:
+        """The tracks still open leave (once): the source has ended."""
+        if self._finished:
+            return
+        self._finished = True
+        ending = self.pipeline.finish()
+        if ending is not None:
+            self._emit(ending)
+
+    def _emit(self, result: FrameResult) -> None:
+        events = self.stream.events(result)
+        if not events:
+            return
+        self.summary.events.update(e.kind for e in events)
+        for output in self.event_outputs:
+            output.write(events, result.frame.image)
+
+    def close(self, ok: bool = True) -> None:
+        """Close every output (frame outputs completed when `ok` and nothing failed before
+        them), then the `on_close` callbacks; raise the first error."""
+        first: Exception | None = None
+        frame_outputs, self.frame_outputs = self.frame_outputs, []
+        for output in reversed(frame_outputs):
+            try:
+                output.close(ok and first is None)
+            except Exception as exc:  # every output is closed, whatever the others do
+                first = first or exc
+        closers = [o.close for o in reversed(self.event_outputs)] + self._on_close[::-1]
+        self.event_outputs, self._on_close = [], []
+        for close in closers:
+            try:
+                close()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close(ok=True)
+            return
+        try:
+            self.close(ok=False)
+        except Exception as late:  # the error that ended the watch is the one raised
+            log.debug("closing after an error: %s", late)
