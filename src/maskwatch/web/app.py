@@ -370,5 +370,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if ending is not None:
                 service.board.add(name, stream.events(ending), run=name)
             service.board.end_run(name, run=name)
+            service.board.end(name)
 
     return app

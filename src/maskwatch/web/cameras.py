@@ -36,7 +36,7 @@ class Camera:
         self._jpeg: bytes | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        board.camera(name)
+        board.camera(name, lambda: self.error)
         self._thread = threading.Thread(target=self._run, name=f"camera {name}", daemon=True)
         self._thread.start()
 
