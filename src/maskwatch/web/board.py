@@ -36,18 +36,20 @@ def natural_key(name: str) -> tuple[list[int | str], str]:
 @dataclass
 class LiveCamera:
     """One camera as the live view shows it. `error` is asked for the camera's error (None
-    while it runs well) each time the board is shown."""
+    while it runs well) each time the board is shown; the JSON has "error" only when there is
+    one, so a camera that works reads as it always did."""
 
     in_view: dict[int, str | None] = field(default_factory=dict)  # track -> settled label
     seen: int = 0
     error: Callable[[], str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "in_view": dict(Counter(label or UNSETTLED for label in self.in_view.values())),
             "people_seen": self.seen,
-            "error": self.error() if self.error is not None else None,
         }
+        error = self.error() if self.error is not None else None
+        return shown if error is None else {**shown, "error": error}
 
 
 class Board:
