@@ -3,7 +3,8 @@ recent events, and a timeline per minute or hour.
 
 Every camera feeds it: server-side sources, browser sessions and cameras reporting over MQTT.
 A browser session leaves the live view when it ends (`end`); its events stay in the timeline
-and in the people-seen total. A server camera that failed shows its error instead of counts.
+and its people in the people-seen total. A server camera that failed shows its error in place
+of who is in view.
 With an event log the timeline comes from the log (so it survives restarts) and every event is
 written there; without one nothing is stored and the board keeps the latest events in memory.
 """
@@ -56,7 +57,7 @@ class Board:
     def __init__(self, log: Path | None = None) -> None:
         self.log = log
         self._lock = threading.Lock()
-        self._logs: dict[str, EventLog] = {}
+        self._logs: dict[tuple[str, str], EventLog] = {}  # by camera and run
         self._rows: deque[Row] = deque(maxlen=MEMORY_EVENTS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._cameras: dict[str, LiveCamera] = {}
@@ -64,7 +65,7 @@ class Board:
 
     def camera(self, name: str, error: Callable[[], str | None] | None = None) -> None:
         """Make a camera known (shown with zero counts until its first event); `error` tells
-        the camera's error, shown instead of its counts."""
+        the camera's error, shown in place of who is in view."""
         with self._lock:
             self._cameras.setdefault(name, LiveCamera()).error = error
 
@@ -88,15 +89,15 @@ class Board:
                 )
                 self._recent.appendleft({"camera": camera, **event.to_json()})
             if self.log is not None:
-                log = self._logs.get(f"{camera}\0{run}")
+                log = self._logs.get((camera, run))
                 if log is None:
-                    log = self._logs[f"{camera}\0{run}"] = EventLog(self.log, camera)
+                    log = self._logs[(camera, run)] = EventLog(self.log, camera)
                 log.write(events)
 
     def end_run(self, camera: str, run: str = "") -> None:
         """A run of `camera` ended: its log is closed and nobody is in view any more."""
         with self._lock:
-            log = self._logs.pop(f"{camera}\0{run}", None)
+            log = self._logs.pop((camera, run), None)
             if camera in self._cameras:
                 self._cameras[camera].in_view.clear()
         if log is not None:
@@ -108,7 +109,7 @@ class Board:
         timeline and the log (whose runs of it still open are closed)."""
         with self._lock:
             self._cameras.pop(camera, None)
-            keys = [key for key in self._logs if key.partition("\0")[0] == camera]
+            keys = [key for key in self._logs if key[0] == camera]
             logs = [self._logs.pop(key) for key in keys]
         for log in logs:
             log.close()
