@@ -1,4 +1,5 @@
-"""Shared fixtures: the real YuNet, the bundled classifier and real photos from ../shared.
+"""Shared fixtures and helpers: the real YuNet, the bundled classifier, real photos from
+../shared, the CLI as a subprocess, and waiting for servers.
 
 Every test session gets its own empty MASKWATCH_HOME and TORCH_HOME, so models are fetched
 through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirror).
@@ -7,7 +8,13 @@ through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirro
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,6 +26,8 @@ MIRROR = SHARED / "mirror"
 DATASETS = SHARED / "datasets"
 # Three faces: a patterned cloth mask, a mask below the nose, no mask.
 THREE_FACES = MIRROR / "896a9f045de3f8f60941690b94f8a770.jpg"
+BROWSER_TESTS = Path(__file__).parent / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,3 +141,50 @@ def class_subset(
             keep += [r for r in rows if r.startswith(f"{name}/{image.name},")]
     (dest / "groups.csv").write_text("\n".join(keep) + "\n")
     return dest
+
+
+def run_cli(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`maskwatch ARGS` as a user runs it, in a new process."""
+    return subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A failed run that said why in one `error:` line (containing every needle), without a
+    traceback."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """The first true value `check` returns, polled every 0.1 s; AssertionError naming `what`
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -12,29 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import MIRROR, THREE_FACES
+from conftest import MIRROR, THREE_FACES, assert_one_line_error, run_cli
 from maskwatch.cli import main
-
-
-def run_cli(
-    *args: str, timeout: float = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "maskwatch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, proc.stderr
-    for needle in needles:
-        assert needle in errors[0]
 
 
 def test_detect_json_lines_for_a_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -171,9 +150,20 @@ def test_detect_and_import_do_not_load_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+HEAVY_MODULES = ("cv2", "numpy", "onnxruntime", "torch", "fastapi", "matplotlib", "PIL")
+
+
 def test_version_answers_without_heavy_imports() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("maskwatch ")
+    code = (
+        "import sys, maskwatch.cli as c\n"
+        "try:\n    c.main(['--version'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print('heavy:', *(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "heavy:", f"--version imported {proc.stdout}"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -142,4 +141,6 @@ def test_cache_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:  # 
     monkeypatch.delenv("MASKWATCH_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert hub.cache_dir() == tmp_path / "xdg" / "maskwatch"
-    assert os.environ.get("MASKWATCH_MIRROR")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub.cache_dir() == tmp_path / "home" / ".cache" / "maskwatch"

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import THREE_FACES, panning_frames
+from conftest import THREE_FACES, assert_one_line_error, panning_frames, run_cli
 from maskwatch.alerts import AlertDispatcher, AlertFailed, AlertPolicy, CommandAlert, WebhookAlert
 from maskwatch.detect import EventOutputs, run_detect
 from maskwatch.errors import MaskwatchError, OutputError
@@ -25,7 +25,6 @@ from maskwatch.sources import open_source
 from maskwatch.stats import plot, summarise
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
-from test_cli import assert_one_line_error, run_cli
 
 T0 = time.mktime((2026, 11, 25, 9, 0, 0, 0, 0, -1))  # local time, as stats groups it
 

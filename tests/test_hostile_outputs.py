@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import THREE_FACES, render_video
-from test_cli import assert_one_line_error, run_cli
+from conftest import THREE_FACES, assert_one_line_error, render_video, run_cli
 
 FRAMES = 12
 ENOSPC = os.strerror(errno.ENOSPC)

@@ -28,10 +28,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import THREE_FACES
+from conftest import (
+    BROWSER_TESTS,
+    CHROMIUM,
+    THREE_FACES,
+    assert_one_line_error,
+    free_port,
+    listening,
+    run_cli,
+    wait_for,
+)
 from maskwatch.web.app import ServeSettings, create_app
-from test_cli import assert_one_line_error, run_cli
-from test_web import BROWSER_TESTS, CHROMIUM, _listening, free_port, wait_for
 
 TOKEN = "t0k"
 REQUEST_TIMEOUT = 1.5  # seconds; the server's --request-timeout here
@@ -75,7 +82,7 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     process = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _listening(port), what="mosquitto")
+        wait_for(lambda: listening(port), what="mosquitto")
         yield f"mqtt://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import voc_subset
+from conftest import assert_one_line_error, run_cli, voc_subset
 from maskwatch.classifier import BUNDLED_MODELS, MaskClassifier, bundled_model_path
 from maskwatch.tracking import iou_matrix
 from maskwatch.train.run import read_faces_csv
-from test_cli import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

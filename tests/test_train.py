@@ -10,12 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATASETS, class_subset, voc_subset
+from conftest import DATASETS, assert_one_line_error, class_subset, run_cli, voc_subset
 from maskwatch.classifier import MaskClassifier
 from maskwatch.errors import DatasetError
 from maskwatch.train.data import load_dataset, load_datasets, split_groups, split_random
 from maskwatch.train.dedup import HASH_DISTANCE, merge_groups, near_duplicate_pairs, photo_hashes
-from test_cli import assert_one_line_error, run_cli
 
 
 def test_class_folders_read_labels_and_groups(tmp_path: Path) -> None:

@@ -5,14 +5,14 @@ Mosquitto broker on loopback."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +23,23 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import THREE_FACES, panning_frames
+from conftest import (
+    BROWSER_TESTS,
+    CHROMIUM,
+    THREE_FACES,
+    assert_one_line_error,
+    free_port,
+    listening,
+    panning_frames,
+    run_cli,
+    wait_for,
+)
+from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.mqtt import MqttPublisher, MqttSubscriber, parse_mqtt_url
 from maskwatch.types import APPEAR, LEAVE, SETTLE
 from maskwatch.web.app import ServeSettings, create_app
-from test_cli import assert_one_line_error, run_cli
-
-BROWSER_TESTS = Path(__file__).parent / "browser"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from maskwatch.web.board import Board
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -130,23 +122,74 @@ def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(
             replies.append(json.loads(ws.receive_text()))
         ws.send_bytes(b"not a jpeg")
         assert "error" in json.loads(ws.receive_text())
+        name = replies[-1]["camera"]
+        during = client.get("/api/v1/stats").json()
     last = replies[-1]
-    assert last["camera"].startswith("browser") and last["server_ms"] > 0
+    assert name.startswith("browser") and last["server_ms"] > 0
     assert all(f["track"] is not None for f in last["faces"])
+    camera = during["cameras"][name]
+    assert camera["people_seen"] >= 3 and sum(camera["in_view"].values()) >= 3
+    assert "error" not in camera
     stats = wait_for(
-        lambda: (s := client.get("/api/v1/stats").json())["timeline"]["total"]["people"] and s,
-        what="the browser camera's people in the log",
+        lambda: not (s := client.get("/api/v1/stats").json())["cameras"] and s,
+        what="the ended session to leave the dashboard",
     )
-    camera = stats["cameras"][last["camera"]]
-    assert camera["people_seen"] >= 3 and camera["in_view"] == {}  # they left with the session
+    assert stats["people_seen"] == camera["people_seen"]  # its people stay in the total
+    assert stats["timeline"]["total"]["people"] == camera["people_seen"]
     kinds = {e["kind"] for e in stats["recent"]}
     assert {APPEAR, SETTLE, LEAVE} <= kinds
     assert stats["stored"] is True
-    mine = client.get("/api/v1/stats", params={"camera": last["camera"], "by": "hour"}).json()
+    mine = client.get("/api/v1/stats", params={"camera": name, "by": "hour"}).json()
     assert mine["timeline"]["total"]["people"] == stats["timeline"]["total"]["people"]
     other = client.get("/api/v1/stats", params={"camera": "door 9"}).json()
     assert other["timeline"]["total"]["people"] == 0
     assert client.get("/api/v1/stats", params={"by": "week"}).status_code == 422
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["event-log", "memory"])
+def test_many_short_sessions_leave_the_camera_list_and_keep_their_history(
+    tmp_path: Path, three_faces: np.ndarray, stored: bool
+) -> None:
+    """50 sessions of 5 frames; every 10th shows the three faces, the rest an empty room."""
+    sessions, frames, crowded = 50, 5, range(1, 51, 10)
+    people, empty = jpeg(three_faces), jpeg(np.full((120, 160, 3), 90, np.uint8))
+    settings = ServeSettings(events=tmp_path / "ev.db" if stored else None)
+    with TestClient(create_app(settings)) as client:
+        for session in range(1, sessions + 1):
+            with client.websocket_connect("/ws/detect") as ws:
+                for _ in range(frames):
+                    ws.send_bytes(people if session in crowded else empty)
+                    reply = json.loads(ws.receive_text())
+                    assert reply["camera"] == f"browser {session}"
+                    assert len(reply["faces"]) == (3 if session in crowded else 0)
+            assert len(client.get("/api/v1/stats").json()["cameras"]) <= 1
+        stats = wait_for(
+            lambda: not (s := client.get("/api/v1/stats").json())["cameras"] and s,
+            what="every ended session to leave the dashboard",
+        )
+        one = client.get("/api/v1/stats", params={"camera": "browser 11"}).json()
+    assert stats["people_seen"] == 3 * len(crowded)
+    assert stats["timeline"]["total"]["people"] == 3 * len(crowded)
+    assert one["timeline"]["total"]["people"] == 3
+    if stored:  # a run per session that saw anyone, under the session's name
+        with closing(sqlite3.connect(tmp_path / "ev.db")) as db:
+            names = [row[0] for row in db.execute("SELECT source FROM runs ORDER BY id")]
+        assert names == [f"browser {session}" for session in crowded]
+
+
+def test_the_board_sorts_cameras_naturally_and_shows_a_failed_cameras_error() -> None:
+    board = Board()
+    for name in ("browser 10", "browser 2", "Door 1", "browser 1", "camera 02"):
+        board.camera(name)
+    board.camera("camera 3", lambda: "cannot open camera 3")
+    cameras = board.live()["cameras"]
+    assert list(cameras) == ["browser 1", "browser 2", "browser 10", "camera 02", "camera 3",
+                             "Door 1"]  # fmt: skip
+    assert cameras["camera 3"] == {"in_view": {}, "people_seen": 0,
+                                   "error": "cannot open camera 3"}  # fmt: skip
+    assert cameras["browser 1"] == {"in_view": {}, "people_seen": 0}
+    board.end("browser 2")
+    assert "browser 2" not in board.live()["cameras"]
 
 
 def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path) -> None:
@@ -157,6 +200,10 @@ def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path)
             what="the missing camera's error",
         )
         assert cameras[0]["name"] == "camera 1" and "missing.mp4" in cameras[1]["error"]
+        board = client.get("/api/v1/stats").json()["cameras"]
+        assert list(board) == ["camera 1", "camera 2"]
+        assert board["camera 2"]["error"] == cameras[1]["error"]
+        assert "error" not in board["camera 1"]
         body = b""
         with client.stream("GET", "/api/v1/cameras/1/mjpeg") as stream:
             assert stream.headers["content-type"].startswith("multipart/x-mixed-replace")
@@ -212,6 +259,47 @@ def test_the_page_draws_labelled_boxes_over_a_real_browser_camera(
     assert cv2.imread(str(shot)) is not None
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_dashboard_lists_cameras_naturally_with_errors_and_drops_ended_sessions(
+    tmp_path: Path,
+) -> None:
+    missing = [str(tmp_path / f"gone-{i}.mp4") for i in range(1, 11)]
+    port = free_port()
+    sources = [arg for path in missing for arg in ("--source", path)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
+         *sources],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base), timeout=60, what="the server")
+        proc = subprocess.run(
+            ["node", str(BROWSER_TESTS / "dashboard.mjs"), base, "t0k"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=BROWSER_TESTS,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    cameras = [f"camera {i}" for i in range(1, 11)]
+    start = out["start"]
+    assert [row[0]["text"] for row in start["rows"]] == cameras
+    assert start["choices"] == ["", *cameras]
+    for row, path in zip(start["rows"], missing, strict=True):
+        assert row[1]["text"] == "0"
+        assert row[2]["error"] and path in row[2]["text"]
+    session = out["reply"]["camera"]
+    assert [row[0]["text"] for row in out["during"]["rows"]] == [session, *cameras]
+    assert out["during"]["choices"] == ["", session, *cameras]
+    assert out["after"]["rows"] == start["rows"] and out["after"]["choices"] == start["choices"]
+
+
 def _up(base: str) -> bool:
     try:
         return httpx.get(base + "/api/v1/health", timeout=1, verify=False).status_code == 200
@@ -262,7 +350,7 @@ def broker(tmp_path: Path) -> Iterator[Any]:
             self.process = subprocess.Popen(
                 [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            wait_for(lambda: _listening(port), what="mosquitto")
+            wait_for(lambda: listening(port), what="mosquitto")
 
         def stop(self) -> None:
             if self.process is not None:
@@ -274,11 +362,6 @@ def broker(tmp_path: Path) -> Iterator[Any]:
     b.start()
     yield b
     b.stop()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _event(track: int, kind: str = SETTLE, label: str | None = "no_mask") -> Event:
@@ -347,5 +430,5 @@ def test_serve_shows_every_camera_of_a_site_from_mqtt(broker: Any) -> None:
             publisher.close()
     assert stats["cameras"]["site/door-3"] == {"in_view": {"mask": 1}, "people_seen": 1}
     assert stats["timeline"]["total"]["mask"] == 1
-    with pytest.raises(Exception, match="mqtt://"):
+    with pytest.raises(MaskwatchError, match="without \\+ or #"):
         parse_mqtt_url("mqtt://host/site/#")

@@ -48,7 +48,6 @@ class Source(Protocol):
     name: str
     live: bool
     read: int
-    skipped: int
     fps: float
 
     def frames(self) -> Iterator[Frame]: ...
@@ -248,7 +247,6 @@ class LiveSource:
             MAX_FPS_RANGE.check("max_fps", max_fps)
         self.name = name
         self.read = 0
-        self.skipped = 0
         self.dropped = 0
         self.reconnects = 0
         self._open = open_capture

@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS
 from maskwatch.errors import MaskwatchError
@@ -46,36 +47,47 @@ class Person:
         return max(self.spans, key=lambda label: (self.spans[label], label))
 
 
-Row = tuple[object, int, float, str, str | None, str]  # run, track, time, kind, label, source
+class Row(NamedTuple):
+    """One event as the statistics read it. `run` tells runs apart (a log's run id, or the
+    board's camera and session), so that track 1 of two runs are two people."""
+
+    run: Hashable
+    track: int
+    time: float
+    kind: str
+    label: str | None
+    source: str
 
 
 def log_rows(log_path: Path) -> list[Row]:
     """Every event of an event log as a Row, in order."""
     db = open_log(log_path)
     try:
-        return db.execute(
+        found = db.execute(
             "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
             "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
-        ).fetchall()
+        )
+        return [Row(*row) for row in found]
     finally:
         db.close()
 
 
 def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
     """Every person (one track of one run) in `rows`, optionally of one source only."""
-    found: dict[tuple[object, int], Person] = {}
-    for run, track, when, kind, label, src in rows:
-        if source is not None and src != source:
+    found: dict[tuple[Hashable, int], Person] = {}
+    for row in rows:
+        if source is not None and row.source != source:
             continue
-        person = found.get((run, track))
+        person = found.get((row.run, row.track))
         if person is None:
-            person = found[(run, track)] = Person(appeared=when, source=src, since=when)
-        person.last = when
-        if kind in (SETTLE, CHANGE):
-            person.hold(when)
-            person.label = label
-        elif kind == LEAVE:
-            person.hold(when)
+            person = Person(appeared=row.time, source=row.source, since=row.time)
+            found[(row.run, row.track)] = person
+        person.last = row.time
+        if row.kind in (SETTLE, CHANGE):
+            person.hold(row.time)
+            person.label = row.label
+        elif row.kind == LEAVE:
+            person.hold(row.time)
     for person in found.values():
         if person.label is not None and not person.spans:
             person.hold(person.last)

@@ -1,7 +1,9 @@
-"""The result objects every stage reads and writes.
+"""The objects passed between the stages.
 
-A `Frame` comes from a source; the detector turns it into `Faces`; the classifier and tracker
-fill in labels and track ids; every sink reads a `FrameResult`. JSON comes from here only.
+A source yields `Frame`s; the detector finds `Faces` in each; the classifier adds probabilities
+and labels; on video a tracker adds track ids and reports what happened to its tracks as
+`TrackChange`s (events.py turns them into events). The pipeline hands all of it on as one
+`FrameResult`, whose `to_json` is the per-frame JSON of `detect --json` and of the API.
 """
 
 from __future__ import annotations

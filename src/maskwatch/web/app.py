@@ -180,8 +180,9 @@ class Service:
     def start(self) -> None:
         for i, spec in enumerate(self.settings.sources, 1):
             name = f"camera {i}"
-            self.board.camera(name)
-            self.cameras[name] = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
+            camera = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
+            self.cameras[name] = camera
+            self.board.camera(name, camera.current_error)
         if self.settings.mqtt:
             from maskwatch.mqtt import MqttSubscriber
 
@@ -365,29 +366,32 @@ def create_app(settings: ServeSettings) -> FastAPI:
             frame = Frame(image, index, time.monotonic() - started, name)
             return watch.process(frame).to_json()
 
-        with service.browser_watch(name) as watch:
-            try:
-                while True:
-                    message = await socket.receive()
-                    if message["type"] == "websocket.disconnect":
-                        break
-                    data = message.get("bytes")
-                    if data is None:
-                        await socket.send_json({"error": "send frames as binary JPEG messages"})
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        reply = await run_in_threadpool(process, data)
-                    except SourceError as exc:
-                        await socket.send_json({"error": str(exc)})
-                        continue
-                    reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
-                    reply["camera"] = name
-                    await socket.send_json(reply)
-                    index += 1
-            except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
-                pass
-            finally:
-                watch.finish()
+        try:
+            with service.browser_watch(name) as watch:
+                try:
+                    while True:
+                        message = await socket.receive()
+                        if message["type"] == "websocket.disconnect":
+                            break
+                        data = message.get("bytes")
+                        if data is None:
+                            await socket.send_json({"error": "send frames as binary JPEG messages"})
+                            continue
+                        t0 = time.perf_counter()
+                        try:
+                            reply = await run_in_threadpool(process, data)
+                        except SourceError as exc:
+                            await socket.send_json({"error": str(exc)})
+                            continue
+                        reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+                        reply["camera"] = name
+                        await socket.send_json(reply)
+                        index += 1
+                except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+                    pass
+                finally:
+                    watch.finish()
+        finally:
+            service.board.end(name)
 
     return app

@@ -2,14 +2,20 @@
 recent events, and a timeline per minute or hour.
 
 Every camera feeds it: server-side sources, browser sessions and cameras reporting over MQTT.
+A browser session leaves the live view when it ends (`end`); its events stay in the timeline
+and its people in the people-seen total. A server camera that failed shows its error in place
+of who is in view.
 With an event log the timeline comes from the log (so it survives restarts) and every event is
 written there; without one nothing is stored and the board keeps the latest events in memory.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +28,103 @@ RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000
 
 
+def natural_key(name: str) -> tuple[list[int | str], str]:
+    """Sorts "browser 2" before "browser 10": runs of digits compare as numbers."""
+    parts = re.split(r"(\d+)", name)
+    return [int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)], name
+
+
+@dataclass
+class LiveCamera:
+    """One camera as the live view shows it. `error` is asked for the camera's error (None
+    while it runs well) each time the board is shown; the JSON has "error" only when there is
+    one, so a camera that works reads as it always did."""
+
+    in_view: dict[int, str | None] = field(default_factory=dict)  # track -> settled label
+    seen: int = 0
+    error: Callable[[], str | None] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "in_view": dict(Counter(label or UNSETTLED for label in self.in_view.values())),
+            "people_seen": self.seen,
+        }
+        error = self.error() if self.error is not None else None
+        return shown if error is None else {**shown, "error": error}
+
+
 class Board:
     def __init__(self, log: Path | None = None) -> None:
         self.log = log
         self._lock = threading.Lock()
-        self._logs: dict[str, EventLog] = {}
+        self._logs: dict[tuple[str, str], EventLog] = {}  # by camera and run
         self._rows: deque[Row] = deque(maxlen=MEMORY_EVENTS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-        self._in_view: dict[str, dict[int, str | None]] = {}
-        self._seen: dict[str, int] = {}
+        self._cameras: dict[str, LiveCamera] = {}
+        self._people = 0
 
-    def camera(self, name: str) -> None:
-        """Make a camera known (shown with zero counts until its first event)."""
+    def camera(self, name: str, error: Callable[[], str | None] | None = None) -> None:
+        """Make a camera known (shown with zero counts until its first event); `error` tells
+        the camera's error, shown in place of who is in view."""
         with self._lock:
-            self._in_view.setdefault(name, {})
-            self._seen.setdefault(name, 0)
+            live = self._cameras.setdefault(name, LiveCamera())
+            if error is not None:
+                live.error = error
 
     def add(self, camera: str, events: list[Event], run: str = "") -> None:
         """Record events of `camera` (one `run` of it: a process, a browser session)."""
         if not events:
             return
         with self._lock:
-            view = self._in_view.setdefault(camera, {})
+            live = self._cameras.setdefault(camera, LiveCamera())
             for event in events:
                 if event.kind == APPEAR:
-                    view[event.track] = None
-                    self._seen[camera] = self._seen.get(camera, 0) + 1
+                    live.in_view[event.track] = None
+                    live.seen += 1
+                    self._people += 1
                 elif event.kind in (SETTLE, CHANGE):
-                    view[event.track] = event.label
+                    live.in_view[event.track] = event.label
                 elif event.kind == LEAVE:
-                    view.pop(event.track, None)
+                    live.in_view.pop(event.track, None)
                 self._rows.append(
-                    ((camera, run), event.track, event.time, event.kind, event.label, camera)
+                    Row((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
                 self._recent.appendleft({"camera": camera, **event.to_json()})
             if self.log is not None:
-                log = self._logs.get(f"{camera}\0{run}")
+                log = self._logs.get((camera, run))
                 if log is None:
-                    log = self._logs[f"{camera}\0{run}"] = EventLog(self.log, camera)
+                    log = self._logs[(camera, run)] = EventLog(self.log, camera)
                 log.write(events)
 
     def end_run(self, camera: str, run: str = "") -> None:
+        """A run of `camera` ended: its log is closed and nobody is in view any more."""
         with self._lock:
-            log = self._logs.pop(f"{camera}\0{run}", None)
-            self._in_view[camera] = {}
+            log = self._logs.pop((camera, run), None)
+            if camera in self._cameras:
+                self._cameras[camera].in_view.clear()
         if log is not None:
             log.close()
 
+    def end(self, camera: str) -> None:
+        """`camera` is gone for good (a browser session that closed): it leaves the live view
+        and the list of cameras; the people it saw stay in the total, its events in the
+        timeline and the log (whose runs of it still open are closed)."""
+        with self._lock:
+            self._cameras.pop(camera, None)
+            keys = [key for key in self._logs if key[0] == camera]
+            logs = [self._logs.pop(key) for key in keys]
+        for log in logs:
+            log.close()
+
     def live(self) -> dict[str, Any]:
+        """The cameras (in natural order), the people seen by all of them since the server
+        started, ended sessions included, and the newest events."""
         with self._lock:
             cameras = {
-                name: {
-                    "in_view": dict(Counter(label or UNSETTLED for label in view.values())),
-                    "people_seen": self._seen.get(name, 0),
-                }
-                for name, view in sorted(self._in_view.items())
+                name: self._cameras[name].to_json()
+                for name in sorted(self._cameras, key=natural_key)
             }
-            recent = list(self._recent)
-        return {"cameras": cameras, "recent": recent}
+            return {"cameras": cameras, "people_seen": self._people, "recent": list(self._recent)}
 
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
         """People per period; rows with an impossible time (which no calendar can show) are

@@ -137,6 +137,10 @@ class Camera:
             "error": self.error,
         }
 
+    def current_error(self) -> str | None:
+        """The camera's error now (None while it works), for the dashboard to ask when shown."""
+        return self.error
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)

@@ -33,7 +33,9 @@ def plausible_time(when: float, now: float | None = None) -> bool:
 def plausible_rows(rows: Iterable[Row]) -> list[Row]:
     """`rows` without those whose time is not plausible (e.g. stored by an older version)."""
     now = time.time()
-    return [row for row in rows if isinstance(row[2], int | float) and plausible_time(row[2], now)]
+    return [
+        row for row in rows if isinstance(row.time, int | float) and plausible_time(row.time, now)
+    ]
 
 
 def _text(value: object, what: str) -> str:

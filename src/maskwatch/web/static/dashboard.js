@@ -6,22 +6,33 @@
   const chip = (label, n) =>
     `<span class="chip" style="background:${maskwatch.colours[label]}">${maskwatch.display[label] || label} ${n}</span>`;
 
+  const byName = new Intl.Collator(undefined, { numeric: true }).compare;
+
+  // The cameras on the board now (ended browser sessions drop out) and the one chosen, in
+  // natural order; rebuilt only when they change, so an open list is left alone.
   function cameraChoices(names) {
     const select = $("camera");
-    const known = new Set([...select.options].map((o) => o.value));
-    for (const name of names) {
-      if (!known.has(name)) select.add(new Option(name, name));
-    }
+    const chosen = select.value;
+    const shown = chosen && !names.includes(chosen) ? [...names, chosen].sort(byName) : names;
+    const listed = [...select.options].slice(1).map((o) => o.value);
+    if (listed.join("\0") === shown.join("\0")) return;
+    select.replaceChildren(new Option("all cameras", ""), ...shown.map((n) => new Option(n, n)));
+    select.value = chosen;
+  }
+
+  // A camera that failed shows its error where the people in view would be.
+  function cameraRow(name, c) {
+    const now = c.error
+      ? `<td class="error">${escape(c.error)}</td>`
+      : `<td>${Object.entries(c.in_view).map(([l, n]) => chip(l, n)).join(" ") || "nobody"}</td>`;
+    return `<tr><td>${escape(name)}</td><td>${c.people_seen}</td>${now}</tr>`;
   }
 
   function render(stats) {
-    cameraChoices(Object.keys(stats.cameras));
-    const rows = Object.entries(stats.cameras).map(([name, c]) =>
-      `<tr><td>${escape(name)}</td><td>${c.people_seen}</td><td>${
-        Object.entries(c.in_view).map(([l, n]) => chip(l, n)).join(" ") || "nobody"}</td></tr>`);
-    $("cameras").tBodies[0].innerHTML = rows.join("");
-    $("total-people").textContent =
-      Object.values(stats.cameras).reduce((sum, c) => sum + c.people_seen, 0);
+    const names = Object.keys(stats.cameras).sort(byName);
+    cameraChoices(names);
+    $("cameras").tBodies[0].innerHTML = names.map((n) => cameraRow(n, stats.cameras[n])).join("");
+    $("total-people").textContent = stats.people_seen;
     const timeline = stats.timeline;
     const peak = Math.max(1, ...timeline.rows.map((r) => r.people));
     $("timeline").innerHTML = timeline.rows.slice(-60).map((r) =>
