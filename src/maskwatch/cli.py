@@ -70,6 +70,10 @@ TRAIN_OPTIONS = (
     "limit_per_class",
     "balance_classes",
 )
+DESCRIPTION = (
+    "Real-time face-mask detection: finds every face in a webcam, video, stream or photos and "
+    "labels it mask, no mask or mask worn incorrectly."
+)
 TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
 # The command line's detector keeps its default largest side, above which video is not searched.
 VIDEO_SIDE_RANGE = Range(DETECT_SIDE_RANGE.low, DETECT_MAX_SIDE)
@@ -582,7 +586,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="maskwatch", description=__doc__.split("\n")[0] if __doc__ else None
+        prog="maskwatch", description=DESCRIPTION
     )
     parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

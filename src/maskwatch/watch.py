@@ -70,6 +70,11 @@ class Callback:
         pass
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 frame', '3 frames'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass
 class Summary:
     """What one watch saw: frames processed, faces per label, events per kind, files written."""
@@ -82,7 +87,9 @@ class Summary:
     def describe(self) -> str:
         faces = sum(self.labels.values())
         parts = ", ".join(f"{label} {n}" for label, n in sorted(self.labels.items()))
-        text = f"{self.frames} frames, {faces} faces" + (f" ({parts})" if parts else "")
+        text = f"{_count(self.frames, 'frame')}, {_count(faces, 'face')}"
+        if parts:
+            text += f" ({parts})"
         if self.events:
             kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.events.items()))
             text += f"; events: {kinds}"
