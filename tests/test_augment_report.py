@@ -1,4 +1,5 @@
-"""Augmentation on real crops, and the report's figures on small hand-made tables."""
+"""Augmentation on real crops, and the report's figures (train/metrics.py) on small hand-made
+tables."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import pytest
 
 from maskwatch.faces import crop_face
 from maskwatch.train.augment import RealAugment, paint_mask, recolour_lower_face, seed_augment
-from maskwatch.train.report import (
+from maskwatch.train.metrics import (
     Predictions,
     choose_threshold,
+    compute_metrics,
+    headline_sets,
     mask_vs_no_mask,
     recall_at_precision,
     selective,
+    summarise,
 )
 
 CLASSES = ["mask", "no_mask", "incorrect"]
@@ -117,3 +121,56 @@ def test_threshold_is_the_lowest_that_reaches_the_target() -> None:
     threshold = choose_threshold(p, target_accuracy=0.97, max_uncertain=0.15)
     assert 0.45 < threshold <= 0.95
     assert selective(p, threshold) == (pytest.approx(0.9), pytest.approx(1.0))
+
+
+def test_confusion_and_per_class_figures_by_hand() -> None:
+    # true:      mask mask mask no_mask no_mask incorrect
+    # predicted: mask mask no_mask no_mask mask incorrect
+    m = compute_metrics(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 2]), CLASSES)
+    assert m.confusion.tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert m.n == 6 and m.accuracy == pytest.approx(4 / 6)
+    assert m.recall() == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert m.precision() == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert m.f1() == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert m.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    per_class = m.to_json()["per_class"]
+    assert per_class["mask"] == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "support": 3}
+
+
+def test_balanced_accuracy_ignores_a_class_absent_from_the_truth() -> None:
+    # No incorrect face at all; one mask face called incorrect.
+    m = compute_metrics(np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1]), CLASSES)
+    assert m.recall() == pytest.approx([0.5, 1.0, 0.0])
+    assert m.balanced_accuracy == pytest.approx(0.75), "the absent class must not count as 0"
+    assert m.precision()[2] == 0.0 and m.f1()[2] == 0.0
+
+
+def test_headline_sets_leave_out_synthetic_sources_and_small_faces() -> None:
+    rows = [
+        (0, [0.9, 0.05, 0.05]),
+        (1, [0.2, 0.7, 0.1]),
+        (1, [0.6, 0.3, 0.1]),
+        (2, [0.1, 0.1, 0.8]),
+    ]
+    sources = ["observations", "ilc", "ilc", "kary"]
+    p = Predictions(
+        CLASSES,
+        np.array([r[0] for r in rows]),
+        np.array([r[1] for r in rows], np.float32),
+        sources,
+        np.array([50.0, 20.0, 30.0, 100.0]),
+    )
+    sets = headline_sets(p, ["observations"])
+    assert {k: v.tolist() for k, v in sets.items()} == {
+        "all": [True, True, True, True],
+        "real, >= 24 px": [False, False, True, True],
+        "ilc, >= 24 px": [False, False, True, False],
+        "kary, >= 24 px": [False, False, False, True],
+    }
+    payload = summarise(p, 0.5, sets)
+    assert payload["by_source"]["ilc"]["accuracy"] == 0.5
+    assert payload["headline"]["all"]["accuracy"] == 0.75
+    assert payload["headline"]["real, >= 24 px"]["n"] == 2
+    assert payload["headline"]["real, >= 24 px"]["accuracy"] == 0.5
+    # mask vs no_mask on all faces: mask 1/1 right, no_mask 1/2 right.
+    assert payload["headline"]["all"]["mask_vs_no_mask_balanced_accuracy"] == 0.75

@@ -13,8 +13,10 @@ import pytest
 from conftest import DATASETS, assert_one_line_error, class_subset, run_cli, voc_subset
 from maskwatch.classifier import MaskClassifier
 from maskwatch.errors import DatasetError
-from maskwatch.train.data import load_dataset, load_datasets, split_groups, split_random
-from maskwatch.train.dedup import HASH_DISTANCE, merge_groups, near_duplicate_pairs, photo_hashes
+from maskwatch.train.config import Augment, Recipe, Split, TrainConfig
+from maskwatch.train.data import faces_csv, load_dataset, load_datasets, read_faces_csv
+from maskwatch.train.dedup import HASH_DISTANCE, near_duplicate_pairs, photo_hashes
+from maskwatch.train.split import grouped, leakage, merge_groups, split_groups, split_random
 
 
 def test_class_folders_read_labels_and_groups(tmp_path: Path) -> None:
@@ -76,6 +78,52 @@ def test_group_split_keeps_every_group_on_one_side() -> None:
         for g in {g for g in groups if groups.count(g) > 1}
     )
     assert split_groups_count > 100
+
+
+def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
+    tmp_path: Path,
+) -> None:
+    config = TrainConfig(data=["d"], recipe="real", split="random")  # type: ignore[arg-type]
+    assert config.recipe is Recipe.REAL and config.split is Split.RANDOM
+    resolved = config.resolved()
+    assert resolved.augment is Augment.REAL and resolved.epochs == 30  # the real recipe's
+    assert TrainConfig(data=["d"], epochs=3).resolved().epochs == 3
+    saved = json.loads(resolved.to_json())
+    assert saved["recipe"] == "real" and saved["augment"] == "real" and saved["split"] == "random"
+    path = tmp_path / "config.json"
+    path.write_text(resolved.to_json())
+    assert TrainConfig.from_file(path) == resolved
+    path.write_text(json.dumps({**saved, "framing": "bogus"}))
+    with pytest.raises(
+        DatasetError, match="unknown framing 'bogus'; choose from detector, annotation"
+    ):
+        TrainConfig.from_file(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="cannot read training configuration"):
+        TrainConfig.from_file(path)
+
+
+def test_train_refuses_bad_choices_by_their_names(tmp_path: Path) -> None:
+    proc = run_cli("train", str(tmp_path), "--recipe", "bogus")
+    assert_one_line_error(proc, "invalid choice: 'bogus' (choose from 'seed', 'real')")
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"data": [str(tmp_path)], "augment": "heavy"}))
+    proc = run_cli("train", "--config", str(bad))
+    assert_one_line_error(proc, "unknown augment 'heavy'; choose from seed, real, none")
+
+
+def test_the_face_list_reads_back_as_written(tmp_path: Path) -> None:
+    samples = [s for s in load_dataset(voc_subset(tmp_path / "voc", 3)) if s.box is not None]
+    path = tmp_path / "test_faces.csv"
+    path.write_text(faces_csv(samples), newline="")
+    assert path.read_text().splitlines()[0] == "photo,x1,y1,x2,y2,label,source,group"
+    back = read_faces_csv(path)
+    assert [(s.image, s.box, s.label, s.source, s.group) for s in back] == [
+        (s.image, s.box, s.label, s.source, s.group) for s in samples
+    ]
+    path.write_text("photo,label\nx.jpg,mask\n")
+    with pytest.raises(DatasetError, match="cannot read the face list"):
+        read_faces_csv(path)
 
 
 def test_near_duplicates_survive_reencoding_resizing_and_mirroring(three_faces) -> None:  # type: ignore[no-untyped-def]
@@ -154,7 +202,6 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
 def test_random_split_warns_about_leakage(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     from maskwatch.faces import YuNetDetector
     from maskwatch.train.framing import frame_samples
-    from maskwatch.train.run import grouped, leakage
 
     samples = load_dataset(class_subset(tmp_path / "obs", 40))
     framed = frame_samples(samples, YuNetDetector(), 64, 0.15)

@@ -15,14 +15,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskwatch.defaults import CROP_MARGIN
+from maskwatch.defaults import CROP_MARGIN, DEFAULT_INPUT_SIZE
 from maskwatch.errors import ModelError
 from maskwatch.labels import CANONICAL, UNCERTAIN
 
 METADATA_FORMAT = "maskwatch-classifier/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_INPUT_SIZE = 224
 DEFAULT_MODEL_NAME = "mask_classifier.onnx"  # what `train` writes: the float model
 # Shipped in the package, default first: the int8 copy (`maskwatch export --int8`) classifies
 # 1.5-2.2x faster than the float model and is as accurate on held-out faces (README).

@@ -41,7 +41,7 @@ from maskwatch.defaults import (
     Range,
 )
 from maskwatch.errors import MaskwatchError
-from maskwatch.train.choices import AUGMENTS, FRAMINGS, RECIPES, SPLITS
+from maskwatch.train.config import RECIPES, Augment, Framing, Recipe, Split, choices
 
 if TYPE_CHECKING:
     from maskwatch.watch import WatchSettings
@@ -83,7 +83,7 @@ SEED_RANGE = Range(0, 2**32 - 1)
 
 def _by_recipe(option: str) -> str:
     """An option's default per recipe, for --help: 'seed 40, real 30'."""
-    return ", ".join(f"{name} {values[option]}" for name, values in RECIPES.items())
+    return ", ".join(f"{name} {getattr(values, option)}" for name, values in RECIPES.items())
 
 
 def bounded(
@@ -771,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/train)")
     p.add_argument(
         "--recipe",
-        choices=tuple(RECIPES),
+        choices=choices(Recipe),
         default=None,
         help="seed (default): frozen MobileNetV2 and the original project's head and "
         "augmentation; real: richer augmentation with synthetic masks, balanced "
@@ -800,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=bounded(int, 1, 4096), default=None, help="default: 32")
     p.add_argument(
         "--augment",
-        choices=AUGMENTS,
+        choices=choices(Augment),
         default=None,
         help=f"augmentation ({_by_recipe('augment')})",
     )
@@ -809,14 +809,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--split",
-        choices=SPLITS,
+        choices=choices(Split),
         default=None,
         help="group: keep groups and near-copies on one side (default); random: per "
         "image, as the seed did (leaks; for comparison only)",
     )
     p.add_argument(
         "--framing",
-        choices=FRAMINGS,
+        choices=choices(Framing),
         default=None,
         help="crop VOC faces at the matched detector box like detect does (default) "
         "or exactly as annotated (for comparison)",

@@ -1,4 +1,7 @@
-"""Training: datasets and groups, augmentation, the MobileNetV2 model, the loop, reports, export.
+"""Training, in the order a run goes: config (options, recipes), data (datasets, the held-out
+face list), framing (crops as `detect` frames them), dedup and split (near-copies, groups,
+splits, leakage), augment, model, loop (fitting), export, metrics (figures) and report
+(rendering); run ties them together, audit inspects data, quantize makes int8 copies.
 
 Needs the `train` extra (torch, torchvision, onnx, matplotlib); nothing in the core imports it.
 """

@@ -10,13 +10,13 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
-from maskwatch.classifier import DEFAULT_INPUT_SIZE
-from maskwatch.defaults import CROP_MARGIN
+from maskwatch.defaults import CROP_MARGIN, DEFAULT_INPUT_SIZE
 from maskwatch.faces import YuNetDetector
 from maskwatch.labels import sort_labels
-from maskwatch.train.data import Sample, load_dataset, split_groups, split_random
+from maskwatch.train.data import Sample, load_dataset
 from maskwatch.train.framing import frame_samples
-from maskwatch.train.run import HEADLINE_MIN_FACE, grouped, leakage
+from maskwatch.train.metrics import HEADLINE_MIN_FACE
+from maskwatch.train.split import grouped, leakage, split_groups, split_random
 
 
 def _table(rows: dict[str, Counter[str]], columns: list[str]) -> list[str]:

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 
 from maskwatch.labels import INCORRECT, MASK, NO_MASK
+from maskwatch.train.config import Augment
 
 # (crop, label, landmarks, classes, rng) -> (augmented crop, its label)
-Augment = Callable[
+Augmenter = Callable[
     [np.ndarray, str, np.ndarray, list[str], np.random.Generator], tuple[np.ndarray, str]
 ]
 
@@ -53,8 +54,8 @@ seed_augment = GeometryAugment()
 
 def keep_label(
     transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
-) -> Augment:
-    """A crop-only transform (None: none) as an Augment that never changes the label."""
+) -> Augmenter:
+    """A crop-only transform (None: none) as an Augmenter that never changes the label."""
 
     def augment(
         crop: np.ndarray,
@@ -250,11 +251,11 @@ class RealAugment:
         return crop, label
 
 
-def augmenter(name: str) -> Augment:
-    """The augmentation `train --augment NAME` uses (one of choices.AUGMENTS)."""
-    augments: dict[str, Augment] = {
-        "seed": keep_label(seed_augment),
-        "real": RealAugment(),
-        "none": keep_label(None),
+def augmenter(name: Augment) -> Augmenter:
+    """The augmentation `train --augment NAME` uses."""
+    augmenters: dict[Augment, Augmenter] = {
+        Augment.SEED: keep_label(seed_augment),
+        Augment.REAL: RealAugment(),
+        Augment.NONE: keep_label(None),
     }
-    return augments[name]
+    return augmenters[name]

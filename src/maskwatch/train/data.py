@@ -1,5 +1,6 @@
 """Datasets: class folders, Pascal VOC or one-label folders (`PATH:LABEL`), read into face
-samples with labels, sources and groups.
+samples with labels, sources and groups; and the face list a training run writes of its
+held-out faces (test_faces.csv).
 
 A *group* is a set of samples that come from the same photograph (all faces of one photo, all
 images of one `groups.csv` group, byte-identical files); groups never straddle a split.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -193,37 +195,47 @@ def check_classes(samples: list[Sample]) -> list[str]:
     return classes
 
 
-def split_groups(
-    groups: list[str], labels: list[str], test_fraction: float, seed: int
-) -> np.ndarray:
-    """Boolean mask of test samples; whole groups go to one side, classes stay near `test_fraction`.
-
-    Groups are visited in a seeded random order and go to test while the test share of their
-    majority class is below the target.
-    """
+def limit_per_class(samples: list[Sample], per_class: int | None, seed: int) -> list[Sample]:
+    """At most `per_class` samples of each (source, label), chosen at random with `seed`."""
+    if not per_class:
+        return samples
     rng = np.random.default_rng(seed)
-    by_group: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        by_group.setdefault(g, []).append(i)
-    class_total = Counter(labels)
-    class_test: Counter[str] = Counter()
-    test = np.zeros(len(groups), bool)
-    keys = list(by_group)
-    for k in rng.permutation(len(keys)):
-        members = by_group[keys[int(k)]]
-        majority = Counter(labels[i] for i in members).most_common(1)[0][0]
-        if class_test[majority] + len(members) / 2 <= test_fraction * class_total[majority]:
-            test[members] = True
-            class_test.update(labels[i] for i in members)
-    return test
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for i, s in enumerate(samples):
+        by_key.setdefault((s.source, s.label), []).append(i)
+    keep = sorted(int(i) for idx in by_key.values() for i in rng.permutation(idx)[:per_class])
+    return [samples[i] for i in keep]
 
 
-def split_random(n: int, labels: list[str], test_fraction: float, seed: int) -> np.ndarray:
-    """Per-image stratified random split: the seed's way, which leaks near-copies into test."""
-    rng = np.random.default_rng(seed)
-    test = np.zeros(n, bool)
-    for label in sorted(set(labels)):
-        idx = np.array([i for i in range(n) if labels[i] == label])
-        chosen = rng.choice(idx, size=round(test_fraction * len(idx)), replace=False)
-        test[chosen] = True
-    return test
+FACE_COLUMNS = ("photo", "x1", "y1", "x2", "y2", "label", "source", "group")
+
+
+def faces_csv(samples: list[Sample]) -> str:
+    """Framed faces (photo, box, label, source, group) as CSV: a run's test_faces.csv, which
+    `evaluate --faces` and `export --exclude-faces` read back with `read_faces_csv`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(FACE_COLUMNS)
+    writer.writerows(
+        (s.image, *s.box, s.label, s.source, s.group) for s in samples if s.box is not None
+    )
+    return buffer.getvalue()
+
+
+def read_faces_csv(path: Path) -> list[Sample]:
+    """The faces of a test_faces.csv, with their boxes as written."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [
+                Sample(
+                    Path(r["photo"]),
+                    (int(r["x1"]), int(r["y1"]), int(r["x2"]), int(r["y2"])),
+                    r["label"],
+                    r["source"],
+                    r["group"],
+                    ANNOTATED,
+                )
+                for r in csv.DictReader(f)
+            ]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"cannot read the face list {path}: {exc}") from exc

@@ -4,8 +4,8 @@ moderate central crops.
 Each photo gets two 64-bit hashes, of the whole picture and of its central 80%, plus the same
 two of its mirror image. Two photos are near-duplicates when any whole/centre pairing, direct or
 mirrored, is within `HASH_DISTANCE` bits; a photo cropped to its centre matches the original's
-centre hash. Used to merge groups (so a photo and its near-copy land on the same side of a
-split) and to warn when a split puts near-copies on both sides anyway.
+centre hash. split.py merges their groups (so a photo and its near-copy land on the same side
+of a split) and warns when a split puts near-copies on both sides anyway.
 """
 
 from __future__ import annotations
@@ -57,20 +57,3 @@ def near_duplicate_pairs(
         close = np.flatnonzero(best <= max_distance)
         pairs.extend((i, i + 1 + int(j)) for j in close)
     return pairs
-
-
-def merge_groups(groups: list[str], pairs: list[tuple[int, int]]) -> list[str]:
-    """Groups joined wherever a pair links them (union-find); returns a group key per item."""
-    parent: dict[str, str] = {g: g for g in groups}
-
-    def root(g: str) -> str:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    for i, j in pairs:
-        a, b = root(groups[i]), root(groups[j])
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    return [root(g) for g in groups]

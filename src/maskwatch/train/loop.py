@@ -1,11 +1,11 @@
-"""Feature caching, head training and fine-tuning.
+"""Fitting the network: feature caching, head training, fine-tuning, the uncertainty threshold.
 
 MobileNetV2's blocks below `CUT` stay frozen (batch-norm in eval mode), so their output for a
 given augmented crop never changes during training. They run once per augmented *view* (with
 ONNX Runtime, several times faster than eager PyTorch on a CPU) and their 7x7 feature maps are
 cached. Stage 1 trains the head on pooled features of the cached maps; stage 2 (fine-tuning)
-trains the top blocks and the head together on the same cache. Each epoch draws one view per
-crop.
+trains the top blocks and the head together on the same cache, and is kept only if validation
+improves. Each epoch draws one view per crop. `fit` runs the whole of it for a training run.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ import torch
 from torch import nn
 
 from maskwatch.classifier import ModelMetadata, to_input_tensor
-from maskwatch.train.augment import Augment
-from maskwatch.train.model import build_head, export_onnx
+from maskwatch.train.augment import Augmenter, augmenter
+from maskwatch.train.config import TrainConfig
+from maskwatch.train.framing import FramedSet
+from maskwatch.train.metrics import Predictions, choose_threshold
+from maskwatch.train.model import build_head, export_onnx, load_backbone
+from maskwatch.train.split import SplitPlan
 
 log = logging.getLogger("maskwatch")
 
@@ -61,7 +65,7 @@ class MapExtractor:
         labels: list[str],
         landmarks: np.ndarray,
         classes: list[str],
-        augment: Augment,
+        augment: Augmenter,
         views: int,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -258,3 +262,119 @@ def finetune(
     finally:
         for p in top.parameters():
             p.requires_grad_(False)
+
+
+@dataclass
+class Fitted:
+    """A trained network and what happened on the way."""
+
+    backbone: nn.Module
+    head: nn.Module
+    uncertain_below: float
+    history: list[dict[str, Any]]
+    finetuning: str
+    monitor_name: str
+
+
+def fit(
+    config: TrainConfig,
+    framed: FramedSet,
+    plan: SplitPlan,
+    meta: ModelMetadata,
+    rng: np.random.Generator,
+) -> Fitted:
+    """Cache features per augmented view, train the head, fine-tune the top blocks (kept only
+    if validation improves) and choose the uncertainty threshold on validation.
+
+    Without a validation split the held-out faces are only watched (history), never used to
+    stop early, keep fine-tuning or choose the threshold."""
+    assert config.epochs is not None and config.views is not None and config.augment is not None
+    classes = meta.classes
+    y = np.array([classes.index(s.label) for s in framed.samples], np.int64)
+    backbone = load_backbone()
+    lower, top = backbone[:CUT], backbone[CUT:]  # type: ignore[index]
+    extractor = MapExtractor(lower, meta)
+    train_set = framed.subset(plan.train)
+    maps, y_views = extractor.views(
+        train_set.crops,
+        [s.label for s in train_set.samples],
+        train_set.landmarks,
+        classes,
+        augmenter(config.augment),
+        config.views,
+        rng,
+    )
+    has_val = bool(plan.val.any())
+    watched = plan.val if has_val else plan.test
+    monitor = (extractor(framed.crops[watched]), y[watched])
+    weights = _balanced_weights(y_views, len(classes)) if config.balance_classes else None
+    patience = (config.patience or None) if has_val else None
+
+    head, history = train_head(
+        pool_maps(top, maps),
+        y_views,
+        (pool_maps(top, monitor[0]), monitor[1]),
+        len(classes),
+        Stage(config.epochs, config.batch_size, config.learning_rate or 1e-4, weights, patience),
+        rng,
+    )
+    decision = "not run"
+    if config.finetune_epochs and has_val:
+        stage = Stage(
+            config.finetune_epochs,
+            config.batch_size,
+            config.finetune_learning_rate or 1e-4,
+            weights,
+            patience,
+        )
+        decision, more = _finetune_if_better(top, head, maps, y_views, monitor, stage, rng, classes)
+        history += more
+    threshold = choose_threshold(_predict(top, head, monitor, classes)) if has_val else 0.0
+    return Fitted(
+        backbone, head, threshold, history, decision, "validation" if has_val else "held-out"
+    )
+
+
+def _finetune_if_better(
+    top: nn.Module,
+    head: nn.Module,
+    maps: np.ndarray,
+    y_views: np.ndarray,
+    monitor: tuple[np.ndarray, np.ndarray],
+    stage: Stage,
+    rng: np.random.Generator,
+    classes: list[str],
+) -> tuple[str, list[dict[str, Any]]]:
+    """Fine-tune, then keep the new weights only if validation balanced accuracy rose; returns
+    the decision as the model's metadata records it, and the epochs' history."""
+    before = _predict(top, head, monitor, classes).metrics().balanced_accuracy
+    saved = copy.deepcopy((top.state_dict(), head.state_dict()))
+    history = finetune(top, head, maps, y_views, monitor, stage, rng)
+    after = _predict(top, head, monitor, classes).metrics().balanced_accuracy
+    verdict = "kept" if after > before else "discarded"
+    if verdict == "discarded":
+        top.load_state_dict(saved[0])
+        head.load_state_dict(saved[1])
+    decision = (
+        f"{verdict}: blocks {CUT}+ fine-tuned, validation balanced accuracy "
+        f"{before:.3f} -> {after:.3f}"
+    )
+    log.info("fine-tuning %s", decision)
+    return decision, history
+
+
+def _predict(
+    top: nn.Module, head: nn.Module, monitor: tuple[np.ndarray, np.ndarray], classes: list[str]
+) -> Predictions:
+    """Softmax of the network on cached maps, as Predictions of the monitored faces."""
+    model = Classifier(top, head)
+    with torch.no_grad():
+        x = torch.from_numpy(monitor[0].astype(np.float32))
+        probs = torch.cat([torch.softmax(model(x[i : i + 256]), 1) for i in range(0, len(x), 256)])
+    return Predictions(classes, monitor[1], probs.numpy(), [], np.zeros(0))
+
+
+def _balanced_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Loss weights by inverse class frequency (over every view)."""
+    counts = np.bincount(y.ravel(), minlength=num_classes).astype(np.float64)
+    return counts.sum() / (num_classes * np.maximum(counts, 1))

@@ -25,7 +25,7 @@ from maskwatch.classifier import MaskClassifier, load_metadata, metadata_path, t
 from maskwatch.errors import DatasetError, ModelError
 from maskwatch.faces import YuNetDetector
 from maskwatch.hub import sha256_of
-from maskwatch.train.data import load_datasets
+from maskwatch.train.data import load_datasets, read_faces_csv
 from maskwatch.train.export import write_metadata
 from maskwatch.train.framing import frame_samples
 
@@ -49,8 +49,6 @@ def calibration_crops(
 ) -> np.ndarray:
     """Up to `count` face crops from `data`, none from a photo listed in `exclude` (a
     test_faces.csv), chosen at random with `seed`, as uint8 BGR."""
-    from maskwatch.train.run import read_faces_csv
-
     samples = load_datasets(data)
     if exclude is not None:
         test = read_faces_csv(exclude)

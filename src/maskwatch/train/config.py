@@ -1,0 +1,169 @@
+"""What a training run is told: the string options as enums, each recipe's defaults, and
+`TrainConfig`, saved resolved as config.json.
+
+Light enough for the command-line parser to import (no NumPy, no torch), so `--help` states
+the choices and the recipe defaults from here. The enums are `StrEnum`s: argparse, JSON and
+config files keep the same strings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from maskwatch.defaults import DEFAULT_INPUT_SIZE
+from maskwatch.errors import DatasetError
+
+
+class Recipe(StrEnum):
+    """seed: the original project's (frozen backbone, head only); real: for real photos (richer
+    augmentation, balanced classes, fine-tuning, validation)."""
+
+    SEED = "seed"
+    REAL = "real"
+
+
+class Split(StrEnum):
+    """group: groups and near-copies on one side; random: per image, as the seed did (leaks)."""
+
+    GROUP = "group"
+    RANDOM = "random"
+
+
+class Framing(StrEnum):
+    """detector: VOC faces cropped at the matched detection, like `detect`; annotation: as drawn."""
+
+    DETECTOR = "detector"
+    ANNOTATION = "annotation"
+
+
+class Augment(StrEnum):
+    """Which augmentation makes the cached training views (see train/augment.py)."""
+
+    SEED = "seed"
+    REAL = "real"
+    NONE = "none"
+
+
+# Sources whose masks are pasted on (see the datasets' README): not "real" in headline figures.
+SYNTHETIC_SOURCES = ("observations",)
+
+Option = TypeVar("Option", bound=StrEnum)
+
+
+def choices(kind: type[StrEnum]) -> list[str]:
+    """An option's values as plain strings, for argparse (which would print members' reprs)."""
+    return [member.value for member in kind]
+
+
+def _member(kind: type[Option], value: Any, name: str) -> Option:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(choices(kind))
+        raise DatasetError(f"unknown {name} {value!r}; choose from {allowed}") from None
+
+
+@dataclass(frozen=True)
+class RecipeDefaults:
+    """The options whose defaults differ by recipe."""
+
+    epochs: int
+    learning_rate: float
+    views: int
+    augment: Augment
+    finetune_epochs: int
+    finetune_learning_rate: float
+    val_fraction: float
+    balance_classes: bool
+    patience: int
+
+
+RECIPES: dict[Recipe, RecipeDefaults] = {
+    Recipe.SEED: RecipeDefaults(
+        epochs=40,
+        learning_rate=1e-4,
+        views=8,
+        augment=Augment.SEED,
+        finetune_epochs=0,
+        finetune_learning_rate=1e-4,
+        val_fraction=0.0,
+        balance_classes=False,
+        patience=0,
+    ),
+    Recipe.REAL: RecipeDefaults(
+        epochs=30,
+        learning_rate=1e-3,
+        views=8,
+        augment=Augment.REAL,
+        finetune_epochs=15,
+        finetune_learning_rate=1e-4,
+        val_fraction=0.15,
+        balance_classes=True,
+        patience=4,
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run. Options left None take their recipe's
+    default in `resolved()`; string options become enums here, so a bad value in a config file
+    is refused by name."""
+
+    data: list[str]
+    out: str = "runs/train"
+    recipe: Recipe = Recipe.SEED
+    epochs: int | None = None
+    batch_size: int = 32
+    learning_rate: float | None = None
+    views: int | None = None
+    augment: Augment | None = None
+    finetune_epochs: int | None = None
+    finetune_learning_rate: float | None = None
+    patience: int | None = None
+    test_fraction: float = 0.3
+    val_fraction: float | None = None
+    split: Split = Split.GROUP
+    framing: Framing = Framing.DETECTOR
+    seed: int = 0
+    input_size: int = DEFAULT_INPUT_SIZE
+    limit_per_class: int | None = None
+    balance_classes: bool | None = None
+    synthetic_sources: list[str] = field(default_factory=lambda: list(SYNTHETIC_SOURCES))
+    command: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.recipe = _member(Recipe, self.recipe, "recipe")
+        self.split = _member(Split, self.split, "split")
+        self.framing = _member(Framing, self.framing, "framing")
+        if self.augment is not None:
+            self.augment = _member(Augment, self.augment, "augment")
+
+    def resolved(self) -> TrainConfig:
+        """Recipe defaults filled in wherever no value was given; checks the fractions."""
+        defaults = asdict(RECIPES[self.recipe])
+        config = replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+        if (
+            not 0 < config.test_fraction < 1
+            or not 0 <= (config.val_fraction or 0) < 1 - config.test_fraction
+        ):
+            raise DatasetError(
+                "test and validation fractions must lie between 0 and 1 and leave data to train on"
+            )
+        return config
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        """A config.json written by an earlier run (unknown keys are ignored)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+        except (OSError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+            raise DatasetError(f"cannot read training configuration {path}: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
