@@ -10,18 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import writes_in_place
+from maskwatch.atomic import file_identity, writes_in_place
 from maskwatch.draw import draw_faces, draw_fps
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog, EventStream
 from maskwatch.mqtt import MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import FpsMeter, ImageSink, JsonLinesSink, VideoSink, WindowSink
-from maskwatch.sources import VIDEO_SUFFIXES, Source
+from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
 
 log = logging.getLogger("maskwatch")
 STDOUT = Path("/dev/stdout")
+Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class EventOutputs:
     on_event: Callable[[Event], None] | None = None
 
 
-def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
+def _save_sink(save: Path, source: Source, inputs: Inputs) -> ImageSink | VideoSink:
     if str(save) == "-":
         save = STDOUT
     video_source = source.live or source.fps > 0
@@ -63,7 +64,28 @@ def _save_sink(save: Path, source: Source) -> ImageSink | VideoSink:
         return VideoSink(save, source.fps)
     if video_source:
         raise OutputError(f"--save {save}: a video source needs a .mp4 or .avi output name")
-    return ImageSink(save)
+    return ImageSink(save, inputs)
+
+
+def _inputs(source: Source, outputs: dict[str, Path | str | None]) -> Inputs:
+    """The input files of `source` by identity, once each `outputs` (option: path) has been
+    checked not to be one of them: results written over the photo or video being read would
+    destroy it. Empty (nothing to check) when there is no output file or no input file."""
+    named = {
+        option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
+    }
+    if not named or not isinstance(source, FileSource):
+        return {}
+    inputs = {ident: path for path in source.paths if (ident := file_identity(path)) is not None}
+    for option, out in named.items():
+        ident = None if writes_in_place(out) else file_identity(out)
+        clash = inputs.get(ident) if ident is not None else None
+        if clash is not None:
+            raise OutputError(
+                f"{option} {out} is the input {clash}: writing there would destroy it; "
+                "choose another name"
+            )
+    return inputs
 
 
 def _closing(stack: ExitStack, close: Callable[[bool], None]) -> None:
@@ -94,8 +116,9 @@ def run_detect(
     """
     if json_target == "-" and save is not None and str(save) in ("-", str(STDOUT)):
         raise OutputError("--save and --json cannot both write to stdout")
-    summary = DetectSummary()
     events = events or EventOutputs()
+    inputs = _inputs(source, {"--save": save, "--json": json_target, "--events": events.log})
+    summary = DetectSummary()
     meter = FpsMeter()
     stream = EventStream()
     with ExitStack() as stack:
@@ -144,7 +167,7 @@ def run_detect(
                 annotated = draw_faces(frame.image, result.faces, blur)
                 if save is not None:
                     if saver is None:  # made at the first frame, when the source knows its fps
-                        saver = _save_sink(save, source)
+                        saver = _save_sink(save, source, inputs)
                         _closing(stack, saver.close)
                     saver.write(result, annotated)
                 if window is not None:
