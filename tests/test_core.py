@@ -115,7 +115,8 @@ def test_a_file_that_fails_its_checksum_is_never_kept(tmp_path: Path, monkeypatc
     monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
     with pytest.raises(DownloadError, match="sha256"):
         hub.fetch("yunet")
-    assert not any((tmp_path / "cache").iterdir())
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())  # folders made for it go too
 
 
 def test_a_missing_mirror_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -9,9 +9,12 @@ import json
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,3 +400,114 @@ def test_training_data_skips_junk_and_bombs_with_warnings(
     assert [Path(p).name for p in framed.photos] == ["a.jpg"]
     assert "huge.jpg: the file is 3072 MiB" in caplog.text
     assert "bomb.png: the image is over 179 megapixels" in caplog.text
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """A black 8-bit RGB PNG, compressed a hundred rows at a time: a picture that decodes to
+    gigabytes, made without holding it (Pillow would)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    pack = zlib.compressobj(1)
+    rows = b"\0" * (1 + 3 * width) * 100
+    idat = b"".join(pack.compress(rows) for _ in range(height // 100)) + pack.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png)
+    return path
+
+
+def test_an_image_named_like_a_video_is_measured_from_its_header(
+    tmp_path: Path, bombs: dict[str, Path]
+) -> None:
+    """A picture named .mp4 once went to FFmpeg, which decoded all of it (920 MB of peak memory
+    for 16000 x 16000 pixels) before its size could be asked; its header decides now."""
+    big = blank_png(tmp_path / "big.mp4", 16000, 16000)
+    (tmp_path / "mid.avi").symlink_to(bombs["8000"])
+    (tmp_path / "photo.mp4").symlink_to(THREE_FACES)
+    args = ("--no-show", "--json", "-")
+    run = run_cli("detect", "--source", str(big), *args)
+    run.assert_one_error("big.mp4: the image is over", "more than the limit of 50 megapixels")
+    assert run.max_rss_mb < RSS_LIMIT_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
+    run = run_cli("detect", "--source", str(tmp_path / "mid.avi"), *args)
+    run.assert_one_error("mid.avi: the image is 8000x8000 pixels, more than the limit")
+    assert run.max_rss_mb < RSS_LIMIT_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
+    run = run_cli("detect", "--source", str(tmp_path / "photo.mp4"), *args)
+    run.assert_clean()
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["faces"]) == 3
+
+
+def test_a_video_cut_inside_its_header_is_one_line_of_ours(
+    tmp_path: Path, truncated_avi: Path
+) -> None:
+    """OpenCV's own AVI reader once printed "Unexpected element. Expected: LIST. Got: ..." with
+    raw bytes straight to stderr."""
+    header_only = tmp_path / "hdr.avi"
+    header_only.write_bytes((truncated_avi.parent / "whole.avi").read_bytes()[:3000])
+    run = run_cli("detect", "--source", str(header_only), "--no-show", "--json", "-")
+    run.assert_one_error("hdr.avi: not a readable video")
+    (tmp_path / "a.jpg").symlink_to(THREE_FACES)
+    run = run_cli("detect", "--source", str(tmp_path / "*"), "--no-show", "--json", "-")
+    run.assert_one_error("1 of 2 files could not be read")
+    assert f"warning: skipping {header_only}: not a readable video" in run.stderr
+    assert [Path(json.loads(line)["source"]).name for line in run.stdout.splitlines()] == ["a.jpg"]
+
+
+def _event_log(path: Path, times: list[float]) -> Path:
+    """An event log holding one person per time (appearing then settling, a second later)."""
+    from maskwatch.events import Event, EventLog
+    from maskwatch.types import APPEAR, SETTLE
+
+    log = EventLog(path, "door")
+    box = (0.0, 0.0, 10.0, 10.0)
+    events = [
+        Event(when + lag, "door", 0, kind, track, label, 0.9, box)
+        for track, when in enumerate(times)
+        for lag, kind, label in ((0.0, APPEAR, None), (1.0, SETTLE, "mask"))
+    ]
+    log.write(events)
+    log.close()
+    return path
+
+
+def test_stats_skips_events_whose_time_no_calendar_shows(tmp_path: Path) -> None:
+    """Times of 1e300, infinity, -1e18 and text once ended `stats` in OverflowError, OSError
+    and TypeError tracebacks (the server already left them out)."""
+    import sqlite3
+
+    now = time.time()
+    log = _event_log(tmp_path / "events.db", [now - 7200 + i for i in range(6)])
+    with sqlite3.connect(log) as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM events WHERE kind = 'appear'")]
+        for event_id, bad in zip(ids, (1e300, float("inf"), -1e18, "abc"), strict=False):
+            db.execute("UPDATE events SET time = ? WHERE id = ?", (bad, event_id))
+    db.close()
+    run = run_cli("stats", str(log))
+    run.assert_clean()
+    assert run.returncode == 0, run.stderr
+    assert f"warning: {log}: skipped 4 of 12 events whose time is not a date" in run.stderr
+    total = run.stdout.splitlines()[-1].split()
+    assert total[:3] == ["total", "6", "6"], run.stdout  # each one settled a second later
+
+
+def test_a_chart_of_ten_thousand_minutes_shows_the_last_ones(tmp_path: Path) -> None:
+    """A bar per minute for a week once drew a 500250 x 400 PNG in 1.6 GB."""
+    from maskwatch.defaults import STATS_PLOT_BARS
+
+    start = time.time() - 10_000 * 60 - 3600
+    log = _event_log(tmp_path / "events.db", [start + 60 * i for i in range(10_000)])
+    chart = tmp_path / "chart.png"
+    run = run_cli("stats", str(log), "--by", "minute", "--plot", str(chart), timeout=300)
+    run.assert_clean()
+    assert run.returncode == 0, run.stderr
+    assert (
+        f"warning: the chart shows the last {STATS_PLOT_BARS} of 10000 minutes; "
+        "use --by hour or day to see them all" in run.stderr
+    )
+    assert "total" in run.stdout, "the table still has every minute"
+    width, height = Image.open(chart).size
+    assert width <= 60 * STATS_PLOT_BARS and height == 400
+    assert run.max_rss_mb < RSS_LIMIT_MB, f"peak RSS {run.max_rss_mb:.0f} MB"

@@ -375,3 +375,101 @@ def test_mqtt_events_that_never_reached_the_broker_fail_the_run(clip: Path, tmp_
     proc = run_cli("stats", str(log))
     assert proc.returncode == 0, proc.stderr
     assert "total" in proc.stdout, "the events were still logged locally"
+
+
+def test_an_output_is_never_one_of_the_inputs(tmp_path: Path) -> None:
+    """`--save in.jpg` once replaced the photo being read with its annotated copy."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "in.jpg"
+    shutil.copy(THREE_FACES, photo)
+    (folder / "sub").mkdir()
+    shutil.copy(THREE_FACES, folder / "sub" / "b.jpg")
+    (tmp_path / "alias.jpg").symlink_to(photo)
+    original = photo.read_bytes()
+    single = ("detect", "--source", str(photo), "--no-show")
+    for args, message in (
+        ((*single, "--save", str(photo)), f"--save {photo} is the input {photo}"),
+        ((*single, "--json", str(photo)), f"--json {photo} is the input {photo}"),
+        ((*single, "--events", str(photo)), f"--events {photo} is the input {photo}"),
+        ((*single, "--save", str(tmp_path / "alias.jpg")), "alias.jpg is the input"),
+        (
+            ("detect", "--source", str(folder), "--no-show", "--save", str(folder)),
+            f"--save {folder}: {photo} is the input {photo}",
+        ),
+        (
+            ("detect", "--source", str(folder / "sub"), "--no-show", "--save", str(folder / "sub")),
+            f"--save {folder / 'sub'}: {folder}/sub/b.jpg is the input {folder}/sub/b.jpg",
+        ),
+    ):
+        proc = run_cli(*args)
+        assert_one_line_error(proc, message, "writing there would destroy it")
+        assert photo.read_bytes() == original
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == [
+        "in.jpg",
+        "sub",
+        "sub/b.jpg",
+    ]
+    proc = run_cli("detect", "--source", str(folder), "--no-show", "--save", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["b.jpg", "in.jpg"]
+
+
+def test_a_loop_of_links_is_an_error_not_replaced(
+    clip: Path, event_log: Path, tmp_path: Path
+) -> None:
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(tmp_path / "back.jpg")
+    (tmp_path / "back.jpg").symlink_to(loop)
+    eloop = os.strerror(errno.ELOOP)
+    for args in (
+        ("detect", "--source", str(clip), "--no-show", "--json", str(loop)),
+        ("detect", "--source", str(THREE_FACES), "--no-show", "--save", str(loop)),
+        ("detect", "--source", str(clip), "--no-show", "--save", str(loop)),
+        ("detect", "--source", str(clip), "--no-show", "--events", str(loop)),
+        ("stats", str(event_log), "--plot", str(loop)),
+    ):
+        proc = run_cli(*args)
+        assert_one_line_error(proc, f"cannot write {loop}: {eloop}")
+        assert os.readlink(loop) == str(tmp_path / "back.jpg"), args
+        assert sorted(os.listdir(tmp_path)) == ["back.jpg", "loop.jpg"], args
+
+
+def test_folders_made_for_outputs_go_when_nothing_was_written(
+    clip: Path, tmp_path: Path, tiny_disk: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).symlink_to(THREE_FACES)
+    filler = fill(tiny_disk, leave=0)
+    for source, option, out in (
+        (photos, "--save", tiny_disk / "annotated"),
+        (photos, "--save", tiny_disk / "new" / "sub" / "a.jpg"),
+        (clip, "--save", tiny_disk / "new" / "sub" / "a.mp4"),
+        (clip, "--json", tiny_disk / "new" / "frames.jsonl"),
+        (clip, "--events", tiny_disk / "new" / "events.db"),
+    ):
+        proc = run_cli("detect", "--source", str(source), "--no-show", option, str(out))
+        assert_failed_cleanly(proc, tiny_disk, ENOSPC, {filler})
+
+
+def test_an_event_log_we_may_not_open_says_permission_denied(
+    clip: Path, event_log: Path, tmp_path: Path
+) -> None:
+    """SQLite says only "unable to open database file"."""
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if shutil.which("setpriv") is None or subprocess.run([*drop, "true"]).returncode != 0:
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here")
+    locked = tmp_path / "events.db"
+    shutil.copy(event_log, locked)
+    locked.chmod(0)
+    for args, message in (
+        (("stats", str(locked)), f"cannot read event log {locked}: {EACCES}"),
+        (
+            ("detect", "--source", str(clip), "--no-show", "--events", str(locked)),
+            f"cannot write event log {locked}: {EACCES}",
+        ),
+    ):
+        proc = subprocess.run([*drop, *cli(*args)], capture_output=True, text=True, timeout=120)
+        assert_failed_cleanly(proc, tmp_path, message, {"events.db"})

@@ -43,15 +43,27 @@ def cannot_write(dest: Path | str, exc: OSError) -> OutputError:
 def writes_in_place(dest: Path | str) -> bool:
     """Whether `dest` is written where it is instead of being replaced: an existing path that
     is not a regular file or folder (after following links), or one of the process's own
-    descriptors."""
+    descriptors. A loop of links is an OutputError ("Too many levels of symbolic links")."""
     text = os.path.abspath(dest)
     if text.startswith(PROCESS_PATHS) or text in PROCESS_FILES:
         return True
     try:
         mode = os.stat(dest).st_mode
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link loop leads nowhere: renaming over it would hide it
+            raise cannot_write(dest, exc) from exc
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def file_identity(path: Path | str) -> tuple[int, int] | None:
+    """(device, inode) of the regular file `path` names (through links), or None when there
+    is none: how an output is known to be one of the inputs under any of its names."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
 
 def check_free_space(folder: Path, dest: Path | str) -> None:
@@ -66,16 +78,32 @@ def check_free_space(folder: Path, dest: Path | str) -> None:
         raise OutputError(f"cannot write {dest}: {os.strerror(errno.ENOSPC)}")
 
 
-def make_folder(folder: Path, dest: Path | str | None = None) -> None:
-    """Make `folder` (and its parents) for writing `dest` in it, or raise one clear error."""
+def make_folder(folder: Path, dest: Path | str | None = None) -> list[Path]:
+    """Make `folder` (and its parents) for writing `dest` in it, or raise one clear error.
+    Returns the folders it made, outermost first, for `remove_folders` after a failure."""
     if folder.exists() and not folder.is_dir():
         what = "not a folder" if dest is None else f"{folder} is not a folder"
         raise OutputError(f"cannot write {dest or folder}: {what}")
     dest = folder if dest is None else dest
+    missing: list[Path] = []
+    here = folder
+    while not os.path.lexists(here) and here != here.parent:
+        missing.insert(0, here)
+        here = here.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        remove_folders(missing)
         raise cannot_write(dest, exc) from exc
+    return missing
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Remove the folders `make_folder` made, innermost first, where they are still empty: a
+    run that failed before writing anything leaves no empty folder behind. Never raises."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def remove_quietly(path: Path) -> None:
@@ -139,15 +167,19 @@ class PendingFile:
             if self.target.is_dir():
                 raise OutputError(f"cannot write {dest}: {os.strerror(errno.EISDIR)}")
             folder = self.target.parent
-            make_folder(folder, self.dest)
-        check_free_space(folder, self.dest)
         suffix = self.target.suffix if suffix is None else suffix
         name = f".{self.target.stem}.{uuid.uuid4().hex[:12]}.part{suffix}"
         self.tmp = folder / name
+        self.made = [] if self.in_place else make_folder(folder, self.dest)
         try:
+            check_free_space(folder, self.dest)
             os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except OSError as exc:
+            remove_folders(self.made)
             raise cannot_write(self.dest, exc) from exc
+        except OutputError:
+            remove_folders(self.made)
+            raise
 
     def commit(self) -> None:
         """Put the finished temporary file in place; on failure remove it and raise."""
@@ -161,12 +193,18 @@ class PendingFile:
                 _sync(self.tmp)
                 os.replace(self.tmp, self.target)
         except OSError as exc:
-            raise cannot_write(self.dest, exc) from exc
-        finally:
             self.discard()
+            raise cannot_write(self.dest, exc) from exc
+        except BaseException:
+            self.discard()
+            raise
+        remove_quietly(self.tmp)
+        self.made = []
 
     def discard(self) -> None:
+        """Remove the temporary file, and the folders made for it if nothing else is there."""
         remove_quietly(self.tmp)
+        remove_folders(self.made)
 
 
 @contextmanager

@@ -32,3 +32,13 @@ def open_capture(target: int | str) -> cv2.VideoCapture:
     """cv2.VideoCapture without OpenCV's console noise when the target cannot be opened."""
     with quiet_opencv():
         return cv2.VideoCapture(target)
+
+
+def open_video_file(path: str) -> cv2.VideoCapture:
+    """A capture of a video file through FFmpeg alone where OpenCV has it. Trying every backend
+    would end in OpenCV's own AVI reader, which prints what it dislikes in a damaged file (e.g.
+    "Unexpected element. Expected: LIST. Got: ...") straight to stderr, past any log level, and
+    reads nothing FFmpeg cannot."""
+    backend = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
+    with quiet_opencv():
+        return cv2.VideoCapture(path, backend)

@@ -9,20 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import writes_in_place
+from maskwatch.atomic import file_identity, writes_in_place
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
-from maskwatch.sources import VIDEO_SUFFIXES, Source
+from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
 from maskwatch.watch import Callback, Summary, Watch
 
 log = logging.getLogger("maskwatch")
 STDOUT = Path("/dev/stdout")
 DetectSummary = Summary  # the name run_detect's callers know
+Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 
 @dataclass
@@ -49,14 +50,38 @@ class EventOutputs:
             watch.add_events(Callback(self.on_event))
 
 
+def _inputs(source: Source, outputs: dict[str, Path | str | None]) -> Inputs:
+    """The input files of `source` by identity, once each `outputs` (option: path) has been
+    checked not to be one of them: results written over the photo or video being read would
+    destroy it. Empty (nothing to check) when there is no output file or no input file."""
+    named = {
+        option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
+    }
+    if not named or not isinstance(source, FileSource):
+        return {}
+    inputs = {ident: path for path in source.paths if (ident := file_identity(path)) is not None}
+    for option, out in named.items():
+        ident = None if writes_in_place(out) else file_identity(out)
+        clash = inputs.get(ident) if ident is not None else None
+        if clash is not None:
+            raise OutputError(
+                f"{option} {out} is the input {clash}: writing there would destroy it; "
+                "choose another name"
+            )
+    return inputs
+
+
 class SaveOutput:
     """`--save`: an annotated video or images, chosen at the first frame, when the source
     knows its frame rate."""
 
-    def __init__(self, save: Path, source: Source, annotator: Annotator) -> None:
+    def __init__(
+        self, save: Path, source: Source, annotator: Annotator, inputs: Inputs | None = None
+    ) -> None:
         self.save = STDOUT if str(save) == "-" else save
         self.source = source
         self.annotator = annotator
+        self.inputs = inputs or {}
         self.sink: ImageSink | VideoSink | None = None
 
     def _open(self) -> ImageSink | VideoSink:
@@ -68,7 +93,7 @@ class SaveOutput:
             raise OutputError(
                 f"--save {self.save}: a video source needs a .mp4 or .avi output name"
             )
-        return ImageSink(self.save, self.annotator)
+        return ImageSink(self.save, self.annotator, self.inputs)
 
     def write(self, result: FrameResult) -> None:
         if self.sink is None:
@@ -107,8 +132,9 @@ def run_detect(
     events = events or EventOutputs()
     if camera is None and events.mqtt is not None:
         camera = events.mqtt.target.topic
+    inputs = _inputs(source, {"--save": save, "--json": json_target, "--events": events.log})
     annotator = Annotator(blur)
-    saver = SaveOutput(save, source, annotator) if save is not None else None
+    saver = SaveOutput(save, source, annotator, inputs) if save is not None else None
     watch = Watch(pipeline, camera)
     try:
         with watch:

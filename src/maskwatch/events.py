@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -27,6 +28,7 @@ import numpy as np
 from maskwatch.atomic import (
     check_free_space,
     make_folder,
+    remove_folders,
     remove_quietly,
     write_bytes,
     write_problem,
@@ -39,6 +41,8 @@ from maskwatch.types import CHANGE, SETTLE, FrameResult
 log = logging.getLogger("maskwatch")
 
 SCHEMA_VERSION = 1
+EARLIEST_TIME = 946_684_800.0  # 2000-01-01 UTC
+FUTURE_SLACK = 86_400.0  # clocks of cameras may run ahead, but not by more than a day
 # What SQLite needs to grow a log in WAL mode: its 32 KiB shared-memory file and a page or two.
 SQLITE_PROBE_BYTES = 64 * 1024
 SNAPSHOT_KINDS = (SETTLE, CHANGE)
@@ -151,6 +155,15 @@ class EventStream:
         ]
 
 
+def plausible_time(when: object, now: float | None = None) -> bool:
+    """Whether `when` (Unix seconds) can be an event's time: a finite number, not before 2000,
+    not more than a day ahead. What a log holds is checked too, since anyone may write one."""
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        return False
+    now = time.time() if now is None else now
+    return math.isfinite(when) and EARLIEST_TIME <= when <= now + FUTURE_SLACK
+
+
 def face_snapshot(image: np.ndarray, box: tuple[float, ...]) -> np.ndarray | None:
     """The face with the classifier's margin, at most SNAPSHOT_MAX_SIDE px (JPEG-ready BGR);
     None if nothing of it is inside the frame."""
@@ -172,6 +185,19 @@ def _read_only_folder(folder: Path) -> bool:
         return False
 
 
+def _open_problem(path: Path) -> OSError | None:
+    """The error opening the log itself for reading, then for writing, meets (a missing
+    permission), or None; a log that is not there yet has none."""
+    for flags in (os.O_RDONLY, os.O_RDWR):
+        try:
+            os.close(os.open(path, flags | os.O_NONBLOCK))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc
+    return None
+
+
 def _reason(path: Path, exc: sqlite3.Error) -> str:
     """Why SQLite could not use `path`, in the system's words where it has them: SQLite says
     "unable to open database file" for a read-only folder, a missing permission and more."""
@@ -182,7 +208,7 @@ def _reason(path: Path, exc: sqlite3.Error) -> str:
         folder = path.parent
         if _read_only_folder(folder):
             return os.strerror(errno.EROFS)
-        problem = write_problem(folder, SQLITE_PROBE_BYTES)
+        problem = _open_problem(path) or write_problem(folder, SQLITE_PROBE_BYTES)
         if problem is not None:
             return problem.strerror or str(problem)
     return str(exc)
@@ -219,11 +245,10 @@ def connect(path: Path) -> sqlite3.Connection:
     if path.is_dir():
         raise OutputError(f"cannot write event log {path}: {os.strerror(errno.EISDIR)}")
     created = not path.exists()
-    if created:
-        make_folder(path.parent, f"event log {path}")
-    check_free_space(path.parent, f"event log {path}")
+    made = make_folder(path.parent, f"event log {path}") if created else []
     db: sqlite3.Connection | None = None
     try:
+        check_free_space(path.parent, f"event log {path}")
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
@@ -237,6 +262,7 @@ def connect(path: Path) -> sqlite3.Connection:
                 db.close()
         if created:
             _remove_new_log(path)
+            remove_folders(made)
         if isinstance(exc, OutputError):
             raise
         if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):

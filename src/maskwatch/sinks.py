@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,11 +25,12 @@ from maskwatch.atomic import (
     PendingFile,
     cannot_write,
     check_free_space,
+    file_identity,
     write_bytes,
     write_problem,
     writes_in_place,
 )
-from maskwatch.cvlog import quiet_opencv
+from maskwatch.cvlog import open_video_file, quiet_opencv
 from maskwatch.draw import Annotator, draw_fps
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES
@@ -183,11 +185,19 @@ def encode_image(path: Path, image: np.ndarray) -> bytes:
 
 class ImageSink:
     """Annotated images: one file when OUT has an image suffix, else files named after their
-    sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn."""
+    sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn.
+    A file named like an input in `inputs` (by device and inode) is refused, never replaced:
+    a folder OUT may be the folder being read."""
 
-    def __init__(self, out: Path, annotator: Annotator | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        annotator: Annotator | None = None,
+        inputs: Mapping[tuple[int, int], Path] | None = None,
+    ) -> None:
         self.out = out
         self.annotator = annotator or Annotator()
+        self.inputs = inputs or {}
         self.single = out.suffix.lower() in IMAGE_SUFFIXES or writes_in_place(out)
         self._used: set[str] = set()
         self.written: list[Path] = []
@@ -206,6 +216,13 @@ class ImageSink:
 
     def write(self, result: FrameResult) -> None:
         target = self._target(result.frame.source)
+        ident = file_identity(target) if self.inputs else None
+        clash = self.inputs.get(ident) if ident is not None else None
+        if clash is not None:
+            raise OutputError(
+                f"--save {self.out}: {target} is the input {clash}: writing there would destroy "
+                "it; choose another folder"
+            )
         write_bytes(target, encode_image(target, self.annotator(result)))
         if target not in self.written:
             self.written.append(target)
@@ -263,10 +280,8 @@ class VideoSink:
     def _failure(self) -> str | None:
         """Why the temporary video is not complete, or None when it holds every frame."""
         tmp = str(self._pending.tmp)
-        # FFmpeg's log obeys cvlog's setting; OpenCV's own AVI reader prints to stderr.
-        backend = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else 0
+        capture = open_video_file(tmp)
         with quiet_opencv():
-            capture = cv2.VideoCapture(tmp, backend)
             try:
                 count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
                 last = count == self.frames and capture.set(

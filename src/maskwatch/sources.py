@@ -23,7 +23,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from maskwatch.cvlog import open_capture, quiet_opencv
+from maskwatch.cvlog import open_capture, open_video_file, quiet_opencv
 from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import SourceError
 from maskwatch.images import check_readable, is_image_file, load_image, megapixels
@@ -109,12 +109,12 @@ class FileSource:
     def frames(self) -> Iterator[Frame]:
         image_index = 0
         for path in self.paths:
+            # By its header first: a picture named .mp4 must not reach FFmpeg, which decodes it
+            # whole before its size can be asked.
             suffix = path.suffix.lower()
-            if suffix in VIDEO_SUFFIXES:
-                yield from self._video_frames(path)
-                continue
             if suffix not in IMAGE_SUFFIXES and not is_image_file(path):
-                yield from self._video_frames(path, why="not an image or video")
+                known = suffix in VIDEO_SUFFIXES
+                yield from self._video_frames(path, why=None if known else "not an image or video")
                 continue
             try:
                 image = load_image(path, self.max_pixels)
@@ -132,7 +132,7 @@ class FileSource:
         except SourceError as exc:
             self._skip(str(exc))
             return
-        capture = open_capture(str(path))
+        capture = open_video_file(str(path))
         try:
             if not capture.isOpened():
                 self._skip(f"{path}: {why or 'not a readable video'}")

@@ -7,6 +7,7 @@ their track held longest while settled (`unsettled` if it never settled).
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from maskwatch.defaults import STATS_PERIODS
+from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError
-from maskwatch.events import open_log
+from maskwatch.events import open_log, plausible_time
 from maskwatch.labels import CANONICAL
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
@@ -25,6 +26,8 @@ PERIOD_FORMATS = dict(
 )
 UNSETTLED = "unsettled"
 STATS_COLUMNS = (*CANONICAL, UNSETTLED)
+
+log = logging.getLogger("maskwatch")
 
 
 @dataclass
@@ -70,6 +73,13 @@ def log_rows(log_path: Path) -> list[Row]:
         return [Row(*row) for row in found]
     finally:
         db.close()
+
+
+def plausible_rows(rows: Iterable[Row]) -> list[Row]:
+    """`rows` without those whose time no calendar can show (not a number, infinite, before
+    2000 or far in the future: written by an older version or by hand)."""
+    now = time.time()
+    return [row for row in rows if plausible_time(row.time, now)]
 
 
 def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
@@ -129,8 +139,18 @@ def _row(first: str, counts: Counter[str]) -> str:
 
 
 def summarise(log_path: Path, by: str = "hour", source: str | None = None) -> StatsTable:
-    """People per period by label from an event log."""
-    return summarise_rows(log_rows(log_path), by, source)
+    """People per period by label from an event log; events with impossible times are left
+    out, with one warning."""
+    rows = log_rows(log_path)
+    kept = plausible_rows(rows)
+    if len(kept) < len(rows):
+        log.warning(
+            "%s: skipped %d of %d events whose time is not a date between 2000 and tomorrow",
+            log_path,
+            len(rows) - len(kept),
+            len(rows),
+        )
+    return summarise_rows(kept, by, source)
 
 
 def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = None) -> StatsTable:
@@ -141,6 +161,23 @@ def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = N
         period = time.strftime(PERIOD_FORMATS[by], time.localtime(person.appeared))
         periods[period][person.main_label()] += 1
     return StatsTable(by, sorted(periods.items()))
+
+
+def _chart_rows(table: StatsTable) -> list[tuple[str, Counter[str]]]:
+    """The periods a chart shows: the most recent STATS_PLOT_BARS, with a warning when that
+    is not all of them (a bar per minute over weeks would draw an image of gigabytes)."""
+    if len(table.rows) <= STATS_PLOT_BARS:
+        return table.rows
+    coarser = STATS_PERIODS[STATS_PERIODS.index(table.by) + 1 :]
+    hint = f"; use --by {' or '.join(coarser)} to see them all" if coarser else ""
+    log.warning(
+        "the chart shows the last %d of %d %ss%s",
+        STATS_PLOT_BARS,
+        len(table.rows),
+        table.by,
+        hint,
+    )
+    return table.rows[-STATS_PLOT_BARS:]
 
 
 def plot(table: StatsTable, dest: Path) -> None:
@@ -156,11 +193,12 @@ def plot(table: StatsTable, dest: Path) -> None:
     from maskwatch.atomic import write_bytes
     from maskwatch.labels import COLOURS, DISPLAY
 
-    names = [period for period, _ in table.rows]
+    rows = _chart_rows(table)
+    names = [period for period, _ in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
     bottom = [0] * len(names)
     for column in STATS_COLUMNS:
-        values = [counts[column] for _, counts in table.rows]
+        values = [counts[column] for _, counts in rows]
         b, g, r = COLOURS.get(column, (160, 160, 160))
         ax.bar(
             range(len(names)),

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.events import Event, EventLog
-from maskwatch.stats import UNSETTLED, Row, log_rows, summarise_rows
+from maskwatch.stats import UNSETTLED, Row, log_rows, plausible_rows, summarise_rows
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
-from maskwatch.web.remote import plausible_rows
 
 RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000

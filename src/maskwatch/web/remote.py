@@ -7,35 +7,15 @@ known kind and label, short strings, finite numbers."""
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterable
 from typing import Any
 
-from maskwatch.events import Event
+from maskwatch.events import Event, plausible_time
 from maskwatch.labels import CANONICAL, UNCERTAIN
-from maskwatch.stats import Row
 from maskwatch.types import CHANGE_KINDS
 
-EARLIEST_TIME = 946_684_800.0  # 2000-01-01 UTC
-FUTURE_SLACK = 86_400.0  # clocks of cameras may run ahead, but not by more than a day
 MAX_TEXT = 200  # characters of a camera or source name
 MAX_COORDINATE = 1e6
 LABELS = (*CANONICAL, UNCERTAIN)
-
-
-def plausible_time(when: float, now: float | None = None) -> bool:
-    """Whether `when` (Unix seconds) can be an event's time: finite, not before 2000, not more
-    than a day ahead."""
-    now = time.time() if now is None else now
-    return math.isfinite(when) and EARLIEST_TIME <= when <= now + FUTURE_SLACK
-
-
-def plausible_rows(rows: Iterable[Row]) -> list[Row]:
-    """`rows` without those whose time is not plausible (e.g. stored by an older version)."""
-    now = time.time()
-    return [
-        row for row in rows if isinstance(row.time, int | float) and plausible_time(row.time, now)
-    ]
 
 
 def _text(value: object, what: str) -> str:
