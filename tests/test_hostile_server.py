@@ -16,6 +16,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -557,3 +558,34 @@ def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> No
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["message"].startswith("this server needs a token")
     assert out["sockets"] == 1, "the page kept retrying a refused connection"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_page_says_the_server_is_busy_and_retries_later(server: Server) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws/detect?token={TOKEN}"
+    done = threading.Event()
+
+    def hold() -> None:  # every place taken, and kept from idling out
+        with contextlib.ExitStack() as stack:
+            sessions = [stack.enter_context(connect(url)) for _ in range(MAX_SESSIONS)]
+            while not done.wait(0.5):
+                for ws in sessions:
+                    ws.send("still here")
+                    ws.recv(timeout=10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        proc = subprocess.run(
+            ["node", str(BROWSER_TESTS / "refused.mjs"), f"{server.base}/?token={TOKEN}",
+             "the server is busy"],
+            capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS,
+        )  # fmt: skip
+    finally:
+        done.set()
+        holder.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"] == f"{WS_BUSY_REASON}; retrying in 15 s"
+    assert out["sockets"] == 1, "the page retried a busy server at once"
