@@ -32,7 +32,9 @@ from websockets.sync.client import connect
 
 from conftest import THREE_FACES
 from maskwatch.web.app import ServeSettings, create_app
+from maskwatch.web.board import REMOTE, Board
 from maskwatch.web.guard import WS_BUSY_REASON
+from maskwatch.web.remote import remote_event
 from test_cli import assert_one_line_error, run_cli
 from test_web import BROWSER_TESTS, CHROMIUM, _listening, free_port, wait_for
 
@@ -434,6 +436,32 @@ def test_many_mqtt_camera_names_hold_neither_files_nor_memory(
     warnings = server.log.read_text().count("forgetting the least recently seen")
     assert 1 <= warnings < names - 256, "forgotten cameras are warned about, rate-limited"
     assert server.healthy()
+
+
+def test_the_board_forgets_the_least_recently_seen_camera_never_a_running_one(
+    tmp_path: Path,
+) -> None:
+    opened = len(os.listdir("/proc/self/fd"))
+    board = Board(tmp_path / "events.db", max_cameras=3)
+    board.camera("door")  # a running source (a browser session, a --source)
+
+    def report(name: str) -> None:
+        camera, event = remote_event("site/x", mqtt_event(name, time.time()))
+        board.add(camera, [event], run=REMOTE)
+
+    for name in ("a", "b", "c", "d"):
+        report(name)
+    assert set(board.live()["cameras"]) == {"door", "c", "d"}
+    assert len(os.listdir("/proc/self/fd")) - opened <= 3, "one log connection (and its WAL)"
+    board.end_run("door")
+    report("e")
+    report("a")  # back again, as a new camera
+    assert set(board.live()["cameras"]) == {"door", "e", "a"}
+    board.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        sources = [s for (s,) in db.execute("SELECT r.source FROM events e JOIN runs r "
+                                            "ON r.id = e.run ORDER BY e.id")]  # fmt: skip
+    assert sources == ["a", "b", "c", "d", "e", "a"], "every event stored, under its camera"
 
 
 def frame_jpeg(three_faces: np.ndarray) -> bytes:
