@@ -566,6 +566,8 @@ def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> No
         ("--max-upload-mb", "nan", "finite"),
         ("--request-timeout", "-1", "--request-timeout"),
         ("--idle-timeout", "0", "--idle-timeout"),
+        ("--max-sessions", "0", "--max-sessions"),
+        ("--session-idle-timeout", "inf", "--session-idle-timeout"),
     ],
 )
 def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:

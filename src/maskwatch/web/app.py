@@ -5,8 +5,9 @@ Security: the CLI binds to 127.0.0.1 unless told otherwise and then demands a to
 explicit --no-auth). The token is accepted as `Authorization: Bearer TOKEN` or `?token=TOKEN`
 (the page passes it on, the WebSocket included) and checked before a request's body is read
 (see guard.py). Uploads are size-limited while they stream, decoded only within a pixel budget
-read from the image's header, and processed a bounded number at a time; every error the API
-returns is `{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
+read from the image's header, and processed a bounded number at a time; WebSocket sessions are
+limited in number and closed when idle (guard.py); every error the API returns is
+`{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
 stored unless the server was given an event log.
 """
 
