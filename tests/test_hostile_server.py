@@ -6,6 +6,7 @@ server must keep answering, nothing may be spooled or stored, and memory must st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -15,6 +16,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -39,10 +41,15 @@ from conftest import (
     wait_for,
 )
 from maskwatch.web.app import ServeSettings, create_app
+from maskwatch.web.board import REMOTE, Board
+from maskwatch.web.guard import WS_BUSY_REASON
+from maskwatch.web.remote import remote_event
 
 TOKEN = "t0k"
 REQUEST_TIMEOUT = 1.5  # seconds; the server's --request-timeout here
 IDLE_TIMEOUT = 1
+MAX_SESSIONS = 2
+SESSION_IDLE = 3  # seconds; the server's --session-idle-timeout here
 
 
 def png_bomb(side: int = 40000) -> bytes:
@@ -103,7 +110,8 @@ class Server:
             [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(self.port),
              "--token", TOKEN, "--max-upload-mb", "1", "--events", str(self.events),
              "--mqtt", broker + "/site/#", "--request-timeout", str(REQUEST_TIMEOUT),
-             "--idle-timeout", str(IDLE_TIMEOUT)],
+             "--idle-timeout", str(IDLE_TIMEOUT), "--max-sessions", str(MAX_SESSIONS),
+             "--session-idle-timeout", str(SESSION_IDLE)],
             stdout=self._log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "TMPDIR": str(self.spool)},
         )  # fmt: skip
@@ -117,11 +125,20 @@ class Server:
         except httpx.HTTPError:
             return False
 
-    def peak_rss_mb(self) -> float:
+    def _status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM")
+        raise AssertionError(f"no {field}")
+
+    def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM")
+
+    def rss_mb(self) -> float:
+        return self._status_mb("VmRSS")
+
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
     def spooled(self) -> list[Path]:
         """Files the server made in its TMPDIR since it started (uploads spooled to disk)."""
@@ -337,14 +354,39 @@ def test_the_websocket_takes_the_token_by_query_and_refuses_without_it(server: S
         assert closed.value.rcvd.reason.startswith("this server needs a token")
 
 
-def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
-    server: Server, broker_url: str
-) -> None:
+def mqtt_event(camera: str, now: float) -> dict[str, Any]:
+    return {"camera": camera, "time": now, "source": "door", "frame": 1, "kind": "appear",
+            "track": 1, "label": None, "confidence": 0.9, "box": [1, 2, 3, 4]}  # fmt: skip
+
+
+@pytest.fixture
+def publisher(broker_url: str, server: Server) -> Iterator[Any]:
+    """A paho client on the broker, once the server's subscription is up."""
     import paho.mqtt.client as mqtt
 
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", int(broker_url.rsplit(":", 1)[1]))
+    client.loop_start()
+    try:
+
+        def subscribed() -> bool:  # the server's subscription is up once a probe arrives
+            probe = mqtt_event("site/probe", time.time())
+            client.publish("site/probe", json.dumps(probe), qos=1)
+            time.sleep(0.2)
+            return "site/probe" in server.http.get("/api/v1/stats").json()["cameras"]
+
+        wait_for(subscribed, what="the server's MQTT subscription")
+        yield client
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
+    server: Server, publisher: Any
+) -> None:
     now = time.time()
-    good = {"camera": "site/door", "time": now, "source": "door", "frame": 1, "kind": "appear",
-            "track": 1, "label": None, "confidence": 0.9, "box": [1, 2, 3, 4]}  # fmt: skip
+    good = mqtt_event("site/door", now)
     hostile = [
         {**good, "time": 1e300},
         {**good, "time": -5},
@@ -355,25 +397,11 @@ def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
         {**good, "box": [1, 2, 3]},
         {**good, "track": "inf"},
     ]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", int(broker_url.rsplit(":", 1)[1]))
-    client.loop_start()
-    try:
-
-        def subscribed() -> bool:  # the server's subscription is up once a probe arrives
-            client.publish("site/probe", json.dumps({**good, "camera": "site/probe"}), qos=1)
-            time.sleep(0.2)
-            return "site/probe" in server.http.get("/api/v1/stats").json()["cameras"]
-
-        wait_for(subscribed, what="the server's MQTT subscription")
-        for payload in hostile:
-            client.publish("site/door", json.dumps(payload), qos=1).wait_for_publish(10)
-        for raw in (b"not json", b"[" * 4000, b"{}" + b" " * 10_000):
-            client.publish("site/door", raw, qos=1).wait_for_publish(10)
-        client.publish("site/door", json.dumps(good), qos=1).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    for payload in hostile:
+        publisher.publish("site/door", json.dumps(payload), qos=1).wait_for_publish(10)
+    for raw in (b"not json", b"[" * 4000, b"{}" + b" " * 10_000):
+        publisher.publish("site/door", raw, qos=1).wait_for_publish(10)
+    publisher.publish("site/door", json.dumps(good), qos=1).wait_for_publish(10)
     stats = wait_for(
         lambda: (
             (s := server.http.get("/api/v1/stats")).status_code == 200
@@ -389,6 +417,129 @@ def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
     assert times == [pytest.approx(now, abs=1)]
     warnings = server.log.read_text().count("ignoring an invalid event")
     assert warnings == 1, "invalid events are warned about at most once per interval"
+
+
+def test_many_mqtt_camera_names_hold_neither_files_nor_memory(
+    server: Server, publisher: Any
+) -> None:
+    names = 400  # the server keeps 256 cameras; each used to hold ~2 open files of the log
+    opened = server.open_files()
+    now = time.time()
+    for i in range(names):
+        publisher.publish(f"site/cam-{i}", json.dumps(mqtt_event(f"cam-{i}", now)), qos=1)
+    last = f"cam-{names - 1}"  # one publisher, QoS 1: it arrives after all the others
+    stats = wait_for(
+        lambda: (s := server.http.get("/api/v1/stats").json())["cameras"].get(last) and s,
+        what="the last camera's event",
+    )
+    assert len(stats["cameras"]) <= 256 and "cam-0" not in stats["cameras"]
+    assert server.open_files() - opened < 10, "the server holds files per camera name"
+    with sqlite3.connect(server.events) as db:
+        stored = db.execute(
+            "SELECT COUNT(DISTINCT r.source) FROM events e JOIN runs r ON r.id = e.run "
+            "WHERE r.source LIKE 'cam-%'"
+        ).fetchone()[0]
+    assert stored == names, "every valid event is still stored, under its camera's name"
+    warnings = server.log.read_text().count("forgetting the least recently seen")
+    assert 1 <= warnings < names - 256, "forgotten cameras are warned about, rate-limited"
+    assert server.healthy()
+
+
+def test_the_board_forgets_the_least_recently_seen_camera_never_a_running_one(
+    tmp_path: Path,
+) -> None:
+    opened = len(os.listdir("/proc/self/fd"))
+    board = Board(tmp_path / "events.db", max_cameras=3)
+    board.camera("door")  # a running source (a browser session, a --source)
+
+    def report(name: str) -> None:
+        camera, event = remote_event("site/x", mqtt_event(name, time.time()))
+        board.add(camera, [event], run=REMOTE)
+
+    for name in ("a", "b", "c", "d"):
+        report(name)
+    assert set(board.live()["cameras"]) == {"door", "c", "d"}
+    assert len(os.listdir("/proc/self/fd")) - opened <= 3, "one log connection (and its WAL)"
+    board.end_run("door")
+    report("e")
+    report("a")  # back again, as a new camera
+    assert set(board.live()["cameras"]) == {"door", "e", "a"}
+    board.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        sources = [s for (s,) in db.execute("SELECT r.source FROM events e JOIN runs r "
+                                            "ON r.id = e.run ORDER BY e.id")]  # fmt: skip
+    assert sources == ["a", "b", "c", "d", "e", "a"], "every event stored, under its camera"
+
+
+def frame_jpeg(three_faces: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.resize(three_faces, (640, 480)))[1].tobytes()
+
+
+def closed_with(ws: Any) -> tuple[int, str]:
+    """The close code and reason the server ended `ws` with (waiting for it)."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_websocket_sessions_beyond_the_limit_are_told_to_try_again_later(
+    server: Server, three_faces: np.ndarray
+) -> None:
+    frame = frame_jpeg(three_faces)
+    url = f"ws://127.0.0.1:{server.port}/ws/detect?token={TOKEN}"
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(connect(url)) for _ in range(MAX_SESSIONS + 6)]
+        sessions, refused = sockets[:MAX_SESSIONS], sockets[MAX_SESSIONS:]
+        for ws in sessions:
+            ws.send(frame)
+        for ws in sessions:
+            assert json.loads(ws.recv(timeout=60))["faces"]
+        for ws in refused:
+            assert closed_with(ws) == (1013, WS_BUSY_REASON)
+        assert server.rss_mb() < 1024, "the documented peak"
+        sessions[0].close()
+
+        def one_more() -> bool:  # a place is free once the server has seen that close
+            try:
+                with connect(url) as ws:
+                    ws.send(frame)
+                    return "faces" in json.loads(ws.recv(timeout=60))
+            except ConnectionClosed:
+                return False
+
+        wait_for(one_more, what="a session in the freed place")
+    assert server.healthy()
+
+
+def test_an_idle_websocket_session_is_closed_with_a_reason(
+    server: Server, three_faces: np.ndarray
+) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws/detect?token={TOKEN}"
+    with connect(url) as ws:
+        ws.send(frame_jpeg(three_faces))
+        assert json.loads(ws.recv(timeout=60))["faces"]
+        code, reason = closed_with(ws)  # then nothing is sent
+    assert (code, reason) == (1000, f"closed after {SESSION_IDLE} s without a frame")
+
+
+def test_pages_answer_head_and_no_answer_is_an_empty_redirect(server: Server) -> None:
+    for path in ("/", "/dashboard"):
+        head = httpx.head(server.base + path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"].startswith("text/html")
+    assert_error(server.http.get("/api/v1/stats/"), 404)
+    assert_error(server.http.get("/dashboard/"), 404)
+    assert_error(httpx.get(server.base + "/api/v1/stats/"), 401)
+
+
+def test_a_malformed_multipart_body_leaves_no_raw_line_in_the_log(server: Server) -> None:
+    kind = {"Content-Type": "multipart/form-data; boundary=zz"}
+    for body in (b"garbage", b"--garbage", b"--zz\r\nbad\r\n\r\n"):
+        assert_error(server.http.post("/api/v1/detect", content=body, headers=kind), 400)
+    assert "boundary" not in server.log.read_text()
+    assert "in header" not in server.log.read_text()
 
 
 def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> None:
@@ -422,6 +573,8 @@ def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> No
         ("--max-upload-mb", "nan", "finite"),
         ("--request-timeout", "-1", "--request-timeout"),
         ("--idle-timeout", "0", "--idle-timeout"),
+        ("--max-sessions", "0", "--max-sessions"),
+        ("--session-idle-timeout", "inf", "--session-idle-timeout"),
     ],
 )
 def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:
@@ -442,3 +595,34 @@ def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> No
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["message"].startswith("this server needs a token")
     assert out["sockets"] == 1, "the page kept retrying a refused connection"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_page_says_the_server_is_busy_and_retries_later(server: Server) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws/detect?token={TOKEN}"
+    done = threading.Event()
+
+    def hold() -> None:  # every place taken, and kept from idling out
+        with contextlib.ExitStack() as stack:
+            sessions = [stack.enter_context(connect(url)) for _ in range(MAX_SESSIONS)]
+            while not done.wait(0.5):
+                for ws in sessions:
+                    ws.send("still here")
+                    ws.recv(timeout=10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        proc = subprocess.run(
+            ["node", str(BROWSER_TESTS / "refused.mjs"), f"{server.base}/?token={TOKEN}",
+             "the server is busy"],
+            capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS,
+        )  # fmt: skip
+    finally:
+        done.set()
+        holder.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"] == f"{WS_BUSY_REASON}; retrying in 15 s"
+    assert out["sockets"] == 1, "the page retried a busy server at once"

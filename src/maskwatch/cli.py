@@ -32,8 +32,10 @@ from maskwatch.defaults import (
     RECONNECT_RANGE,
     SCORE_THRESHOLD_RANGE,
     SERVE_IDLE_TIMEOUT,
+    SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
     SERVE_REQUEST_TIMEOUT,
+    SERVE_SESSION_IDLE_TIMEOUT,
     SERVE_SHUTDOWN_TIMEOUT,
     SETTLE_FRAMES,
     SETTLE_FRAMES_RANGE,
@@ -547,6 +549,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
         request_timeout=args.request_timeout,
+        max_sessions=args.max_sessions,
+        session_idle_timeout=args.session_idle_timeout,
     )
     app = create_app(settings)
     scheme = "https" if args.cert else "http"
@@ -716,6 +720,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=SERVE_IDLE_TIMEOUT,
         metavar="S",
         help="seconds before an idle connection is closed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=bounded(int, 1, 1000),
+        default=SERVE_MAX_SESSIONS,
+        metavar="N",
+        help="browser webcam sessions at once; more are told to try again later "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--session-idle-timeout",
+        type=bounded(float, 1.0, 86400.0),
+        default=SERVE_SESSION_IDLE_TIMEOUT,
+        metavar="S",
+        help="seconds a webcam session may go without a frame before it is closed "
+        "(default: %(default)g)",
     )
     p.add_argument("--cert", type=_existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=_existing_path, default=None, help="TLS private key")

@@ -86,3 +86,6 @@ SERVE_IDLE_TIMEOUT = 5  # seconds a connection may sit idle (uvicorn's timeout_k
 SERVE_UPLOAD_SLOTS = 1  # uploads decoded and processed at once (~500 MB each at 50 MP)
 SERVE_UPLOAD_QUEUE = 16  # uploads waiting for a slot; beyond that 503 with Retry-After
 SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the server stops
+SERVE_MAX_SESSIONS = 8  # browser WebSocket sessions at once; more are refused (1013) until one ends
+SERVE_SESSION_IDLE_TIMEOUT = 60.0  # seconds a WebSocket session may go without a frame
+SERVE_MAX_CAMERAS = 256  # cameras the dashboard keeps; beyond, the least recently seen is forgotten

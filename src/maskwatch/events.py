@@ -306,14 +306,22 @@ class EventLog:
             raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
         self._db = connect(self.path)
         try:
+            self.run = self.add_run(source)
+        except OutputError:
+            self.close()
+            raise
+
+    def add_run(self, source: str) -> int:
+        """Record a new run of `source` and return its id, for `write(run=...)`: one log (one
+        connection) can so take the events of many sources, e.g. serve's MQTT cameras."""
+        try:
             cursor = self._db.execute(
                 "INSERT INTO runs (started, source) VALUES (?, ?)", (time.time(), source)
             )
             self._db.commit()
         except sqlite3.Error as exc:
-            self.close()
             raise _cannot_write(self.path, exc) from exc
-        self.run = int(cursor.lastrowid or 0)
+        return int(cursor.lastrowid or 0)
 
     def _snapshot(self, event: Event, image: np.ndarray) -> str | None:
         if self.snapshots is None or event.kind not in SNAPSHOT_KINDS:
@@ -329,13 +337,16 @@ class EventLog:
         write_bytes(self.snapshots / name, data.tobytes())
         return name
 
-    def write(self, events: Sequence[Event], image: np.ndarray | None = None) -> None:
-        """Append one frame's events in one transaction (snapshots cut from `image`)."""
+    def write(
+        self, events: Sequence[Event], image: np.ndarray | None = None, run: int | None = None
+    ) -> None:
+        """Append one frame's events in one transaction (snapshots cut from `image`), of this
+        log's own run or of `run` from `add_run`."""
         if not events:
             return
         rows = [
             (
-                self.run,
+                self.run if run is None else run,
                 e.time,
                 e.frame,
                 e.kind,

@@ -1,9 +1,11 @@
-// Opens maskwatch's page without the token it needs (fake camera) and reports what the page
-// says once the WebSocket is refused, and how many times it tried to connect in the seconds after.
-// Usage: node refused.mjs BASE_URL ; prints one JSON line.
+// Opens maskwatch's page (fake camera) and reports what the page says once the WebSocket is
+// refused, and how many times it tried to connect in the seconds after.
+// Usage: node refused.mjs BASE_URL [MESSAGE_START] ; prints one JSON line. Without a token the
+// page is refused for good (1008); with one, on a busy server, it is told to try again later
+// (1013): the page waits for a message starting with MESSAGE_START.
 import { chromium } from "playwright-core";
 
-const [base] = process.argv.slice(2);
+const [base, expected = "this server needs a token"] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox"],
@@ -12,9 +14,11 @@ const out = { sockets: 0 };
 try {
   const page = await browser.newPage();
   page.on("websocket", () => { out.sockets += 1; });
-  await page.goto(`${base}/?autostart=1`);
-  await page.waitForFunction(() => window.maskwatchPage && window.maskwatchPage.refused,
-    null, { timeout: 30000 });
+  const join = base.includes("?") ? "&" : "?";
+  await page.goto(`${base}${join}autostart=1`);
+  await page.waitForFunction(
+    (start) => document.getElementById("message").textContent.startsWith(start),
+    expected, { timeout: 30000 });
   await page.waitForTimeout(5000);  // the page retried every 2 s before; it must not now
   out.message = await page.evaluate(() => document.getElementById("message").textContent);
   out.ok = true;

@@ -5,8 +5,9 @@ Security: the CLI binds to 127.0.0.1 unless told otherwise and then demands a to
 explicit --no-auth). The token is accepted as `Authorization: Bearer TOKEN` or `?token=TOKEN`
 (the page passes it on, the WebSocket included) and checked before a request's body is read
 (see guard.py). Uploads are size-limited while they stream, decoded only within a pixel budget
-read from the image's header, and processed a bounded number at a time; every error the API
-returns is `{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
+read from the image's header, and processed a bounded number at a time; WebSocket sessions are
+limited in number and closed when idle (guard.py); every error the API returns is
+`{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
 stored unless the server was given an event log.
 """
 
@@ -38,8 +39,11 @@ from maskwatch import __version__
 from maskwatch.classifier import MaskClassifier
 from maskwatch.defaults import (
     MAX_IMAGE_PIXELS,
+    SERVE_MAX_CAMERAS,
+    SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
     SERVE_REQUEST_TIMEOUT,
+    SERVE_SESSION_IDLE_TIMEOUT,
     SERVE_UPLOAD_QUEUE,
     SERVE_UPLOAD_SLOTS,
     STATS_PERIODS,
@@ -49,7 +53,7 @@ from maskwatch.images import decode_image, image_size
 from maskwatch.pipeline import Pipeline
 from maskwatch.types import Frame
 from maskwatch.watch import Watch, WatchSettings
-from maskwatch.web.board import Board
+from maskwatch.web.board import REMOTE, Board
 from maskwatch.web.cameras import BoardEvents, Camera
 from maskwatch.web.guard import Guard, GuardSettings
 from maskwatch.web.remote import remote_event
@@ -75,6 +79,9 @@ class ServeSettings:
     request_timeout: float = SERVE_REQUEST_TIMEOUT
     upload_slots: int = SERVE_UPLOAD_SLOTS
     upload_queue: int = SERVE_UPLOAD_QUEUE
+    max_sessions: int = SERVE_MAX_SESSIONS
+    session_idle_timeout: float = SERVE_SESSION_IDLE_TIMEOUT
+    max_cameras: int = SERVE_MAX_CAMERAS
 
     @property
     def max_body(self) -> int:
@@ -142,7 +149,7 @@ class Service:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.classifier = MaskClassifier(settings.model)
-        self.board = Board(settings.events)
+        self.board = Board(settings.events, settings.max_cameras)
         self.cameras: dict[str, Camera] = {}
         self.sessions = itertools.count(1)
         self.uploads = Slots(settings.upload_slots, settings.upload_queue)
@@ -192,7 +199,7 @@ class Service:
     def remote_event(self, topic: str, payload: dict[str, Any]) -> None:
         """An event from MQTT, onto the board if valid (ValueError, dropped, otherwise)."""
         camera, event = remote_event(topic, payload)
-        self.board.add(camera, [event], run="mqtt")
+        self.board.add(camera, [event], run=REMOTE)
 
     def detect_photo(self, data: bytes, name: str) -> dict[str, Any]:
         """Faces in an uploaded photo; ImageTooLargeError or SourceError if it is not one."""
@@ -243,7 +250,25 @@ def add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         return error(500, "internal error")  # uvicorn logs the traceback
 
 
+class _ToMaskwatch(logging.Handler):
+    """Hands a library's log records to maskwatch's logger, so they are formatted as ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.handle(record)
+
+
+def route_multipart_log() -> None:
+    """python-multipart logs each malformed upload as a warning of its own, unformatted (the
+    400 already says what is wrong); only its errors are kept, through maskwatch's logger."""
+    multipart = logging.getLogger("python_multipart")
+    multipart.setLevel(logging.ERROR)
+    multipart.propagate = False
+    if not any(isinstance(h, _ToMaskwatch) for h in multipart.handlers):
+        multipart.addHandler(_ToMaskwatch())
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
+    route_multipart_log()
     service = Service(settings)
 
     @asynccontextmanager
@@ -258,6 +283,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         description="Face-mask detection: upload photos, stream a webcam, watch cameras. "
         'Errors are `{"error": "message"}`.',
         lifespan=lifespan,
+        redirect_slashes=False,  # /api/v1/stats/ is a JSON 404, not an empty 307
     )
     app.state.service = service
     app.add_middleware(
@@ -268,6 +294,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             max_body=settings.max_body,
             body_timeout=settings.request_timeout,
             too_large=settings.too_large,
+            max_sessions=settings.max_sessions,
+            session_idle=settings.session_idle_timeout,
         ),
     )
     add_error_handlers(app, settings)
@@ -285,12 +313,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
         return serve_page
 
-    app.get("/", include_in_schema=False)(page("index.html"))
-    app.get("/dashboard", include_in_schema=False)(page("dashboard.html"))
+    app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)(page("index.html"))
+    app.api_route("/dashboard", methods=["GET", "HEAD"], include_in_schema=False)(
+        page("dashboard.html")
+    )
 
     assets = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     def static(name: str) -> FileResponse:
         if name not in assets:  # only files the package ships; never a path from the request
             raise HTTPException(404, "no such file")

@@ -7,24 +7,37 @@ and its people in the people-seen total. A server camera that failed shows its e
 of who is in view.
 With an event log the timeline comes from the log (so it survives restarts) and every event is
 written there; without one nothing is stored and the board keeps the latest events in memory.
+
+Anyone who can publish to the broker can invent camera names, so what the board holds is
+bounded: at most `max_cameras` cameras are kept, and beyond that the least recently seen one
+whose source is not running (an MQTT camera, an ended browser session) is forgotten, with a
+warning at most every DROP_WARNING_INTERVAL seconds; if it reports again it comes back as new
+(a new run in the log). All MQTT cameras share one connection to the log.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskwatch.defaults import SERVE_MAX_CAMERAS
 from maskwatch.events import Event, EventLog
 from maskwatch.stats import UNSETTLED, Row, log_rows, plausible_rows, summarise_rows
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
 
+logger = logging.getLogger("maskwatch")
+
 RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000
+REMOTE = "mqtt"  # the run of every camera reporting over MQTT
+DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about forgotten cameras
 
 
 def natural_key(name: str) -> tuple[list[int | str], str]:
@@ -53,29 +66,77 @@ class LiveCamera:
 
 
 class Board:
-    def __init__(self, log: Path | None = None) -> None:
+    def __init__(self, log: Path | None = None, max_cameras: int = SERVE_MAX_CAMERAS) -> None:
         self.log = log
+        self.max_cameras = max_cameras
+        self.forgotten = 0
         self._lock = threading.Lock()
         self._logs: dict[tuple[str, str], EventLog] = {}  # by camera and run
+        self._remote_log: EventLog | None = None  # one connection for every MQTT camera
+        self._remote_runs: dict[str, int] = {}  # MQTT camera -> its run in that log
         self._rows: deque[Row] = deque(maxlen=MEMORY_EVENTS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-        self._cameras: dict[str, LiveCamera] = {}
+        self._cameras: dict[str, LiveCamera] = {}  # least recently seen first
+        self._running: Counter[str] = Counter()  # sources running per camera: never forgotten
         self._people = 0
+        self._warned_at = float("-inf")
 
     def camera(self, name: str, error: Callable[[], str | None] | None = None) -> None:
-        """Make a camera known (shown with zero counts until its first event); `error` tells
-        the camera's error, shown in place of who is in view."""
+        """Make a camera known (shown with zero counts until its first event) and keep it while
+        it runs, until `end_run`; `error` tells the camera's error, shown in place of who is in
+        view."""
         with self._lock:
-            live = self._cameras.setdefault(name, LiveCamera())
+            self._running[name] += 1
+            live = self._touch(name)
             if error is not None:
                 live.error = error
+
+    def _touch(self, camera: str) -> LiveCamera:
+        """The camera's live state, the camera made the most recently seen; beyond
+        `max_cameras`, the least recently seen camera not running is forgotten."""
+        live = self._cameras.pop(camera, None) or LiveCamera()
+        self._cameras[camera] = live
+        if len(self._cameras) > self.max_cameras:
+            oldest = next((name for name in self._cameras if name not in self._running), None)
+            if oldest is not None:
+                self._forget(oldest)
+        return live
+
+    def _forget(self, camera: str) -> None:
+        del self._cameras[camera]
+        self._remote_runs.pop(camera, None)
+        self.forgotten += 1
+        now = time.monotonic()
+        if now - self._warned_at >= DROP_WARNING_INTERVAL:
+            self._warned_at = now
+            logger.warning(
+                "more than %d cameras: forgetting the least recently seen, %r "
+                "(%d forgotten so far)",
+                self.max_cameras,
+                camera[:200],
+                self.forgotten,
+            )
+
+    def _log_for(self, path: Path, camera: str, run: str) -> tuple[EventLog, int | None]:
+        """The log that takes the events of this run of `camera`, and the run id to write."""
+        if run != REMOTE:
+            log = self._logs.get((camera, run))
+            if log is None:
+                log = self._logs[(camera, run)] = EventLog(path, camera)
+            return log, None
+        if self._remote_log is None:
+            self._remote_log = EventLog(path, camera)
+            self._remote_runs[camera] = self._remote_log.run
+        elif camera not in self._remote_runs:
+            self._remote_runs[camera] = self._remote_log.add_run(camera)
+        return self._remote_log, self._remote_runs[camera]
 
     def add(self, camera: str, events: list[Event], run: str = "") -> None:
         """Record events of `camera` (one `run` of it: a process, a browser session)."""
         if not events:
             return
         with self._lock:
-            live = self._cameras.setdefault(camera, LiveCamera())
+            live = self._touch(camera)
             for event in events:
                 if event.kind == APPEAR:
                     live.in_view[event.track] = None
@@ -90,17 +151,18 @@ class Board:
                 )
                 self._recent.appendleft({"camera": camera, **event.to_json()})
             if self.log is not None:
-                log = self._logs.get((camera, run))
-                if log is None:
-                    log = self._logs[(camera, run)] = EventLog(self.log, camera)
-                log.write(events)
+                log, run_id = self._log_for(self.log, camera, run)
+                log.write(events, run=run_id)
 
     def end_run(self, camera: str, run: str = "") -> None:
         """A run of `camera` ended: its log is closed and nobody is in view any more."""
         with self._lock:
             log = self._logs.pop((camera, run), None)
+            self._running[camera] -= 1
+            if self._running[camera] <= 0:
+                del self._running[camera]
             if camera in self._cameras:
-                self._cameras[camera].in_view.clear()
+                self._touch(camera).in_view.clear()
         if log is not None:
             log.close()
 
@@ -138,5 +200,8 @@ class Board:
     def close(self) -> None:
         with self._lock:
             logs, self._logs = list(self._logs.values()), {}
+            if self._remote_log is not None:
+                logs.append(self._remote_log)
+            self._remote_log, self._remote_runs = None, {}
         for log in logs:
             log.close()

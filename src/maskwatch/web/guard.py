@@ -6,7 +6,10 @@ any body is read or spooled): a request to a protected path without the token ge
 a declared body over the limit 413 at once, and a body that has not arrived within the deadline
 408. A response sent before the request's body was read whole closes the connection, so a
 refused client cannot keep streaming into it. Bodies without a Content-Length are counted while
-they stream by FastAPI's own `max_body_size` on the upload route.
+they stream by FastAPI's own `max_body_size` on the upload route. WebSocket sessions are
+counted: beyond `max_sessions` at once a handshake is closed with 1013 and a reason the page
+shows, and a session that sends nothing for `session_idle` seconds is closed, so neither many
+sessions nor idle ones can hold the server's memory.
 
 `guarded_h11` is uvicorn's h11 protocol with an idle timer from the moment a connection opens
 (uvicorn starts it only after a first response) and a deadline for a request's head, so idle or
@@ -28,11 +31,16 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from maskwatch.defaults import SERVE_MAX_SESSIONS, SERVE_SESSION_IDLE_TIMEOUT
+
 TOKEN_NEEDED = "this server needs a token"
 # The close reason must fit a WebSocket control frame (123 bytes).
 WS_TOKEN_REASON = f"{TOKEN_NEEDED}: open the address maskwatch serve printed (with ?token=)"
 HTTP_TOKEN_MESSAGE = f"{TOKEN_NEEDED}: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"
 POLICY_VIOLATION = 1008
+NORMAL_CLOSURE = 1000
+TRY_AGAIN_LATER = 1013
+WS_BUSY_REASON = "the server is busy: too many sessions; try again later"
 
 
 def given_token(scope: Scope) -> str | None:
@@ -63,6 +71,8 @@ class GuardSettings:
     max_body: int  # bytes; a declared Content-Length above it is refused unread
     body_timeout: float  # seconds for a request's whole body to arrive
     too_large: str  # the 413 message
+    max_sessions: int = SERVE_MAX_SESSIONS  # WebSocket sessions at once; more get 1013
+    session_idle: float = SERVE_SESSION_IDLE_TIMEOUT  # seconds a session may wait for a message
 
 
 def _error_messages(status: int, message: str, close: bool) -> list[Message]:
@@ -92,12 +102,38 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+async def _refuse(receive: Receive, send: Send, code: int, reason: str) -> None:
+    """Accept a WebSocket handshake, then close it with `code` and `reason`: a browser sees a
+    close code and reason only after a handshake."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _closing_when_idle(receive: Receive, send: Send, settings: GuardSettings) -> Receive:
+    """`receive` for a WebSocket session that closes it (1000, with a reason) when no message
+    arrives within `session_idle` seconds; the app then sees an ordinary disconnect."""
+    idle = settings.session_idle
+
+    async def receive_or_close() -> Message:
+        try:
+            async with asyncio.timeout(idle):
+                return await receive()
+        except TimeoutError:
+            reason = f"closed after {idle:g} s without a frame"
+            await send({"type": "websocket.close", "code": NORMAL_CLOSURE, "reason": reason})
+            return {"type": "websocket.disconnect", "code": NORMAL_CLOSURE, "reason": reason}
+
+    return receive_or_close
+
+
 class Guard:
     """Pure ASGI middleware; see the module's docstring."""
 
     def __init__(self, app: ASGIApp, settings: GuardSettings) -> None:
         self.app = app
         self.settings = settings
+        self._sessions = 0  # WebSocket sessions open (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -113,13 +149,16 @@ class Guard:
         )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._allowed(scope):
-            await self.app(scope, receive, send)
-            return
-        # Accepted then closed: a browser sees a close code and reason only after a handshake.
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": WS_TOKEN_REASON})
+        if not self._allowed(scope):
+            await _refuse(receive, send, POLICY_VIOLATION, WS_TOKEN_REASON)
+        elif self._sessions >= self.settings.max_sessions:
+            await _refuse(receive, send, TRY_AGAIN_LATER, WS_BUSY_REASON)
+        else:
+            self._sessions += 1
+            try:
+                await self.app(scope, _closing_when_idle(receive, send, self.settings), send)
+            finally:
+                self._sessions -= 1
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings

@@ -4,6 +4,8 @@
 (() => {
   const SEND_WIDTH = 640;
   const POLICY_VIOLATION = 1008;  // the server's close code for a refused session
+  const TRY_AGAIN_LATER = 1013;  // the server is busy (too many sessions)
+  const RETRY_MS = 2000, BUSY_RETRY_MS = 15000;
   const video = document.getElementById("video");
   const overlay = document.getElementById("overlay");
   const grab = document.createElement("canvas");
@@ -86,8 +88,10 @@
         $("message").textContent = state.refused;
         return;
       }
-      $("message").textContent = `${event.reason || "connection closed"}; retrying`;
-      setTimeout(connect, 2000);
+      const wait = event.code === TRY_AGAIN_LATER ? BUSY_RETRY_MS : RETRY_MS;
+      $("message").textContent =
+        `${event.reason || "connection closed"}; retrying in ${wait / 1000} s`;
+      setTimeout(connect, wait);
     };
   }
 
