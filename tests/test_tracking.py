@@ -59,9 +59,9 @@ def test_a_face_counts_as_a_person_only_after_confirm_frames_in_a_row() -> None:
     tracker = IoUTracker(confirm_frames=3)
     box, probs = [[0, 0, 50, 50]], [[0.9, 0.1]]
     changes = []
-    for _ in range(2):  # a false detection for two frames, then nothing
-        out, new = tracker.update(_faces(box, probs), _labels)
-        assert list(out.tracks) == [NO_TRACK] and out.labels == ("mask",)
+    for _ in range(2):  # two false detections for two frames, then nothing
+        out, new = tracker.update(_faces(TWO, TWO_PROBS), _labels)
+        assert list(out.tracks) == [NO_TRACK] * 2 and out.labels == ("mask", "no_mask")
         changes += new
     changes += tracker.update(_faces([], []), _labels)[1]
     assert changes == [] and tracker.tracks == []

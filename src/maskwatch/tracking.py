@@ -47,7 +47,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-@dataclass
+@dataclass(eq=False)
 class Track:
     id: int  # NO_TRACK while tentative
     box: np.ndarray
@@ -132,7 +132,7 @@ class IoUTracker:
         matched: list[Track] = []  # the track of each face
         for f, t in enumerate(self._match(boxes)):
             if t is None:
-                track = Track(NO_TRACK, boxes[f], faces.probs[f].copy(), missed=-1, hits=0)
+                track = Track(NO_TRACK, boxes[f], faces.probs[f].copy(), hits=0)
                 self.tracks.append(track)
             else:
                 track = self.tracks[t]
@@ -156,9 +156,13 @@ class IoUTracker:
         for track in self.tracks:
             if id(track) not in seen:
                 track.missed += 1
-        gone = [t for t in self.tracks if t.missed > (self.max_missed if t.confirmed else 0)]
-        changes.extend(self._change(LEAVE, t) for t in gone if t.confirmed)
-        self.tracks = [t for t in self.tracks if t.missed <= 0 or t not in gone]
+        kept: list[Track] = []
+        for track in self.tracks:
+            if track.missed <= (self.max_missed if track.confirmed else 0):
+                kept.append(track)
+            elif track.confirmed:
+                changes.append(self._change(LEAVE, track))
+        self.tracks = kept
         return out, changes
 
     def finish(self) -> list[TrackChange]:
