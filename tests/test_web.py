@@ -126,7 +126,7 @@ def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(
         during = client.get("/api/v1/stats").json()
     last = replies[-1]
     assert name.startswith("browser") and last["server_ms"] > 0
-    assert all(f["track"] is not None for f in last["faces"])
+    assert sum(f["track"] is not None for f in last["faces"]) >= 3  # new faces: null for now
     camera = during["cameras"][name]
     assert camera["people_seen"] >= 3 and sum(camera["in_view"].values()) >= 3
     assert "error" not in camera
@@ -377,7 +377,12 @@ def test_detect_publishes_its_events_to_a_real_broker(broker: Any, video: Path) 
             "detect", "--source", str(video), "--no-show", "--mqtt", broker.url + "/site/door-1"
         )
         assert proc.returncode == 0, proc.stderr
-        wait_for(lambda: any(p["kind"] == LEAVE for _, p in got), what="leave events")
+        # The tracks still open leave together when the video ends: wait for all of them.
+        wait_for(
+            lambda: 0 < [p["kind"] for _, p in got].count(LEAVE)
+            == [p["kind"] for _, p in got].count(APPEAR),
+            what="a leave event for each appear",
+        )
     finally:
         subscriber.close()
     assert {t for t, _ in got} == {"site/door-1"}

@@ -28,7 +28,7 @@ MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
 MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it
 
 
-def _number(value: float | None) -> str:
+def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
@@ -51,14 +51,14 @@ class Range:
 
     def describe(self) -> str:
         """'from 64 to 1920', 'more than 0 and at most 1', 'at least 0' ..."""
-        low, high = _number(self.low), _number(self.high)
-        if self.low is not None and self.high is not None and not (self.low_open or self.high_open):
-            return f"from {low} to {high}"
+        low, high = self.low, self.high
+        if low is not None and high is not None and not (self.low_open or self.high_open):
+            return f"from {_number(low)} to {_number(high)}"
         parts = []
-        if self.low is not None:
-            parts.append(f"{'more than' if self.low_open else 'at least'} {low}")
-        if self.high is not None:
-            parts.append(f"{'less than' if self.high_open else 'at most'} {high}")
+        if low is not None:
+            parts.append(f"{'more than' if self.low_open else 'at least'} {_number(low)}")
+        if high is not None:
+            parts.append(f"{'less than' if self.high_open else 'at most'} {_number(high)}")
         return " and ".join(parts) or "a finite number"
 
     def check(self, name: str, value: float) -> None:

@@ -1,12 +1,22 @@
-"""Tracks across video frames: IoU matching, per-track probability smoothing, settled labels.
+"""Tracks across video frames: stable ids for people, smoothed probabilities, settled labels.
 
-Each face is matched to the track whose last box overlaps it most (greedy, IoU >= `min_iou`);
-unmatched faces start new tracks, and tracks unseen for `max_missed` frames end. A track's
-probabilities are an exponential moving average of its faces', so one odd frame does not flip
-its label; the label a face is shown with comes from its track's average. A track's label
-*settles* once that average has named the same (certain) label for `settle_frames` frames in a
-row; settling, a settled label changing, a track appearing and a track leaving are reported as
-`TrackChange`s, from which events.py makes the event stream.
+Each frame's faces are matched to the tracks in two rounds. First by overlap: the box a track
+is expected at (its last box moved on by its recent velocity) against each face, greedily,
+IoU >= `min_iou`. Then the faces and tracks left over by distance: a face whose centre lies
+within about one face size of where a track was last seen, or is expected now (a reach that
+grows while the track is unseen, up to `reach` sizes), and of a similar size, continues that
+track. So a person hidden for a moment, or who steps out of view and comes back, keeps their id
+while their track is remembered (`max_missed` frames unseen; then it ends with a LEAVE).
+
+A new face starts a *tentative* track; it becomes a person (gets the next id, an APPEAR) once
+seen in `confirm_frames` frames in a row, and is dropped unannounced if missed before that, so
+a one-frame false detection is never counted. Faces of tentative tracks have no track id
+(NO_TRACK: `"track": null` in JSON) and their own smoothed label.
+
+A track's probabilities are an exponential moving average of its faces', so one odd frame does
+not flip its label. A label *settles* once that average has named the same (certain) label for
+`settle_frames` frames in a row; appearing, settling, a settled label changing and leaving are
+reported as `TrackChange`s, from which events.py makes the event stream.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE
+from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE, Range
 from maskwatch.labels import UNCERTAIN
-from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Faces, TrackChange
+from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, TrackChange
+
+VELOCITY_FRAMES = 5  # a track unseen for longer is expected where it was last seen, not beyond
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,15 +47,25 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-@dataclass
+@dataclass(eq=False)
 class Track:
-    id: int
+    id: int  # NO_TRACK while tentative
     box: np.ndarray
     probs: np.ndarray
-    missed: int = 0
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    missed: int = 0  # frames since last seen
+    hits: int = 1  # frames seen
     settled: str | None = None  # the label that has held for settle_frames frames
     candidate: str | None = None  # the current smoothed label, and for how many frames
     streak: int = 0
+
+    @property
+    def confirmed(self) -> bool:
+        return self.id != NO_TRACK
+
+    def expected(self) -> np.ndarray:
+        """Where the track should be now: its last box moved on by its velocity."""
+        return self.box + self.velocity * min(self.missed + 1, VELOCITY_FRAMES)
 
     def confidence(self, classes: tuple[str, ...], label: str | None) -> float:
         """Smoothed probability of `label` (the top probability when there is no such class)."""
@@ -52,20 +74,51 @@ class Track:
         return float(self.probs.max()) if self.probs.size else 0.0
 
 
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
+def _sizes(boxes: np.ndarray) -> np.ndarray:
+    """The longer side of each box: a face cut by the frame's edge or an occluder keeps it."""
+    return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
+
+
+def _greedy(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
+    """(row, column) pairs, cheapest first, each row and column once, cost <= limit."""
+    pairs: list[tuple[int, int]] = []
+    rows: set[int] = set()
+    cols: set[int] = set()
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        r, c = (int(i) for i in np.unravel_index(flat, cost.shape))
+        if cost[r, c] > limit:
+            break
+        if r not in rows and c not in cols:
+            pairs.append((r, c))
+            rows.add(r)
+            cols.add(c)
+    return pairs
+
+
 @dataclass
 class IoUTracker:
     """Gives faces track ids and smoothed probabilities, frame after frame."""
 
     min_iou: float = 0.3
-    max_missed: int = 15
+    max_missed: int = 30  # frames a person may be unseen and keep their id: 2 s at 15 fps
     smoothing: float = 0.6  # weight of the past in the moving average
     settle_frames: int = SETTLE_FRAMES
+    confirm_frames: int = 3  # frames in a row a new face must be seen to count as a person
+    reach: float = 2.5  # face sizes (longer box side) a lost track may be found from where it was
     tracks: list[Track] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     _next_id: int = 1
 
     def __post_init__(self) -> None:
         SETTLE_FRAMES_RANGE.check("settle_frames", self.settle_frames)
+        SETTLE_FRAMES_RANGE.check("confirm_frames", self.confirm_frames)
+        Range(0, 1).check("min_iou", self.min_iou)
+        Range(0, 100_000).check("max_missed", self.max_missed)
+        Range(0, 100).check("reach", self.reach)
 
     def update(
         self, faces: Faces, labels_for: Callable[[np.ndarray], tuple[str, ...]]
@@ -75,33 +128,23 @@ class IoUTracker:
         changes: list[TrackChange] = []
         if faces.classified:
             self.classes = faces.classes
-        boxes = faces.boxes
-        overlap = iou_matrix(np.array([t.box for t in self.tracks]).reshape(-1, 4), boxes)
-        assigned: dict[int, int] = {}
-        used_tracks: set[int] = set()
-        for flat in np.argsort(-overlap, axis=None):
-            t, f = np.unravel_index(flat, overlap.shape)
-            if overlap[t, f] < self.min_iou:
-                break
-            if t in used_tracks or f in assigned:
-                continue
-            assigned[int(f)] = int(t)
-            used_tracks.add(int(t))
+        boxes = np.asarray(faces.boxes, np.float32)
         matched: list[Track] = []  # the track of each face
-        smoothed = np.array(faces.probs, np.float32, copy=True)
-        for f in range(len(faces)):
-            if f in assigned:
-                track = self.tracks[assigned[f]]
-                track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
-                track.box = boxes[f]
-                track.missed = 0
-            else:
-                track = Track(self._next_id, boxes[f], faces.probs[f].copy())
-                self._next_id += 1
+        for f, t in enumerate(self._match(boxes)):
+            if t is None:
+                track = Track(NO_TRACK, boxes[f], faces.probs[f].copy(), hits=0)
                 self.tracks.append(track)
-                used_tracks.add(len(self.tracks) - 1)
+            else:
+                track = self.tracks[t]
+                track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
+            self._see(track, boxes[f])
+            if not track.confirmed and track.hits >= self.confirm_frames:
+                track.id = self._next_id
+                self._next_id += 1
                 changes.append(self._change(APPEAR, track))
             matched.append(track)
+        smoothed = np.array(faces.probs, np.float32, copy=True)
+        for f, track in enumerate(matched):
             smoothed[f] = track.probs
         out = faces.with_tracks(np.array([t.id for t in matched], np.int64))
         if faces.classified:
@@ -109,18 +152,62 @@ class IoUTracker:
             out = out.with_predictions(smoothed, faces.classes, labels)
             for track, label in zip(matched, labels, strict=True):
                 changes.extend(self._settle(track, label))
-        for i, track in enumerate(self.tracks):
-            if i not in used_tracks:
+        seen = {id(t) for t in matched}
+        for track in self.tracks:
+            if id(track) not in seen:
                 track.missed += 1
-        changes.extend(self._change(LEAVE, t) for t in self.tracks if t.missed > self.max_missed)
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        kept: list[Track] = []
+        for track in self.tracks:
+            if track.missed <= (self.max_missed if track.confirmed else 0):
+                kept.append(track)
+            elif track.confirmed:
+                changes.append(self._change(LEAVE, track))
+        self.tracks = kept
         return out, changes
 
     def finish(self) -> list[TrackChange]:
-        """End every track (the source has ended): one LEAVE each."""
-        changes = [self._change(LEAVE, t) for t in self.tracks]
+        """End every track (the source has ended): one LEAVE for each person."""
+        changes = [self._change(LEAVE, t) for t in self.tracks if t.confirmed]
         self.tracks = []
         return changes
+
+    def _match(self, boxes: np.ndarray) -> list[int | None]:
+        """The index of each face's track (None: a new face)."""
+        found: list[int | None] = [None] * len(boxes)
+        if not self.tracks or not len(boxes):
+            return found
+        expected = np.array([t.expected() for t in self.tracks], np.float32)
+        last = np.array([t.box for t in self.tracks], np.float32)
+        for t, f in _greedy(1 - iou_matrix(expected, boxes), 1 - self.min_iou):
+            found[f] = t
+        tracks = [t for t in range(len(self.tracks)) if t not in found]
+        faces = [f for f in range(len(boxes)) if found[f] is None]
+        if not tracks or not faces:
+            return found
+        track_size, face_size = _sizes(last[tracks])[:, None], _sizes(boxes[faces])[None, :]
+        distance = np.minimum(
+            *(
+                np.linalg.norm(_centres(b[tracks])[:, None] - _centres(boxes[faces])[None], axis=2)
+                for b in (expected, last)
+            )
+        ) / np.maximum(track_size, face_size)
+        missed = np.array([self.tracks[t].missed for t in tracks], np.float32)[:, None]
+        allowed = np.minimum(1.0 + 0.1 * missed, self.reach)
+        ratio = track_size / face_size
+        cost = np.where((ratio > 0.5) & (ratio < 2) & (distance <= allowed), distance, np.inf)
+        for r, c in _greedy(cost, float(self.reach)):
+            found[faces[c]] = tracks[r]
+        return found
+
+    def _see(self, track: Track, box: np.ndarray) -> None:
+        if track.hits and track.missed < VELOCITY_FRAMES:
+            step = (box - track.box) / (track.missed + 1)
+            track.velocity = 0.5 * track.velocity + 0.5 * step
+        else:
+            track.velocity = np.zeros(4, np.float32)
+        track.box = box
+        track.missed = 0
+        track.hits += 1
 
     def _change(self, kind: str, track: Track, previous: str | None = None) -> TrackChange:
         return TrackChange(
@@ -137,7 +224,11 @@ class IoUTracker:
             track.streak += 1
         else:
             track.candidate, track.streak = label, 1
-        if track.streak < self.settle_frames or label in (UNCERTAIN, track.settled):
+        if (
+            not track.confirmed
+            or track.streak < self.settle_frames
+            or label in (UNCERTAIN, track.settled)
+        ):
             return []
         previous, track.settled = track.settled, label
         return [self._change(SETTLE if previous is None else CHANGE, track, previous)]
