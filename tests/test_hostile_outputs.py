@@ -160,6 +160,27 @@ def test_stdout_through_a_pipe(clip: Path, tmp_path: Path, devices: dict[str, Pa
     assert_devices_intact(devices)
 
 
+def test_a_pipe_whose_reader_has_gone_ends_the_run_quietly(
+    tmp_path: Path, devices: dict[str, Path]
+) -> None:
+    """`--json /dev/stdout | head -1` ends as `--json - | head -1` does: exit 0, no error."""
+    for i in range(4):
+        shutil.copy(THREE_FACES, tmp_path / f"{i}.jpg")
+    for target in (str(devices["stdout"]), "-"):
+        detect = subprocess.Popen(
+            [sys.executable, "-m", "maskwatch.cli", "-q", "detect", "--source", str(tmp_path),
+             "--no-show", "--json", target],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert detect.stdout is not None and detect.stderr is not None
+        first = detect.stdout.readline()
+        detect.stdout.close()  # the reader goes, as `head -1` does
+        assert json.loads(first)["frame"] == 0
+        assert detect.wait(timeout=120) == 0, target
+        assert detect.stderr.read() == b"", target
+    assert_devices_intact(devices)
+
+
 def _through_fifo(fifo: Path, command: Callable[[], subprocess.CompletedProcess[str]]) -> bytes:
     """Run `command` writing into `fifo` while a thread reads everything from it."""
     os.mkfifo(fifo)

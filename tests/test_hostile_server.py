@@ -581,6 +581,14 @@ def test_serve_options_are_checked(option: str, value: str, expected: str) -> No
     assert_one_line_error(run_cli("serve", option, value), expected)
 
 
+def test_a_port_in_use_is_one_line_before_any_start_message() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--port", str(port))
+    assert_one_line_error(proc, f"cannot serve on 127.0.0.1:{port}", "in use")
+    assert "open http" not in proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> None:

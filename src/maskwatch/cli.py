@@ -135,14 +135,17 @@ def _megapixels(text: str) -> int:
     return round(within(float, MAX_IMAGE_MEGAPIXELS_RANGE)(text) * 1e6)
 
 
-def _max_pixels_arg(parser: argparse.ArgumentParser) -> None:
+def _max_pixels_arg(
+    parser: argparse.ArgumentParser,
+    refused: str = "larger images are refused (skipped with a warning in a folder or glob)",
+) -> None:
     parser.add_argument(
         "--max-pixels",
         type=_megapixels,
         default=MAX_IMAGE_PIXELS,
         metavar="MP",
         help="largest image to decode, in megapixels, checked from its header before decoding; "
-        "larger images are refused (skipped in a folder or glob) "
+        f"{refused} "
         f"(default: {MAX_IMAGE_MEGAPIXELS:g}; {MAX_IMAGE_MEGAPIXELS_RANGE.describe()})",
     )
 
@@ -522,7 +525,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from maskwatch.web.app import ServeSettings, create_app
-        from maskwatch.web.guard import guarded_h11
+        from maskwatch.web.guard import guarded_h11, listen
     except ImportError as exc:
         raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
     token = args.token or os.environ.get("MASKWATCH_TOKEN") or None
@@ -552,18 +555,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         session_idle_timeout=args.session_idle_timeout,
     )
-    app = create_app(settings)
-    scheme = "https" if args.cert else "http"
-    shown = f"?token={token}" if token else ""
-    log.info(
-        "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
-        scheme,
-        args.host,
-        args.port,
-        shown,
-    )
+    sock = listen(args.host, args.port)
     try:
-        uvicorn.run(
+        app = create_app(settings)
+        config = uvicorn.Config(
             app,
             host=args.host,
             port=args.port,
@@ -575,8 +570,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ws_max_size=settings.max_body,
             timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
         )
-    except OSError as exc:
-        raise MaskwatchError(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from exc
+        scheme = "https" if args.cert else "http"
+        shown = f"?token={token}" if token else ""
+        log.info(
+            "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
+            scheme,
+            args.host,
+            args.port,
+            shown,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -589,9 +594,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="maskwatch", description=DESCRIPTION
-    )
+    parser = argparse.ArgumentParser(prog="maskwatch", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -670,7 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="default: %(default)s")
+    p.add_argument(
+        "--port",
+        type=bounded(int, 1, 65535),
+        default=8000,
+        help="port to listen on (from 1 to 65535; default: %(default)s)",
+    )
     p.add_argument(
         "--source",
         action="append",
@@ -704,22 +712,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-upload-mb",
         type=bounded(float, 0.01, 1024.0),
         default=SERVE_MAX_UPLOAD_MB,
-        help="largest upload or WebSocket frame, in MB (default: %(default)s)",
+        help="largest upload or WebSocket frame, in MB (from 0.01 to 1024; default: %(default)s)",
     )
-    _max_pixels_arg(p)
+    _max_pixels_arg(p, "larger uploads and frames are refused with 413")
     p.add_argument(
         "--request-timeout",
         type=bounded(float, 0.1, 3600.0),
         default=SERVE_REQUEST_TIMEOUT,
         metavar="S",
-        help="seconds for a request's head, then its body, to arrive (default: %(default)g)",
+        help="seconds for a request's head, then its body, to arrive (from 0.1 to 3600; "
+        "default: %(default)g)",
     )
     p.add_argument(
         "--idle-timeout",
         type=bounded(int, 1, 3600),
         default=SERVE_IDLE_TIMEOUT,
         metavar="S",
-        help="seconds before an idle connection is closed (default: %(default)s)",
+        help="seconds before an idle connection is closed (from 1 to 3600; default: %(default)s)",
     )
     p.add_argument(
         "--max-sessions",
@@ -727,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=SERVE_MAX_SESSIONS,
         metavar="N",
         help="browser webcam sessions at once; more are told to try again later "
-        "(default: %(default)s)",
+        "(from 1 to 1000; default: %(default)s)",
     )
     p.add_argument(
         "--session-idle-timeout",
@@ -735,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=SERVE_SESSION_IDLE_TIMEOUT,
         metavar="S",
         help="seconds a webcam session may go without a frame before it is closed "
-        "(default: %(default)g)",
+        "(from 1 to 86400; default: %(default)g)",
     )
     p.add_argument("--cert", type=_existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=_existing_path, default=None, help="TLS private key")

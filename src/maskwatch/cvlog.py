@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,19 +14,34 @@ import cv2
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0  # blocks inside quiet_opencv now, in every thread
+_quiet_previous = 0
+
+
 @contextmanager
-def quiet_opencv(level: str = "LOG_LEVEL_SILENT") -> Iterator[None]:
-    """Lower OpenCV's log level for the block, then restore it (no global change persists)."""
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's log for the block, then restore the level it had (no global change
+    persists). OpenCV's level is one for the whole process, so blocks running at once in
+    several threads (server cameras starting together) share one silence, and the level comes
+    back only when the last of them ends."""
+    global _quiet_depth, _quiet_previous
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging is None:
         yield
         return
-    previous = logging.getLogLevel()
-    logging.setLogLevel(getattr(logging, level))
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_previous = logging.getLogLevel()
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
     try:
         yield
     finally:
-        logging.setLogLevel(previous)
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logging.setLogLevel(_quiet_previous)
 
 
 def open_capture(target: int | str) -> cv2.VideoCapture:

@@ -277,7 +277,8 @@ def open_log(path: Path) -> sqlite3.Connection:
     every client does, so no -wal or -shm file is left behind; on a read-only file system,
     where nobody can be writing, the log is read as immutable (WAL needs a writable folder)."""
     if not path.is_file():
-        raise OutputError(f"{path}: no such event log")
+        why = "not a regular file" if path.exists() else "no such file"
+        raise OutputError(f"{path}: not a maskwatch event log ({why})")
     mode = "ro&immutable=1" if _read_only_folder(path.parent) else "rw"
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
     db: sqlite3.Connection | None = None

@@ -143,8 +143,8 @@ class JsonLinesSink:
             self._out.write(json.dumps(obj) + "\n")
             self._out.flush()
         except OSError as exc:
-            if isinstance(exc, BrokenPipeError) and self.target == "-":
-                raise  # the reader of stdout is gone, as with `| head`: cli.main ends quietly
+            if isinstance(exc, BrokenPipeError) and self._pending is None:
+                raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
             raise cannot_write("stdout" if self.target == "-" else self.target, exc) from exc
 
     def close(self, ok: bool = True) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -246,3 +247,27 @@ def guarded_h11(request_timeout: float) -> type[H11Protocol]:
             super().connection_lost(exc)
 
     return GuardedH11Protocol
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` and listening, made before the models load, so that an
+    address in use is one clear error instead of uvicorn's log line after a start message."""
+    from maskwatch.errors import MaskwatchError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise MaskwatchError(f"cannot serve on {host}:{port}: {why}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise MaskwatchError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
