@@ -7,6 +7,7 @@ through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirro
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -188,3 +189,18 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_browser(script: str, *args: str, timeout: float = 180) -> dict[str, Any]:
+    """Run a browser test script of tests/browser (Chromium through playwright-core) and return
+    the JSON line it prints last; fails the test with its output if the script failed."""
+    proc = subprocess.run(
+        ["node", str(BROWSER_TESTS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BROWSER_TESTS,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out

@@ -31,12 +31,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import (
-    BROWSER_TESTS,
     CHROMIUM,
     THREE_FACES,
     assert_one_line_error,
     free_port,
     listening,
+    run_browser,
     run_cli,
     wait_for,
 )
@@ -592,15 +592,7 @@ def test_a_port_in_use_is_one_line_before_any_start_message() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 def test_the_page_says_it_needs_a_token_and_stops_retrying(server: Server) -> None:
-    proc = subprocess.run(
-        ["node", str(BROWSER_TESTS / "refused.mjs"), server.base],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=BROWSER_TESTS,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_browser("refused.mjs", server.base, timeout=120)
     assert out["message"].startswith("this server needs a token")
     assert out["sockets"] == 1, "the page kept retrying a refused connection"
 
@@ -622,15 +614,11 @@ def test_the_page_says_the_server_is_busy_and_retries_later(server: Server) -> N
     holder = threading.Thread(target=hold)
     holder.start()
     try:
-        proc = subprocess.run(
-            ["node", str(BROWSER_TESTS / "refused.mjs"), f"{server.base}/?token={TOKEN}",
-             "the server is busy"],
-            capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS,
-        )  # fmt: skip
+        out = run_browser(
+            "refused.mjs", f"{server.base}/?token={TOKEN}", "the server is busy", timeout=120
+        )
     finally:
         done.set()
         holder.join()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["message"] == f"{WS_BUSY_REASON}; retrying in 15 s"
     assert out["sockets"] == 1, "the page retried a busy server at once"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import panning_frames
+from conftest import panning_frames, wait_for
 from maskwatch.alerts import AlertSettings
 from maskwatch.cli import main
 from maskwatch.errors import OutputError
@@ -24,17 +22,6 @@ from maskwatch.types import APPEAR, LEAVE, SETTLE, Frame, FrameResult
 from maskwatch.watch import Callback, Watch, WatchSettings
 
 Seen = list[tuple[str, int, str | None]]
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-    """Polls `check` until it is truthy; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +98,15 @@ def test_detect_a_server_camera_and_a_browser_session_make_the_same_events(
             for frame in _video_frames(lossless):
                 ws.send_bytes(cv2.imencode(".png", frame)[1].tobytes())
                 assert "faces" in json.loads(ws.receive_text())
-        by_browser = _wait_for(
+        by_browser = wait_for(
             lambda: (seen := _logged(serve_log, "browser 1")) and _closed(seen) and seen,
-            "the browser session's events",
+            timeout=120,
+            what="the browser session's events",
         )
-        by_camera = _wait_for(
+        by_camera = wait_for(
             lambda: (seen := _logged(serve_log, "camera 1")) and _closed(seen) and seen,
-            "the server camera's events",
+            timeout=120,
+            what="the server camera's events",
         )
         cameras = client.get("/api/v1/cameras").json()
         assert cameras[0]["frames"] == len(_video_frames(lossless)) and cameras[0]["error"] is None
@@ -128,7 +117,9 @@ def test_detect_a_server_camera_and_a_browser_session_make_the_same_events(
     assert by_browser == by_detect
     # Alerts work for server cameras as for detect; only the camera's name tells them apart.
     from_detect = _alerts(alert_files["detect"])
-    from_camera = _wait_for(lambda: _alerts(alert_files["camera"]), "the server camera's alert")
+    from_camera = wait_for(
+        lambda: _alerts(alert_files["camera"]), timeout=120, what="the server camera's alert"
+    )
     assert from_detect and "camera" not in from_detect[0]
     assert [{**a, "camera": None, "time": 0} for a in from_camera] == [
         {**a, "camera": None, "time": 0} for a in from_detect

@@ -24,13 +24,13 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import (
-    BROWSER_TESTS,
     CHROMIUM,
     THREE_FACES,
     assert_one_line_error,
     free_port,
     listening,
     panning_frames,
+    run_browser,
     run_cli,
     wait_for,
 )
@@ -239,15 +239,7 @@ def test_the_page_draws_labelled_boxes_over_a_real_browser_camera(
     try:
         wait_for(lambda: _up(base), timeout=60, what="the server")
         shot = tmp_path / "page.png"
-        proc = subprocess.run(
-            ["node", str(BROWSER_TESTS / "page.mjs"), base, "t0k", str(video), str(shot)],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            cwd=BROWSER_TESTS,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_browser("page.mjs", base, "t0k", str(video), str(shot))
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -275,15 +267,7 @@ def test_the_dashboard_lists_cameras_naturally_with_errors_and_drops_ended_sessi
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _up(base), timeout=60, what="the server")
-        proc = subprocess.run(
-            ["node", str(BROWSER_TESTS / "dashboard.mjs"), base, "t0k"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=BROWSER_TESTS,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = run_browser("dashboard.mjs", base, "t0k", timeout=120)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -379,8 +363,11 @@ def test_detect_publishes_its_events_to_a_real_broker(broker: Any, video: Path) 
         assert proc.returncode == 0, proc.stderr
         # The tracks still open leave together when the video ends: wait for all of them.
         wait_for(
-            lambda: 0 < [p["kind"] for _, p in got].count(LEAVE)
-            == [p["kind"] for _, p in got].count(APPEAR),
+            lambda: (
+                0
+                < [p["kind"] for _, p in got].count(LEAVE)
+                == [p["kind"] for _, p in got].count(APPEAR)
+            ),
             what="a leave event for each appear",
         )
     finally:

@@ -2,14 +2,9 @@
 // choices: first as the server starts, then while a browser session sends a frame, then after
 // the session has closed.
 // Usage: node dashboard.mjs BASE_URL TOKEN ; prints one JSON line.
-import { chromium } from "playwright-core";
+import { run } from "./run.mjs";
 
 const [base, token] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox"],
-});
-const out = {};
 const board = () => ({
   rows: [...document.querySelectorAll("#cameras tbody tr")].map((tr) =>
     [...tr.cells].map((td) => ({ text: td.textContent, error: td.classList.contains("error") }))),
@@ -18,7 +13,7 @@ const board = () => ({
 });
 const listed = ({ name, present }) => [...document.querySelectorAll("#cameras tbody tr")]
   .some((tr) => tr.cells[0].textContent === name) === present;
-try {
+await run([], async (browser, out) => {
   const page = await browser.newPage();
   page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
   await page.goto(`${base}/dashboard?token=${token}`);
@@ -42,12 +37,4 @@ try {
   await page.waitForFunction(listed, { name: out.reply.camera, present: false },
     { timeout: 30000 });
   out.after = await page.evaluate(board);
-  out.ok = true;
-} catch (error) {
-  out.ok = false;
-  out.error = String(error);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});

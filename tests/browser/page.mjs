@@ -1,20 +1,15 @@
 // Opens maskwatch's page in Debian's chromium with a fake camera fed from a y4m video, and
 // checks that labelled boxes are drawn over the video and that the dashboard counts move.
 // Usage: node page.mjs BASE_URL TOKEN VIDEO.y4m SCREENSHOT.png ; prints one JSON line.
-import { chromium } from "playwright-core";
+import { run } from "./run.mjs";
 
 const [base, token, video, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    `--use-file-for-fake-video-capture=${video}`,
-    "--no-sandbox",
-  ],
-});
-const out = {};
-try {
+const fakeCamera = [
+  "--use-fake-ui-for-media-stream",
+  "--use-fake-device-for-media-stream",
+  `--use-file-for-fake-video-capture=${video}`,
+];
+await run(fakeCamera, async (browser, out) => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
@@ -48,12 +43,4 @@ try {
     cameras: document.querySelectorAll("#cameras tbody tr").length,
     events: document.querySelectorAll("#events li").length,
   }));
-  out.ok = true;
-} catch (error) {
-  out.ok = false;
-  out.error = String(error);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});

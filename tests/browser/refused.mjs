@@ -3,15 +3,12 @@
 // Usage: node refused.mjs BASE_URL [MESSAGE_START] ; prints one JSON line. Without a token the
 // page is refused for good (1008); with one, on a busy server, it is told to try again later
 // (1013): the page waits for a message starting with MESSAGE_START.
-import { chromium } from "playwright-core";
+import { run } from "./run.mjs";
 
 const [base, expected = "this server needs a token"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox"],
-});
-const out = { sockets: 0 };
-try {
+const fakeCamera = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"];
+await run(fakeCamera, async (browser, out) => {
+  out.sockets = 0;
   const page = await browser.newPage();
   page.on("websocket", () => { out.sockets += 1; });
   const join = base.includes("?") ? "&" : "?";
@@ -21,12 +18,4 @@ try {
     expected, { timeout: 30000 });
   await page.waitForTimeout(5000);  // the page retried every 2 s before; it must not now
   out.message = await page.evaluate(() => document.getElementById("message").textContent);
-  out.ok = true;
-} catch (error) {
-  out.ok = false;
-  out.error = String(error);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});
