@@ -1,0 +1,180 @@
+"""`maskwatch serve`: the web page, dashboard and HTTP API, with optional server cameras."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from maskwatch.cli.args import (
+    Subparsers,
+    bounded,
+    existing_path,
+    max_pixels_arg,
+    model_arg,
+    watch_args,
+    watching,
+)
+from maskwatch.defaults import (
+    SERVE_IDLE_TIMEOUT,
+    SERVE_MAX_SESSIONS,
+    SERVE_MAX_UPLOAD_MB,
+    SERVE_REQUEST_TIMEOUT,
+    SERVE_SESSION_IDLE_TIMEOUT,
+    SERVE_SHUTDOWN_TIMEOUT,
+)
+from maskwatch.errors import MaskwatchError
+
+log = logging.getLogger("maskwatch")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from maskwatch.web.app import ServeSettings, create_app
+        from maskwatch.web.guard import guarded_h11, listen
+    except ImportError as exc:
+        raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
+    token = args.token or os.environ.get("MASKWATCH_TOKEN") or None
+    if args.no_auth:
+        token = None
+    elif token is None and args.host not in LOOPBACK:
+        raise MaskwatchError(
+            f"--host {args.host} opens the server to the network: give --token TOKEN (or set "
+            "MASKWATCH_TOKEN), or --no-auth to serve without one"
+        )
+    if (args.cert is None) != (args.key is None):
+        raise MaskwatchError("HTTPS needs both --cert and --key")
+    if args.mqtt:
+        from maskwatch.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(args.mqtt, pattern=True)
+    settings = ServeSettings(
+        model=args.model,
+        sources=list(args.source or []),
+        watch=watching(args, args.mqtt_publish),
+        events=args.events,
+        mqtt=args.mqtt,
+        token=token,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        request_timeout=args.request_timeout,
+        max_sessions=args.max_sessions,
+        session_idle_timeout=args.session_idle_timeout,
+    )
+    sock = listen(args.host, args.port)
+    try:
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            ssl_certfile=str(args.cert) if args.cert else None,
+            ssl_keyfile=str(args.key) if args.key else None,
+            log_level="warning",
+            http=guarded_h11(args.request_timeout),
+            timeout_keep_alive=args.idle_timeout,
+            ws_max_size=settings.max_body,
+            timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
+        )
+        scheme = "https" if args.cert else "http"
+        shown = f"?token={token}" if token else ""
+        log.info(
+            "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
+            scheme,
+            args.host,
+            args.port,
+            shown,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument(
+        "--port",
+        type=bounded(int, 1, 65535),
+        default=8000,
+        help="port to listen on (from 1 to 65535; default: %(default)s)",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="SRC",
+        help="a camera or stream to process on the server and show on the page (repeatable)",
+    )
+    model_arg(p)
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="store every camera's events in this SQLite log (default: nothing is stored)",
+    )
+    p.add_argument(
+        "--mqtt",
+        default=None,
+        metavar="URL",
+        help="show the cameras publishing under mqtt://host[:port]/topic-pattern, "
+        "e.g. mqtt://broker:1883/site/#",
+    )
+    p.add_argument(
+        "--token", default=None, help="required from clients (default: $MASKWATCH_TOKEN)"
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without a token even on a non-loopback address",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=bounded(float, 0.01, 1024.0),
+        default=SERVE_MAX_UPLOAD_MB,
+        help="largest upload or WebSocket frame, in MB (from 0.01 to 1024; default: %(default)s)",
+    )
+    max_pixels_arg(p, "larger uploads and frames are refused with 413")
+    p.add_argument(
+        "--request-timeout",
+        type=bounded(float, 0.1, 3600.0),
+        default=SERVE_REQUEST_TIMEOUT,
+        metavar="S",
+        help="seconds for a request's head, then its body, to arrive (from 0.1 to 3600; "
+        "default: %(default)g)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=bounded(int, 1, 3600),
+        default=SERVE_IDLE_TIMEOUT,
+        metavar="S",
+        help="seconds before an idle connection is closed (from 1 to 3600; default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=bounded(int, 1, 1000),
+        default=SERVE_MAX_SESSIONS,
+        metavar="N",
+        help="browser webcam sessions at once; more are told to try again later "
+        "(from 1 to 1000; default: %(default)s)",
+    )
+    p.add_argument(
+        "--session-idle-timeout",
+        type=bounded(float, 1.0, 86400.0),
+        default=SERVE_SESSION_IDLE_TIMEOUT,
+        metavar="S",
+        help="seconds a webcam session may go without a frame before it is closed "
+        "(from 1 to 86400; default: %(default)g)",
+    )
+    p.add_argument("--cert", type=existing_path, default=None, help="TLS certificate (HTTPS)")
+    p.add_argument("--key", type=existing_path, default=None, help="TLS private key")
+    watch = p.add_argument_group("server cameras (--source), as detect watches")
+    watch_args(watch, "--mqtt-publish")
+    p.set_defaults(func=cmd_serve)
