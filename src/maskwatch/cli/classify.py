@@ -19,6 +19,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from maskwatch.pipeline import classify_crop
     from maskwatch.sinks import JsonLinesSink
     from maskwatch.sources import scan_images, shortfall
+    from maskwatch.types import CropResult
 
     classifier = MaskClassifier(args.model)
     paths: list[Path] = []
@@ -41,17 +42,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 log.warning("skipping %s", exc)
                 continue
             label, probs = classify_crop(classifier, image)
-            out.write_object(
-                {
-                    "path": str(path),
-                    "label": label,
-                    "confidence": round(float(probs.max()), 4),
-                    "probs": {
-                        c: round(float(p), 4)
-                        for c, p in zip(classifier.classes, probs, strict=True)
-                    },
-                }
-            )
+            out.write_object(CropResult.of(path, label, classifier.classes, probs).to_json())
             done += 1
     if done == 0:
         raise MaskwatchError("no image could be read from " + ", ".join(map(str, args.paths)))
