@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from maskwatch.cli.args import (
@@ -21,35 +20,18 @@ from maskwatch.defaults import (
     SERVE_MAX_UPLOAD_MB,
     SERVE_REQUEST_TIMEOUT,
     SERVE_SESSION_IDLE_TIMEOUT,
-    SERVE_SHUTDOWN_TIMEOUT,
 )
 from maskwatch.errors import MaskwatchError
 
-log = logging.getLogger("maskwatch")
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     try:
-        import uvicorn
-
-        from maskwatch.web.app import ServeSettings, create_app
-        from maskwatch.web.guard import guarded_h11, listen
+        from maskwatch.web.app import ServeSettings
+        from maskwatch.web.server import Listener, run_server, server_token
     except ImportError as exc:
         raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
-    token = args.token or os.environ.get("MASKWATCH_TOKEN") or None
-    if args.no_auth:
-        token = None
-    elif token is None and args.host not in LOOPBACK:
-        raise MaskwatchError(
-            f"--host {args.host} opens the server to the network: give --token TOKEN (or set "
-            "MASKWATCH_TOKEN), or --no-auth to serve without one"
-        )
-    if (args.cert is None) != (args.key is None):
-        raise MaskwatchError("HTTPS needs both --cert and --key")
+    token = server_token(args.host, args.token, args.no_auth)
+    listener = Listener(args.host, args.port, args.cert, args.key, args.idle_timeout)
     if args.mqtt:
         from maskwatch.mqtt import parse_mqtt_url
 
@@ -67,33 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         session_idle_timeout=args.session_idle_timeout,
     )
-    sock = listen(args.host, args.port)
-    try:
-        app = create_app(settings)
-        config = uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            ssl_certfile=str(args.cert) if args.cert else None,
-            ssl_keyfile=str(args.key) if args.key else None,
-            log_level="warning",
-            http=guarded_h11(args.request_timeout),
-            timeout_keep_alive=args.idle_timeout,
-            ws_max_size=settings.max_body,
-            timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
-        )
-        scheme = "https" if args.cert else "http"
-        shown = f"?token={token}" if token else ""
-        log.info(
-            "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
-            scheme,
-            args.host,
-            args.port,
-            shown,
-        )
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    run_server(settings, listener)
     return 0
 
 
