@@ -7,12 +7,12 @@ from pathlib import Path
 
 from maskwatch.cli.args import (
     Subparsers,
-    bounded,
     existing_path,
     max_pixels_arg,
     model_arg,
     watch_args,
     watching,
+    within,
 )
 from maskwatch.defaults import (
     SERVE_IDLE_TIMEOUT,
@@ -20,8 +20,16 @@ from maskwatch.defaults import (
     SERVE_MAX_UPLOAD_MB,
     SERVE_REQUEST_TIMEOUT,
     SERVE_SESSION_IDLE_TIMEOUT,
+    Range,
 )
 from maskwatch.errors import MaskwatchError
+
+PORT_RANGE = Range(1, 65535)
+UPLOAD_MB_RANGE = Range(0.01, 1024)
+REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
+IDLE_TIMEOUT_RANGE = Range(1, 3600)
+SESSIONS_RANGE = Range(1, 1000)
+SESSION_IDLE_RANGE = Range(1, 86400)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -58,9 +66,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument(
         "--port",
-        type=bounded(int, 1, 65535),
+        type=within(int, PORT_RANGE),
         default=8000,
-        help="port to listen on (from 1 to 65535; default: %(default)s)",
+        help=f"port to listen on ({PORT_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument(
         "--source",
@@ -93,41 +101,44 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--max-upload-mb",
-        type=bounded(float, 0.01, 1024.0),
+        type=within(float, UPLOAD_MB_RANGE),
         default=SERVE_MAX_UPLOAD_MB,
-        help="largest upload or WebSocket frame, in MB (from 0.01 to 1024; default: %(default)s)",
+        help="largest upload or WebSocket frame, in MB "
+        f"({UPLOAD_MB_RANGE.describe()}; default: %(default)s)",
     )
     max_pixels_arg(p, "larger uploads and frames are refused with 413")
     p.add_argument(
         "--request-timeout",
-        type=bounded(float, 0.1, 3600.0),
+        type=within(float, REQUEST_TIMEOUT_RANGE),
         default=SERVE_REQUEST_TIMEOUT,
         metavar="S",
-        help="seconds for a request's head, then its body, to arrive (from 0.1 to 3600; "
+        help="seconds for a request's head, then its body, to arrive "
+        f"({REQUEST_TIMEOUT_RANGE.describe()}; "
         "default: %(default)g)",
     )
     p.add_argument(
         "--idle-timeout",
-        type=bounded(int, 1, 3600),
+        type=within(int, IDLE_TIMEOUT_RANGE),
         default=SERVE_IDLE_TIMEOUT,
         metavar="S",
-        help="seconds before an idle connection is closed (from 1 to 3600; default: %(default)s)",
+        help="seconds before an idle connection is closed "
+        f"({IDLE_TIMEOUT_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument(
         "--max-sessions",
-        type=bounded(int, 1, 1000),
+        type=within(int, SESSIONS_RANGE),
         default=SERVE_MAX_SESSIONS,
         metavar="N",
         help="browser webcam sessions at once; more are told to try again later "
-        "(from 1 to 1000; default: %(default)s)",
+        f"({SESSIONS_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument(
         "--session-idle-timeout",
-        type=bounded(float, 1.0, 86400.0),
+        type=within(float, SESSION_IDLE_RANGE),
         default=SERVE_SESSION_IDLE_TIMEOUT,
         metavar="S",
         help="seconds a webcam session may go without a frame before it is closed "
-        "(from 1 to 86400; default: %(default)g)",
+        f"({SESSION_IDLE_RANGE.describe()}; default: %(default)g)",
     )
     p.add_argument("--cert", type=existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=existing_path, default=None, help="TLS private key")

@@ -10,7 +10,15 @@ from typing import Any
 from maskwatch.cli.args import Subparsers, bounded, data_spec, existing_path, model_arg, within
 from maskwatch.defaults import Range
 from maskwatch.errors import MaskwatchError
-from maskwatch.train.config import RECIPES, Augment, Framing, Recipe, Split, choices
+from maskwatch.train.config import (
+    RECIPES,
+    Augment,
+    Framing,
+    Recipe,
+    Split,
+    TrainConfig,
+    choices,
+)
 
 TRAIN_OPTIONS = (
     "out",
@@ -137,7 +145,7 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="repeat a run from its config.json (other options are ignored)",
     )
-    p.add_argument("--out", default=None, help="output folder (default: runs/train)")
+    p.add_argument("--out", default=None, help=f"output folder (default: {TrainConfig.out})")
     p.add_argument(
         "--recipe",
         choices=choices(Recipe),
@@ -166,7 +174,12 @@ def add_parser(sub: Subparsers) -> None:
             default=None,
             help=f"{text} ({_by_recipe(option)})",
         )
-    p.add_argument("--batch-size", type=bounded(int, 1, 4096), default=None, help="default: 32")
+    p.add_argument(
+        "--batch-size",
+        type=bounded(int, 1, 4096),
+        default=None,
+        help=f"default: {TrainConfig.batch_size}",
+    )
     p.add_argument(
         "--augment",
         choices=choices(Augment),
@@ -174,7 +187,10 @@ def add_parser(sub: Subparsers) -> None:
         help=f"augmentation ({_by_recipe('augment')})",
     )
     p.add_argument(
-        "--test-fraction", type=within(float, FRACTION), default=None, help="default: 0.3"
+        "--test-fraction",
+        type=within(float, FRACTION),
+        default=None,
+        help=f"default: {TrainConfig.test_fraction}",
     )
     p.add_argument(
         "--split",
@@ -190,8 +206,15 @@ def add_parser(sub: Subparsers) -> None:
         help="crop VOC faces at the matched detector box like detect does (default) "
         "or exactly as annotated (for comparison)",
     )
-    p.add_argument("--seed", type=within(int, SEED_RANGE), default=None, help="default: 0")
-    p.add_argument("--input-size", type=bounded(int, 32, 1024), default=None, help="default: 224")
+    p.add_argument(
+        "--seed", type=within(int, SEED_RANGE), default=None, help=f"default: {TrainConfig.seed}"
+    )
+    p.add_argument(
+        "--input-size",
+        type=bounded(int, 32, 1024),
+        default=None,
+        help=f"default: {TrainConfig.input_size}",
+    )
     p.add_argument(
         "--limit-per-class",
         type=bounded(int, 1, 10**9),
@@ -253,13 +276,13 @@ def add_parser(sub: Subparsers) -> None:
     a.add_argument(
         "--test-fraction",
         type=within(float, FRACTION),
-        default=0.3,
-        help="fraction of the proposed split checked for leakage (default: 0.3)",
+        default=TrainConfig.test_fraction,
+        help="fraction of the proposed split checked for leakage (default: %(default)s)",
     )
     a.add_argument(
         "--seed",
         type=within(int, SEED_RANGE),
-        default=0,
-        help="seed of the proposed split (default: 0)",
+        default=TrainConfig.seed,
+        help="seed of the proposed split (default: %(default)s)",
     )
     a.set_defaults(func=cmd_audit)
