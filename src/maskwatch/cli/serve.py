@@ -34,8 +34,8 @@ SESSION_IDLE_RANGE = Range(1, 86400)
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from maskwatch.web.app import ServeSettings
         from maskwatch.web.server import Listener, run_server, server_token
+        from maskwatch.web.service import ServeSettings
     except ImportError as exc:
         raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
     token = server_token(args.host, args.token, args.no_auth)

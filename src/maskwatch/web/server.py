@@ -13,8 +13,9 @@ import uvicorn
 
 from maskwatch.defaults import SERVE_IDLE_TIMEOUT, SERVE_SHUTDOWN_TIMEOUT
 from maskwatch.errors import SettingError
-from maskwatch.web.app import ServeSettings, create_app
+from maskwatch.web.app import create_app
 from maskwatch.web.guard import guarded_h11, listen
+from maskwatch.web.service import ServeSettings
 
 log = logging.getLogger("maskwatch")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
