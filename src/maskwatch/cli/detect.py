@@ -62,14 +62,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if mqtt is not None:
         log.info("mqtt: %d events sent, %d never sent", mqtt.sent, mqtt.queued + mqtt.dropped)
     if events.alerts is not None:
-        counts = events.alerts.counts
-        log.info(
-            "alerts: %d sent, %d failed, %d held back by the rate limits, %d dropped",
-            counts.sent,
-            counts.failed,
-            counts.limited,
-            counts.dropped,
-        )
+        log.info("%s", events.alerts.counts.describe())
     if len(summary.written) > 5:
         log.info("wrote %d files to %s", len(summary.written), args.save)
     else:
