@@ -142,6 +142,12 @@ class AlertCounts:
     limited: int = 0  # held back by the rate limits
     dropped: int = 0  # the queue was full
 
+    def describe(self) -> str:
+        return (
+            f"alerts: {self.sent} sent, {self.failed} failed, {self.limited} held back by the "
+            f"rate limits, {self.dropped} dropped"
+        )
+
 
 class AlertDispatcher:
     """Takes events on the video thread (`offer` never blocks) and runs the handlers on a

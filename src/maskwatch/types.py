@@ -166,3 +166,25 @@ class FrameResult:
             "height": self.frame.height,
             "faces": self.faces.to_json(),
         }
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """One face crop labelled as it is, without detection (`maskwatch classify`): where it came
+    from, its label and the classifier's probability per class."""
+
+    path: str
+    label: str
+    probs: dict[str, float]
+
+    @classmethod
+    def of(cls, path: object, label: str, classes: list[str], probs: np.ndarray) -> CropResult:
+        return cls(str(path), label, {c: float(p) for c, p in zip(classes, probs, strict=True)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "confidence": round(max(self.probs.values()), 4),
+            "probs": {c: round(p, 4) for c, p in self.probs.items()},
+        }

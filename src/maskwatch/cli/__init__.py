@@ -1,0 +1,69 @@
+"""The `maskwatch` command: one module per command (its options beside its handler), shared
+argument types in `args`, and here the parser, logging and the one place where project errors
+become a one-line message. Commands import the library only when they run, so --version and
+--help stay fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from maskwatch import __version__
+from maskwatch.cli import classify, demo, detect, models, serve, stats, train
+from maskwatch.cli.args import Handler, bounded, within
+from maskwatch.errors import MaskwatchError
+
+__all__ = ["bounded", "build_parser", "main", "within"]
+
+log = logging.getLogger("maskwatch")
+DESCRIPTION = (
+    "Real-time face-mask detection: finds every face in a webcam, video, stream or photos and "
+    "labels it mask, no mask or mask worn incorrectly."
+)
+# In the order `maskwatch --help` lists them.
+COMMANDS = (detect, stats, serve, classify, demo, train, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskwatch", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    """'maskwatch: message', with 'warning: ' in front of warnings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"maskwatch: {prefix}{record.getMessage()}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    func: Handler = args.func
+    try:
+        return func(args)
+    except MaskwatchError as exc:
+        print(f"maskwatch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("maskwatch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,261 @@
+"""Argument types and option groups shared by several commands: checked numeric ranges, paths
+that must exist, and the options of a watch (detect and serve --source)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from maskwatch.defaults import (
+    ALERT_GLOBAL_INTERVAL,
+    ALERT_INTERVAL_RANGE,
+    ALERT_LABELS,
+    ALERT_TRACK_INTERVAL,
+    BLUR_CHOICES,
+    DETECT_MAX_SIDE,
+    DETECT_MIN_SIDE,
+    DETECT_MIN_SIDE_RANGE,
+    DETECT_SCORE_THRESHOLD,
+    DETECT_SIDE_RANGE,
+    DETECT_VIDEO_SIDE,
+    MAX_IMAGE_MEGAPIXELS,
+    MAX_IMAGE_MEGAPIXELS_RANGE,
+    MAX_IMAGE_PIXELS,
+    SCORE_THRESHOLD_RANGE,
+    SETTLE_FRAMES,
+    SETTLE_FRAMES_RANGE,
+    Range,
+)
+
+if TYPE_CHECKING:
+    from maskwatch.watch import WatchSettings
+
+Number = TypeVar("Number", int, float)
+Options = argparse.ArgumentParser | argparse._ArgumentGroup  # where add_argument is
+Handler = Callable[[argparse.Namespace], int]
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+
+# The command line's detector keeps its default largest side, above which video is not searched.
+VIDEO_SIDE_RANGE = Range(DETECT_SIDE_RANGE.low, DETECT_MAX_SIDE)
+
+
+def bounded(
+    kind: Callable[[str], Number],
+    low: Number | None = None,
+    high: Number | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Callable[[str], Number]:
+    """An argparse type: a number of `kind` (int or float) within [low, high] (an open end
+    excludes its bound), else one clear error naming the allowed range. NaN and infinities
+    are refused."""
+    return within(kind, Range(low, high, low_open, high_open))
+
+
+def within(kind: Callable[[str], Number], allowed: Range) -> Callable[[str], Number]:
+    """An argparse type: a number of `kind` in `allowed` (a range from maskwatch.defaults)."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite {noun}")
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be {allowed.describe()}"
+            )
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "number")
+    return parse
+
+
+def source_spec(text: str) -> str:
+    """A --source that names something: an empty one would otherwise mean this folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty source names no file, folder, camera or stream")
+    return text
+
+
+def megapixels(text: str) -> int:
+    """--max-pixels in megapixels, as the pixel count the library takes."""
+    return round(within(float, MAX_IMAGE_MEGAPIXELS_RANGE)(text) * 1e6)
+
+
+def max_pixels_arg(
+    parser: argparse.ArgumentParser,
+    refused: str = "larger images are refused (skipped with a warning in a folder or glob)",
+) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=megapixels,
+        default=MAX_IMAGE_PIXELS,
+        metavar="MP",
+        help="largest image to decode, in megapixels, checked from its header before decoding; "
+        f"{refused} "
+        f"(default: {MAX_IMAGE_MEGAPIXELS:g}; {MAX_IMAGE_MEGAPIXELS_RANGE.describe()})",
+    )
+
+
+def existing_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return path
+
+
+def data_spec(text: str) -> str:
+    """DATA or DATA:LABEL, the folder part checked at parse time."""
+    from maskwatch.train.data import parse_data_spec
+
+    path, _ = parse_data_spec(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no such folder")
+    return text
+
+
+def model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=existing_path,
+        default=None,
+        help="ONNX classifier with its .json beside it (default: the bundled model)",
+    )
+
+
+def watch_settings(args: argparse.Namespace, **more: Any) -> WatchSettings:
+    """The detector options of any command that has them, with `more` of WatchSettings."""
+    from maskwatch.watch import WatchSettings
+
+    return WatchSettings(
+        score_threshold=args.score_threshold,
+        detect_min_side=args.detect_min_side,
+        detect_video_side=args.detect_video_side,
+        **more,
+    )
+
+
+def watching(args: argparse.Namespace, mqtt: str | None) -> WatchSettings:
+    """Everything `watch_args` added, for detect and serve alike."""
+    from maskwatch.alerts import AlertSettings, parse_labels
+
+    alerts = AlertSettings(
+        command=args.alert_cmd,
+        webhook=args.alert_webhook,
+        labels=parse_labels(args.alert_labels),
+        track_interval=args.alert_interval,
+        global_interval=args.alert_global_interval,
+    )
+    if mqtt is not None:
+        from maskwatch.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(mqtt)
+    return watch_settings(
+        args,
+        settle_frames=args.settle_frames,
+        blur=args.blur,
+        alerts=alerts if alerts.command or alerts.webhook else None,
+        mqtt=mqtt,
+    )
+
+
+def detector_args(parser: Options) -> None:
+    parser.add_argument(
+        "--score-threshold",
+        type=within(float, SCORE_THRESHOLD_RANGE),
+        default=DETECT_SCORE_THRESHOLD,
+        help=f"minimum face detector score, {SCORE_THRESHOLD_RANGE.describe()} "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--detect-min-side",
+        type=within(int, DETECT_MIN_SIDE_RANGE),
+        default=DETECT_MIN_SIDE,
+        help="photos whose long side is shorter are also searched upscaled to it, so small "
+        f"faces are found; 0: never upscale ({DETECT_MIN_SIDE_RANGE.describe()}; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--detect-video-side",
+        type=within(int, VIDEO_SIDE_RANGE),
+        default=DETECT_VIDEO_SIDE,
+        help="video frames whose long side is longer are scaled down to it for detection, "
+        "for speed; raise it to find smaller faces in large frames "
+        f"({VIDEO_SIDE_RANGE.describe()}; default: %(default)s)",
+    )
+
+
+def watch_args(parser: Options, publish: str) -> None:
+    """The options of a watch, one definition for `detect` and `serve --source`: blur, settle
+    frames, MQTT publishing (as `publish`), alerts and the detector's settings."""
+    parser.add_argument(
+        "--blur",
+        choices=BLUR_CHOICES,
+        default="none",
+        help="pixelate faces in shown, saved and streamed output: every face not seen wearing "
+        "a mask (no_mask: faces labelled no_mask, incorrect or uncertain), or all "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--settle-frames",
+        type=within(int, SETTLE_FRAMES_RANGE),
+        default=SETTLE_FRAMES,
+        help="frames a person's smoothed label must hold before it settles "
+        f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
+    )
+    parser.add_argument(
+        publish,
+        default=None,
+        metavar="URL",
+        help="publish events as JSON (QoS 1) to mqtt://host[:port]/topic, e.g. "
+        "mqtt://broker:1883/site/door-1 (needs the mqtt extra); with several server cameras "
+        "(serve --source), camera N publishes to topic/N",
+    )
+    parser.add_argument(
+        "--alert-cmd",
+        default=None,
+        metavar="CMD",
+        help="run CMD (no shell; event JSON on stdin and in $MASKWATCH_EVENT) when an "
+        "alerting label settles",
+    )
+    parser.add_argument(
+        "--alert-webhook",
+        default=None,
+        metavar="URL",
+        help="POST the event as JSON to URL when an alerting label settles",
+    )
+    parser.add_argument(
+        "--alert-labels",
+        default=",".join(ALERT_LABELS),
+        help="labels that alert, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alert-interval",
+        type=within(float, ALERT_INTERVAL_RANGE),
+        default=ALERT_TRACK_INTERVAL,
+        metavar="S",
+        help="at most one alert per person every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--alert-global-interval",
+        type=within(float, ALERT_INTERVAL_RANGE),
+        default=ALERT_GLOBAL_INTERVAL,
+        metavar="S",
+        help="at most one alert in all every S seconds "
+        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
+    )
+    detector_args(parser)
+
+
+def partial(shortfall: str) -> str:
+    """The last line of a run that processed what it could: outputs are complete, but the exit
+    status must not say that every input was read."""
+    return f"{shortfall} (see the warnings above); the rest was processed and written"

@@ -1,0 +1,139 @@
+"""`maskwatch detect`: watch a camera, video, stream or images and write what it sees."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from maskwatch.cli.args import (
+    Subparsers,
+    max_pixels_arg,
+    model_arg,
+    partial,
+    source_spec,
+    watch_args,
+    watching,
+    within,
+)
+from maskwatch.defaults import MAX_FPS_RANGE, RECONNECT_ATTEMPTS, RECONNECT_RANGE
+from maskwatch.errors import MaskwatchError
+
+log = logging.getLogger("maskwatch")
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from maskwatch.classifier import MaskClassifier
+    from maskwatch.detect import EventOutputs, run_detect
+    from maskwatch.sources import open_source
+
+    if not args.show and not any((args.save, args.json, args.events, args.mqtt)):
+        raise MaskwatchError(
+            "--no-show needs --save OUT, --json OUT, --events FILE or --mqtt URL, "
+            "or there is no output"
+        )
+    if args.snapshots is not None and args.events is None:
+        raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
+    settings = watching(args, args.mqtt)
+    pipeline = settings.pipeline(MaskClassifier(args.model))
+    mqtt = None
+    if settings.mqtt:
+        from maskwatch.mqtt import MqttPublisher
+
+        mqtt = MqttPublisher(settings.mqtt)
+    alerts = settings.alerts.dispatcher() if settings.alerts else None
+    events = EventOutputs(args.events, args.snapshots, alerts, mqtt)
+    source = open_source(
+        args.source,
+        reconnect_attempts=args.reconnect,
+        max_fps=args.max_fps,
+        max_pixels=args.max_pixels,
+    )
+    summary = run_detect(
+        source,
+        pipeline,
+        show=args.show,
+        save=args.save,
+        json_target=args.json,
+        blur=settings.blur,
+        events=events,
+    )
+    log.info("%s", summary.describe())
+    if mqtt is not None:
+        log.info("mqtt: %d events sent, %d never sent", mqtt.sent, mqtt.queued + mqtt.dropped)
+    if events.alerts is not None:
+        log.info("%s", events.alerts.counts.describe())
+    if len(summary.written) > 5:
+        log.info("wrote %d files to %s", len(summary.written), args.save)
+    else:
+        for path in summary.written:
+            log.info("wrote %s", path)
+    missed = source.shortfall()
+    if missed:
+        raise MaskwatchError(partial(missed))
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("detect", help="label every face in a webcam, video, stream or images")
+    p.add_argument(
+        "--source",
+        type=source_spec,
+        default="0",
+        help="camera index, video file, rtsp/http URL, image, folder or glob "
+        "(default: %(default)s, the first webcam)",
+    )
+    model_arg(p)
+    p.add_argument(
+        "--no-show",
+        dest="show",
+        action="store_false",
+        help="do not open a window (default: show one; q or Esc quits)",
+    )
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
+        "(or one image file) for images",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT",
+        help="write one JSON object per frame or image to OUT ('-': stdout)",
+    )
+    p.add_argument(
+        "--max-fps",
+        type=within(float, MAX_FPS_RANGE),
+        default=None,
+        help="process at most this many frames per second of a live source "
+        f"({MAX_FPS_RANGE.describe()})",
+    )
+    p.add_argument(
+        "--reconnect",
+        type=within(int, RECONNECT_RANGE),
+        default=RECONNECT_ATTEMPTS,
+        metavar="N",
+        help="times to reopen a stream that drops, waiting 0.5, 1, 2 ... up to 30 s between "
+        f"tries, before giving up ({RECONNECT_RANGE.describe()}; default: %(default)s; each "
+        "outage starts again)",
+    )
+    p.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append events (a person appears, their label settles or changes, they leave) "
+        "to this SQLite log; no images are stored",
+    )
+    p.add_argument(
+        "--snapshots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also save a face picture in DIR when a label settles or changes",
+    )
+    watch_args(p, "--mqtt")
+    max_pixels_arg(p)
+    p.set_defaults(func=cmd_detect)

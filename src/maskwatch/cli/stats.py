@@ -1,0 +1,31 @@
+"""`maskwatch stats`: people seen per period, from an event log."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maskwatch.cli.args import Subparsers, existing_path
+from maskwatch.defaults import STATS_PERIODS
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from maskwatch.stats import plot, summarise
+
+    table = summarise(args.log, by=args.by, source=args.source)
+    print(table.text())
+    if args.plot is not None:
+        plot(table, args.plot)
+        print(f"\nchart written to {args.plot}")
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("stats", help="people seen per minute, hour or day from an event log")
+    p.add_argument("log", type=existing_path, metavar="FILE", help="event log (detect --events)")
+    p.add_argument(
+        "--by", choices=STATS_PERIODS, default="hour", help="period length (default: %(default)s)"
+    )
+    p.add_argument("--source", default=None, help="only this camera or file")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw a chart")
+    p.set_defaults(func=cmd_stats)

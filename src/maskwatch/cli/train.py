@@ -1,0 +1,288 @@
+"""`maskwatch train`, `evaluate`, `export` and `data audit`: the commands that need the train
+extra (torch), imported only when one of them runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from maskwatch.cli.args import Subparsers, bounded, data_spec, existing_path, model_arg, within
+from maskwatch.defaults import Range
+from maskwatch.errors import MaskwatchError
+from maskwatch.train.config import (
+    RECIPES,
+    Augment,
+    Framing,
+    Recipe,
+    Split,
+    TrainConfig,
+    choices,
+)
+
+TRAIN_OPTIONS = (
+    "out",
+    "recipe",
+    "epochs",
+    "finetune_epochs",
+    "batch_size",
+    "learning_rate",
+    "finetune_learning_rate",
+    "patience",
+    "views",
+    "augment",
+    "test_fraction",
+    "val_fraction",
+    "split",
+    "framing",
+    "seed",
+    "input_size",
+    "limit_per_class",
+    "balance_classes",
+)
+TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
+FRACTION = Range(0, 1, low_open=True, high_open=True)
+SEED_RANGE = Range(0, 2**32 - 1)
+
+
+def _by_recipe(option: str) -> str:
+    """An option's default per recipe, for --help: 'seed 40, real 30'."""
+    return ", ".join(f"{name} {getattr(values, option)}" for name, values in RECIPES.items())
+
+
+def _require_training() -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:
+        raise MaskwatchError(TRAIN_EXTRA_HINT) from exc
+
+
+def _print_headline(report: dict[str, Any]) -> None:
+    from maskwatch.train.report import headline_table
+
+    print("\n".join(headline_table(report)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _require_training()
+    from dataclasses import replace
+
+    from maskwatch.train.run import TrainConfig, command_line, train
+
+    if args.config is not None:
+        config = TrainConfig.from_file(args.config)
+    else:
+        if not args.data:
+            raise MaskwatchError("give at least one DATA folder (or --config FILE)")
+        overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+        config = TrainConfig(data=list(args.data), **overrides)
+    config = replace(config, command=command_line())
+    result = train(config)
+    _print_headline(result.report)
+    report = Path(config.out) / "report.md"
+    print(f"\nmodel: {result.model}\nreport: {report} ({result.seconds:.0f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.train.run import evaluate
+
+    if not args.data and args.faces is None:
+        raise MaskwatchError("give DATA folders or --faces test_faces.csv")
+    report = evaluate(args.model, list(args.data), args.out, faces=args.faces)
+    _print_headline(report)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.classifier import MaskClassifier, default_model_path
+    from maskwatch.train.quantize import calibration_crops, quantize_int8
+
+    if not args.int8:
+        raise MaskwatchError("export makes int8 models for now: add --int8")
+    model = args.model or default_model_path()
+    meta = MaskClassifier(model).meta
+    crops = calibration_crops(
+        list(args.calibrate), meta.input_size, meta.crop_margin, args.faces, args.exclude_faces
+    )
+    result = quantize_int8(model, args.out, crops)
+    if args.exclude_faces is not None:
+        from maskwatch.train.quantize import record_held_out
+
+        _print_headline(record_held_out(args.out, args.exclude_faces))
+    print(
+        f"wrote {args.out}: int8, calibrated on {result['calibration_faces']} faces; agrees with "
+        f"{model.name} on {result['agreement']:.1%} of them"
+    )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    _require_training()
+    from maskwatch.train.audit import audit
+
+    print(audit(list(args.data), test_fraction=args.test_fraction, seed=args.seed))
+    return 0
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("train", help="train a mask classifier (needs the train extra)")
+    p.add_argument(
+        "data",
+        nargs="*",
+        type=data_spec,
+        metavar="DATA",
+        help="folder with one sub-folder per class, folder of photos with Pascal VOC "
+        "XML, or FOLDER:LABEL when the subject of every photo in it (its largest clear face) "
+        "has LABEL (e.g. rmfd:mask)",
+    )
+    p.add_argument(
+        "--config",
+        type=existing_path,
+        default=None,
+        help="repeat a run from its config.json (other options are ignored)",
+    )
+    p.add_argument("--out", default=None, help=f"output folder (default: {TrainConfig.out})")
+    p.add_argument(
+        "--recipe",
+        choices=choices(Recipe),
+        default=None,
+        help="seed (default): frozen MobileNetV2 and the original project's head and "
+        "augmentation; real: richer augmentation with synthetic masks, balanced "
+        "classes, validation split, fine-tuning of the top blocks",
+    )
+    for option, kind, allowed, text in (
+        ("epochs", int, Range(1, 10_000), "head epochs"),
+        ("finetune_epochs", int, Range(0, 10_000), "fine-tuning epochs of the top blocks"),
+        ("learning_rate", float, Range(0, 1, low_open=True), "Adam, head stage"),
+        ("finetune_learning_rate", float, Range(0, 1, low_open=True), "Adam, fine-tuning"),
+        ("patience", int, Range(0, 10_000), "early stopping on validation loss, 0 = off"),
+        (
+            "views",
+            int,
+            Range(1, 64),
+            "augmented views per training face whose features are cached",
+        ),
+        ("val_fraction", float, Range(0, 1, high_open=True), "validation share of all faces"),
+    ):
+        p.add_argument(
+            "--" + option.replace("_", "-"),
+            type=within(kind, allowed),
+            default=None,
+            help=f"{text} ({_by_recipe(option)})",
+        )
+    p.add_argument(
+        "--batch-size",
+        type=bounded(int, 1, 4096),
+        default=None,
+        help=f"default: {TrainConfig.batch_size}",
+    )
+    p.add_argument(
+        "--augment",
+        choices=choices(Augment),
+        default=None,
+        help=f"augmentation ({_by_recipe('augment')})",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=within(float, FRACTION),
+        default=None,
+        help=f"default: {TrainConfig.test_fraction}",
+    )
+    p.add_argument(
+        "--split",
+        choices=choices(Split),
+        default=None,
+        help="group: keep groups and near-copies on one side (default); random: per "
+        "image, as the seed did (leaks; for comparison only)",
+    )
+    p.add_argument(
+        "--framing",
+        choices=choices(Framing),
+        default=None,
+        help="crop VOC faces at the matched detector box like detect does (default) "
+        "or exactly as annotated (for comparison)",
+    )
+    p.add_argument(
+        "--seed", type=within(int, SEED_RANGE), default=None, help=f"default: {TrainConfig.seed}"
+    )
+    p.add_argument(
+        "--input-size",
+        type=bounded(int, 32, 1024),
+        default=None,
+        help=f"default: {TrainConfig.input_size}",
+    )
+    p.add_argument(
+        "--limit-per-class",
+        type=bounded(int, 1, 10**9),
+        default=None,
+        help="use at most this many photos or boxes per class and dataset (quick runs)",
+    )
+    p.add_argument(
+        "--balance-classes",
+        action="store_const",
+        const=True,
+        default=None,
+        help=f"weight the loss by inverse class frequency ({_by_recipe('balance_classes')})",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the training report's figures for a model on any data")
+    p.add_argument("--model", type=existing_path, required=True, help="ONNX classifier")
+    p.add_argument("data", nargs="*", type=data_spec, metavar="DATA")
+    p.add_argument(
+        "--faces",
+        type=existing_path,
+        default=None,
+        help="evaluate exactly the faces of a training run's test_faces.csv",
+    )
+    p.add_argument("--out", type=Path, default=None, help="also write a report folder here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="a faster int8 copy of a classifier (needs the train extra)")
+    model_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="the new .onnx (its .json beside it)")
+    p.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ)")
+    p.add_argument(
+        "--calibrate",
+        nargs="+",
+        type=data_spec,
+        required=True,
+        metavar="DATA",
+        help="datasets to take calibration faces from (as for train)",
+    )
+    p.add_argument(
+        "--exclude-faces",
+        type=existing_path,
+        default=None,
+        metavar="CSV",
+        help="a training run's test_faces.csv: never calibrate on those photos",
+    )
+    p.add_argument(
+        "--faces",
+        type=bounded(int, 1, 100_000),
+        default=300,
+        help="calibration faces (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    a = data_sub.add_parser("audit", help="classes, sources, duplicates, faces found, leakage")
+    a.add_argument("data", nargs="+", type=data_spec, metavar="DATA")
+    a.add_argument(
+        "--test-fraction",
+        type=within(float, FRACTION),
+        default=TrainConfig.test_fraction,
+        help="fraction of the proposed split checked for leakage (default: %(default)s)",
+    )
+    a.add_argument(
+        "--seed",
+        type=within(int, SEED_RANGE),
+        default=TrainConfig.seed,
+        help="seed of the proposed split (default: %(default)s)",
+    )
+    a.set_defaults(func=cmd_audit)

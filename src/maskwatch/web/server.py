@@ -1,0 +1,85 @@
+"""Running the web service: who may reach it (a token is needed off loopback), HTTPS, and
+uvicorn bound first (an address in use fails before the models load) with the guard's limits.
+Front ends pass their options here; the policy is not theirs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from maskwatch.defaults import SERVE_IDLE_TIMEOUT, SERVE_SHUTDOWN_TIMEOUT
+from maskwatch.errors import SettingError
+from maskwatch.web.app import create_app
+from maskwatch.web.guard import guarded_h11, listen
+from maskwatch.web.service import ServeSettings
+
+log = logging.getLogger("maskwatch")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "MASKWATCH_TOKEN"
+
+
+def server_token(host: str, token: str | None, no_auth: bool = False) -> str | None:
+    """The token clients must give: `token`, else $MASKWATCH_TOKEN; none with `no_auth`. A
+    server reachable from the network without one is refused unless `no_auth` says so."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if no_auth:
+        return None
+    if token is None and host not in LOOPBACK:
+        raise SettingError(
+            f"--host {host} opens the server to the network: give --token TOKEN (or set "
+            f"{TOKEN_ENV}), or --no-auth to serve without one"
+        )
+    return token
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where the server listens, and its TLS certificate and key (both or neither)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cert: Path | None = None
+    key: Path | None = None
+    idle_timeout: int = SERVE_IDLE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise SettingError("HTTPS needs both --cert and --key")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.cert else "http"
+
+
+def run_server(settings: ServeSettings, listener: Listener) -> None:
+    """Bind, build the app (loading the models), say where to open it, and serve until
+    interrupted."""
+    sock = listen(listener.host, listener.port)
+    try:
+        config = uvicorn.Config(
+            create_app(settings),
+            host=listener.host,
+            port=listener.port,
+            ssl_certfile=str(listener.cert) if listener.cert else None,
+            ssl_keyfile=str(listener.key) if listener.key else None,
+            log_level="warning",
+            http=guarded_h11(settings.request_timeout),
+            timeout_keep_alive=listener.idle_timeout,
+            ws_max_size=settings.max_body,
+            timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
+        )
+        shown = f"?token={settings.token}" if settings.token else ""
+        log.info(
+            "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
+            listener.scheme,
+            listener.host,
+            listener.port,
+            shown,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,64 @@
+"""Who may reach `maskwatch serve`: the token and bind rule and the TLS pairing, now in the web
+service (web/server.py), checked from Python and from the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from maskwatch.errors import SettingError
+from maskwatch.web.server import LOOPBACK, Listener, server_token
+
+
+@pytest.mark.parametrize("host", LOOPBACK)
+def test_loopback_needs_no_token(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MASKWATCH_TOKEN", raising=False)
+    assert server_token(host, None) is None
+
+
+def test_network_address_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MASKWATCH_TOKEN", raising=False)
+    with pytest.raises(SettingError, match=r"--host 0\.0\.0\.0 opens the server to the network"):
+        server_token("0.0.0.0", None)
+    assert server_token("0.0.0.0", "t0k") == "t0k"
+    assert server_token("0.0.0.0", None, no_auth=True) is None
+    assert server_token("127.0.0.1", "t0k", no_auth=True) is None
+
+
+def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASKWATCH_TOKEN", "from-env")
+    assert server_token("0.0.0.0", None) == "from-env"
+    assert server_token("0.0.0.0", "given") == "given"
+    monkeypatch.setenv("MASKWATCH_TOKEN", "")
+    with pytest.raises(SettingError):
+        server_token("::", None)
+
+
+def test_https_needs_cert_and_key(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    with pytest.raises(SettingError, match="HTTPS needs both --cert and --key"):
+        Listener(cert=cert)
+    with pytest.raises(SettingError, match="HTTPS needs both --cert and --key"):
+        Listener(key=cert)
+    assert Listener(cert=cert, key=cert).scheme == "https"
+    assert Listener().scheme == "http"
+
+
+def test_cli_refuses_open_server_in_one_line(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not used")
+    for args, text in (
+        (
+            ["serve", "--host", "0.0.0.0"],
+            "maskwatch: error: --host 0.0.0.0 opens the server to the network: give --token "
+            "TOKEN (or set MASKWATCH_TOKEN), or --no-auth to serve without one",
+        ),
+        (["serve", "--cert", str(cert)], "maskwatch: error: HTTPS needs both --cert and --key"),
+    ):
+        env = {k: v for k, v in os.environ.items() if k != "MASKWATCH_TOKEN"}
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == text
