@@ -75,3 +75,28 @@ def test_empty_frame_gives_no_faces(pipeline) -> None:  # type: ignore[no-untype
 def test_degenerate_frames_do_not_crash(pipeline, size) -> None:  # type: ignore[no-untyped-def]
     frame = Frame(np.zeros((*size, 3), np.uint8), 0, 0.0, "odd")
     assert len(pipeline.process(frame).faces) == 0
+
+
+def test_tracked_faces_are_labelled_once_from_their_tracks_by_the_models_threshold(  # type: ignore[no-untyped-def]
+    detector, classifier, three_faces
+) -> None:
+    """The tracker labels the smoothed probabilities by the classifier's own threshold."""
+    from maskwatch.labels import labels_for
+    from maskwatch.pipeline import Pipeline
+    from maskwatch.tracking import IoUTracker
+
+    tracker = IoUTracker(confirm_frames=1)
+    tracked = Pipeline(detector, classifier, tracker)
+    threshold = classifier.meta.uncertain_below
+    assert threshold > 0 and tracker.uncertain_below == threshold
+    first = tracked.process(Frame(three_faces, 0, 0.0, "video")).faces
+    moved = np.ascontiguousarray(np.roll(three_faces, 3, axis=1))
+    second = tracked.process(Frame(moved, 1, 0.1, "video")).faces
+    assert sorted(second.tracks) == [1, 2, 3]
+    own = tracked.predict(moved, detector.detect(moved))
+    assert own.labels == ()
+    for i, track in enumerate(second.tracks):
+        before = first.probs[list(first.tracks).index(track)]
+        smoothed = tracker.smoothing * before + (1 - tracker.smoothing) * own.probs[i]
+        np.testing.assert_allclose(second.probs[i], smoothed, atol=1e-5)
+    assert second.labels == labels_for(second.probs, second.classes, threshold)

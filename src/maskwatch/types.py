@@ -100,10 +100,22 @@ class Faces:
     def classified(self) -> bool:
         return len(self.labels) == len(self) and len(self.classes) > 0
 
+    @property
+    def predicted(self) -> bool:
+        """Whether the faces have classifier probabilities (labels may still be to come)."""
+        return len(self.classes) > 0 and self.probs.shape == (len(self), len(self.classes))
+
     def with_predictions(
         self, probs: np.ndarray, classes: tuple[str, ...], labels: tuple[str, ...]
     ) -> Faces:
         return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=labels)
+
+    def with_probs(self, probs: np.ndarray, classes: tuple[str, ...]) -> Faces:
+        """Probabilities without labels yet: the pipeline or the tracker labels them once."""
+        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=())
+
+    def with_labels(self, labels: tuple[str, ...]) -> Faces:
+        return replace(self, labels=labels)
 
     def with_tracks(self, tracks: np.ndarray) -> Faces:
         return replace(self, tracks=np.asarray(tracks, np.int64))
