@@ -20,7 +20,7 @@ from maskwatch.cli import main
 from maskwatch.errors import OutputError
 from maskwatch.events import Event, EventLog
 from maskwatch.sinks import JsonLinesSink
-from maskwatch.types import APPEAR, LEAVE, SETTLE, Frame, FrameResult
+from maskwatch.types import APPEAR, LEAVE, SETTLE, Frame, FrameResult, Mode
 from maskwatch.watch import Callback, Watch, WatchSettings
 
 Seen = list[tuple[str, int, str | None]]
@@ -184,7 +184,7 @@ def test_blur_no_mask_hides_every_face_not_seen_wearing_a_mask(
 ) -> None:
     from maskwatch.draw import blur_faces
 
-    faces = pipeline.process(Frame(three_faces, 0, 0.0, "photo", still=True)).faces
+    faces = pipeline.process(Frame(three_faces, 0, 0.0, "photo", Mode.PHOTO)).faces
     assert len(faces) == 3
     labels = ("mask", "uncertain", "no_mask")
     faces = faces.with_predictions(faces.probs, faces.classes, labels)

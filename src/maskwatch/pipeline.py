@@ -9,14 +9,14 @@ import numpy as np
 from maskwatch.classifier import MaskClassifier
 from maskwatch.faces import FaceDetector, crop_face, crop_faces
 from maskwatch.tracking import IoUTracker
-from maskwatch.types import Faces, Frame, FrameResult
+from maskwatch.types import Faces, Frame, FrameResult, Mode
 
 
 @dataclass
 class Pipeline:
     """Runs the detector and classifier on frames; all faces of a frame form one batch.
 
-    With a tracker, video frames (not still photos) get track ids, and their labels come from
+    With a tracker, video frames (not photos) get track ids, and their labels come from
     the probabilities smoothed per track; otherwise from each face's own. Either way each face
     is labelled once, by the classifier's threshold (labels.labels_for).
     """
@@ -37,8 +37,9 @@ class Pipeline:
         return faces.with_probs(self.classifier.predict(crops), tuple(meta.classes))
 
     def process(self, frame: Frame) -> FrameResult:
-        faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=frame.still))
-        if self.tracker is None or frame.still:
+        photo = frame.mode is Mode.PHOTO
+        faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=photo))
+        if self.tracker is None or photo:
             return FrameResult(frame, faces.with_labels(self.classifier.labels(faces.probs)))
         faces, changes = self.tracker.update(faces)
         self._last = frame

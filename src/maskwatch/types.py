@@ -9,6 +9,7 @@ and labels; on video a tracker adds track ids and reports what happened to its t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -18,18 +19,24 @@ APPEAR, SETTLE, CHANGE, LEAVE = "appear", "settle", "change", "leave"
 CHANGE_KINDS = (APPEAR, SETTLE, CHANGE, LEAVE)
 
 
+class Mode(StrEnum):
+    """What a frame is, as its source says: a PHOTO stands alone (the detector's thorough
+    search, no tracking), a VIDEO frame is one of a stream (the faster search, tracked)."""
+
+    PHOTO = "photo"
+    VIDEO = "video"
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One BGR image from a source, with where and when it came from.
-
-    `still` marks a photo rather than a video frame: it gets the detector's thorough search.
-    """
+    """One BGR image from a source, with where and when it came from, and whether it is a photo
+    or a frame of a video (`mode`)."""
 
     image: np.ndarray
     index: int
     time: float
     source: str
-    still: bool = False
+    mode: Mode = Mode.VIDEO
 
     @property
     def width(self) -> int:
