@@ -27,7 +27,7 @@ import numpy as np
 
 from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE, Range
 from maskwatch.labels import UNCERTAIN, labels_for
-from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, TrackChange
+from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, Kind, TrackChange
 
 VELOCITY_FRAMES = 5  # a track unseen for longer is expected where it was last seen, not beyond
 
@@ -209,7 +209,7 @@ class IoUTracker:
         track.missed = 0
         track.hits += 1
 
-    def _change(self, kind: str, track: Track, previous: str | None = None) -> TrackChange:
+    def _change(self, kind: Kind, track: Track, previous: str | None = None) -> TrackChange:
         return TrackChange(
             kind,
             track.id,

@@ -15,8 +15,18 @@ from typing import Any
 import numpy as np
 
 NO_TRACK = -1
-APPEAR, SETTLE, CHANGE, LEAVE = "appear", "settle", "change", "leave"
-CHANGE_KINDS = (APPEAR, SETTLE, CHANGE, LEAVE)
+
+
+class Kind(StrEnum):
+    """What happened to a track: the `kind` of an event, as JSON, the log and MQTT spell it."""
+
+    APPEAR = "appear"  # seen for long enough to count as a person
+    SETTLE = "settle"  # its label held for settle frames
+    CHANGE = "change"  # its settled label changed
+    LEAVE = "leave"  # unseen for too long, or the source ended
+
+
+APPEAR, SETTLE, CHANGE, LEAVE = Kind.APPEAR, Kind.SETTLE, Kind.CHANGE, Kind.LEAVE
 
 
 class Mode(StrEnum):
@@ -159,7 +169,7 @@ class TrackChange:
     """Something that happened to a track (tracking.py) in one frame. `label` is its settled
     label after the change (None while unsettled), `previous` the one before a CHANGE."""
 
-    kind: str
+    kind: Kind
     track: int
     label: str | None
     confidence: float
