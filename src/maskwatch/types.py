@@ -1,8 +1,10 @@
 """The objects passed between the stages.
 
-A source yields `Frame`s; the detector finds `Faces` in each; the classifier adds probabilities
-and labels; on video a tracker adds track ids and reports what happened to its tracks as
-`TrackChange`s (events.py turns them into events). The pipeline hands all of it on as one
+A source yields `Frame`s, each a photo or a video frame (`Mode`); the detector finds `Faces` in
+each; the classifier adds probabilities; on video a tracker adds track ids, averages the
+probabilities per track and labels them, and reports what happened to its tracks as
+`TrackChange`s of a `Kind` (events.py turns them into events); photos are labelled from each
+face's own probabilities. The pipeline hands all of it on as one
 `FrameResult`, whose `to_json` is the per-frame JSON of `detect --json` and of the API.
 """
 
