@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # light enough for the parser: NumPy only for the annotations
+    import numpy as np
 
 MASK = "mask"
 NO_MASK = "no_mask"
