@@ -35,7 +35,7 @@ def maskwatch() -> Step:
     tracker = IoUTracker()
 
     def step(faces: Faces) -> tuple[np.ndarray, np.ndarray]:
-        out, _ = tracker.update(faces, lambda p: ())
+        out, _ = tracker.update(faces)
         return out.boxes, out.tracks
 
     return step

@@ -24,12 +24,12 @@ from maskwatch.pipeline import Pipeline
 from maskwatch.sources import open_source
 from maskwatch.stats import plot, summarise
 from maskwatch.tracking import IoUTracker
-from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
+from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Kind
 
 T0 = time.mktime((2026, 11, 25, 9, 0, 0, 0, 0, -1))  # local time, as stats groups it
 
 
-def _event(kind: str, track: int, label: str | None, at: float, source: str = "cam") -> Event:
+def _event(kind: Kind, track: int, label: str | None, at: float, source: str = "cam") -> Event:
     return Event(at, source, 0, kind, track, label, 0.9, (0.0, 0.0, 10.0, 10.0))
 
 
@@ -174,6 +174,23 @@ def test_a_file_that_is_not_an_event_log_is_one_clear_line(tmp_path: Path) -> No
         run_cli("detect", "--no-show", "--events", "x.db", "--alert-webhook", "ftp://x"),
         "http",
     )
+
+
+def test_event_kinds_keep_their_strings_in_json_and_the_log(tmp_path: Path) -> None:
+    assert [str(k) for k in Kind] == ["appear", "settle", "change", "leave"]
+    event = _event(SETTLE, 1, "mask", T0)
+    text = json.dumps(event.to_json())
+    assert '"kind": "settle"' in text
+    back = Event.from_json(json.loads(text))
+    assert back == event and back.kind is Kind.SETTLE
+    with pytest.raises(ValueError, match="unknown kind 'explode'"):
+        Event.from_json({**event.to_json(), "kind": "explode"})
+    log = EventLog(tmp_path / "events.db", "cam")
+    log.write([event])
+    log.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        rows = db.execute("SELECT kind, typeof(kind) FROM events").fetchall()
+    assert rows == [("settle", "text")]
 
 
 def test_rate_limits_per_person_and_overall() -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import MIRROR
 from maskwatch.faces import YuNetDetector, crop_face, crop_faces, square_box
 from maskwatch.pipeline import classify_crop
-from maskwatch.types import Frame
+from maskwatch.types import Frame, Mode
 
 
 def test_yunet_finds_masked_and_unmasked_faces(detector, three_faces) -> None:  # type: ignore[no-untyped-def]
@@ -46,7 +46,7 @@ def test_crops_are_square_with_margin_and_padded_outside_the_frame() -> None:
 
 
 def test_each_face_is_classified_on_its_own_crop(pipeline, three_faces) -> None:  # type: ignore[no-untyped-def]
-    result = pipeline.process(Frame(three_faces, 0, 0.0, "three.jpg", still=True))
+    result = pipeline.process(Frame(three_faces, 0, 0.0, "three.jpg", Mode.PHOTO))
     faces = result.faces
     assert len(faces) == 3 and len(faces.labels) == 3
     np.testing.assert_allclose(faces.probs.sum(axis=1), 1.0, atol=1e-4)
@@ -61,7 +61,7 @@ def test_each_face_is_classified_on_its_own_crop(pipeline, three_faces) -> None:
 
 def test_the_unmasked_face_and_a_masked_face_are_told_apart(pipeline, three_faces) -> None:  # type: ignore[no-untyped-def]
     """The sample photo (never in training) has a cloth mask, a mask below the nose, no mask."""
-    labels = pipeline.process(Frame(three_faces, 0, 0.0, "three.jpg", still=True)).faces.labels
+    labels = pipeline.process(Frame(three_faces, 0, 0.0, "three.jpg", Mode.PHOTO)).faces.labels
     assert "no_mask" in labels
     assert "mask" in labels or "incorrect" in labels
 
@@ -75,3 +75,46 @@ def test_empty_frame_gives_no_faces(pipeline) -> None:  # type: ignore[no-untype
 def test_degenerate_frames_do_not_crash(pipeline, size) -> None:  # type: ignore[no-untyped-def]
     frame = Frame(np.zeros((*size, 3), np.uint8), 0, 0.0, "odd")
     assert len(pipeline.process(frame).faces) == 0
+
+
+def test_tracked_faces_are_labelled_once_from_their_tracks_by_the_models_threshold(  # type: ignore[no-untyped-def]
+    detector, classifier, three_faces
+) -> None:
+    """The tracker labels the smoothed probabilities by the classifier's own threshold."""
+    from maskwatch.labels import labels_for
+    from maskwatch.pipeline import Pipeline
+    from maskwatch.tracking import IoUTracker
+
+    tracker = IoUTracker(confirm_frames=1)
+    tracked = Pipeline(detector, classifier, tracker)
+    threshold = classifier.meta.uncertain_below
+    assert threshold > 0 and tracker.uncertain_below == threshold
+    first = tracked.process(Frame(three_faces, 0, 0.0, "video")).faces
+    moved = np.ascontiguousarray(np.roll(three_faces, 3, axis=1))
+    second = tracked.process(Frame(moved, 1, 0.1, "video")).faces
+    assert sorted(second.tracks) == [1, 2, 3]
+    own = tracked.predict(moved, detector.detect(moved))
+    assert own.labels == ()
+    for i, track in enumerate(second.tracks):
+        before = first.probs[list(first.tracks).index(track)]
+        smoothed = tracker.smoothing * before + (1 - tracker.smoothing) * own.probs[i]
+        np.testing.assert_allclose(second.probs[i], smoothed, atol=1e-5)
+    assert second.labels == labels_for(second.probs, second.classes, threshold)
+
+
+def test_photos_get_the_thorough_search_and_no_tracking(detector, classifier, three_faces) -> None:  # type: ignore[no-untyped-def]
+    """The frame's mode decides both: a small photo is searched upscaled and never tracked."""
+    from maskwatch.pipeline import Pipeline
+    from maskwatch.tracking import IoUTracker
+    from maskwatch.types import NO_TRACK
+
+    group = cv2.imread(str(MIRROR / "05fe38c36a13204e986c5558169cf0d4.jpg"))  # 8 faces
+    tiny = cv2.resize(group, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    tracked = Pipeline(detector, classifier, IoUTracker(confirm_frames=1))
+    photo = tracked.process(Frame(tiny, 0, 0.0, "tiny.jpg", Mode.PHOTO))
+    assert len(photo.faces) >= 6 > len(tracked.process(Frame(tiny, 0, 0.0, "tiny.mp4")).faces)
+    assert set(photo.faces.tracks) == {NO_TRACK} and photo.changes == ()
+    for mode in (Mode.PHOTO, Mode.VIDEO):
+        result = tracked.process(Frame(three_faces, 1, 0.1, "three", mode))
+        assert (NO_TRACK in set(result.faces.tracks)) == (mode is Mode.PHOTO)
+        assert bool(result.changes) == (mode is Mode.VIDEO)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskwatch.classifier import labels_for
 from maskwatch.tracking import IoUTracker, iou_matrix
 from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces
 
@@ -18,11 +17,7 @@ def _faces(boxes: list[list[float]], probs: list[list[float]]) -> Faces:
         np.array(boxes, np.float32).reshape(n, 4), np.ones(n), np.zeros((n, 5, 2))
     )
     p = np.array(probs, np.float32).reshape(n, 2)
-    return faces.with_predictions(p, CLASSES, labels_for(p, list(CLASSES), 0.0))
-
-
-def _labels(p: np.ndarray) -> tuple[str, ...]:
-    return labels_for(p, list(CLASSES), 0.0)
+    return faces.with_probs(p, CLASSES)
 
 
 def test_iou_matrix() -> None:
@@ -43,15 +38,15 @@ TWO_PROBS = [[0.9, 0.1], [0.1, 0.9]]
 def test_moving_faces_keep_their_ids_and_new_faces_get_new_ones() -> None:
     tracker = IoUTracker()
     for _ in range(3):
-        first, changes = tracker.update(_faces(TWO, TWO_PROBS), _labels)
+        first, changes = tracker.update(_faces(TWO, TWO_PROBS))
     assert list(first.tracks) == [1, 2]
     assert _kinds(changes) == [(APPEAR, 1, None), (APPEAR, 2, None)]
     # Faces listed in the other order and moved a little: same people.
     moved, changes = tracker.update(
-        _faces([[105, 2, 155, 52], [4, 1, 54, 51]], [[0.1, 0.9], [0.9, 0.1]]), _labels
+        _faces([[105, 2, 155, 52], [4, 1, 54, 51]], [[0.1, 0.9], [0.9, 0.1]])
     )
     assert list(moved.tracks) == [2, 1] and changes == []
-    third = [tracker.update(_faces([[300, 0, 350, 50]], [[0.5, 0.5]]), _labels)[0] for _ in "abc"]
+    third = [tracker.update(_faces([[300, 0, 350, 50]], [[0.5, 0.5]]))[0] for _ in "abc"]
     assert [list(t.tracks) for t in third] == [[NO_TRACK], [NO_TRACK], [3]]
 
 
@@ -60,14 +55,14 @@ def test_a_face_counts_as_a_person_only_after_confirm_frames_in_a_row() -> None:
     box, probs = [[0, 0, 50, 50]], [[0.9, 0.1]]
     changes = []
     for _ in range(2):  # two false detections for two frames, then nothing
-        out, new = tracker.update(_faces(TWO, TWO_PROBS), _labels)
+        out, new = tracker.update(_faces(TWO, TWO_PROBS))
         assert list(out.tracks) == [NO_TRACK] * 2 and out.labels == ("mask", "no_mask")
         changes += new
-    changes += tracker.update(_faces([], []), _labels)[1]
+    changes += tracker.update(_faces([], []))[1]
     assert changes == [] and tracker.tracks == []
     assert tracker.finish() == []
     for _ in range(3):
-        out, changes = tracker.update(_faces(box, probs), _labels)
+        out, changes = tracker.update(_faces(box, probs))
     assert list(out.tracks) == [1], "ids count people: the false detection used none"
     assert _kinds(changes) == [(APPEAR, 1, None)]
 
@@ -76,38 +71,36 @@ def test_one_odd_frame_does_not_flip_a_settled_label() -> None:
     tracker = IoUTracker()
     box = [[0, 0, 50, 50]]
     for _ in range(5):
-        steady = tracker.update(_faces(box, [[0.95, 0.05]]), _labels)[0]
+        steady = tracker.update(_faces(box, [[0.95, 0.05]]))[0]
     assert steady.labels == ("mask",)
-    odd = tracker.update(_faces(box, [[0.2, 0.8]]), _labels)[0]
+    odd = tracker.update(_faces(box, [[0.2, 0.8]]))[0]
     assert odd.labels == ("mask",)
     assert odd.probs[0, 0] > 0.6
     for _ in range(4):
-        later = tracker.update(_faces(box, [[0.1, 0.9]]), _labels)[0]
+        later = tracker.update(_faces(box, [[0.1, 0.9]]))[0]
     assert later.labels == ("no_mask",)
 
 
 def test_tracks_end_after_being_unseen() -> None:
     tracker = IoUTracker(max_missed=2, confirm_frames=1)
-    _, changes = tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]), _labels)
+    _, changes = tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]))
     assert _kinds(changes) == [(APPEAR, 1, None)]
     for _ in range(3):
-        changes = tracker.update(_faces([], []), _labels)[1]
+        changes = tracker.update(_faces([], []))[1]
     assert _kinds(changes) == [(LEAVE, 1, None)]
     assert tracker.tracks == []
-    again = tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]), _labels)[0]
+    again = tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]))[0]
     assert list(again.tracks) == [2]
 
 
 def test_a_person_hidden_for_a_while_is_found_again_near_where_they_went() -> None:
     tracker = IoUTracker(confirm_frames=1, max_missed=30)
     for x in range(0, 50, 10):  # walking right, 10 px a frame
-        tracker.update(_faces([[x, 0, x + 50, 60]], [[0.9, 0.1]]), _labels)
+        tracker.update(_faces([[x, 0, x + 50, 60]], [[0.9, 0.1]]))
     for _ in range(20):  # behind something for 20 frames
-        assert tracker.update(_faces([], []), _labels)[1] == []
+        assert tracker.update(_faces([], []))[1] == []
     # Out again 100 px on (no overlap with where they were), and a stranger far away.
-    out, changes = tracker.update(
-        _faces([[140, 0, 190, 60], [500, 300, 550, 360]], TWO_PROBS), _labels
-    )
+    out, changes = tracker.update(_faces([[140, 0, 190, 60], [500, 300, 550, 360]], TWO_PROBS))
     assert list(out.tracks) == [1, 2]
     assert _kinds(changes) == [(APPEAR, 2, None)]
 
@@ -115,17 +108,17 @@ def test_a_person_hidden_for_a_while_is_found_again_near_where_they_went() -> No
 def test_a_label_settles_after_agreeing_frames_and_changes_only_when_it_holds() -> None:
     tracker = IoUTracker(settle_frames=3, confirm_frames=2)
     box = [[0, 0, 50, 50]]
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]), _labels)
+    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
     assert changes == []
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]), _labels)
+    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
     assert _kinds(changes) == [(APPEAR, 1, None)]
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]), _labels)
+    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
     assert _kinds(changes) == [(SETTLE, 1, "mask")]
     assert changes[0].confidence > 0.85
     # The person takes the mask off: the smoothed label turns, then must hold 3 frames.
     seen = []
     for _ in range(8):
-        seen += tracker.update(_faces(box, [[0.02, 0.98]]), _labels)[1]
+        seen += tracker.update(_faces(box, [[0.02, 0.98]]))[1]
     assert _kinds(seen) == [(CHANGE, 1, "no_mask")]
     assert seen[0].previous == "mask"
     assert _kinds(tracker.finish()) == [(LEAVE, 1, "no_mask")]
@@ -136,20 +129,19 @@ def test_a_label_that_held_before_confirmation_settles_when_the_person_appears()
     tracker = IoUTracker(settle_frames=2, confirm_frames=4)
     changes = []
     for _ in range(4):
-        changes += tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]), _labels)[1]
+        changes += tracker.update(_faces([[0, 0, 50, 50]], [[0.9, 0.1]]))[1]
     assert _kinds(changes) == [(APPEAR, 1, None), (SETTLE, 1, "mask")]
 
 
 def test_uncertain_faces_never_settle_and_unseen_tracks_leave() -> None:
-    tracker = IoUTracker(settle_frames=2, max_missed=1)
-    unsure = lambda p: labels_for(p, list(CLASSES), 0.8)  # noqa: E731
+    tracker = IoUTracker(settle_frames=2, max_missed=1, uncertain_below=0.8)
     box = [[0, 0, 50, 50]]
     changes = []
     for _ in range(5):
-        changes += tracker.update(_faces(box, [[0.55, 0.45]]), unsure)[1]
+        changes += tracker.update(_faces(box, [[0.55, 0.45]]))[1]
     assert _kinds(changes) == [(APPEAR, 1, None)]
     for _ in range(2):
-        changes += tracker.update(_faces([], []), unsure)[1]
+        changes += tracker.update(_faces([], []))[1]
     assert _kinds(changes)[-1] == (LEAVE, 1, None)
     assert tracker.tracks == []
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def _step(tracker: IoUTracker) -> Step:
     def step(faces: Faces) -> tuple[np.ndarray, np.ndarray]:
-        out, _ = tracker.update(faces, lambda p: ())
+        out, _ = tracker.update(faces)
         return out.boxes, out.tracks
 
     return step

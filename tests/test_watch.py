@@ -18,7 +18,7 @@ from maskwatch.cli import main
 from maskwatch.errors import OutputError
 from maskwatch.events import Event, EventLog
 from maskwatch.sinks import JsonLinesSink
-from maskwatch.types import APPEAR, LEAVE, SETTLE, Frame, FrameResult
+from maskwatch.types import APPEAR, LEAVE, SETTLE, Frame, FrameResult, Mode
 from maskwatch.watch import Callback, Watch, WatchSettings
 
 Seen = list[tuple[str, int, str | None]]
@@ -173,18 +173,31 @@ def test_a_watch_closes_every_output_and_raises_the_first_error(
 def test_blur_no_mask_hides_every_face_not_seen_wearing_a_mask(
     pipeline: Any, three_faces: np.ndarray
 ) -> None:
+    from maskwatch.defaults import Blur
     from maskwatch.draw import blur_faces
 
-    faces = pipeline.process(Frame(three_faces, 0, 0.0, "photo", still=True)).faces
+    faces = pipeline.process(Frame(three_faces, 0, 0.0, "photo", Mode.PHOTO)).faces
     assert len(faces) == 3
     labels = ("mask", "uncertain", "no_mask")
     faces = faces.with_predictions(faces.probs, faces.classes, labels)
-    blurred = blur_faces(three_faces, faces, "no_mask")
+    blurred = blur_faces(three_faces, faces, Blur.NO_MASK)
     changed = [
         bool((blurred[y1:y2, x1:x2] != three_faces[y1:y2, x1:x2]).any())
         for x1, y1, x2, y2 in ((max(0, round(float(v))) for v in box) for box in faces.boxes)
     ]
     assert changed == [False, True, True]
+
+
+def test_blur_modes_keep_their_command_line_strings(capsys: pytest.CaptureFixture[str]) -> None:
+    from maskwatch.defaults import BLUR_CHOICES, Blur
+
+    assert BLUR_CHOICES == ("none", "no_mask", "all") == tuple(Blur)
+    assert WatchSettings(blur="no_mask").blur is Blur.NO_MASK  # type: ignore[arg-type]
+    with pytest.raises(SystemExit):
+        main(["detect", "x.jpg", "--blur", "faces"])
+    assert "invalid choice: 'faces' (choose from 'none', 'no_mask', 'all')" in (
+        capsys.readouterr().err
+    )
 
 
 def test_serve_takes_detects_watch_options(capsys: pytest.CaptureFixture[str]) -> None:

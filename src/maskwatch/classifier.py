@@ -17,7 +17,7 @@ import numpy as np
 
 from maskwatch.defaults import CROP_MARGIN, DEFAULT_INPUT_SIZE
 from maskwatch.errors import ModelError
-from maskwatch.labels import CANONICAL, UNCERTAIN
+from maskwatch.labels import CANONICAL, labels_for
 
 METADATA_FORMAT = "maskwatch-classifier/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,16 +96,6 @@ def to_input_tensor(crops_bgr: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     params.ddepth = cv2.CV_32F
     params.size = (meta.input_size, meta.input_size)
     return np.asarray(cv2.dnn.blobFromImagesWithParams(list(crops_bgr), params), np.float32)
-
-
-def labels_for(probs: np.ndarray, classes: list[str], uncertain_below: float) -> tuple[str, ...]:
-    """Top class per row, or `uncertain` where the top probability is below the threshold."""
-    if len(probs) == 0:
-        return ()
-    top = probs.argmax(axis=1)
-    return tuple(
-        UNCERTAIN if probs[i, k] < uncertain_below else classes[k] for i, k in enumerate(top)
-    )
 
 
 class MaskClassifier:

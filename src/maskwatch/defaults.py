@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from maskwatch.errors import SettingError
 from maskwatch.labels import INCORRECT, NO_MASK
 
+
+class Blur(StrEnum):
+    """Which faces annotated output pixelates (`--blur`)."""
+
+    NONE = "none"
+    NO_MASK = "no_mask"  # every face not labelled mask: uncertain ones too, to err on the safe side
+    ALL = "all"
+
+
+BLUR_CHOICES = tuple(str(b) for b in Blur)  # plain strings, as argparse shows and checks them
 DETECT_SCORE_THRESHOLD = 0.5
 DETECT_MIN_SIDE = 960  # photos smaller than this are also searched upscaled to it
 DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
 DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
 DEFAULT_INPUT_SIZE = 224  # classifier input side in pixels (a model's metadata may differ)
-BLUR_CHOICES = ("none", "no_mask", "all")
 RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s, doubling)
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles
 ALERT_LABELS = (NO_MASK, INCORRECT)

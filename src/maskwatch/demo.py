@@ -18,7 +18,7 @@ from maskwatch.images import load_image
 from maskwatch.labels import CANONICAL, UNCERTAIN
 from maskwatch.pipeline import Pipeline
 from maskwatch.sinks import encode_image
-from maskwatch.types import Frame, FrameResult
+from maskwatch.types import Frame, FrameResult, Mode
 from maskwatch.watch import Watch
 
 SHEET_CELL = 480
@@ -120,7 +120,9 @@ class DemoOutput:
 def _samples() -> Iterator[Frame]:
     for index, entry in enumerate(hub.SAMPLES):
         path = hub.fetch(entry.name)
-        yield Frame(image=load_image(path), index=index, time=0.0, source=str(path), still=True)
+        yield Frame(
+            image=load_image(path), index=index, time=0.0, source=str(path), mode=Mode.PHOTO
+        )
 
 
 def run_demo(pipeline: Pipeline, out_dir: Path) -> DemoResult:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
 from maskwatch.atomic import file_identity, writes_in_place
+from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
@@ -115,7 +116,7 @@ def run_detect(
     show: bool = True,
     save: Path | None = None,
     json_target: str | None = None,
-    blur: str = "none",
+    blur: Blur = Blur.NONE,
     events: EventOutputs | None = None,
     camera: str | None = None,
 ) -> Summary:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from maskwatch.defaults import Blur
 from maskwatch.labels import COLOURS, DISPLAY, MASK
 from maskwatch.types import NO_TRACK, Faces, FrameResult
 
@@ -35,17 +36,17 @@ def _put_label(
     )
 
 
-def blur_faces(image: np.ndarray, faces: Faces, which: str) -> np.ndarray:
-    """A copy of `image` with faces made unrecognisable (strong pixelation): with "no_mask" every
+def blur_faces(image: np.ndarray, faces: Faces, which: Blur) -> np.ndarray:
+    """A copy of `image` with faces made unrecognisable (strong pixelation): with NO_MASK every
     face not labelled `mask` (`no_mask`, `incorrect`, and `uncertain` too: privacy errs on the
-    safe side), with "all" every face. `which` is one of defaults.BLUR_CHOICES."""
-    if which == "none" or len(faces) == 0:
+    safe side), with ALL every face."""
+    if which == Blur.NONE or len(faces) == 0:
         return image
     out = image.copy()
     height, width = out.shape[:2]
     for i, box in enumerate(faces.boxes):
         label = faces.labels[i] if faces.labels else None
-        if which == "no_mask" and label == MASK:
+        if which == Blur.NO_MASK and label == MASK:
             continue
         x1, y1, x2, y2 = (round(float(v)) for v in box)
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
@@ -57,9 +58,9 @@ def blur_faces(image: np.ndarray, faces: Faces, which: str) -> np.ndarray:
     return out
 
 
-def draw_faces(image: np.ndarray, faces: Faces, blur: str = "none") -> np.ndarray:
+def draw_faces(image: np.ndarray, faces: Faces, blur: Blur = Blur.NONE) -> np.ndarray:
     """A copy of `image` with every face boxed and labelled (and blurred as `blur` asks)."""
-    out = blur_faces(image, faces, blur) if blur != "none" else image.copy()
+    out = blur_faces(image, faces, blur) if blur != Blur.NONE else image.copy()
     base = max(out.shape[:2]) / 1000.0
     confidences = faces.confidences()
     for i, box in enumerate(faces.boxes):
@@ -84,8 +85,8 @@ class Annotator:
     """Draws a result's faces (blurred as `blur` asks) once per result, however many outputs
     show it: the window and a saved video share one drawing."""
 
-    def __init__(self, blur: str = "none") -> None:
-        self.blur = blur
+    def __init__(self, blur: Blur | str = Blur.NONE) -> None:
+        self.blur = Blur(blur)
         self._last: tuple[FrameResult, np.ndarray] | None = None
 
     def __call__(self, result: FrameResult) -> np.ndarray:

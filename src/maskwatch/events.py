@@ -36,7 +36,7 @@ from maskwatch.atomic import (
 )
 from maskwatch.errors import OutputError
 from maskwatch.faces import square_box
-from maskwatch.types import CHANGE, SETTLE, FrameResult
+from maskwatch.types import CHANGE, SETTLE, FrameResult, Kind
 
 log = logging.getLogger("maskwatch")
 
@@ -80,7 +80,7 @@ class Event:
     time: float
     source: str
     frame: int
-    kind: str
+    kind: Kind
     track: int
     label: str | None
     confidence: float
@@ -97,7 +97,7 @@ class Event:
             time=float(data["time"]),
             source=str(data["source"]),
             frame=int(data["frame"]),
-            kind=str(data["kind"]),
+            kind=_kind(str(data["kind"])),
             track=int(data["track"]),
             label=data.get("label"),
             confidence=float(data["confidence"]),
@@ -114,13 +114,20 @@ class Event:
             "time": round(self.time, 3),
             "source": self.source,
             "frame": self.frame,
-            "kind": self.kind,
+            "kind": str(self.kind),
             "track": self.track,
             "label": self.label,
             "previous": self.previous,
             "confidence": round(self.confidence, 4),
             "box": [round(v, 1) for v in self.box],
         }
+
+
+def _kind(text: str) -> Kind:
+    try:
+        return Kind(text)
+    except ValueError:
+        raise ValueError(f"unknown kind {text[:80]!r}") from None
 
 
 class EventStream:

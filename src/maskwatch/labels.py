@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # light enough for the parser: NumPy only for the annotations
+    import numpy as np
+
 MASK = "mask"
 NO_MASK = "no_mask"
 INCORRECT = "incorrect"
@@ -43,3 +49,16 @@ def canonical_label(name: str) -> str | None:
 def sort_labels(labels: set[str] | list[str]) -> list[str]:
     """Canonical order (mask, no_mask, incorrect), so class indices are stable across runs."""
     return [c for c in CANONICAL if c in set(labels)]
+
+
+def labels_for(
+    probs: np.ndarray, classes: Sequence[str], uncertain_below: float
+) -> tuple[str, ...]:
+    """Top class per row, or `uncertain` where the top probability is below the threshold: the
+    one label rule, for a face's own probabilities and for a track's smoothed ones."""
+    if len(probs) == 0:
+        return ()
+    top = probs.argmax(axis=1)
+    return tuple(
+        UNCERTAIN if probs[i, k] < uncertain_below else classes[k] for i, k in enumerate(top)
+    )

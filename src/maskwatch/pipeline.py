@@ -9,14 +9,16 @@ import numpy as np
 from maskwatch.classifier import MaskClassifier
 from maskwatch.faces import FaceDetector, crop_face, crop_faces
 from maskwatch.tracking import IoUTracker
-from maskwatch.types import Faces, Frame, FrameResult
+from maskwatch.types import Faces, Frame, FrameResult, Mode
 
 
 @dataclass
 class Pipeline:
     """Runs the detector and classifier on frames; all faces of a frame form one batch.
 
-    With a tracker, video frames (not still photos) get track ids and labels smoothed per track.
+    With a tracker, video frames (not photos) get track ids, and their labels come from
+    the probabilities smoothed per track; otherwise from each face's own. Either way each face
+    is labelled once, by the classifier's threshold (labels.labels_for).
     """
 
     detector: FaceDetector
@@ -24,19 +26,22 @@ class Pipeline:
     tracker: IoUTracker | None = None
     _last: Frame | None = field(default=None, init=False, repr=False)  # newest tracked frame
 
-    def classify_faces(self, image: np.ndarray, faces: Faces) -> Faces:
+    def __post_init__(self) -> None:
+        if self.tracker is not None:
+            self.tracker.uncertain_below = self.classifier.meta.uncertain_below
+
+    def predict(self, image: np.ndarray, faces: Faces) -> Faces:
+        """`faces` with the classifier's probabilities, not yet labelled."""
         meta = self.classifier.meta
         crops = crop_faces(image, faces.boxes, meta.input_size, meta.crop_margin)
-        probs = self.classifier.predict(crops)
-        return faces.with_predictions(probs, tuple(meta.classes), self.classifier.labels(probs))
+        return faces.with_probs(self.classifier.predict(crops), tuple(meta.classes))
 
     def process(self, frame: Frame) -> FrameResult:
-        faces = self.classify_faces(
-            frame.image, self.detector.detect(frame.image, thorough=frame.still)
-        )
-        if self.tracker is None or frame.still:
-            return FrameResult(frame, faces)
-        faces, changes = self.tracker.update(faces, self.classifier.labels)
+        photo = frame.mode is Mode.PHOTO
+        faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=photo))
+        if self.tracker is None or photo:
+            return FrameResult(frame, faces.with_labels(self.classifier.labels(faces.probs)))
+        faces, changes = self.tracker.update(faces)
         self._last = frame
         return FrameResult(frame, faces, tuple(changes))
 

@@ -27,7 +27,7 @@ from maskwatch.cvlog import open_capture, open_video_file, quiet_opencv
 from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import SourceError
 from maskwatch.images import check_readable, is_image_file, load_image, megapixels
-from maskwatch.types import Frame
+from maskwatch.types import Frame, Mode
 
 log = logging.getLogger("maskwatch")
 
@@ -122,7 +122,7 @@ class FileSource:
                 self._skip(str(exc))
                 continue
             self.read += 1
-            yield Frame(image=image, index=image_index, time=0.0, source=str(path), still=True)
+            yield Frame(image=image, index=image_index, time=0.0, source=str(path), mode=Mode.PHOTO)
             image_index += 1
 
     def _video_frames(self, path: Path, why: str | None = None) -> Iterator[Frame]:

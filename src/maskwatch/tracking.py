@@ -21,14 +21,13 @@ reported as `TrackChange`s, from which events.py makes the event stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE, Range
-from maskwatch.labels import UNCERTAIN
-from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, TrackChange
+from maskwatch.labels import UNCERTAIN, labels_for
+from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, Kind, TrackChange
 
 VELOCITY_FRAMES = 5  # a track unseen for longer is expected where it was last seen, not beyond
 
@@ -109,6 +108,7 @@ class IoUTracker:
     settle_frames: int = SETTLE_FRAMES
     confirm_frames: int = 3  # frames in a row a new face must be seen to count as a person
     reach: float = 2.5  # face sizes (longer box side) a lost track may be found from where it was
+    uncertain_below: float = 0.0  # the classifier's threshold (the pipeline sets it)
     tracks: list[Track] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     _next_id: int = 1
@@ -119,14 +119,14 @@ class IoUTracker:
         Range(0, 1).check("min_iou", self.min_iou)
         Range(0, 100_000).check("max_missed", self.max_missed)
         Range(0, 100).check("reach", self.reach)
+        Range(0, 1).check("uncertain_below", self.uncertain_below)
 
-    def update(
-        self, faces: Faces, labels_for: Callable[[np.ndarray], tuple[str, ...]]
-    ) -> tuple[Faces, list[TrackChange]]:
-        """`faces` (classified) with track ids, smoothed probabilities and labels from them, and
-        what changed: tracks that appeared, settled, changed label or left in this frame."""
+    def update(self, faces: Faces) -> tuple[Faces, list[TrackChange]]:
+        """`faces` with track ids and, when they have probabilities, the smoothed probabilities of
+        their tracks and the labels of those (the only labels these faces get); and what changed:
+        tracks that appeared, settled, changed label or left in this frame."""
         changes: list[TrackChange] = []
-        if faces.classified:
+        if faces.predicted:
             self.classes = faces.classes
         boxes = np.asarray(faces.boxes, np.float32)
         matched: list[Track] = []  # the track of each face
@@ -147,8 +147,8 @@ class IoUTracker:
         for f, track in enumerate(matched):
             smoothed[f] = track.probs
         out = faces.with_tracks(np.array([t.id for t in matched], np.int64))
-        if faces.classified:
-            labels = labels_for(smoothed)
+        if faces.predicted:
+            labels = labels_for(smoothed, faces.classes, self.uncertain_below)
             out = out.with_predictions(smoothed, faces.classes, labels)
             for track, label in zip(matched, labels, strict=True):
                 changes.extend(self._settle(track, label))
@@ -209,7 +209,7 @@ class IoUTracker:
         track.missed = 0
         track.hits += 1
 
-    def _change(self, kind: str, track: Track, previous: str | None = None) -> TrackChange:
+    def _change(self, kind: Kind, track: Track, previous: str | None = None) -> TrackChange:
         return TrackChange(
             kind,
             track.id,

@@ -1,35 +1,54 @@
 """The objects passed between the stages.
 
-A source yields `Frame`s; the detector finds `Faces` in each; the classifier adds probabilities
-and labels; on video a tracker adds track ids and reports what happened to its tracks as
-`TrackChange`s (events.py turns them into events). The pipeline hands all of it on as one
+A source yields `Frame`s, each a photo or a video frame (`Mode`); the detector finds `Faces` in
+each; the classifier adds probabilities; on video a tracker adds track ids, averages the
+probabilities per track and labels them, and reports what happened to its tracks as
+`TrackChange`s of a `Kind` (events.py turns them into events); photos are labelled from each
+face's own probabilities. The pipeline hands all of it on as one
 `FrameResult`, whose `to_json` is the per-frame JSON of `detect --json` and of the API.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 NO_TRACK = -1
-APPEAR, SETTLE, CHANGE, LEAVE = "appear", "settle", "change", "leave"
-CHANGE_KINDS = (APPEAR, SETTLE, CHANGE, LEAVE)
+
+
+class Kind(StrEnum):
+    """What happened to a track: the `kind` of an event, as JSON, the log and MQTT spell it."""
+
+    APPEAR = "appear"  # seen for long enough to count as a person
+    SETTLE = "settle"  # its label held for settle frames
+    CHANGE = "change"  # its settled label changed
+    LEAVE = "leave"  # unseen for too long, or the source ended
+
+
+APPEAR, SETTLE, CHANGE, LEAVE = Kind.APPEAR, Kind.SETTLE, Kind.CHANGE, Kind.LEAVE
+
+
+class Mode(StrEnum):
+    """What a frame is, as its source says: a PHOTO stands alone (the detector's thorough
+    search, no tracking), a VIDEO frame is one of a stream (the faster search, tracked)."""
+
+    PHOTO = "photo"
+    VIDEO = "video"
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One BGR image from a source, with where and when it came from.
-
-    `still` marks a photo rather than a video frame: it gets the detector's thorough search.
-    """
+    """One BGR image from a source, with where and when it came from, and whether it is a photo
+    or a frame of a video (`mode`)."""
 
     image: np.ndarray
     index: int
     time: float
     source: str
-    still: bool = False
+    mode: Mode = Mode.VIDEO
 
     @property
     def width(self) -> int:
@@ -100,10 +119,22 @@ class Faces:
     def classified(self) -> bool:
         return len(self.labels) == len(self) and len(self.classes) > 0
 
+    @property
+    def predicted(self) -> bool:
+        """Whether the faces have classifier probabilities (labels may still be to come)."""
+        return len(self.classes) > 0 and self.probs.shape == (len(self), len(self.classes))
+
     def with_predictions(
         self, probs: np.ndarray, classes: tuple[str, ...], labels: tuple[str, ...]
     ) -> Faces:
         return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=labels)
+
+    def with_probs(self, probs: np.ndarray, classes: tuple[str, ...]) -> Faces:
+        """Probabilities without labels yet: the pipeline or the tracker labels them once."""
+        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=())
+
+    def with_labels(self, labels: tuple[str, ...]) -> Faces:
+        return replace(self, labels=labels)
 
     def with_tracks(self, tracks: np.ndarray) -> Faces:
         return replace(self, tracks=np.asarray(tracks, np.int64))
@@ -140,7 +171,7 @@ class TrackChange:
     """Something that happened to a track (tracking.py) in one frame. `label` is its settled
     label after the change (None while unsettled), `previous` the one before a CHANGE."""
 
-    kind: str
+    kind: Kind
     track: int
     label: str | None
     confidence: float

@@ -27,6 +27,7 @@ from maskwatch.defaults import (
     DETECT_SCORE_THRESHOLD,
     DETECT_VIDEO_SIDE,
     SETTLE_FRAMES,
+    Blur,
 )
 from maskwatch.events import Event, EventStream
 from maskwatch.types import Frame, FrameResult
@@ -105,9 +106,12 @@ class WatchSettings:
     detect_min_side: int = DETECT_MIN_SIDE
     detect_video_side: int = DETECT_VIDEO_SIDE
     settle_frames: int = SETTLE_FRAMES
-    blur: str = "none"
+    blur: Blur = Blur.NONE
     alerts: AlertSettings | None = None
     mqtt: str | None = None  # publish events to mqtt://host[:port]/topic
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blur", Blur(self.blur))  # the command line gives a string
 
     def pipeline(self, classifier: MaskClassifier, tracked: bool = True) -> Pipeline:
         """A pipeline of its own (detector and tracker hold per-stream state)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
@@ -88,7 +89,7 @@ class Camera:
     the watch with its pipeline and event outputs; the camera adds its MJPEG buffer."""
 
     def __init__(
-        self, name: str, spec: str, make_watch: Callable[[str], Watch], blur: str = "none"
+        self, name: str, spec: str, make_watch: Callable[[str], Watch], blur: Blur = Blur.NONE
     ) -> None:
         self.name = name
         self.spec = spec

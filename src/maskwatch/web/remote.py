@@ -11,7 +11,6 @@ from typing import Any
 
 from maskwatch.events import Event, plausible_time
 from maskwatch.labels import CANONICAL, UNCERTAIN
-from maskwatch.types import CHANGE_KINDS
 
 MAX_TEXT = 200  # characters of a camera or source name
 MAX_COORDINATE = 1e6
@@ -36,8 +35,6 @@ def remote_event(topic: str, payload: dict[str, Any]) -> tuple[str, Event]:
     _text(event.source, "source")
     if not plausible_time(event.time):
         raise ValueError(f"time {event.time!r} is not between 2000 and a day from now")
-    if event.kind not in CHANGE_KINDS:
-        raise ValueError(f"unknown kind {event.kind[:MAX_TEXT]!r}")
     for name, label in (("label", event.label), ("previous", event.previous)):
         if label is not None and label not in LABELS:
             raise ValueError(f"unknown {name} {str(label)[:MAX_TEXT]!r}")

@@ -31,7 +31,7 @@ from maskwatch.defaults import (
 from maskwatch.errors import SourceError
 from maskwatch.images import decode_image, image_size
 from maskwatch.pipeline import Pipeline
-from maskwatch.types import Frame
+from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import REMOTE, Board
 from maskwatch.web.cameras import BoardEvents, Camera
@@ -167,7 +167,7 @@ class Service:
         """Faces in an uploaded photo; ImageTooLargeError or SourceError if it is not one."""
         image = decode_image(data, name, self.settings.max_pixels)
         with self._photo_lock:
-            result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, still=True))
+            result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, Mode.PHOTO))
         return result.to_json()
 
     def stop(self) -> None:
