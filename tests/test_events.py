@@ -49,7 +49,8 @@ def test_python_callers_get_appear_settle_and_leave(
     come_and_go: Path, detector, classifier
 ) -> None:  # type: ignore[no-untyped-def]
     seen: list[Event] = []
-    pipeline = Pipeline(detector, classifier, IoUTracker(settle_frames=5, max_missed=15))
+    tracker = IoUTracker(settle_frames=5, max_missed=15, memory_s=0)  # 15 frames, not seconds
+    pipeline = Pipeline(detector, classifier, tracker)
     summary = run_detect(
         open_source(str(come_and_go)),
         pipeline,

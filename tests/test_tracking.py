@@ -105,6 +105,26 @@ def test_a_person_hidden_for_a_while_is_found_again_near_where_they_went() -> No
     assert _kinds(changes) == [(APPEAR, 2, None)]
 
 
+@pytest.mark.parametrize(("fps", "kept"), [(15, True), (30, True), (60, True), (30, False)])
+def test_a_person_is_remembered_for_two_seconds_at_any_frame_rate(fps: int, kept: bool) -> None:
+    """30 frames are 2 s at 15 fps but 1 s at 30 and 0.5 s at 60: with frame times the tracker
+    keeps a person for 2 s (memory_s) however fast frames come, and no longer."""
+    tracker = IoUTracker(confirm_frames=1)
+    box = [[0, 0, 50, 60]]
+    tracker.update(_faces(box, [[0.9, 0.1]]), time=0.0)
+    away = 1.9 if kept else 2.5  # seconds out of view
+    frames = round(away * fps)
+    left = [
+        c for i in range(1, frames + 1) for c in tracker.update(_faces([], []), time=i / fps)[1]
+    ]
+    back, changes = tracker.update(_faces(box, [[0.9, 0.1]]), time=(frames + 1) / fps)
+    if kept:
+        assert left == [] and list(back.tracks) == [1] and changes == []
+    else:
+        assert _kinds(left) == [(LEAVE, 1, None)]
+        assert list(back.tracks) == [2] and _kinds(changes) == [(APPEAR, 2, None)]  # someone new
+
+
 def test_a_label_settles_after_agreeing_frames_and_changes_only_when_it_holds() -> None:
     tracker = IoUTracker(settle_frames=3, confirm_frames=2)
     box = [[0, 0, 50, 50]]

@@ -41,7 +41,7 @@ class Pipeline:
         faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=photo))
         if self.tracker is None or photo:
             return FrameResult(frame, faces.with_labels(self.classifier.labels(faces.probs)))
-        faces, changes = self.tracker.update(faces)
+        faces, changes = self.tracker.update(faces, frame.time)
         self._last = frame
         return FrameResult(frame, faces, tuple(changes))
 

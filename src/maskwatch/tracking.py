@@ -6,7 +6,8 @@ IoU >= `min_iou`. Then the faces and tracks left over by distance: a face whose 
 within about one face size of where a track was last seen, or is expected now (a reach that
 grows while the track is unseen, up to `reach` sizes), and of a similar size, continues that
 track. So a person hidden for a moment, or who steps out of view and comes back, keeps their id
-while their track is remembered (`max_missed` frames unseen; then it ends with a LEAVE).
+while their track is remembered (`max_missed` frames or `memory_s` seconds of frame time unseen,
+whichever is longer, so 2 s on a 30 fps webcam too; then it ends with a LEAVE).
 
 A new face starts a *tentative* track; it becomes a person (gets the next id, an APPEAR) once
 seen in `confirm_frames` frames in a row, and is dropped unannounced if missed before that, so
@@ -53,6 +54,7 @@ class Track:
     probs: np.ndarray
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     missed: int = 0  # frames since last seen
+    last_seen: float | None = None  # the frame time it was last seen at, when frames have times
     hits: int = 1  # frames seen
     settled: str | None = None  # the label that has held for settle_frames frames
     candidate: str | None = None  # the current smoothed label, and for how many frames
@@ -104,6 +106,7 @@ class IoUTracker:
 
     min_iou: float = 0.3
     max_missed: int = 30  # frames a person may be unseen and keep their id: 2 s at 15 fps
+    memory_s: float = 2.0  # ... or seconds, when frames have times: whichever is longer
     smoothing: float = 0.6  # weight of the past in the moving average
     settle_frames: int = SETTLE_FRAMES
     confirm_frames: int = 3  # frames in a row a new face must be seen to count as a person
@@ -118,13 +121,15 @@ class IoUTracker:
         SETTLE_FRAMES_RANGE.check("confirm_frames", self.confirm_frames)
         Range(0, 1).check("min_iou", self.min_iou)
         Range(0, 100_000).check("max_missed", self.max_missed)
+        Range(0, 3600).check("memory_s", self.memory_s)
         Range(0, 100).check("reach", self.reach)
         Range(0, 1).check("uncertain_below", self.uncertain_below)
 
-    def update(self, faces: Faces) -> tuple[Faces, list[TrackChange]]:
+    def update(self, faces: Faces, time: float | None = None) -> tuple[Faces, list[TrackChange]]:
         """`faces` with track ids and, when they have probabilities, the smoothed probabilities of
         their tracks and the labels of those (the only labels these faces get); and what changed:
-        tracks that appeared, settled, changed label or left in this frame."""
+        tracks that appeared, settled, changed label or left in this frame. `time` (seconds, the
+        frame's) lets a person unseen for `memory_s` keep their id however fast frames come."""
         changes: list[TrackChange] = []
         if faces.predicted:
             self.classes = faces.classes
@@ -138,6 +143,7 @@ class IoUTracker:
                 track = self.tracks[t]
                 track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
             self._see(track, boxes[f])
+            track.last_seen = time
             if not track.confirmed and track.hits >= self.confirm_frames:
                 track.id = self._next_id
                 self._next_id += 1
@@ -158,12 +164,25 @@ class IoUTracker:
                 track.missed += 1
         kept: list[Track] = []
         for track in self.tracks:
-            if track.missed <= (self.max_missed if track.confirmed else 0):
+            if self._remembered(track, time):
                 kept.append(track)
             elif track.confirmed:
                 changes.append(self._change(LEAVE, track))
         self.tracks = kept
         return out, changes
+
+    def _remembered(self, track: Track, time: float | None) -> bool:
+        """Whether an unseen track is kept: a tentative one only while seen, a person for
+        `max_missed` frames or `memory_s` seconds of frame time, whichever is longer."""
+        if not track.confirmed:
+            return track.missed == 0
+        if track.missed <= self.max_missed:
+            return True
+        return (
+            time is not None
+            and track.last_seen is not None
+            and (time - track.last_seen <= self.memory_s)
+        )
 
     def finish(self) -> list[TrackChange]:
         """End every track (the source has ended): one LEAVE for each person."""
