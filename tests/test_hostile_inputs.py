@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -511,3 +512,50 @@ def test_a_chart_of_ten_thousand_minutes_shows_the_last_ones(tmp_path: Path) -> 
     width, height = Image.open(chart).size
     assert width <= 60 * STATS_PLOT_BARS and height == 400
     assert run.max_rss_mb < RSS_LIMIT_MB, f"peak RSS {run.max_rss_mb:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("classify", ""),
+        ("detect", "--source", str(THREE_FACES), "--no-show", "--save", ""),
+        ("detect", "--source", str(THREE_FACES), "--no-show", "--json", " "),
+        ("demo", "--out", ""),
+        ("stats", ""),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_this_folder(args: tuple[str, ...]) -> None:
+    run_cli(*args).assert_one_error("an empty path names no file or folder")
+
+
+def test_a_camera_index_opencv_cannot_take_is_one_line() -> None:
+    proc = run_cli("detect", "--source", "2147483648", "--no-show", "--json", "-")
+    proc.assert_one_error("cannot open camera 2147483648")
+
+
+def test_stats_on_a_log_with_a_missing_table_is_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "door.db"
+    made = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(log))
+    assert made.returncode == 0, made.stderr
+    with sqlite3.connect(log) as db:
+        db.execute("DROP TABLE events")
+    run_cli("stats", str(log)).assert_one_error("not a usable maskwatch event log")
+
+
+def test_classify_refuses_to_write_over_its_input(tmp_path: Path) -> None:
+    photo = tmp_path / "me.jpg"
+    shutil.copy(THREE_FACES, photo)
+    (tmp_path / "link.jpg").symlink_to(photo)
+    for out in (photo, tmp_path / "link.jpg"):
+        run_cli("classify", str(photo), "--json", str(out)).assert_one_error(
+            "is the input", "would destroy"
+        )
+    assert photo.read_bytes() == THREE_FACES.read_bytes()
+
+
+def test_serve_refuses_an_event_log_it_cannot_use_before_it_starts(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a database")
+    proc = run_cli("serve", "--port", "1", "--events", str(junk))
+    proc.assert_one_error("junk.jpg: not a usable maskwatch event log")
+    assert junk.read_bytes() == b"not a database"

@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -241,3 +241,28 @@ def write_bytes(dest: Path | str, data: bytes) -> None:
 
 def write_text(dest: Path | str, text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
+
+
+def refuse_inputs(
+    inputs: Iterable[Path], outputs: dict[str, Path | str | None]
+) -> dict[tuple[int, int], Path]:
+    """The `inputs` by identity (device, inode), once each of `outputs` (option: path; None or
+    '-' for none) has been checked not to be one of them, under any name or link: results
+    written over the photo or video being read would destroy it. Empty when there is nothing to
+    check."""
+    named = {
+        option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
+    }
+    if not named:
+        return {}
+    by_identity = {ident: path for path in inputs if (ident := file_identity(path)) is not None}
+    for option, out in named.items():
+        ident = None if writes_in_place(out) else file_identity(out)
+        clash = by_identity.get(ident) if ident is not None else None
+        if clash is not None:
+            raise OutputError(
+                f"{option} {out} is the input {clash}: writing there would destroy it; "
+                "choose another name"
+            )
+    return by_identity
+

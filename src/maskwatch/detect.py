@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import file_identity, writes_in_place
+from maskwatch.atomic import refuse_inputs, writes_in_place
 from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
@@ -52,24 +52,9 @@ class EventOutputs:
 
 
 def _inputs(source: Source, outputs: dict[str, Path | str | None]) -> Inputs:
-    """The input files of `source` by identity, once each `outputs` (option: path) has been
-    checked not to be one of them: results written over the photo or video being read would
-    destroy it. Empty (nothing to check) when there is no output file or no input file."""
-    named = {
-        option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
-    }
-    if not named or not isinstance(source, FileSource):
-        return {}
-    inputs = {ident: path for path in source.paths if (ident := file_identity(path)) is not None}
-    for option, out in named.items():
-        ident = None if writes_in_place(out) else file_identity(out)
-        clash = inputs.get(ident) if ident is not None else None
-        if clash is not None:
-            raise OutputError(
-                f"{option} {out} is the input {clash}: writing there would destroy it; "
-                "choose another name"
-            )
-    return inputs
+    """The input files of `source` by identity, once each of `outputs` has been checked not to
+    be one of them (see atomic.refuse_inputs)."""
+    return refuse_inputs(source.paths if isinstance(source, FileSource) else [], outputs)
 
 
 class SaveOutput:

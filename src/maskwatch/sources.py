@@ -39,6 +39,7 @@ VIDEO_SUFFIXES = frozenset(
 # the duration), so that reading fewer means the file is truncated or damaged.
 EXACT_COUNT_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".m4v"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+MAX_CAMERA_INDEX = 2**31 - 1
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -380,6 +381,8 @@ def open_source(
         raise SourceError("an empty source names no file, folder, camera or stream")
     if spec.isdigit():
         index = int(spec)
+        if index > MAX_CAMERA_INDEX:  # OpenCV takes a C int
+            raise SourceError(f"cannot open camera {spec}: no such camera")
         return LiveSource(
             f"camera {index}",
             lambda: open_capture(index),

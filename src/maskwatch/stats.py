@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
@@ -71,6 +72,8 @@ def log_rows(log_path: Path) -> list[Row]:
             "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
         )
         return [Row(*row) for row in found]
+    except sqlite3.Error as exc:  # tables or columns missing: damaged by hand or by a tool
+        raise MaskwatchError(f"{log_path}: not a usable maskwatch event log ({exc})") from exc
     finally:
         db.close()
 

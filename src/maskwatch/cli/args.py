@@ -105,6 +105,8 @@ def max_pixels_arg(
 
 
 def existing_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file or folder")
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
@@ -259,3 +261,16 @@ def partial(shortfall: str) -> str:
     """The last line of a run that processed what it could: outputs are complete, but the exit
     status must not say that every input was read."""
     return f"{shortfall} (see the warnings above); the rest was processed and written"
+
+
+def output_path(text: str) -> Path:
+    """An output path that names something: an empty one would otherwise mean this folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file or folder")
+    return Path(text).expanduser()
+
+
+def output_target(text: str) -> str:
+    """An output path or '-' (stdout), never empty."""
+    return str(output_path(text)) if text != "-" else text
+

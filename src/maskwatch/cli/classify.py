@@ -6,13 +6,21 @@ import argparse
 import logging
 from pathlib import Path
 
-from maskwatch.cli.args import Subparsers, existing_path, max_pixels_arg, model_arg, partial
+from maskwatch.cli.args import (
+    Subparsers,
+    existing_path,
+    max_pixels_arg,
+    model_arg,
+    output_target,
+    partial,
+)
 from maskwatch.errors import MaskwatchError
 
 log = logging.getLogger("maskwatch")
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from maskwatch.atomic import refuse_inputs
     from maskwatch.classifier import MaskClassifier
     from maskwatch.errors import SourceError
     from maskwatch.images import load_image
@@ -31,6 +39,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             folders_missed += unreadable
         else:
             paths.append(arg)
+    refuse_inputs(paths, {"--json": args.json})
     done = 0
     with JsonLinesSink(args.json) as out:
         for path in paths:
@@ -64,6 +73,7 @@ def add_parser(sub: Subparsers) -> None:
     model_arg(p)
     p.add_argument(
         "--json",
+        type=output_target,
         default="-",
         metavar="OUT",
         help="where to write JSON lines (default: '-', stdout)",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from maskwatch.cli.args import (
     Subparsers,
     max_pixels_arg,
     model_arg,
+    output_path,
+    output_target,
     partial,
     source_spec,
     watch_args,
@@ -92,13 +93,14 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--save",
-        type=Path,
+        type=output_target,
         default=None,
         help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
         "(or one image file) for images",
     )
     p.add_argument(
         "--json",
+        type=output_target,
         default=None,
         metavar="OUT",
         help="write one JSON object per frame or image to OUT ('-': stdout)",
@@ -121,7 +123,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--events",
-        type=Path,
+        type=output_path,
         default=None,
         metavar="FILE",
         help="append events (a person appears, their label settles or changes, they leave) "
@@ -129,7 +131,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--snapshots",
-        type=Path,
+        type=output_path,
         default=None,
         metavar="DIR",
         help="also save a face picture in DIR when a label settles or changes",

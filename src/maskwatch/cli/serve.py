@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from maskwatch.cli.args import (
     Subparsers,
     existing_path,
     max_pixels_arg,
     model_arg,
+    output_path,
     watch_args,
     watching,
     within,
@@ -79,7 +79,7 @@ def add_parser(sub: Subparsers) -> None:
     model_arg(p)
     p.add_argument(
         "--events",
-        type=Path,
+        type=output_path,
         default=None,
         metavar="FILE",
         help="store every camera's events in this SQLite log (default: nothing is stored)",

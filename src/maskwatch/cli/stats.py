@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from maskwatch.cli.args import Subparsers, existing_path
+from maskwatch.cli.args import Subparsers, existing_path, output_path
 from maskwatch.defaults import STATS_PERIODS
 
 
@@ -27,5 +26,7 @@ def add_parser(sub: Subparsers) -> None:
         "--by", choices=STATS_PERIODS, default="hour", help="period length (default: %(default)s)"
     )
     p.add_argument("--source", default=None, help="only this camera or file")
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw a chart")
+    p.add_argument(
+        "--plot", type=output_path, default=None, metavar="PNG", help="also draw a chart"
+    )
     p.set_defaults(func=cmd_stats)

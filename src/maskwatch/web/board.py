@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.defaults import SERVE_MAX_CAMERAS
-from maskwatch.events import Event, EventLog
+from maskwatch.events import Event, EventLog, connect
 from maskwatch.stats import UNSETTLED, Row, log_rows, plausible_rows, summarise_rows
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
 
@@ -67,6 +67,8 @@ class LiveCamera:
 
 class Board:
     def __init__(self, log: Path | None = None, max_cameras: int = SERVE_MAX_CAMERAS) -> None:
+        if log is not None:  # a file that cannot be the log is refused now, not at each event
+            connect(log).close()
         self.log = log
         self.max_cameras = max_cameras
         self.forgotten = 0
