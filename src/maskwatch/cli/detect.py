@@ -93,7 +93,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--save",
-        type=output_target,
+        type=output_path,
         default=None,
         help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
         "(or one image file) for images",
