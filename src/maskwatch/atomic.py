@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -243,6 +243,13 @@ def write_text(dest: Path | str, text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
 
 
+def clashing_input(by_identity: Mapping[tuple[int, int], Path], path: Path) -> Path | None:
+    """The input (of `by_identity`, from `refuse_inputs`) that `path` is, under any name or
+    link, or None."""
+    ident = file_identity(path) if by_identity else None
+    return by_identity.get(ident) if ident is not None else None
+
+
 def refuse_inputs(
     inputs: Iterable[Path], outputs: dict[str, Path | str | None]
 ) -> dict[tuple[int, int], Path]:
@@ -257,12 +264,10 @@ def refuse_inputs(
         return {}
     by_identity = {ident: path for path in inputs if (ident := file_identity(path)) is not None}
     for option, out in named.items():
-        ident = None if writes_in_place(out) else file_identity(out)
-        clash = by_identity.get(ident) if ident is not None else None
+        clash = None if writes_in_place(out) else clashing_input(by_identity, out)
         if clash is not None:
             raise OutputError(
                 f"{option} {out} is the input {clash}: writing there would destroy it; "
                 "choose another name"
             )
     return by_identity
-

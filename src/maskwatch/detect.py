@@ -23,7 +23,6 @@ from maskwatch.watch import Callback, Summary, Watch
 
 log = logging.getLogger("maskwatch")
 STDOUT = Path("/dev/stdout")
-DetectSummary = Summary  # the name run_detect's callers know
 Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 

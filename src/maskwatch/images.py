@@ -65,35 +65,28 @@ def _read_header(source: BinaryIO) -> Header | None:
         return None
 
 
-def _checked_header(source: BinaryIO, name: str, max_pixels: int) -> Header:
-    """The header of an image within the pixel budget, else ImageTooLargeError / SourceError."""
-    header = _read_header_within(source, name, max_pixels)
-    if header is None:
-        raise SourceError(f"{name}: not a readable image")
-    check_pixels(header.width, header.height, max_pixels, name)
-    return header
-
-
-def _read_header_within(source: BinaryIO, name: str, max_pixels: int) -> Header | None:
-    """`_read_header`, with Pillow's own bomb guard (which fires far above our default budget)
-    said as our ImageTooLargeError."""
+def _checked_header(
+    source: BinaryIO, name: str, max_pixels: int, max_side: int | None = None
+) -> Header:
+    """The header of an image within the pixel budget (and `max_side` a side, when given),
+    else ImageTooLargeError / SourceError. Pillow's own bomb guard, which fires far above our
+    default budget, is said as our ImageTooLargeError."""
     try:
-        return _read_header(source)
+        header = _read_header(source)
     except _PillowBombError:
         pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
         raise ImageTooLargeError(
             f"{name}: the image is over {pillow_limit:.0f} megapixels, more than the limit of "
             f"{megapixels(max_pixels)} (--max-pixels); refused unread"
         ) from None
-
-
-def image_size(
-    data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS
-) -> tuple[int, int] | None:
-    """(width, height) from the header of an image in an allowed format, else None. Reads no
-    pixel data. A picture so large that Pillow refuses to open it raises ImageTooLargeError."""
-    header = _read_header_within(io.BytesIO(data), name, max_pixels)
-    return None if header is None else (header.width, header.height)
+    if header is None:
+        raise SourceError(f"{name}: not a readable image")
+    if max_side is not None and max(header.width, header.height) > max_side:
+        raise SourceError(
+            f"{name}: {header.width}x{header.height} pixels; at most {max_side} a side"
+        )
+    check_pixels(header.width, header.height, max_pixels, name)
+    return header
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
@@ -122,15 +115,19 @@ def _decode(data: bytes, header: Header, name: str) -> np.ndarray:
 
 
 def decode_image(
-    data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_PIXELS
+    data: bytes,
+    name: str = "image",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int | None = None,
 ) -> np.ndarray:
-    """A BGR image from encoded bytes, checked against `max_pixels` before decoding.
+    """A BGR image from encoded bytes, checked against `max_pixels` (and `max_side`) before
+    decoding, from one reading of its header.
 
     Raises ImageTooLargeError when the picture is too large and SourceError when the bytes are
     not a readable image."""
     if not data:
         raise SourceError(f"{name}: empty file, not an image")
-    header = _checked_header(io.BytesIO(data), name, max_pixels)
+    header = _checked_header(io.BytesIO(data), name, max_pixels, max_side)
     return _decode(data, header, name)
 
 

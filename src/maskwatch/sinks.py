@@ -25,7 +25,7 @@ from maskwatch.atomic import (
     PendingFile,
     cannot_write,
     check_free_space,
-    file_identity,
+    clashing_input,
     write_bytes,
     write_problem,
     writes_in_place,
@@ -216,8 +216,7 @@ class ImageSink:
 
     def write(self, result: FrameResult) -> None:
         target = self._target(result.frame.source)
-        ident = file_identity(target) if self.inputs else None
-        clash = self.inputs.get(ident) if ident is not None else None
+        clash = clashing_input(self.inputs, target)
         if clash is not None:
             raise OutputError(
                 f"--save {self.out}: {target} is the input {clash}: writing there would destroy "

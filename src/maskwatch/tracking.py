@@ -55,7 +55,7 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     missed: int = 0  # frames since last seen
     last_seen: float | None = None  # the frame time it was last seen at, when frames have times
-    hits: int = 1  # frames seen
+    hits: int = 0  # frames seen
     settled: str | None = None  # the label that has held for settle_frames frames
     candidate: str | None = None  # the current smoothed label, and for how many frames
     streak: int = 0
@@ -137,13 +137,12 @@ class IoUTracker:
         matched: list[Track] = []  # the track of each face
         for f, t in enumerate(self._match(boxes)):
             if t is None:
-                track = Track(NO_TRACK, boxes[f], faces.probs[f].copy(), hits=0)
+                track = Track(NO_TRACK, boxes[f], faces.probs[f].copy())
                 self.tracks.append(track)
             else:
                 track = self.tracks[t]
                 track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
-            self._see(track, boxes[f])
-            track.last_seen = time
+            self._see(track, boxes[f], time)
             if not track.confirmed and track.hits >= self.confirm_frames:
                 track.id = self._next_id
                 self._next_id += 1
@@ -218,7 +217,7 @@ class IoUTracker:
             found[faces[c]] = tracks[r]
         return found
 
-    def _see(self, track: Track, box: np.ndarray) -> None:
+    def _see(self, track: Track, box: np.ndarray, time: float | None) -> None:
         if track.hits and track.missed < VELOCITY_FRAMES:
             step = (box - track.box) / (track.missed + 1)
             track.velocity = 0.5 * track.velocity + 0.5 * step
@@ -227,6 +226,7 @@ class IoUTracker:
         track.box = box
         track.missed = 0
         track.hits += 1
+        track.last_seen = time
 
     def _change(self, kind: Kind, track: Track, previous: str | None = None) -> TrackChange:
         return TrackChange(

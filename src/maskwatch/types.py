@@ -116,10 +116,6 @@ class Faces:
         return len(self.boxes)
 
     @property
-    def classified(self) -> bool:
-        return len(self.labels) == len(self) and len(self.classes) > 0
-
-    @property
     def predicted(self) -> bool:
         """Whether the faces have classifier probabilities (labels may still be to come)."""
         return len(self.classes) > 0 and self.probs.shape == (len(self), len(self.classes))

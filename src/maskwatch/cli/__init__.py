@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from maskwatch import __version__
 from maskwatch.cli import classify, demo, detect, models, serve, stats, train
-from maskwatch.cli.args import Handler, bounded, within
+from maskwatch.cli.args import Handler, within
 from maskwatch.errors import MaskwatchError
 
-__all__ = ["bounded", "build_parser", "main", "within"]
+__all__ = ["build_parser", "main", "within"]
 
 log = logging.getLogger("maskwatch")
 DESCRIPTION = (

@@ -42,20 +42,6 @@ Subparsers = argparse._SubParsersAction  # what add_subparsers returns
 VIDEO_SIDE_RANGE = Range(DETECT_SIDE_RANGE.low, DETECT_MAX_SIDE)
 
 
-def bounded(
-    kind: Callable[[str], Number],
-    low: Number | None = None,
-    high: Number | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> Callable[[str], Number]:
-    """An argparse type: a number of `kind` (int or float) within [low, high] (an open end
-    excludes its bound), else one clear error naming the allowed range. NaN and infinities
-    are refused."""
-    return within(kind, Range(low, high, low_open, high_open))
-
-
 def within(kind: Callable[[str], Number], allowed: Range) -> Callable[[str], Number]:
     """An argparse type: a number of `kind` in `allowed` (a range from maskwatch.defaults)."""
     noun = "whole number" if kind is int else "number"
@@ -273,4 +259,3 @@ def output_path(text: str) -> Path:
 def output_target(text: str) -> str:
     """An output path or '-' (stdout), never empty."""
     return str(output_path(text)) if text != "-" else text
-

@@ -10,6 +10,7 @@ from maskwatch.cli.args import (
     max_pixels_arg,
     model_arg,
     output_path,
+    source_spec,
     watch_args,
     watching,
     within,
@@ -73,6 +74,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--source",
         action="append",
+        type=source_spec,
         metavar="SRC",
         help="a camera or stream to process on the server and show on the page (repeatable)",
     )

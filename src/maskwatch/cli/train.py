@@ -4,10 +4,11 @@ extra (torch), imported only when one of them runs."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from maskwatch.cli.args import Subparsers, bounded, data_spec, existing_path, model_arg, within
+from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, within
 from maskwatch.defaults import Range
 from maskwatch.errors import MaskwatchError
 from maskwatch.train.config import (
@@ -20,29 +21,20 @@ from maskwatch.train.config import (
     choices,
 )
 
-TRAIN_OPTIONS = (
-    "out",
-    "recipe",
-    "epochs",
-    "finetune_epochs",
-    "batch_size",
-    "learning_rate",
-    "finetune_learning_rate",
-    "patience",
-    "views",
-    "augment",
-    "test_fraction",
-    "val_fraction",
-    "split",
-    "framing",
-    "seed",
-    "input_size",
-    "limit_per_class",
-    "balance_classes",
+# TrainConfig's fields that are options of `train` (DATA is positional; the rest are set by it).
+TRAIN_OPTIONS = tuple(
+    f.name
+    for f in dataclasses.fields(TrainConfig)
+    if f.name not in ("data", "synthetic_sources", "command")
 )
 TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
 FRACTION = Range(0, 1, low_open=True, high_open=True)
 SEED_RANGE = Range(0, 2**32 - 1)
+
+BATCH_RANGE = Range(1, 4096)
+INPUT_SIZE_RANGE = Range(32, 1024)
+LIMIT_RANGE = Range(1, 10**9)
+CALIBRATION_RANGE = Range(1, 100_000)
 
 
 def _by_recipe(option: str) -> str:
@@ -68,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _require_training()
     from dataclasses import replace
 
-    from maskwatch.train.run import TrainConfig, command_line, train
+    from maskwatch.train.run import command_line, train
 
     if args.config is not None:
         config = TrainConfig.from_file(args.config)
@@ -172,13 +164,13 @@ def add_parser(sub: Subparsers) -> None:
             "--" + option.replace("_", "-"),
             type=within(kind, allowed),
             default=None,
-            help=f"{text} ({_by_recipe(option)})",
+            help=f"{text} ({allowed.describe()}; {_by_recipe(option)})",
         )
     p.add_argument(
         "--batch-size",
-        type=bounded(int, 1, 4096),
+        type=within(int, BATCH_RANGE),
         default=None,
-        help=f"default: {TrainConfig.batch_size}",
+        help=f"{BATCH_RANGE.describe()}; default: {TrainConfig.batch_size}",
     )
     p.add_argument(
         "--augment",
@@ -190,7 +182,7 @@ def add_parser(sub: Subparsers) -> None:
         "--test-fraction",
         type=within(float, FRACTION),
         default=None,
-        help=f"default: {TrainConfig.test_fraction}",
+        help=f"{FRACTION.describe()}; default: {TrainConfig.test_fraction}",
     )
     p.add_argument(
         "--split",
@@ -207,19 +199,23 @@ def add_parser(sub: Subparsers) -> None:
         "or exactly as annotated (for comparison)",
     )
     p.add_argument(
-        "--seed", type=within(int, SEED_RANGE), default=None, help=f"default: {TrainConfig.seed}"
+        "--seed",
+        type=within(int, SEED_RANGE),
+        default=None,
+        help=f"{SEED_RANGE.describe()}; default: {TrainConfig.seed}",
     )
     p.add_argument(
         "--input-size",
-        type=bounded(int, 32, 1024),
+        type=within(int, INPUT_SIZE_RANGE),
         default=None,
-        help=f"default: {TrainConfig.input_size}",
+        help=f"{INPUT_SIZE_RANGE.describe()}; default: {TrainConfig.input_size}",
     )
     p.add_argument(
         "--limit-per-class",
-        type=bounded(int, 1, 10**9),
+        type=within(int, LIMIT_RANGE),
         default=None,
-        help="use at most this many photos or boxes per class and dataset (quick runs)",
+        help="use at most this many photos or boxes per class and dataset (quick runs; "
+        f"{LIMIT_RANGE.describe()})",
     )
     p.add_argument(
         "--balance-classes",
@@ -263,9 +259,9 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--faces",
-        type=bounded(int, 1, 100_000),
+        type=within(int, CALIBRATION_RANGE),
         default=300,
-        help="calibration faces (default: %(default)s)",
+        help=f"calibration faces ({CALIBRATION_RANGE.describe()}; default: %(default)s)",
     )
     p.set_defaults(func=cmd_export)
 

@@ -289,6 +289,7 @@ def fit(
     Without a validation split the held-out faces are only watched (history), never used to
     stop early, keep fine-tuning or choose the threshold."""
     assert config.epochs is not None and config.views is not None and config.augment is not None
+    assert config.learning_rate is not None and config.finetune_learning_rate is not None
     classes = meta.classes
     y = np.array([classes.index(s.label) for s in framed.samples], np.int64)
     backbone = load_backbone()
@@ -315,7 +316,7 @@ def fit(
         y_views,
         (pool_maps(top, monitor[0]), monitor[1]),
         len(classes),
-        Stage(config.epochs, config.batch_size, config.learning_rate or 1e-4, weights, patience),
+        Stage(config.epochs, config.batch_size, config.learning_rate, weights, patience),
         rng,
     )
     decision = "not run"
@@ -323,7 +324,7 @@ def fit(
         stage = Stage(
             config.finetune_epochs,
             config.batch_size,
-            config.finetune_learning_rate or 1e-4,
+            config.finetune_learning_rate,
             weights,
             patience,
         )

@@ -100,7 +100,7 @@ def train(config: TrainConfig) -> TrainResult:
     meta.metrics = {
         "held_out": report["headline"],
         "by_source": report["by_source"],
-        "leaked_test_fraction": round(plan.leaked / max(1, int(plan.test.sum())), 4),
+        "leaked_test_fraction": round(plan.leaked_fraction, 4),
         "onnx_vs_torch_max_diff": export_diff,
     }
     write_metadata(model_path, meta)
@@ -136,7 +136,7 @@ def _notes(
     seconds: float,
 ) -> list[str]:
     """The lines that open the training report: what was trained on what, and how honest."""
-    leaked = plan.leaked / max(1, int(plan.test.sum()))
+    leaked = plan.leaked_fraction
     return [
         f"Model `{model_path.name}`, recipe `{config.recipe}`, {config.split} split: "
         f"{int(plan.train.sum())} training, {int(plan.val.sum())} validation and "

@@ -123,6 +123,12 @@ class SplitPlan:
     leaked: int
     crossing: int
 
+    @property
+    def leaked_fraction(self) -> float:
+        """Share of held-out faces with a near-copy, the same photo or a group-mate in
+        training."""
+        return self.leaked / max(1, int(self.test.sum()))
+
     def faces(self, framed: FramedSet) -> dict[str, dict[str, int]]:
         """Faces per `source/label` on each side, as the model's metadata records them."""
         return {
@@ -161,6 +167,7 @@ def plan_split(config: TrainConfig, framed: FramedSet, classes: list[str]) -> Sp
     groups, pairs = grouped(framed)
     test, val = _test_and_validation(config, groups, labels)
     leaked, crossing = leakage(framed, groups, test, pairs)
+    plan = SplitPlan(~test & ~val, val, test, leaked, crossing)
     if leaked:
         log.warning(
             "%d of %d held-out faces (%.0f%%) have a near-copy, the same photo or a "
@@ -168,10 +175,9 @@ def plan_split(config: TrainConfig, framed: FramedSet, classes: list[str]) -> Sp
             "measured on them is inflated",
             leaked,
             int(test.sum()),
-            100 * leaked / max(1, int(test.sum())),
+            100 * plan.leaked_fraction,
             crossing,
         )
-    plan = SplitPlan(~test & ~val, val, test, leaked, crossing)
     sides = [("training", plan.train), ("held-out", test)] + (
         [("validation", val)] if val.any() else []
     )

@@ -80,6 +80,7 @@ class Board:
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._cameras: dict[str, LiveCamera] = {}  # least recently seen first
         self._running: Counter[str] = Counter()  # sources running per camera: never forgotten
+        self._pinned: set[str] = set()  # server cameras (--source): kept for the server's life
         self._people = 0
         self._warned_at = float("-inf")
 
@@ -93,13 +94,22 @@ class Board:
             if error is not None:
                 live.error = error
 
+    def pin(self, name: str, error: Callable[[], str | None]) -> None:
+        """Keep a server camera (`--source`) for the server's lifetime, even once it has
+        failed; `error` tells its error, shown in place of who is in view."""
+        with self._lock:
+            self._pinned.add(name)
+            self._touch(name).error = error
+
     def _touch(self, camera: str) -> LiveCamera:
         """The camera's live state, the camera made the most recently seen; beyond
-        `max_cameras`, the least recently seen camera not running is forgotten."""
+        `max_cameras`, the least recently seen camera that is neither running nor pinned is
+        forgotten."""
         live = self._cameras.pop(camera, None) or LiveCamera()
         self._cameras[camera] = live
         if len(self._cameras) > self.max_cameras:
-            oldest = next((name for name in self._cameras if name not in self._running), None)
+            kept = self._running.keys() | self._pinned
+            oldest = next((name for name in self._cameras if name not in kept), None)
             if oldest is not None:
                 self._forget(oldest)
         return live
@@ -169,15 +179,11 @@ class Board:
             log.close()
 
     def end(self, camera: str) -> None:
-        """`camera` is gone for good (a browser session that closed): it leaves the live view
-        and the list of cameras; the people it saw stay in the total, its events in the
-        timeline and the log (whose runs of it still open are closed)."""
+        """`camera` is gone for good (a browser session that closed, after `end_run`): it leaves
+        the live view and the list of cameras; the people it saw stay in the total, its events
+        in the timeline and the log."""
         with self._lock:
             self._cameras.pop(camera, None)
-            keys = [key for key in self._logs if key[0] == camera]
-            logs = [self._logs.pop(key) for key in keys]
-        for log in logs:
-            log.close()
 
     def live(self) -> dict[str, Any]:
         """The cameras (in natural order), the people seen by all of them since the server

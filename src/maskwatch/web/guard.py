@@ -270,4 +270,3 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise MaskwatchError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
-

@@ -28,8 +28,7 @@ from maskwatch.defaults import (
     SERVE_UPLOAD_QUEUE,
     SERVE_UPLOAD_SLOTS,
 )
-from maskwatch.errors import SourceError
-from maskwatch.images import decode_image, image_size
+from maskwatch.images import decode_image
 from maskwatch.pipeline import Pipeline
 from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
@@ -95,12 +94,7 @@ class Slots:
 def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     """A frame from the page, refused (SourceError) before decoding when larger than
     MAX_FRAME_SIDE a side or than the pixel budget."""
-    size = image_size(data, "frame", max_pixels)
-    if size is not None and max(size) > MAX_FRAME_SIDE:
-        raise SourceError(
-            f"frame: {size[0]}x{size[1]} pixels; frames may be at most {MAX_FRAME_SIDE} a side"
-        )
-    return decode_image(data, "frame", max_pixels)
+    return decode_image(data, "frame", max_pixels, max_side=MAX_FRAME_SIDE)
 
 
 class Service:
@@ -151,7 +145,7 @@ class Service:
             name = f"camera {i}"
             camera = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
             self.cameras[name] = camera
-            self.board.camera(name, camera.current_error)
+            self.board.pin(name, camera.current_error)
         if self.settings.mqtt:
             from maskwatch.mqtt import MqttSubscriber
 
