@@ -119,13 +119,20 @@ def maskwatch_step(
 def seed_step() -> tuple[str, Callable[[np.ndarray], dict[str, float]]]:
     """The seed's loop: Haar (or YuNet where OpenCV has no Haar) and eager PyTorch, per face."""
     import torch
-    import torchvision
     from torch import nn
 
+    from maskwatch.train.model import mobilenet_v2_features
+
     torch.set_grad_enabled(False)
-    net = torchvision.models.mobilenet_v2(weights=None)  # timing does not depend on weights
-    net.classifier = nn.Sequential(  # the seed's head
-        nn.Linear(1280, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 2), nn.Softmax(dim=1)
+    net = nn.Sequential(  # timing does not depend on weights
+        mobilenet_v2_features(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(1280, 128),  # the seed's head
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 2),
+        nn.Softmax(dim=1),
     )
     net.eval()
     if hasattr(cv2, "CascadeClassifier"):

@@ -42,8 +42,10 @@ if [ ! -f "$venv/.complete" ]; then
   mkdir -p "$cache"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip setuptools wheel
-  # torch's own wheel first, pinned to the release this machine keeps on disk (CPU use only).
-  "$venv/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  # torch first, its CPU build (training runs on the CPU; the CUDA build is ten times larger).
+  # This machine keeps torch 2.13.0+cpu in its wheel store; elsewhere PyTorch's CPU index.
+  "$venv/bin/pip" install -q torch==2.13.0 ||
+    "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu
   "$venv/bin/pip" install -q ".[test]"
   touch "$venv/.complete"
   find "$cache" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf {} +

@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: the real YuNet, the bundled classifier, real photos from
 ../shared, the CLI as a subprocess, and waiting for servers.
 
-Every test session gets its own empty MASKWATCH_HOME and TORCH_HOME, so models are fetched
+Every test session gets its own empty MASKWATCH_HOME, so models are fetched
 through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirror).
 """
 
@@ -42,7 +42,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("MASKWATCH_MIRROR", MIRROR.as_uri())
     os.environ["MASKWATCH_HOME"] = str(tmp_path_factory.mktemp("maskwatch-home"))
-    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
 
 
 @pytest.fixture(scope="session")

@@ -126,14 +126,23 @@ def test_a_missing_mirror_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> 
         hub.fetch("yunet")
 
 
-def test_backbone_weights_are_placed_where_torchvision_looks(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    hub.prepare_backbone_weights()
-    target = tmp_path / "torch" / "hub" / "checkpoints" / hub.MOBILENET_V2.filename
-    assert hub.sha256_of(target) == hub.MOBILENET_V2.sha256
+def test_backbone_is_torchvisions_mobilenet_v2_with_its_imagenet_weights() -> None:
+    """The backbone defined in maskwatch loads torchvision's checkpoint and computes what
+    torchvision's MobileNetV2 computes (values recorded with torchvision 0.29.1)."""
     import torch
 
-    assert Path(torch.hub.get_dir()) / "checkpoints" / target.name == target
+    from maskwatch.train.model import load_backbone
+
+    net = load_backbone()
+    image = torch.linspace(-2, 2, 3 * 224 * 224).reshape(1, 3, 224, 224)
+    with torch.no_grad():
+        pooled = net(image).mean(dim=(2, 3))[0]
+    assert pooled.shape == (1280,)
+    expected = [0.0, 0.17538, 0.0, 0.102, 0.0033, 0.06435]
+    assert pooled[:6].tolist() == pytest.approx(expected, abs=2e-4)
+    assert float(pooled.norm()) == pytest.approx(9.59024, rel=1e-4)
+    assert float(pooled.sum()) == pytest.approx(148.7488, rel=1e-4)
+    assert not any(p.requires_grad for p in net.parameters())
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -164,26 +164,3 @@ def fetch(name: str) -> Path:
     if is_verified(path, entry):
         return path
     return download(entry, path)
-
-
-def torch_checkpoint_path(entry: HubFile = MOBILENET_V2) -> Path:
-    """Where torchvision's weights API looks for `entry` ($TORCH_HOME/hub/checkpoints)."""
-    torch_home = os.environ.get("TORCH_HOME")
-    if torch_home:
-        base = Path(torch_home).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "torch"
-    return base / "hub" / "checkpoints" / entry.filename
-
-
-def prepare_backbone_weights() -> None:
-    """With a mirror set, put torchvision's MobileNetV2 checkpoint where its weights API looks.
-
-    Without a mirror torchvision downloads it itself from its official URL.
-    """
-    if not os.environ.get(ENV_MIRROR, "").strip():
-        return
-    path = torch_checkpoint_path()
-    if not path.is_file():
-        download(MOBILENET_V2, path)

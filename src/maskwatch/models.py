@@ -21,24 +21,11 @@ def _status(path_ok: bool, exists: bool) -> str:
 def model_table(fetch: bool = False) -> tuple[str, bool]:
     """A text table of every registry file and the bundled classifier; True if all verify.
 
-    With `fetch`, missing or corrupt files are downloaded first (the backbone only when a
-    mirror is set; otherwise torchvision fetches it itself at training time).
+    With `fetch`, missing or corrupt files are downloaded first.
     """
     rows: list[tuple[str, str, str, str]] = []
     all_ok = True
     for entry in hub.REGISTRY.values():
-        if entry.kind == "backbone":
-            path = hub.torch_checkpoint_path(entry)
-            if fetch:
-                try:
-                    hub.prepare_backbone_weights()
-                except MaskwatchError as exc:
-                    rows.append((entry.name, entry.kind, f"FAILED: {exc}", str(path)))
-                    all_ok = False
-                    continue
-            ok = hub.is_verified(path, entry)
-            rows.append((entry.name, entry.kind, _status(ok, path.exists()), str(path)))
-            continue
         path = hub.cache_dir() / entry.filename
         if fetch and not hub.is_verified(path, entry):
             try:

@@ -45,7 +45,6 @@ def _by_recipe(option: str) -> str:
 def _require_training() -> None:
     try:
         import torch  # noqa: F401
-        import torchvision  # noqa: F401
     except ImportError as exc:
         raise MaskwatchError(TRAIN_EXTRA_HINT) from exc
 

@@ -1,5 +1,10 @@
-"""The network: torchvision's ImageNet MobileNetV2 (frozen, or with its top blocks fine-tuned
-by the `real` recipe) with the seed's head.
+"""The network: ImageNet MobileNetV2 (frozen, or with its top blocks fine-tuned by the `real`
+recipe) with the seed's head.
+
+The backbone is torchvision's MobileNetV2 `features`, defined here layer for layer so that
+torchvision's own ImageNet checkpoint loads into it unchanged: training then needs only torch,
+whose CPU build is a tenth of the size of the CUDA build that torchvision's wheels pull in.
+`tests/test_train.py` checks the features against values torchvision computed.
 
 Head: global average pool, dense 128 ReLU, dropout 0.5, dense to the classes (softmax is added
 for export; training uses logits with cross-entropy).
@@ -16,25 +21,71 @@ from maskwatch import hub
 from maskwatch.errors import ModelError
 
 FEATURE_DIM = 1280
+# (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
+INVERTED_RESIDUALS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+
+
+def conv_bn_relu6(
+    inp: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
+    """torchvision's Conv2dNormActivation with ReLU6 (keys .0 conv, .1 batch norm)."""
+    return nn.Sequential(
+        nn.Conv2d(inp, out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """Expand 1x1, depthwise 3x3, project 1x1; a shortcut where shapes allow."""
+
+    def __init__(self, inp: int, out: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = inp * expansion
+        expand = [conv_bn_relu6(inp, hidden, kernel=1)] if expansion != 1 else []
+        self.conv = nn.Sequential(
+            *expand,
+            conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, out, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(out),
+        )
+        self.use_res_connect = stride == 1 and inp == out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.use_res_connect else y
+
+
+def mobilenet_v2_features() -> nn.Sequential:
+    """MobileNetV2's convolutional part, width 1.0, untrained:
+    (N, 3, S, S) -> (N, 1280, S/32, S/32)."""
+    layers: list[nn.Module] = [conv_bn_relu6(3, 32, stride=2)]
+    channels = 32
+    for expansion, out, repeats, stride in INVERTED_RESIDUALS:
+        for i in range(repeats):
+            layers.append(InvertedResidual(channels, out, stride if i == 0 else 1, expansion))
+            channels = out
+    layers.append(conv_bn_relu6(channels, FEATURE_DIM, kernel=1))
+    return nn.Sequential(*layers)
 
 
 def load_backbone(pretrained: bool = True) -> nn.Module:
-    """MobileNetV2's convolutional part, ImageNet weights, frozen and in eval mode.
+    """MobileNetV2's convolutional part with ImageNet weights, frozen and in eval mode.
 
-    Weights come through torchvision's own weights API (cached under $TORCH_HOME); with
-    MASKWATCH_MIRROR set they are first placed there from the mirror.
+    The weights are torchvision's checkpoint, fetched and verified like every model file.
     """
-    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
-
-    weights = None
+    features = mobilenet_v2_features()
     if pretrained:
-        hub.prepare_backbone_weights()
-        weights = MobileNet_V2_Weights.IMAGENET1K_V1
-    try:
-        net = mobilenet_v2(weights=weights)
-    except Exception as exc:  # torchvision reports download and hash failures as several types
-        raise ModelError(f"cannot load torchvision's MobileNetV2 weights: {exc}") from exc
-    features = net.features.eval()
+        path = hub.fetch(hub.MOBILENET_V2.name)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            prefix = "features."
+            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            features.load_state_dict(own, strict=True)
+        except Exception as exc:  # a damaged file surfaces as several torch error types
+            raise ModelError(f"cannot load the MobileNetV2 weights {path}: {exc}") from exc
+    features.eval()
     for p in features.parameters():
         p.requires_grad_(False)
     return features
