@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import open_log, plausible_time
-from maskwatch.labels import CANONICAL
+from maskwatch.labels import CANONICAL, DISPLAY
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
 PERIOD_FORMATS = dict(
@@ -27,6 +27,10 @@ PERIOD_FORMATS = dict(
 )
 UNSETTLED = "unsettled"
 STATS_COLUMNS = (*CANONICAL, UNSETTLED)
+COLUMN_NAMES = {**DISPLAY, UNSETTLED: "Not yet settled"}  # as charts and the dashboard say them
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("maskwatch")
 
@@ -183,22 +187,19 @@ def _chart_rows(table: StatsTable) -> list[tuple[str, Counter[str]]]:
     return table.rows[-STATS_PLOT_BARS:]
 
 
-def plot(table: StatsTable, dest: Path) -> None:
-    """A stacked bar chart of people per period by label, written as PNG (drawn in memory
-    first, so a device or pipe gets it as a file would)."""
+def chart(table: StatsTable) -> Figure:
+    """A stacked bar chart of people per period by label, its legend in a row above the bars
+    (never over them)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # drawn without pyplot: no global state
     except ImportError as exc:
         raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
-    from maskwatch.atomic import write_bytes
-    from maskwatch.labels import COLOURS, DISPLAY
+    from maskwatch.labels import COLOURS
 
     rows = _chart_rows(table)
     names = [period for period, _ in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
+    fig = Figure(figsize=(max(6.0, 0.5 * len(names) + 2), 4.4), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
     bottom = [0] * len(names)
     for column in STATS_COLUMNS:
         values = [counts[column] for _, counts in rows]
@@ -208,15 +209,21 @@ def plot(table: StatsTable, dest: Path) -> None:
             values,
             bottom=bottom,
             color=(r / 255, g / 255, b / 255),
-            label=DISPLAY.get(column, column.capitalize()),
+            label=COLUMN_NAMES[column],
         )
         bottom = [x + v for x, v in zip(bottom, values, strict=True)]
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("people")
     ax.set_title(f"People seen per {table.by}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside upper center", ncols=len(STATS_COLUMNS), fontsize=8, frameon=False)
+    return fig
+
+
+def plot(table: StatsTable, dest: Path) -> None:
+    """The chart written as PNG (drawn in memory first, so a device or pipe gets it as a file
+    would)."""
+    from maskwatch.atomic import write_bytes
+
     png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
+    chart(table).savefig(png, format="png")
     write_bytes(dest, png.getvalue())
