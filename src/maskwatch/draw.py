@@ -3,7 +3,8 @@ the `Annotator` that every annotating output (saved images and video, the window
 camera's MJPEG stream) owns.
 
 A settled label (what events and the dashboard count) has a solid box and a filled label; one
-still settling a dashed box and a dark label in its colour. Labels stay inside the image."""
+still settling a dashed box and a dark label outlined in its colour. Labels stay inside the
+image."""
 
 from __future__ import annotations
 
@@ -61,16 +62,16 @@ def _put_label(
     scale: float,
     settled: bool = True,
 ) -> None:
-    """A settled label is a filled pill with white text; an unsettled one a dark pill, outlined
-    and written in the label's colour."""
+    """A settled label is a pill filled with the label's colour; an unsettled one a dark pill
+    outlined in it. The text is white."""
     height, width = image.shape[:2]
     (x1, y1, x2, y2), scale = place_label(text, box, (width, height), scale)
     th, thickness = _label_size(text, scale)[2:]
-    fill, ink = (colour, (255, 255, 255)) if settled else (UNSETTLED_FILL, colour)
-    cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), fill, cv2.FILLED)
+    cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour if settled else UNSETTLED_FILL, -1)
     if not settled:
-        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour, 1)
-    cv2.putText(image, text, (x1 + 3, y1 + th + 2), _FONT, scale, ink, thickness, cv2.LINE_AA)
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), colour, max(1, thickness // 2 + 1))
+    white = (255, 255, 255)
+    cv2.putText(image, text, (x1 + 3, y1 + th + 2), _FONT, scale, white, thickness, cv2.LINE_AA)
 
 
 def _dashed_rectangle(

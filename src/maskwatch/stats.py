@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import open_log, plausible_time
-from maskwatch.labels import CANONICAL, DISPLAY
+from maskwatch.labels import CANONICAL, DISPLAY, MASK
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
 PERIOD_FORMATS = dict(
@@ -67,13 +67,15 @@ class Row(NamedTuple):
     source: str
 
 
-def log_rows(log_path: Path) -> list[Row]:
-    """Every event of an event log as a Row, in order."""
+def log_rows(log_path: Path, since: float | None = None) -> list[Row]:
+    """Every event of an event log as a Row, in order; only those from `since` when given."""
     db = open_log(log_path)
     try:
+        where, args = ("", ()) if since is None else ("WHERE e.time >= ? ", (since,))
         found = db.execute(
             "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
-            "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
+            f"JOIN runs r ON r.id = e.run {where}ORDER BY e.run, e.track, e.time, e.id",
+            args,
         )
         return [Row(*row) for row in found]
     except sqlite3.Error as exc:  # tables or columns missing: damaged by hand or by a tool
@@ -170,6 +172,47 @@ def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = N
     return StatsTable(by, sorted(periods.items()))
 
 
+@dataclass
+class Compliance:
+    """Per period of `step` seconds from `start`: how many people settled (counted under their
+    main settled label, in the period they were first seen) and how many of them wore a mask."""
+
+    start: float
+    step: float
+    settled: list[int]
+    mask: list[int]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "start": round(self.start, 3),
+            "step_s": self.step,
+            "settled": self.settled,
+            "mask": self.mask,
+            "share": [
+                round(m / s, 4) if s else None for m, s in zip(self.mask, self.settled, strict=True)
+            ],
+        }
+
+
+def compliance(
+    rows: Iterable[Row], start: float, step: float, periods: int
+) -> dict[str, Compliance]:
+    """Mask compliance per source, in `periods` periods of `step` seconds from `start`: the
+    share of settled people with a mask. Someone never settled does not count."""
+    found: dict[str, Compliance] = {}
+    for person in people(rows):
+        label = person.main_label()
+        period = int((person.appeared - start) // step)
+        if label == UNSETTLED or not 0 <= period < periods:
+            continue
+        counts = found.get(person.source)
+        if counts is None:
+            counts = found[person.source] = Compliance(start, step, [0] * periods, [0] * periods)
+        counts.settled[period] += 1
+        counts.mask[period] += label == MASK
+    return found
+
+
 def _chart_rows(table: StatsTable) -> list[tuple[str, Counter[str]]]:
     """The periods a chart shows: the most recent STATS_PLOT_BARS, with a warning when that
     is not all of them (a bar per minute over weeks would draw an image of gigabytes)."""
@@ -198,7 +241,7 @@ def chart(table: StatsTable) -> Figure:
 
     rows = _chart_rows(table)
     names = [period for period, _ in rows]
-    fig = Figure(figsize=(max(6.0, 0.5 * len(names) + 2), 4.4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     bottom = [0] * len(names)
     for column in STATS_COLUMNS:
