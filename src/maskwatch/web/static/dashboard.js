@@ -62,7 +62,7 @@
     };
     shares.forEach((s, i) => { if (typeof s === "number") run.push([s, i]); else flush(); });
     flush();
-    for (const [s, i] of known) chart.append(svg("circle", { cx: x(i), cy: y(s), r: 2,
+    for (const [s, i] of known) chart.append(svg("circle", { cx: x(i), cy: y(s), r: 2.5,
                                                              class: "spark-dot" }));
     const settled = (compliance.settled || []).reduce((a, b) => a + b, 0);
     const masked = (compliance.mask || []).reduce((a, b) => a + b, 0);
