@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event, EventLog
 from maskwatch.pipeline import Pipeline
 from maskwatch.sources import open_source
-from maskwatch.stats import plot, summarise
+from maskwatch.stats import StatsTable, chart, plot, summarise
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Kind
 
@@ -269,3 +270,23 @@ def test_alert_command_gets_the_event_and_its_failure_is_reported(tmp_path: Path
     assert out.read_text().split() == ["incorrect", "3"]
     with pytest.raises(AlertFailed, match="exited with 3: nope"):
         CommandAlert("sh -c 'echo nope >&2; exit 3'")(_event(SETTLE, 3, "no_mask", T0))
+
+
+def test_the_charts_legend_is_above_the_bars_not_over_them() -> None:
+    counts: Counter[str] = Counter(mask=7, no_mask=3, incorrect=1, unsettled=2)
+    table = StatsTable("hour", [(f"2026-11-29 {h:02d}:00", counts) for h in range(24)])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = chart(table)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    bars = [bar.get_window_extent(renderer) for bar in fig.axes[0].patches]
+    assert len(bars) == 24 * 4 and legend.height > 0
+    assert not any(legend.overlaps(bar) for bar in bars)
+    assert not legend.overlaps(fig.axes[0].title.get_window_extent(renderer))
+    assert legend.y0 >= fig.axes[0].get_window_extent(renderer).y1  # above the plot
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["Mask", "No mask", "Mask worn incorrectly", "Not yet settled"]

@@ -128,18 +128,23 @@ def test_a_person_is_remembered_for_two_seconds_at_any_frame_rate(fps: int, kept
 def test_a_label_settles_after_agreeing_frames_and_changes_only_when_it_holds() -> None:
     tracker = IoUTracker(settle_frames=3, confirm_frames=2)
     box = [[0, 0, 50, 50]]
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
-    assert changes == []
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
-    assert _kinds(changes) == [(APPEAR, 1, None)]
-    _, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
+    faces, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
+    assert changes == [] and faces.settled == (False,)
+    faces, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
+    assert _kinds(changes) == [(APPEAR, 1, None)] and faces.settled == (False,)
+    faces, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
     assert _kinds(changes) == [(SETTLE, 1, "mask")]
+    assert faces.settled == (True,) and faces.to_json()[0]["settled"] is True
     assert changes[0].confidence > 0.85
-    # The person takes the mask off: the smoothed label turns, then must hold 3 frames.
-    seen = []
+    # The person takes the mask off: the smoothed label turns, then must hold 3 frames; until
+    # then the face shows its new label, not yet settled.
+    seen, marks = [], []
     for _ in range(8):
-        seen += tracker.update(_faces(box, [[0.02, 0.98]]))[1]
+        faces, changes = tracker.update(_faces(box, [[0.02, 0.98]]))
+        seen += changes
+        marks.append((faces.labels[0], faces.settled[0]))
     assert _kinds(seen) == [(CHANGE, 1, "no_mask")]
+    assert ("no_mask", False) in marks and marks[-1] == ("no_mask", True)
     assert seen[0].previous == "mask"
     assert _kinds(tracker.finish()) == [(LEAVE, 1, "no_mask")]
     assert tracker.tracks == []
@@ -158,7 +163,9 @@ def test_uncertain_faces_never_settle_and_unseen_tracks_leave() -> None:
     box = [[0, 0, 50, 50]]
     changes = []
     for _ in range(5):
-        changes += tracker.update(_faces(box, [[0.55, 0.45]]))[1]
+        faces, new = tracker.update(_faces(box, [[0.55, 0.45]]))
+        changes += new
+        assert faces.labels == ("uncertain",) and faces.settled == (False,)
     assert _kinds(changes) == [(APPEAR, 1, None)]
     for _ in range(2):
         changes += tracker.update(_faces([], []))[1]

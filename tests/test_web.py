@@ -4,6 +4,7 @@ Mosquitto broker on loopback."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import (
@@ -48,6 +50,20 @@ def jpeg(image: np.ndarray) -> bytes:
 
 def moving_frames(photo: np.ndarray, count: int) -> list[np.ndarray]:
     return panning_frames(photo, count, period=20)
+
+
+def right_edge_frames(photo: np.ndarray, count: int) -> list[np.ndarray]:
+    """`photo` across a 640x480 frame, shifted right (and swaying) so that its rightmost face
+    nears the frame's edge, where labels used to run off."""
+    small = cv2.resize(photo, None, fx=640 / photo.shape[1], fy=640 / photo.shape[1])
+    top = (480 - small.shape[0]) // 2
+    frames = []
+    for i in range(count):
+        shift = 110 + 4 * (i % 10)
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        canvas[top : top + small.shape[0], shift:] = small[:, : 640 - shift]
+        frames.append(canvas)
+    return frames
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
@@ -103,6 +119,11 @@ def test_api_refuses_bad_uploads_and_missing_tokens(client: TestClient, tmp_path
     assert anonymous.get("/api/v1/health").status_code == 200
     assert client.get("/static/..%2Fapp.py").status_code == 404
     assert client.get("/static/app.js").status_code == 200
+    icon = anonymous.get("/favicon.ico")  # public, like the page that asks for it
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(icon.content)).ico.sizes() >= {(16, 16), (32, 32)}
+    svg = anonymous.get("/static/favicon.svg")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
     stranger = TestClient(client.app)
     with (
         pytest.raises(WebSocketDisconnect) as refused,
@@ -130,6 +151,12 @@ def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(
     camera = during["cameras"][name]
     assert camera["people_seen"] >= 3 and sum(camera["in_view"].values()) >= 3
     assert "error" not in camera
+    settled = [f["label"] for f in last["faces"] if f["settled"]]
+    assert settled and all(f["track"] is not None for f in last["faces"] if f["settled"])
+    compliance = during["compliance"][name]  # the session's people, all in the newest period
+    assert len(compliance["share"]) == 12 and compliance["step_s"] == 300
+    assert compliance["settled"][-1] >= len(settled) and sum(compliance["settled"][:-1]) == 0
+    assert compliance["share"][-1] == compliance["mask"][-1] / compliance["settled"][-1]
     stats = wait_for(
         lambda: not (s := client.get("/api/v1/stats").json())["cameras"] and s,
         what="the ended session to leave the dashboard",
@@ -190,6 +217,39 @@ def test_the_board_sorts_cameras_naturally_and_shows_a_failed_cameras_error() ->
     assert cameras["browser 1"] == {"in_view": {}, "people_seen": 0}
     board.end("browser 2")
     assert "browser 2" not in board.live()["cameras"]
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["event-log", "memory"])
+def test_the_board_reports_mask_compliance_per_camera_over_the_last_hour(
+    tmp_path: Path, stored: bool
+) -> None:
+    now = time.time()
+    board = Board(tmp_path / "ev.db" if stored else None)
+    for name in ("door", "hall"):
+        board.camera(name)
+
+    def visit(camera: str, track: int, ago: float, label: str | None) -> None:
+        at = now - ago
+        events = [Event(at, camera, track, APPEAR, track, None, 0.0, (0.0, 0.0, 9.0, 9.0))]
+        if label is not None:
+            events.append(Event(at + 5, camera, track, SETTLE, track, label, 0.9, (0, 0, 9, 9)))
+        board.add(camera, [*events, Event(at + 20, camera, track, LEAVE, track, label, 0.9,
+                                          (0.0, 0.0, 9.0, 9.0))])  # fmt: skip
+
+    visit("door", 1, 2 * 3600, "no_mask")  # before the last hour: left out
+    visit("door", 2, 50 * 60, "mask")  # 10 minutes into the hour: period 2
+    visit("door", 3, 100, "mask")
+    visit("door", 4, 90, "no_mask")
+    visit("door", 5, 80, None)  # never settled: not counted
+    visit("hall", 1, 100, None)
+    got = board.compliance(now)
+    board.close()
+    assert set(got) == {"door", "hall"}
+    door = got["door"]
+    assert door["start"] == pytest.approx(now - 3600, abs=1e-3) and door["step_s"] == 300
+    assert door["settled"] == [0, 0, 1, *[0] * 8, 2] and door["mask"] == [0, 0, 1, *[0] * 8, 1]
+    assert door["share"] == [None, None, 1.0, *[None] * 8, 0.5]
+    assert got["hall"]["share"] == [None] * 12
 
 
 def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path) -> None:
@@ -282,6 +342,59 @@ def test_the_dashboard_lists_cameras_naturally_with_errors_and_drops_ended_sessi
     assert [row[0]["text"] for row in out["during"]["rows"]] == [session, *cameras]
     assert out["during"]["choices"] == ["", session, *cameras]
     assert out["after"]["rows"] == start["rows"] and out["after"]["choices"] == start["choices"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_the_page_and_dashboard_fit_a_desktop_and_a_phone(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    """Screenshots (kept in the test's folder) at 1280x800 and 390x844, and what they must
+    show: nothing wider than the window, labels inside the picture, Stop releasing the camera
+    and Start working again, the favicon, the legends, a failed camera's error, sparklines."""
+    video = write_y4m(tmp_path / "camera.y4m", right_edge_frames(three_faces, 60))
+    missing = tmp_path / "gone.mp4"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
+         "--source", str(missing), "--events", str(tmp_path / "ev.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base), timeout=60, what="the server")
+        out = run_browser("look.mjs", base, "t0k", str(video), str(tmp_path), timeout=400)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    pushed = 0
+    for size in ("desktop", "phone"):
+        seen = out[size]
+        for name in (f"page-{size}.png", f"dashboard-{size}.png"):
+            assert cv2.imread(str(tmp_path / name)) is not None, name
+        assert seen["overflow"] == 0 and seen["dashboard"]["overflow"] == 0, size
+        assert seen["dashboard"]["tableOverflow"] == 0, size
+        labels = seen["labels"]
+        assert labels["labels"] > 0 and labels["outside"] <= 0.5, (size, labels)
+        assert labels["settled"] > 0 and labels["overlayMatchesVideo"]
+        assert labels["videoBottom"] <= labels["window"]["height"], "the video fits the window"
+        pushed += labels["pushed"]
+        assert seen["favicon"] == {"status": 200, "type": "image/x-icon", "link": 200}
+        assert seen["missing"] == [], "no 404 on the page or the dashboard"
+        assert seen["legend"] == ["mask", "no_mask", "incorrect", "uncertain"]
+        stop = seen["stop"]
+        assert stop["start"] and not stop["stop"] and stop["released"] and stop["video"]
+        assert stop["framesAfter"] == 0 and stop["labels"] == 0
+        assert seen["restarted"]
+        board = seen["dashboard"]
+        assert board["legend"] == ["mask", "no_mask", "incorrect", "unsettled"]
+        failed = next(r for r in board["rows"] if r["name"] == "camera 1")
+        assert failed["error"] and str(missing) in failed["error"]
+        sessions = [r for r in board["rows"] if r["name"].startswith("browser")]
+        assert any(r["points"] >= 1 and r["last"].endswith("%") for r in sessions)
+        assert all(r["sparkline"] for r in sessions)
+        assert board["chips"] > 4 and board["wrappedChips"] == [], size
+    assert pushed > 0, "some labels had to be moved to stay inside the picture"
 
 
 def _up(base: str) -> bool:

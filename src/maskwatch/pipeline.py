@@ -8,6 +8,7 @@ import numpy as np
 
 from maskwatch.classifier import MaskClassifier
 from maskwatch.faces import FaceDetector, crop_face, crop_faces
+from maskwatch.labels import UNCERTAIN
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import Faces, Frame, FrameResult, Mode
 
@@ -18,7 +19,8 @@ class Pipeline:
 
     With a tracker, video frames (not photos) get track ids, and their labels come from
     the probabilities smoothed per track; otherwise from each face's own. Either way each face
-    is labelled once, by the classifier's threshold (labels.labels_for).
+    is labelled once, by the classifier's threshold (labels.labels_for). A certain label of a
+    photo (or untracked frame) is settled at once; a tracked face's once its track settles.
     """
 
     detector: FaceDetector
@@ -40,7 +42,9 @@ class Pipeline:
         photo = frame.mode is Mode.PHOTO
         faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=photo))
         if self.tracker is None or photo:
-            return FrameResult(frame, faces.with_labels(self.classifier.labels(faces.probs)))
+            labels = self.classifier.labels(faces.probs)
+            firm = tuple(label != UNCERTAIN for label in labels)
+            return FrameResult(frame, faces.with_labels(labels, firm))
         faces, changes = self.tracker.update(faces, frame.time)
         self._last = frame
         return FrameResult(frame, faces, tuple(changes))

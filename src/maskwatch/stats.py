@@ -14,12 +14,12 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import open_log, plausible_time
-from maskwatch.labels import CANONICAL
+from maskwatch.labels import CANONICAL, DISPLAY, MASK
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
 PERIOD_FORMATS = dict(
@@ -27,6 +27,10 @@ PERIOD_FORMATS = dict(
 )
 UNSETTLED = "unsettled"
 STATS_COLUMNS = (*CANONICAL, UNSETTLED)
+COLUMN_NAMES = {**DISPLAY, UNSETTLED: "Not yet settled"}  # as charts and the dashboard say them
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("maskwatch")
 
@@ -63,13 +67,15 @@ class Row(NamedTuple):
     source: str
 
 
-def log_rows(log_path: Path) -> list[Row]:
-    """Every event of an event log as a Row, in order."""
+def log_rows(log_path: Path, since: float | None = None) -> list[Row]:
+    """Every event of an event log as a Row, in order; only those from `since` when given."""
     db = open_log(log_path)
     try:
+        where, args = ("", ()) if since is None else ("WHERE e.time >= ? ", (since,))
         found = db.execute(
             "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
-            "JOIN runs r ON r.id = e.run ORDER BY e.run, e.track, e.time, e.id"
+            f"JOIN runs r ON r.id = e.run {where}ORDER BY e.run, e.track, e.time, e.id",
+            args,
         )
         return [Row(*row) for row in found]
     except sqlite3.Error as exc:  # tables or columns missing: damaged by hand or by a tool
@@ -166,6 +172,47 @@ def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = N
     return StatsTable(by, sorted(periods.items()))
 
 
+@dataclass
+class Compliance:
+    """Per period of `step` seconds from `start`: how many people settled (counted under their
+    main settled label, in the period they were first seen) and how many of them wore a mask."""
+
+    start: float
+    step: float
+    settled: list[int]
+    mask: list[int]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "start": round(self.start, 3),
+            "step_s": self.step,
+            "settled": self.settled,
+            "mask": self.mask,
+            "share": [
+                round(m / s, 4) if s else None for m, s in zip(self.mask, self.settled, strict=True)
+            ],
+        }
+
+
+def compliance(
+    rows: Iterable[Row], start: float, step: float, periods: int
+) -> dict[str, Compliance]:
+    """Mask compliance per source, in `periods` periods of `step` seconds from `start`: the
+    share of settled people with a mask. Someone never settled does not count."""
+    found: dict[str, Compliance] = {}
+    for person in people(rows):
+        label = person.main_label()
+        period = int((person.appeared - start) // step)
+        if label == UNSETTLED or not 0 <= period < periods:
+            continue
+        counts = found.get(person.source)
+        if counts is None:
+            counts = found[person.source] = Compliance(start, step, [0] * periods, [0] * periods)
+        counts.settled[period] += 1
+        counts.mask[period] += label == MASK
+    return found
+
+
 def _chart_rows(table: StatsTable) -> list[tuple[str, Counter[str]]]:
     """The periods a chart shows: the most recent STATS_PLOT_BARS, with a warning when that
     is not all of them (a bar per minute over weeks would draw an image of gigabytes)."""
@@ -183,22 +230,19 @@ def _chart_rows(table: StatsTable) -> list[tuple[str, Counter[str]]]:
     return table.rows[-STATS_PLOT_BARS:]
 
 
-def plot(table: StatsTable, dest: Path) -> None:
-    """A stacked bar chart of people per period by label, written as PNG (drawn in memory
-    first, so a device or pipe gets it as a file would)."""
+def chart(table: StatsTable) -> Figure:
+    """A stacked bar chart of people per period by label, its legend in a row above the bars
+    (never over them)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # drawn without pyplot: no global state
     except ImportError as exc:
         raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
-    from maskwatch.atomic import write_bytes
-    from maskwatch.labels import COLOURS, DISPLAY
+    from maskwatch.labels import COLOURS
 
     rows = _chart_rows(table)
     names = [period for period, _ in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
+    fig = Figure(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
     bottom = [0] * len(names)
     for column in STATS_COLUMNS:
         values = [counts[column] for _, counts in rows]
@@ -208,15 +252,21 @@ def plot(table: StatsTable, dest: Path) -> None:
             values,
             bottom=bottom,
             color=(r / 255, g / 255, b / 255),
-            label=DISPLAY.get(column, column.capitalize()),
+            label=COLUMN_NAMES[column],
         )
         bottom = [x + v for x, v in zip(bottom, values, strict=True)]
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("people")
     ax.set_title(f"People seen per {table.by}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="outside upper center", ncols=len(STATS_COLUMNS), fontsize=8, frameon=False)
+    return fig
+
+
+def plot(table: StatsTable, dest: Path) -> None:
+    """The chart written as PNG (drawn in memory first, so a device or pipe gets it as a file
+    would)."""
+    from maskwatch.atomic import write_bytes
+
     png = io.BytesIO()
-    fig.savefig(png, format="png")
-    plt.close(fig)
+    chart(table).savefig(png, format="png")
     write_bytes(dest, png.getvalue())

@@ -12,12 +12,13 @@ whichever is longer, so 2 s on a 30 fps webcam too; then it ends with a LEAVE).
 A new face starts a *tentative* track; it becomes a person (gets the next id, an APPEAR) once
 seen in `confirm_frames` frames in a row, and is dropped unannounced if missed before that, so
 a one-frame false detection is never counted. Faces of tentative tracks have no track id
-(NO_TRACK: `"track": null` in JSON) and their own smoothed label.
+(NO_TRACK: `"track": null` in JSON) and their own smoothed label, never settled.
 
 A track's probabilities are an exponential moving average of its faces', so one odd frame does
 not flip its label. A label *settles* once that average has named the same (certain) label for
 `settle_frames` frames in a row; appearing, settling, a settled label changing and leaving are
-reported as `TrackChange`s, from which events.py makes the event stream.
+reported as `TrackChange`s, from which events.py makes the event stream. A face is marked
+settled while its label is its track's settled label.
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ class IoUTracker:
         out = faces.with_tracks(np.array([t.id for t in matched], np.int64))
         if faces.predicted:
             labels = labels_for(smoothed, faces.classes, self.uncertain_below)
-            out = out.with_predictions(smoothed, faces.classes, labels)
             for track, label in zip(matched, labels, strict=True):
                 changes.extend(self._settle(track, label))
+            settled = tuple(t.settled == label for t, label in zip(matched, labels, strict=True))
+            out = out.with_predictions(smoothed, faces.classes, labels, settled)
         seen = {id(t) for t in matched}
         for track in self.tracks:
             if id(track) not in seen:

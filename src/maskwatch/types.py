@@ -70,7 +70,9 @@ class Faces:
     boxes: (N, 4) x1, y1, x2, y2 in pixels of the original frame; scores: (N,) detector scores;
     landmarks: (N, 5, 2) eyes, nose tip, mouth corners; probs: (N, C) classifier probabilities
     over `classes` (C = 0 before classification); labels: N canonical labels or `uncertain`;
-    tracks: (N,) track ids, NO_TRACK when untracked.
+    tracks: (N,) track ids, NO_TRACK when untracked; settled: N flags, whether each label is
+    firm (a photo's certain label; in video, the label its track has settled on: what events
+    and the dashboard count), empty before labelling.
     """
 
     boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
@@ -80,6 +82,7 @@ class Faces:
     classes: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     tracks: np.ndarray = field(default_factory=lambda: _empty((0,), np.int64))
+    settled: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -100,6 +103,8 @@ class Faces:
             )
         if self.labels and len(self.labels) != n:
             raise ValueError(f"Faces.labels has {len(self.labels)} entries for {n} faces")
+        if self.settled and len(self.settled) != len(self.labels):
+            raise ValueError(f"Faces.settled has {len(self.settled)} entries for {n} labels")
 
     @classmethod
     def from_detections(cls, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray) -> Faces:
@@ -121,16 +126,23 @@ class Faces:
         return len(self.classes) > 0 and self.probs.shape == (len(self), len(self.classes))
 
     def with_predictions(
-        self, probs: np.ndarray, classes: tuple[str, ...], labels: tuple[str, ...]
+        self,
+        probs: np.ndarray,
+        classes: tuple[str, ...],
+        labels: tuple[str, ...],
+        settled: tuple[bool, ...] = (),
     ) -> Faces:
-        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=labels)
+        probs = np.asarray(probs, np.float32)
+        return replace(self, probs=probs, classes=classes, labels=labels, settled=settled)
 
     def with_probs(self, probs: np.ndarray, classes: tuple[str, ...]) -> Faces:
         """Probabilities without labels yet: the pipeline or the tracker labels them once."""
-        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=())
+        return replace(
+            self, probs=np.asarray(probs, np.float32), classes=classes, labels=(), settled=()
+        )
 
-    def with_labels(self, labels: tuple[str, ...]) -> Faces:
-        return replace(self, labels=labels)
+    def with_labels(self, labels: tuple[str, ...], settled: tuple[bool, ...] = ()) -> Faces:
+        return replace(self, labels=labels, settled=settled)
 
     def with_tracks(self, tracks: np.ndarray) -> Faces:
         return replace(self, tracks=np.asarray(tracks, np.int64))
@@ -157,6 +169,7 @@ class Faces:
                         for c, p in zip(self.classes, self.probs[i], strict=True)
                     },
                     "track": None if track == NO_TRACK else track,
+                    "settled": bool(self.settled[i]) if self.settled else False,
                 }
             )
         return out

@@ -42,7 +42,9 @@ from maskwatch.web.service import ServeSettings, Service, decode_frame
 log = logging.getLogger("maskwatch")
 
 STATIC = Path(str(resources.files("maskwatch") / "web" / "static"))
-PUBLIC_PATHS = frozenset({"/", "/dashboard", "/api/v1/health", "/docs", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/dashboard", "/favicon.ico", "/api/v1/health", "/docs", "/openapi.json"}
+)
 
 
 class Error(BaseModel):
@@ -162,7 +164,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         page("dashboard.html")
     )
 
-    assets = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css")}
+    assets = {p.name: p for p in STATIC.iterdir() if p.suffix in (".js", ".css", ".svg")}
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     @app.api_route("/static/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -207,6 +213,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {
             **service.board.live(),
             "timeline": service.board.timeline(by, camera),
+            "compliance": service.board.compliance(),
             "stored": settings.events is not None,
         }
 

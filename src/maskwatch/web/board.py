@@ -1,5 +1,5 @@
 """What the dashboard shows: per camera, who is in view now (by settled label), people seen,
-recent events, and a timeline per minute or hour.
+mask compliance over the last hour, recent events, and a timeline per minute or hour.
 
 Every camera feeds it: server-side sources, browser sessions and cameras reporting over MQTT.
 A browser session leaves the live view when it ends (`end`); its events stay in the timeline
@@ -29,7 +29,15 @@ from typing import Any
 
 from maskwatch.defaults import SERVE_MAX_CAMERAS
 from maskwatch.events import Event, EventLog, connect
-from maskwatch.stats import UNSETTLED, Row, log_rows, plausible_rows, summarise_rows
+from maskwatch.stats import (
+    UNSETTLED,
+    Compliance,
+    Row,
+    compliance,
+    log_rows,
+    plausible_rows,
+    summarise_rows,
+)
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
 
 logger = logging.getLogger("maskwatch")
@@ -38,6 +46,8 @@ RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000
 REMOTE = "mqtt"  # the run of every camera reporting over MQTT
 DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about forgotten cameras
+COMPLIANCE_WINDOW = 3600.0  # seconds of mask compliance the dashboard's sparklines show
+COMPLIANCE_STEP = 300.0  # seconds per point of a sparkline
 
 
 def natural_key(name: str) -> tuple[list[int | str], str]:
@@ -204,6 +214,22 @@ class Board:
             with self._lock:
                 rows = list(self._rows)
         return summarise_rows(plausible_rows(rows), by, camera).to_json()
+
+    def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
+        """Per camera on the board, the share of its settled people with a mask in each
+        COMPLIANCE_STEP of the last COMPLIANCE_WINDOW seconds (people counted in the period
+        they were first seen within the window)."""
+        now = time.time() if now is None else now
+        start = now - COMPLIANCE_WINDOW
+        with self._lock:
+            cameras = list(self._cameras)
+            rows = None if self.log is not None else [r for r in self._rows if r.time >= start]
+        if rows is None:
+            rows = log_rows(self.log, since=start) if self.log and self.log.exists() else []
+        periods = round(COMPLIANCE_WINDOW / COMPLIANCE_STEP)
+        found = compliance(rows, start, COMPLIANCE_STEP, periods)
+        empty = Compliance(start, COMPLIANCE_STEP, [0] * periods, [0] * periods)
+        return {name: found.get(name, empty).to_json() for name in cameras}
 
     def close(self) -> None:
         with self._lock:

@@ -1,15 +1,22 @@
 // The browser's own webcam: frames (JPEG, sized down) go to the server over a WebSocket, one
-// at a time; the faces that come back are drawn over the live video.
+// at a time; the faces that come back are drawn over the live video. Start asks for the camera,
+// Stop closes the socket and releases the camera. Replies may carry fields this page does not
+// know; it reads only those it needs.
 "use strict";
 (() => {
   const SEND_WIDTH = 640;
   const POLICY_VIOLATION = 1008;  // the server's close code for a refused session
   const TRY_AGAIN_LATER = 1013;  // the server is busy (too many sessions)
   const RETRY_MS = 2000, BUSY_RETRY_MS = 15000;
+  const UNSETTLED_FILL = "rgba(20, 20, 20, 0.8)";  // the dark, outlined label of a face still settling
   const video = document.getElementById("video");
   const overlay = document.getElementById("overlay");
   const grab = document.createElement("canvas");
-  const state = { lastResult: null, frames: 0, sentAt: 0, times: [], refused: null };
+  const state = {
+    lastResult: null, frames: 0, sentAt: 0, times: [], refused: null,
+    socket: null, stream: null, retry: null, running: false,
+    labels: [],  // the label boxes last drawn, in CSS pixels of the overlay
+  };
   window.maskwatchPage = state;
   const $ = (id) => document.getElementById(id);
 
@@ -18,29 +25,71 @@
     return maskwatch.withToken(`${scheme}//${location.host}${location.pathname.replace(/[^/]*$/, "")}ws/detect`);
   }
 
-  function draw(result) {
+  // Where the picture is inside the video element (object-fit: contain may leave bars).
+  function pictureRect() {
     const width = video.clientWidth, height = video.clientHeight;
-    overlay.width = width;
-    overlay.height = height;
-    const ctx = overlay.getContext("2d");
-    ctx.clearRect(0, 0, width, height);
-    const sx = width / result.width, sy = height / result.height;
-    ctx.font = "14px sans-serif";
-    ctx.lineWidth = 3;
-    for (const face of result.faces) {
-      const [x1, y1, x2, y2] = face.box;
-      const colour = maskwatch.colours[face.label] || "#c8c8c8";
-      ctx.strokeStyle = colour;
-      ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
-      const caption = `${face.track !== null ? "#" + face.track + " " : ""}` +
-        `${maskwatch.display[face.label] || "Face"} ${Math.round(face.confidence * 100)}%`;
-      const w = ctx.measureText(caption).width + 8;
-      const top = Math.max(0, y1 * sy - 20);
-      ctx.fillStyle = colour;
-      ctx.fillRect(x1 * sx, top, w, 20);
-      ctx.fillStyle = "#fff";
-      ctx.fillText(caption, x1 * sx + 4, top + 15);
+    const scale = Math.min(width / video.videoWidth, height / video.videoHeight) || 0;
+    const w = video.videoWidth * scale, h = video.videoHeight * scale;
+    return { x: (width - w) / 2, y: (height - h) / 2, width: w, height: h };
+  }
+
+  // The label's box: over the face's top left corner, moved left, below the top edge or set
+  // smaller so that it stays inside the picture.
+  function placeLabel(ctx, caption, x1, y1, picture) {
+    let size = picture.width < 480 ? 12 : 14;
+    ctx.font = `${size}px system-ui, sans-serif`;
+    while (ctx.measureText(caption).width + 8 > picture.width && size > 8) {
+      size -= 1;
+      ctx.font = `${size}px system-ui, sans-serif`;
     }
+    const w = Math.min(ctx.measureText(caption).width + 8, picture.width), h = size + 6;
+    const x = Math.max(picture.x, Math.min(x1, picture.x + picture.width - w));
+    let y = y1 - h >= picture.y ? y1 - h : y1;
+    y = Math.max(picture.y, Math.min(y, picture.y + picture.height - h));
+    return { x, y, w, h, size };
+  }
+
+  function draw(result) {
+    const dpr = window.devicePixelRatio || 1;
+    const width = overlay.clientWidth, height = overlay.clientHeight;
+    overlay.width = Math.round(width * dpr);
+    overlay.height = Math.round(height * dpr);
+    const ctx = overlay.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    const picture = pictureRect();
+    const sx = picture.width / result.width, sy = picture.height / result.height;
+    const labels = [];
+    for (const face of result.faces) {
+      const [bx1, by1, bx2, by2] = face.box;
+      const x1 = picture.x + bx1 * sx, y1 = picture.y + by1 * sy;
+      const colour = maskwatch.colours[face.label] || "#c8c8c8";
+      const settled = face.settled === true;
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = settled ? 3 : 2;
+      ctx.setLineDash(settled ? [] : [8, 6]);
+      ctx.strokeRect(x1, y1, (bx2 - bx1) * sx, (by2 - by1) * sy);
+      ctx.setLineDash([]);
+      const caption = `${face.track != null ? "#" + face.track + " " : ""}` +
+        `${maskwatch.display[face.label] || "Face"} ${Math.round(face.confidence * 100)}%`;
+      const label = placeLabel(ctx, caption, x1, y1, picture);
+      ctx.fillStyle = settled ? colour : UNSETTLED_FILL;
+      ctx.fillRect(label.x, label.y, label.w, label.h);
+      if (!settled) {
+        ctx.lineWidth = 2;
+        ctx.strokeRect(label.x + 1, label.y + 1, label.w - 2, label.h - 2);
+      }
+      ctx.fillStyle = "#fff";
+      ctx.textBaseline = "middle";
+      ctx.fillText(caption, label.x + 4, label.y + label.h / 2 + 1, label.w - 8);
+      labels.push({ x: label.x, y: label.y, w: label.w, h: label.h, settled });
+    }
+    state.labels = labels;
+  }
+
+  function clear() {
+    overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+    state.labels = [];
   }
 
   function send(socket) {
@@ -54,35 +103,43 @@
     grab.height = Math.round(video.videoHeight * scale);
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
     grab.toBlob((blob) => {
+      if (socket.readyState !== WebSocket.OPEN) return;
       state.sentAt = performance.now();
       socket.send(blob);
     }, "image/jpeg", 0.75);
   }
 
+  function showRate(now) {
+    state.times.push(now);
+    while (state.times.length > 30) state.times.shift();
+    const fps = state.times.length > 1
+      ? (state.times.length - 1) / ((now - state.times[0]) / 1000) : 0;
+    $("fps").textContent = fps.toFixed(1);
+    $("rtt").textContent = Math.round(now - state.sentAt);
+  }
+
   function connect() {
+    state.retry = null;
     const socket = new WebSocket(socketUrl());
+    state.socket = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => { $("message").textContent = "streaming"; send(socket); };
     socket.onmessage = (message) => {
+      if (socket !== state.socket) return;
       const reply = JSON.parse(message.data);
-      const now = performance.now();
       if (reply.error) {
         $("message").textContent = reply.error;
-      } else {
+      } else if (Array.isArray(reply.faces)) {
         state.lastResult = reply;
         state.frames += 1;
-        state.times.push(now);
-        while (state.times.length > 30) state.times.shift();
-        const fps = state.times.length > 1
-          ? (state.times.length - 1) / ((now - state.times[0]) / 1000) : 0;
-        $("fps").textContent = fps.toFixed(1);
-        $("rtt").textContent = Math.round(now - state.sentAt);
+        showRate(performance.now());
         $("faces").textContent = reply.faces.length;
         draw(reply);
       }
       send(socket);
     };
     socket.onclose = (event) => {
+      if (socket !== state.socket || !state.running) return;  // stopped on purpose
       if (event.code === POLICY_VIOLATION) {  // refused (no or wrong token): retrying cannot help
         state.refused = event.reason || "this server needs a token";
         $("message").textContent = state.refused;
@@ -91,18 +148,31 @@
       const wait = event.code === TRY_AGAIN_LATER ? BUSY_RETRY_MS : RETRY_MS;
       $("message").textContent =
         `${event.reason || "connection closed"}; retrying in ${wait / 1000} s`;
-      setTimeout(connect, wait);
+      state.retry = setTimeout(connect, wait);
     };
+  }
+
+  function fitVideo() {
+    if (video.videoWidth) {
+      $("stage").style.setProperty("--aspect", video.videoWidth / video.videoHeight);
+    }
   }
 
   async function start() {
     $("start").disabled = true;
+    $("message").textContent = "asking for the camera";
     try {
-      video.srcObject = await navigator.mediaDevices.getUserMedia({
+      state.stream = await navigator.mediaDevices.getUserMedia({
         video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
+      video.srcObject = state.stream;
       await video.play();
+      fitVideo();
+      state.running = true;
+      $("stage").classList.add("live");
+      $("stop").disabled = false;
       connect();
     } catch (error) {
+      release();
       $("start").disabled = false;
       $("message").textContent = navigator.mediaDevices
         ? `camera unavailable: ${error.message}`
@@ -110,20 +180,50 @@
     }
   }
 
+  function release() {
+    if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
+    state.stream = null;
+    video.srcObject = null;
+  }
+
+  function stop() {
+    state.running = false;
+    clearTimeout(state.retry);
+    state.retry = null;
+    if (state.socket) state.socket.close(1000, "stopped");
+    state.socket = null;
+    release();
+    clear();
+    $("stop").disabled = true;
+    $("start").disabled = false;
+    $("fps").textContent = "0.0";
+    $("rtt").textContent = "-";
+    $("faces").textContent = "0";
+    $("stage").classList.remove("live");
+    state.times = [];
+    $("message").textContent = "stopped; the camera is released";
+  }
+
+  // Server cameras, with their errors (a camera can fail after the page has loaded).
   async function serverCameras() {
     try {
       const cameras = await maskwatch.getJson("api/v1/cameras");
       if (!cameras.length) return;
       $("server-cameras").hidden = false;
       cameras.forEach((camera, i) => {
-        const figure = document.createElement("figure");
-        const img = document.createElement("img");
-        img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
-        img.alt = camera.name;
-        const caption = document.createElement("figcaption");
+        let figure = $("streams").children[i];
+        if (!figure) {
+          figure = document.createElement("figure");
+          const img = document.createElement("img");
+          img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
+          img.alt = camera.name;
+          figure.append(img, document.createElement("figcaption"));
+          $("streams").append(figure);
+        }
+        const caption = figure.querySelector("figcaption");
         caption.textContent = camera.error ? `${camera.name}: ${camera.error}` : camera.name;
-        figure.append(img, caption);
-        $("streams").append(figure);
+        caption.classList.toggle("error", Boolean(camera.error));
+        figure.classList.toggle("failed", Boolean(camera.error));
       });
     } catch (error) {
       $("message").textContent = error.message;
@@ -131,7 +231,12 @@
   }
 
   $("dashboard-link").href = maskwatch.withToken("dashboard");
+  maskwatch.legend($("key"), ["mask", "no_mask", "incorrect", "uncertain"]);
   $("start").addEventListener("click", start);
+  $("stop").addEventListener("click", stop);
+  video.addEventListener("loadedmetadata", fitVideo);
+  window.addEventListener("resize", () => { if (state.lastResult && state.running) draw(state.lastResult); });
   if (new URLSearchParams(location.search).has("autostart")) start();
   serverCameras();
+  setInterval(serverCameras, 5000);
 })();
