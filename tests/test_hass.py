@@ -5,6 +5,7 @@ come and go, and availability, with `offline` as the connection's last will."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -127,12 +128,18 @@ def test_serve_announces_each_server_camera(broker: Any, listener: Listener, vid
         sources=[str(video)],
         watch=WatchSettings(mqtt=broker.url + "/site/hall", mqtt_discovery="homeassistant"),
     )
-    with TestClient(create_app(settings)):
+    with TestClient(create_app(settings)) as client:
         wait_for(
             lambda: any(json.loads(p)["people_seen"] >= 3 for p in listener.on(STATE_HALL)),
             60,
             "the server camera's state",
         )
+        metrics = client.get("/metrics").text
+    assert 'maskwatch_mqtt_connected{camera="camera 1"} 1.0' in metrics
+    sent = re.search(
+        r'maskwatch_mqtt_events_total\{camera="camera 1",result="sent"\} (\S+)', metrics
+    )
+    assert sent and float(sent.group(1)) >= 3  # three people appeared at least
     topics = {t for t, _, _ in listener.messages}
     assert {f"homeassistant/sensor/maskwatch_site_hall/{s}/config" for s in SENSORS} <= topics
     wait_for(lambda: "offline" in listener.on("maskwatch/maskwatch_site_hall/availability"))

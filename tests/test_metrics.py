@@ -144,6 +144,31 @@ def test_browser_sessions_are_counted_together(tmp_path: Path, video: Path) -> N
 
 
 @pytest.mark.slow
+def test_health_follows_a_server_camera_through_an_outage() -> None:
+    stream = MjpegServer()
+    try:
+        with TestClient(create_app(ServeSettings(sources=[stream.url]))) as client:
+
+            def state() -> str:
+                camera = client.get("/api/v1/health").json()["cameras"][0]
+                return str(camera["state"])
+
+            wait_for(lambda: state() == "running" and value(
+                parse(client.get("/metrics").text), "maskwatch_frames_total", camera="camera 1"
+            ), 60, "frames from the stream")  # fmt: skip
+            stream.stop()
+            wait_for(lambda: state() == "reconnecting", 30, "the camera reconnecting")
+            stream.start()
+            wait_for(lambda: state() == "running", 60, "the camera back")
+            camera = client.get("/api/v1/health").json()["cameras"][0]
+            assert camera["error"] is None and camera["last_frame"] is not None
+            samples = parse(client.get("/metrics").text)
+            assert value(samples, "maskwatch_reconnects_total", camera="camera 1") == 1
+    finally:
+        stream.stop()
+
+
+@pytest.mark.slow
 def test_detect_serves_metrics_of_a_live_stream_through_an_outage(tmp_path: Path) -> None:
     stream = MjpegServer()
     port = free_port()

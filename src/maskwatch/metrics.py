@@ -321,6 +321,11 @@ class _Readings:
             "Events waiting for the MQTT broker to come back",
             labels=["camera"],
         )
+        connected = GaugeMetricFamily(
+            "maskwatch_mqtt_connected",
+            "1 while the camera's MQTT connection is up, else 0",
+            labels=["camera"],
+        )
         for camera in self.metrics.cameras():
             name = camera.name
             for label, n in camera.in_view().items():
@@ -337,12 +342,13 @@ class _Readings:
                 mqtt.add_metric([name, "sent"], sum(p.sent for p in camera.publishers))
                 mqtt.add_metric([name, "dropped"], sum(p.dropped for p in camera.publishers))
                 queued.add_metric([name], sum(p.queued for p in camera.publishers))
+                connected.add_metric([name], min(p.connected for p in camera.publishers))
         invalid = CounterMetricFamily(
             "maskwatch_mqtt_invalid_messages",
             "Messages received over MQTT that were not valid events (dropped)",
         )
         invalid.add_metric([], sum(s.dropped for s in self.metrics.subscribers))
-        yield from (in_view, fps, dropped, reconnects, alerts, mqtt, queued, invalid)
+        yield from (in_view, fps, dropped, reconnects, alerts, mqtt, queued, connected, invalid)
 
 
 def _route(routes: Iterable[Any], scope: dict[str, Any]) -> str:

@@ -149,6 +149,10 @@ class MqttPublisher:
             self._pending.append(payload)
 
     @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
     def queued(self) -> int:
         return len(self._pending)
 
