@@ -64,12 +64,13 @@ def _try(check: Any) -> Any:
 @pytest.fixture()
 def serving(tmp_path: Path, video: Path) -> Iterator[str]:
     """A real `serve` on loopback with a token, playing `video` (camera 1) and a missing file
-    (camera 2)."""
+    (camera 2), with an alert command that always fails."""
     port = free_port()
     missing = tmp_path / "gone.mp4"
     server = subprocess.Popen(
         [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
-         "--source", str(video), "--source", str(missing)],
+         "--source", str(video), "--source", str(missing),
+         "--alert-cmd", "false", "--alert-global-interval", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -111,6 +112,13 @@ def test_serve_counts_a_server_cameras_frames_faces_and_requests(serving: str, v
     for label in ("mask", "no_mask", "incorrect", "unsettled"):  # everyone has left
         assert value(first, "maskwatch_people_in_view", camera="camera 1", label=label) == 0
     assert value(first, "maskwatch_reconnects_total", camera="camera 1") == 0
+    failed = wait_for(
+        lambda: value(scrape(base + "/metrics", "t0k"), "maskwatch_alerts_total",
+                      camera="camera 1", result="failed"),
+        30, "the failed alerts",
+    )  # fmt: skip
+    assert failed >= 1  # (no_mask settled at least once; `false` fails every alert)
+    assert value(first, "maskwatch_alerts_total", camera="camera 1", result="sent") == 0
 
     # Request latency by route template: an unknown camera's raw path is never a label.
     assert httpx.get(base + "/api/v1/cameras/12345/mjpeg?token=t0k").status_code == 404
