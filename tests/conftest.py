@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: the real YuNet, the bundled classifier, real photos from
-../shared, the CLI as a subprocess, and waiting for servers.
+../shared, the CLI as a subprocess, a real Mosquitto broker, and waiting for servers.
 
 Every test session gets its own empty MASKWATCH_HOME, so models are fetched
 through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirror).
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,38 @@ def free_port() -> int:
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[Any]:
+    """A real Mosquitto on a free loopback port; `restart()` brings it back after `stop()`."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.skip("needs mosquitto")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+
+    class Broker:
+        url = f"mqtt://127.0.0.1:{port}"
+        process: subprocess.Popen[bytes] | None = None
+
+        def start(self) -> None:
+            self.process = subprocess.Popen(
+                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            wait_for(lambda: listening(port), what="mosquitto")
+
+        def stop(self) -> None:
+            if self.process is not None:
+                self.process.terminate()
+                self.process.wait(timeout=10)
+                self.process = None
+
+    b = Broker()
+    b.start()
+    yield b
+    b.stop()
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -30,7 +30,6 @@ from conftest import (
     THREE_FACES,
     assert_one_line_error,
     free_port,
-    listening,
     panning_frames,
     run_browser,
     run_cli,
@@ -427,38 +426,6 @@ def test_serve_over_https_with_a_self_signed_certificate(tmp_path: Path) -> None
     finally:
         server.terminate()
         server.wait(timeout=20)
-
-
-@pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[Any]:
-    """A real Mosquitto on a free loopback port; `restart()` brings it back after `stop()`."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.skip("needs mosquitto")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-
-    class Broker:
-        url = f"mqtt://127.0.0.1:{port}"
-        process: subprocess.Popen[bytes] | None = None
-
-        def start(self) -> None:
-            self.process = subprocess.Popen(
-                [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            wait_for(lambda: listening(port), what="mosquitto")
-
-        def stop(self) -> None:
-            if self.process is not None:
-                self.process.terminate()
-                self.process.wait(timeout=10)
-                self.process = None
-
-    b = Broker()
-    b.start()
-    yield b
-    b.stop()
 
 
 def _event(track: int, kind: str = SETTLE, label: str | None = "no_mask") -> Event:

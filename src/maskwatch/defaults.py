@@ -36,6 +36,7 @@ STATS_PLOT_BARS = 200  # periods a `stats --plot` chart shows at most (the most 
 MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
 MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it
+DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's MQTT discovery prefix (its default)
 
 
 def _number(value: float) -> str:
@@ -86,6 +87,7 @@ SETTLE_FRAMES_RANGE = Range(1, 1000)
 RECONNECT_RANGE = Range(0, 1000)
 MAX_FPS_RANGE = Range(0, 1000, low_open=True)
 ALERT_INTERVAL_RANGE = Range(0, 7 * 86400)  # seconds, up to a week
+PORT_RANGE = Range(1, 65535)  # serve --port, detect --metrics-port
 # Pillow refuses outright anything over twice its MAX_IMAGE_PIXELS (179 megapixels).
 MAX_IMAGE_MEGAPIXELS_RANGE = Range(0.01, 150)
 

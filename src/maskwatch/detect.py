@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maskwatch.alerts import AlertDispatcher
 from maskwatch.atomic import refuse_inputs, writes_in_place
@@ -20,6 +21,9 @@ from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
 from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
 from maskwatch.watch import Callback, Summary, Watch
+
+if TYPE_CHECKING:
+    from maskwatch.metrics import Metrics
 
 log = logging.getLogger("maskwatch")
 STDOUT = Path("/dev/stdout")
@@ -103,6 +107,7 @@ def run_detect(
     blur: Blur = Blur.NONE,
     events: EventOutputs | None = None,
     camera: str | None = None,
+    metrics: Metrics | None = None,
 ) -> Summary:
     """Process every frame of `source`; stop at its end, on q/Esc in the window, or on Ctrl-C.
 
@@ -110,7 +115,8 @@ def run_detect(
     keeps every event written before an error. Every output is closed whatever happens to the
     others, and the first error is the one raised. Events that could not reach the MQTT broker
     are an error raised after every output is complete (they are still in the event log).
-    `camera` names the events (by default the MQTT topic, if any).
+    `camera` names the events (by default the MQTT topic, if any), and `metrics` counts
+    them, the frames and the source's drops under that name (else the source's).
     """
     if json_target == "-" and save is not None and str(save) in ("-", str(STDOUT)):
         raise OutputError("--save and --json cannot both write to stdout")
@@ -131,6 +137,12 @@ def run_detect(
                 watch.add(JsonLinesSink(json_target))
             if saver is not None:
                 watch.add(saver)
+            if metrics is not None:
+                from maskwatch.metrics import redact
+
+                counted = metrics.camera(camera or redact(source.name))
+                counted.watch(watch, events.alerts, events.mqtt)
+                counted.follow(lambda: source)
             watch.run(source.frames())
             if source.read == 0:
                 raise SourceError(f"{source.name}: nothing could be read")

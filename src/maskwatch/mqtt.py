@@ -4,7 +4,8 @@ subscribes. Needs the `mqtt` extra (paho-mqtt).
 A camera publishes each event as JSON (QoS 1) to its topic, e.g. `site/door-1`; the dashboard
 subscribes to a pattern such as `site/#` and shows every camera of the site. While the broker is
 unreachable a camera keeps working and keeps the newest `queue_size` events, sent when the
-broker is back.
+broker is back. With Home Assistant discovery (hass.py) a camera also announces its sensors and
+keeps their state up to date, each time it connects and at each event.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event
+from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
 
 log = logging.getLogger("maskwatch")
 
@@ -56,9 +58,11 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 
-def _connect(target: MqttTarget, prefix: str, **callbacks: Any) -> Any:
-    """A paho client with `callbacks` (on_connect=...), connecting in its own thread and
-    reconnecting with 1-30 s backoff."""
+def _connect(
+    target: MqttTarget, prefix: str, will: tuple[str, str] | None = None, **callbacks: Any
+) -> Any:
+    """A paho client with `callbacks` (on_connect=...) and a retained last `will` (topic,
+    payload) if given, connecting in its own thread and reconnecting with 1-30 s backoff."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
@@ -69,6 +73,8 @@ def _connect(target: MqttTarget, prefix: str, **callbacks: Any) -> Any:
     if target.username:
         client.username_pw_set(target.username, target.password)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    if will is not None:
+        client.will_set(*will, qos=MQTT_QOS, retain=True)
     for name, callback in callbacks.items():
         setattr(client, name, callback)
     client.connect_async(target.host, target.port, keepalive=30)
@@ -77,10 +83,16 @@ def _connect(target: MqttTarget, prefix: str, **callbacks: Any) -> Any:
 
 
 class MqttPublisher:
-    """Publishes events to one topic; never blocks the video, never fails it."""
+    """Publishes events to one topic; never blocks the video, never fails it. With `discovery`
+    (a Home Assistant discovery prefix) it also announces the camera's sensors and publishes
+    their state (hass.py)."""
 
-    def __init__(self, url: str, queue_size: int = MQTT_QUEUE) -> None:
+    def __init__(
+        self, url: str, queue_size: int = MQTT_QUEUE, discovery: str | None = None
+    ) -> None:
         self.target = parse_mqtt_url(url)
+        self.hass = HomeAssistant(self.target.topic, discovery) if discovery else None
+        self._state_lock = threading.Lock()
         self.sent = 0
         self.dropped = 0
         self._pending: deque[str] = deque(maxlen=queue_size)
@@ -90,6 +102,7 @@ class MqttPublisher:
         self._client = _connect(
             self.target,
             "maskwatch-camera",
+            will=(self.hass.availability_topic, OFFLINE) if self.hass else None,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
         )
@@ -101,10 +114,15 @@ class MqttPublisher:
         with self._lock:
             self._connected = self._ever_connected = True
             pending, self._pending = list(self._pending), deque(maxlen=self._pending.maxlen)
+        if self.hass is not None:
+            for topic, config in self.hass.configs():
+                client.publish(topic, config, qos=MQTT_QOS, retain=True)
+            client.publish(self.hass.availability_topic, ONLINE, qos=MQTT_QOS, retain=True)
         if pending:
             log.info("MQTT broker back; sending %d queued events", len(pending))
         for payload in pending:
             self._send(payload)
+        self._publish_state()
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
@@ -131,6 +149,10 @@ class MqttPublisher:
             self._pending.append(payload)
 
     @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
     def queued(self) -> int:
         return len(self._pending)
 
@@ -155,11 +177,27 @@ class MqttPublisher:
             self._send(payload)
         else:
             self._queue(payload)
+        if self.hass is not None:
+            self.hass.update(event)
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        """The sensors' state, retained, when connected (it is sent again on connecting)."""
+        if self.hass is None:
+            return
+        with self._state_lock:  # made and sent in one step: a stale state never comes last
+            if self._connected:
+                state = self.hass.state()
+                self._client.publish(self.hass.state_topic, state, qos=MQTT_QOS, retain=True)
 
     def close(self, wait: float = 2.0) -> None:
         """Give in-flight messages up to `wait` seconds, then disconnect; `unsent` tells
         what never reached the broker."""
         if self._connected:
+            if self.hass is not None:  # a clean disconnect sends no last will
+                self._client.publish(
+                    self.hass.availability_topic, OFFLINE, qos=MQTT_QOS, retain=True
+                )
             deadline = time.monotonic() + wait
             while self._client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -250,6 +250,7 @@ class LiveSource:
         self.read = 0
         self.dropped = 0
         self.reconnects = 0
+        self.reconnecting = False  # between a drop and the stream's return (or giving up)
         self._open = open_capture
         self._attempts = reconnect_attempts
         self._backoff = first_backoff_s
@@ -296,6 +297,7 @@ class LiveSource:
             self._fail(f"{self.name} stopped delivering frames")
             return False
         delay = self._backoff
+        self.reconnecting = True
         for attempt in range(1, self._attempts + 1):
             log.warning(
                 "%s dropped; reconnecting in %.1f s (attempt %d of %d)",
@@ -310,6 +312,7 @@ class LiveSource:
             if capture.isOpened():
                 self._capture = capture
                 self.reconnects += 1
+                self.reconnecting = False
                 log.warning("%s reconnected", self.name)
                 return True
             capture.release()
@@ -318,6 +321,7 @@ class LiveSource:
         return False
 
     def _fail(self, message: str) -> None:
+        self.reconnecting = False
         with self._cond:
             self._error = SourceError(message)
             self._cond.notify_all()

@@ -100,7 +100,8 @@ class Summary:
 @dataclass(frozen=True)
 class WatchSettings:
     """How a watch sees, shared by `detect` and `serve --source`: the detector's settings, the
-    tracker's settle frames, the blur of annotated output, alerts and MQTT publishing."""
+    tracker's settle frames, the blur of annotated output, alerts, MQTT publishing and Home
+    Assistant discovery."""
 
     score_threshold: float = DETECT_SCORE_THRESHOLD
     detect_min_side: int = DETECT_MIN_SIDE
@@ -109,6 +110,7 @@ class WatchSettings:
     blur: Blur = Blur.NONE
     alerts: AlertSettings | None = None
     mqtt: str | None = None  # publish events to mqtt://host[:port]/topic
+    mqtt_discovery: str | None = None  # Home Assistant discovery prefix, with mqtt
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur", Blur(self.blur))  # the command line gives a string

@@ -21,6 +21,7 @@ from maskwatch.defaults import (
     DETECT_SCORE_THRESHOLD,
     DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
+    DISCOVERY_PREFIX,
     MAX_IMAGE_MEGAPIXELS,
     MAX_IMAGE_MEGAPIXELS_RANGE,
     MAX_IMAGE_PIXELS,
@@ -29,6 +30,7 @@ from maskwatch.defaults import (
     SETTLE_FRAMES_RANGE,
     Range,
 )
+from maskwatch.errors import SettingError
 
 if TYPE_CHECKING:
     from maskwatch.watch import WatchSettings
@@ -145,12 +147,22 @@ def watching(args: argparse.Namespace, mqtt: str | None) -> WatchSettings:
         from maskwatch.mqtt import parse_mqtt_url
 
         parse_mqtt_url(mqtt)
+    if args.mqtt_discovery is not None:
+        from maskwatch.hass import check_prefix
+
+        if mqtt is None:
+            raise SettingError(
+                "--mqtt-discovery needs the MQTT URL events are published to "
+                "(detect --mqtt, serve --mqtt-publish)"
+            )
+        check_prefix(args.mqtt_discovery)
     return watch_settings(
         args,
         settle_frames=args.settle_frames,
         blur=args.blur,
         alerts=alerts if alerts.command or alerts.webhook else None,
         mqtt=mqtt,
+        mqtt_discovery=args.mqtt_discovery,
     )
 
 
@@ -207,6 +219,16 @@ def watch_args(parser: Options, publish: str) -> None:
         "(serve --source), camera N publishes to topic/N",
     )
     parser.add_argument(
+        "--mqtt-discovery",
+        nargs="?",
+        const=DISCOVERY_PREFIX,
+        default=None,
+        metavar="PREFIX",
+        help="also announce the camera to Home Assistant by MQTT discovery (retained configs "
+        f"under PREFIX, default {DISCOVERY_PREFIX}): sensors of people in view by label, people "
+        "seen and the last event, with availability",
+    )
+    parser.add_argument(
         "--alert-cmd",
         default=None,
         metavar="CMD",
@@ -241,6 +263,22 @@ def watch_args(parser: Options, publish: str) -> None:
         f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
     )
     detector_args(parser)
+
+
+def access_args(parser: Options, clients: str) -> None:
+    """--token and --no-auth, one definition for `serve` and `detect --metrics-port` (the rule
+    is maskwatch.access's: a token, or --no-auth, off loopback)."""
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"required from {clients}, as 'Authorization: Bearer TOKEN' or ?token=TOKEN "
+        "(default: $MASKWATCH_TOKEN)",
+    )
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without a token even on a non-loopback address",
+    )
 
 
 def partial(shortfall: str) -> str:

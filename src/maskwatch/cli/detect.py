@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from maskwatch.cli.args import (
+    Options,
     Subparsers,
+    access_args,
     max_pixels_arg,
     model_arg,
     output_path,
@@ -17,31 +20,62 @@ from maskwatch.cli.args import (
     watching,
     within,
 )
-from maskwatch.defaults import MAX_FPS_RANGE, RECONNECT_ATTEMPTS, RECONNECT_RANGE
+from maskwatch.defaults import MAX_FPS_RANGE, PORT_RANGE, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import MaskwatchError
 
+if TYPE_CHECKING:
+    from maskwatch.metrics import Metrics, MetricsServer
+    from maskwatch.watch import WatchSettings
+
 log = logging.getLogger("maskwatch")
+LOOPBACK_HOST = "127.0.0.1"
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from maskwatch.classifier import MaskClassifier
-    from maskwatch.detect import EventOutputs, run_detect
-    from maskwatch.sources import open_source
-
-    if not args.show and not any((args.save, args.json, args.events, args.mqtt)):
+    if not args.show and not any((args.save, args.json, args.events, args.mqtt, args.metrics_port)):
         raise MaskwatchError(
-            "--no-show needs --save OUT, --json OUT, --events FILE or --mqtt URL, "
-            "or there is no output"
+            "--no-show needs --save OUT, --json OUT, --events FILE, --mqtt URL or "
+            "--metrics-port PORT, or there is no output"
         )
     if args.snapshots is not None and args.events is None:
         raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
     settings = watching(args, args.mqtt)
+    metrics, server = _metrics(args)  # bound before the models load: a port in use fails fast
+    try:
+        return _detect(args, settings, metrics)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _metrics(args: argparse.Namespace) -> tuple[Metrics | None, MetricsServer | None]:
+    """The run's metrics and their server, when --metrics-port asks for them."""
+    if args.metrics_port is None:
+        if args.metrics_host is not None:
+            raise MaskwatchError("--metrics-host needs --metrics-port PORT")
+        return None, None
+    from maskwatch.access import server_token
+    from maskwatch.metrics import Metrics, MetricsServer
+
+    host = args.metrics_host or LOOPBACK_HOST
+    token = server_token(host, args.token, args.no_auth, option="--metrics-host")
+    metrics = Metrics()
+    server = MetricsServer(metrics, host, args.metrics_port, token)
+    log.info("metrics at http://%s:%d/metrics", host, server.port)
+    return metrics, server
+
+
+def _detect(args: argparse.Namespace, settings: WatchSettings, metrics: Metrics | None) -> int:
+    from maskwatch.classifier import MaskClassifier
+    from maskwatch.detect import EventOutputs, run_detect
+    from maskwatch.sources import open_source
+
     pipeline = settings.pipeline(MaskClassifier(args.model))
     mqtt = None
     if settings.mqtt:
         from maskwatch.mqtt import MqttPublisher
 
-        mqtt = MqttPublisher(settings.mqtt)
+        mqtt = MqttPublisher(settings.mqtt, discovery=settings.mqtt_discovery)
     alerts = settings.alerts.dispatcher() if settings.alerts else None
     events = EventOutputs(args.events, args.snapshots, alerts, mqtt)
     source = open_source(
@@ -58,6 +92,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         json_target=args.json,
         blur=settings.blur,
         events=events,
+        metrics=metrics,
     )
     log.info("%s", summary.describe())
     if mqtt is not None:
@@ -138,4 +173,25 @@ def add_parser(sub: Subparsers) -> None:
     )
     watch_args(p, "--mqtt")
     max_pixels_arg(p)
+    metrics_args(p.add_argument_group("metrics for Prometheus"))
     p.set_defaults(func=cmd_detect)
+
+
+def metrics_args(group: Options) -> None:
+    """--metrics-port and where and for whom it listens, as serve does (maskwatch.access)."""
+    group.add_argument(
+        "--metrics-port",
+        type=within(int, PORT_RANGE),
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics while the run goes on "
+        f"({PORT_RANGE.describe()})",
+    )
+    group.add_argument(
+        "--metrics-host",
+        default=None,
+        metavar="HOST",
+        help=f"address the metrics are served on (default: {LOOPBACK_HOST}); any other "
+        "needs --token or --no-auth, as for serve",
+    )
+    access_args(group, "the metrics' scraper")

@@ -6,6 +6,7 @@ import argparse
 
 from maskwatch.cli.args import (
     Subparsers,
+    access_args,
     existing_path,
     max_pixels_arg,
     model_arg,
@@ -16,6 +17,7 @@ from maskwatch.cli.args import (
     within,
 )
 from maskwatch.defaults import (
+    PORT_RANGE,
     SERVE_IDLE_TIMEOUT,
     SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
@@ -25,7 +27,6 @@ from maskwatch.defaults import (
 )
 from maskwatch.errors import MaskwatchError
 
-PORT_RANGE = Range(1, 65535)
 UPLOAD_MB_RANGE = Range(0.01, 1024)
 REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
 IDLE_TIMEOUT_RANGE = Range(1, 3600)
@@ -93,14 +94,7 @@ def add_parser(sub: Subparsers) -> None:
         help="show the cameras publishing under mqtt://host[:port]/topic-pattern, "
         "e.g. mqtt://broker:1883/site/#",
     )
-    p.add_argument(
-        "--token", default=None, help="required from clients (default: $MASKWATCH_TOKEN)"
-    )
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        help="serve without a token even on a non-loopback address",
-    )
+    access_args(p, "clients")
     p.add_argument(
         "--max-upload-mb",
         type=within(float, UPLOAD_MB_RANGE),

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, Request, Security, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from maskwatch import __version__
 from maskwatch.defaults import STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
+from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.types import Frame
 from maskwatch.web.guard import Guard, GuardSettings
 from maskwatch.web.service import ServeSettings, Service, decode_frame
@@ -144,6 +145,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             session_idle=settings.session_idle_timeout,
         ),
     )
+    app.add_middleware(RequestTimer, metrics=service.metrics, routes=app.router.routes)
     add_error_handlers(app, settings)
     # Declared so /docs shows both ways of sending the token (its Authorize button sends it);
     # the check itself is Guard's, made before any body is read.
@@ -178,6 +180,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/api/v1/health", responses=_errors(500))
     def health() -> dict[str, Any]:
+        """The server's status and each server camera's state (starting, running,
+        reconnecting, failed with its error, ended), newest frame and frames per second."""
+        cameras = [
+            {**camera.health(), **service.metrics.camera(name).activity()}
+            for name, camera in service.cameras.items()
+        ]
         return {
             "status": "ok",
             "version": __version__,
@@ -186,7 +194,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "auth": settings.token is not None,
             "max_upload_mb": settings.max_upload_mb,
             "max_pixels": settings.max_pixels,
+            "cameras": cameras,
         }
+
+    @app.get(
+        "/metrics",
+        dependencies=token,
+        responses={**api_errors, 200: {"content": {CONTENT_TYPE: {}}}},
+        response_class=Response,
+    )
+    def metrics() -> Response:
+        """Prometheus metrics: frames, frames per second, faces, events and people in view per
+        camera, dropped frames, reconnects, alerts, MQTT deliveries, request latency."""
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE)
 
     @app.post(
         "/api/v1/detect",

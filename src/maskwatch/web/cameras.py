@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,7 +18,8 @@ from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
-from maskwatch.sources import open_source
+from maskwatch.metrics import redact
+from maskwatch.sources import Source, open_source
 from maskwatch.types import Frame, FrameResult
 from maskwatch.watch import Watch
 from maskwatch.web.board import Board
@@ -94,6 +96,7 @@ class Camera:
         self.name = name
         self.spec = spec
         self.error: str | None = None
+        self.source: Source | None = None  # once opened
         self._make_watch = make_watch
         self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
@@ -114,7 +117,7 @@ class Camera:
         try:
             with self._make_watch(self.name) as watch:
                 watch.add(self._buffer)
-                source = open_source(self.spec)
+                source = self.source = open_source(self.spec)
                 watch.on_close(source.close)
                 watch.run(self._frames(source.frames()))
         except MaskwatchError as exc:
@@ -137,6 +140,27 @@ class Camera:
             "running": self._thread.is_alive(),
             "error": self.error,
         }
+
+    def current_source(self) -> Source | None:
+        return self.source
+
+    @property
+    def state(self) -> str:
+        """starting (opening its source), running, reconnecting (a stream that dropped),
+        failed (see `error`) or ended (a video or folder read to its end)."""
+        if self.error is not None:
+            return "failed"
+        if not self._thread.is_alive():
+            return "ended"
+        if self.source is None:
+            return "starting"
+        return "reconnecting" if getattr(self.source, "reconnecting", False) else "running"
+
+    def health(self) -> dict[str, Any]:
+        """Its state for /api/v1/health, which needs no token: the error without any URL's
+        credentials."""
+        error = redact(self.error) if self.error is not None else None
+        return {"name": self.name, "state": self.state, "error": error, "frames": self.frames}
 
     def current_error(self) -> str | None:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""

@@ -1,16 +1,17 @@
-"""Running the web service: who may reach it (a token is needed off loopback), HTTPS, and
-uvicorn bound first (an address in use fails before the models load) with the guard's limits.
+"""Running the web service: who may reach it (a token is needed off loopback; the rule is
+access.py's, shared with `detect --metrics-port`), HTTPS, and uvicorn bound first (an address
+in use fails before the models load) with the guard's limits.
 Front ends pass their options here; the policy is not theirs."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
+from maskwatch.access import LOOPBACK, TOKEN_ENV, server_token
 from maskwatch.defaults import SERVE_IDLE_TIMEOUT, SERVE_SHUTDOWN_TIMEOUT
 from maskwatch.errors import SettingError
 from maskwatch.web.app import create_app
@@ -18,22 +19,8 @@ from maskwatch.web.guard import guarded_h11, listen
 from maskwatch.web.service import ServeSettings
 
 log = logging.getLogger("maskwatch")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-TOKEN_ENV = "MASKWATCH_TOKEN"
 
-
-def server_token(host: str, token: str | None, no_auth: bool = False) -> str | None:
-    """The token clients must give: `token`, else $MASKWATCH_TOKEN; none with `no_auth`. A
-    server reachable from the network without one is refused unless `no_auth` says so."""
-    token = token or os.environ.get(TOKEN_ENV) or None
-    if no_auth:
-        return None
-    if token is None and host not in LOOPBACK:
-        raise SettingError(
-            f"--host {host} opens the server to the network: give --token TOKEN (or set "
-            f"{TOKEN_ENV}), or --no-auth to serve without one"
-        )
-    return token
+__all__ = ["LOOPBACK", "TOKEN_ENV", "Listener", "run_server", "server_token"]
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from maskwatch.defaults import (
     SERVE_UPLOAD_SLOTS,
 )
 from maskwatch.images import decode_image
+from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
 from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
@@ -40,6 +41,7 @@ log = logging.getLogger("maskwatch")
 
 MAX_FRAME_SIDE = 1920  # a frame from the page larger than this is refused
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of framing allowed around an upload's image
+BROWSER_METRICS = "browser"  # every browser session is counted under this one camera name
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Service:
         self.settings = settings
         self.classifier = MaskClassifier(settings.model)
         self.board = Board(settings.events, settings.max_cameras)
+        self.metrics = Metrics()
         self.cameras: dict[str, Camera] = {}
         self.sessions = itertools.count(1)
         self.uploads = Slots(settings.upload_slots, settings.upload_queue)
@@ -125,19 +128,23 @@ class Service:
         alerts = settings.alerts.dispatcher() if settings.alerts else None
         if alerts is not None:
             watch.add_events(alerts)
+        publisher = None
         if settings.mqtt:
             from maskwatch.mqtt import MqttOutput, MqttPublisher
 
             url = settings.mqtt
             if len(self.settings.sources) > 1:
                 url = f"{url.rstrip('/')}/{name.rsplit(' ', 1)[-1]}"
-            watch.add_events(MqttOutput(MqttPublisher(url), self.settings.events))
+            publisher = MqttPublisher(url, discovery=settings.mqtt_discovery)
+            watch.add_events(MqttOutput(publisher, self.settings.events))
+        self.metrics.camera(name).watch(watch, alerts, publisher)
         return watch
 
     def browser_watch(self, name: str) -> Watch:
         """The watch of a browser session: the board, as one run of its own."""
         watch = Watch(self.pipeline(), name)
         watch.add_events(BoardEvents(self.board, name, run=name))
+        self.metrics.camera(BROWSER_METRICS).watch(watch)
         return watch
 
     def start(self) -> None:
@@ -146,10 +153,12 @@ class Service:
             camera = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
             self.cameras[name] = camera
             self.board.pin(name, camera.current_error)
+            self.metrics.camera(name).follow(camera.current_source)
         if self.settings.mqtt:
             from maskwatch.mqtt import MqttSubscriber
 
             self._subscriber = MqttSubscriber(self.settings.mqtt, self.remote_event)
+            self.metrics.subscribers.append(self._subscriber)
         log.info("serving with the classifier %s", self.classifier.path.name)
 
     def remote_event(self, topic: str, payload: dict[str, Any]) -> None:

@@ -1,0 +1,29 @@
+"""Who may reach what maskwatch serves over HTTP (`serve`, `detect --metrics-port`): anyone on
+loopback; off loopback only with a token, unless --no-auth says so on purpose. Light enough for
+`detect`, which has no web extra."""
+
+from __future__ import annotations
+
+import os
+
+from maskwatch.errors import SettingError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_ENV = "MASKWATCH_TOKEN"
+
+
+def server_token(
+    host: str, token: str | None, no_auth: bool = False, option: str = "--host"
+) -> str | None:
+    """The token clients must give: `token`, else $MASKWATCH_TOKEN; none with `no_auth`. A
+    server reachable from the network without one is refused unless `no_auth` says so
+    (`option` names the address's option in the message)."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if no_auth:
+        return None
+    if token is None and host not in LOOPBACK:
+        raise SettingError(
+            f"{option} {host} opens the server to the network: give --token TOKEN (or set "
+            f"{TOKEN_ENV}), or --no-auth to serve without one"
+        )
+    return token

@@ -1,0 +1,34 @@
+"""Who is in view of one camera, followed from its events: each person's settled label
+(`unsettled` until it settles) and how many people have been seen. Metrics and Home Assistant's
+sensors read it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from maskwatch.events import Event
+from maskwatch.stats import STATS_COLUMNS, UNSETTLED
+from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
+
+IN_VIEW_LABELS = STATS_COLUMNS  # mask, no_mask, incorrect, unsettled
+
+
+class InView:
+    def __init__(self) -> None:
+        self.labels: dict[int, str] = {}  # track in view -> settled label or UNSETTLED
+        self.seen = 0
+
+    def update(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if event.kind == APPEAR:
+                self.labels[event.track] = UNSETTLED
+                self.seen += 1
+            elif event.kind in (SETTLE, CHANGE) and event.track in self.labels:
+                self.labels[event.track] = event.label or UNSETTLED
+            elif event.kind == LEAVE:
+                self.labels.pop(event.track, None)
+
+    def counts(self) -> dict[str, int]:
+        """People in view by label, every label of IN_VIEW_LABELS present."""
+        labels = list(self.labels.values())
+        return {label: labels.count(label) for label in IN_VIEW_LABELS}
