@@ -14,15 +14,18 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event
+from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+
+if TYPE_CHECKING:
+    from maskwatch.postgres import DatabaseUrl
 
 log = logging.getLogger("maskwatch")
 
@@ -82,8 +85,8 @@ class MqttPublisher:
     def __init__(self, url: str, queue_size: int = MQTT_QUEUE) -> None:
         self.target = parse_mqtt_url(url)
         self.sent = 0
-        self.dropped = 0
-        self._pending: deque[str] = deque(maxlen=queue_size)
+        where = f"the MQTT broker {self.target.host}:{self.target.port}"
+        self._pending: Outbox[str] = Outbox(queue_size, where)
         self._lock = threading.Lock()
         self._connected = False
         self._ever_connected = False
@@ -100,7 +103,7 @@ class MqttPublisher:
             return
         with self._lock:
             self._connected = self._ever_connected = True
-            pending, self._pending = list(self._pending), deque(maxlen=self._pending.maxlen)
+            pending = self._pending.take()
         if pending:
             log.info("MQTT broker back; sending %d queued events", len(pending))
         for payload in pending:
@@ -122,13 +125,11 @@ class MqttPublisher:
         if info.rc == 0:
             self.sent += 1
         else:
-            self._queue(payload)
+            self._pending.put(payload)
 
-    def _queue(self, payload: str) -> None:
-        with self._lock:
-            if len(self._pending) == self._pending.maxlen:
-                self.dropped += 1
-            self._pending.append(payload)
+    @property
+    def dropped(self) -> int:
+        return self._pending.dropped
 
     @property
     def queued(self) -> int:
@@ -154,7 +155,7 @@ class MqttPublisher:
         if connected:
             self._send(payload)
         else:
-            self._queue(payload)
+            self._pending.put(payload)
 
     def close(self, wait: float = 2.0) -> None:
         """Give in-flight messages up to `wait` seconds, then disconnect; `unsent` tells
@@ -172,7 +173,7 @@ class MqttOutput:
     the broker: a run must not end as if they had (they are still in `kept_in`, the event
     log, when there is one)."""
 
-    def __init__(self, publisher: MqttPublisher, kept_in: Path | None = None) -> None:
+    def __init__(self, publisher: MqttPublisher, kept_in: Path | DatabaseUrl | None = None) -> None:
         self.publisher = publisher
         self.kept_in = kept_in
 
@@ -188,7 +189,6 @@ class MqttOutput:
 
 
 MQTT_MAX_PAYLOAD = 4096  # bytes of one event; larger messages are dropped unparsed
-DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about dropped messages
 
 
 class MqttSubscriber:

@@ -7,6 +7,7 @@ import logging
 
 from maskwatch.cli.args import (
     Subparsers,
+    event_target,
     max_pixels_arg,
     model_arg,
     output_path,
@@ -30,11 +31,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if not args.show and not any((args.save, args.json, args.events, args.mqtt)):
         raise MaskwatchError(
-            "--no-show needs --save OUT, --json OUT, --events FILE or --mqtt URL, "
+            "--no-show needs --save OUT, --json OUT, --events LOG or --mqtt URL, "
             "or there is no output"
         )
     if args.snapshots is not None and args.events is None:
-        raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
+        raise MaskwatchError("--snapshots needs --events LOG (snapshots are listed in the log)")
     settings = watching(args, args.mqtt)
     pipeline = settings.pipeline(MaskClassifier(args.model))
     mqtt = None
@@ -123,11 +124,12 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--events",
-        type=output_path,
+        type=event_target,
         default=None,
-        metavar="FILE",
+        metavar="LOG",
         help="append events (a person appears, their label settles or changes, they leave) "
-        "to this SQLite log; no images are stored",
+        "to this SQLite file or PostgreSQL database (postgresql://user:pass@host/db); "
+        "no images are stored",
     )
     p.add_argument(
         "--snapshots",
