@@ -4,21 +4,25 @@ going away and coming back loses no event. Passwords never appear in what is pri
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
-from conftest import THREE_FACES, assert_one_line_error, free_port, run_cli
+from conftest import THREE_FACES, assert_one_line_error, free_port, run_cli, wait_for
 from maskwatch.detect import EventOutputs, run_detect
 from maskwatch.errors import OutputError
 from maskwatch.events import Event
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, PostgresLog
 from maskwatch.sources import open_source
+from maskwatch.stats import log_rows, summarise_rows
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import APPEAR, LEAVE, SETTLE, Kind
 from maskwatch.web.board import Board
@@ -241,3 +245,29 @@ def test_stats_skips_impossible_times_in_the_database(database: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "skipped 1 of 3 events" in proc.stderr
     _no_password(proc.stderr)
+
+
+def test_serve_stores_browser_sessions_and_its_dashboard_reads_them_back(
+    database: str, three_faces: np.ndarray
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from maskwatch.web.app import create_app
+    from maskwatch.web.service import ServeSettings
+
+    people = cv2.imencode(".jpg", three_faces)[1].tobytes()
+    with TestClient(create_app(ServeSettings(events=DatabaseUrl(database)))) as client:
+        for _ in range(2):
+            with client.websocket_connect("/ws/detect") as ws:
+                for _ in range(5):
+                    ws.send_bytes(people)
+                    assert len(json.loads(ws.receive_text())["faces"]) == 3
+        wait_for(
+            lambda: _rows(database, "SELECT count(*) FROM events WHERE kind = 'appear'")[0][0] == 6,
+            what="both sessions' people in the database",
+        )
+        timeline = client.get("/api/v1/stats").json()["timeline"]
+    assert timeline["total"]["people"] == 6
+    assert timeline == summarise_rows(log_rows(DatabaseUrl(database)), "minute").to_json()
+    sources = _rows(database, "SELECT source FROM runs ORDER BY id")
+    assert sources == [("browser 1",), ("browser 2",)]
