@@ -211,6 +211,33 @@ def test_a_database_with_tables_of_its_own_is_refused_and_left_alone(database: s
     assert tables == [("events",)], "nothing was created"
 
 
+def test_a_database_of_another_schema_version_is_refused(database: str) -> None:
+    PostgresLog(DatabaseUrl(database), "door").close()
+    with psycopg.connect(database, autocommit=True) as db:
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    for proc in (
+        run_cli("stats", database),
+        run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", database),
+    ):
+        assert_one_line_error(proc, "event log of schema 2, expected 1")
+        _no_password(proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("url", "hidden"),
+    [
+        ("postgresql://u:p%40ss%2Fw0rd@db.example/site", ("p%40ss%2Fw0rd", "p@ss/w0rd")),
+        ("postgres://u:hunter2@[::1]:5433/site?sslmode=require", ("hunter2",)),
+    ],
+)
+def test_a_password_is_masked_wherever_the_url_is_shown(url: str, hidden: tuple[str, ...]) -> None:
+    shown = DatabaseUrl(url)
+    for text in (str(shown), repr(shown), f"{shown}", shown.mask(f"failed: {hidden[-1]}")):
+        assert "***" in text
+        assert not any(secret in text for secret in hidden)
+    assert shown.url == url
+
+
 def test_the_dashboard_reads_the_same_timeline_from_postgres_and_sqlite(
     database: str, tmp_path: Path
 ) -> None:
