@@ -12,7 +12,8 @@ export MASKWATCH_SHARED=$shared
 export MASKWATCH_MIRROR=${MASKWATCH_MIRROR:-file://$shared/mirror}
 
 # System packages: OpenCV's runtime libraries; Xvfb, xdotool and ImageMagick for the window
-# test; Chromium and Node for the browser test; Mosquitto (started by the tests on loopback).
+# test; Chromium and Node for the browser test; Mosquitto and PostgreSQL (each started by the
+# tests on loopback: PostgreSQL's initdb and postgres from /usr/lib/postgresql/*/bin).
 need=()
 ldconfig -p | grep -q 'libGL.so.1 ' || need+=(libgl1)
 ldconfig -p | grep -q 'libglib-2.0.so.0 ' || need+=(libglib2.0-0)
@@ -23,6 +24,8 @@ command -v import >/dev/null || need+=(imagemagick)
 command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need+=(mosquitto)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null ||
+  need+=(postgresql)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "test: installing ${need[*]}" >&2

@@ -101,3 +101,8 @@ SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the se
 SERVE_MAX_SESSIONS = 8  # browser WebSocket sessions at once; more are refused (1013) until one ends
 SERVE_SESSION_IDLE_TIMEOUT = 60.0  # seconds a WebSocket session may go without a frame
 SERVE_MAX_CAMERAS = 256  # cameras the dashboard keeps; beyond, the least recently seen is forgotten
+
+# Events written to PostgreSQL (--events postgresql://...) while the database may be away
+EVENTS_QUEUE = 10_000  # events kept while it is away; beyond, the oldest are dropped (warned)
+EVENTS_RETRY_MAX = 30.0  # seconds between reconnection attempts, at most (from 0.5, doubling)
+EVENTS_CLOSE_WAIT = 10.0  # seconds the end of a run waits for queued events to be written

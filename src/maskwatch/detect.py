@@ -17,6 +17,7 @@ from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
+from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
 from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
 from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
@@ -32,14 +33,18 @@ Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 @dataclass
 class EventOutputs:
-    """Where events go: an SQLite log (with face snapshots in a folder if asked), alerts, an
-    MQTT broker, and a Python callback."""
+    """Where events go: an SQLite log or a PostgreSQL database (with face snapshots in a folder
+    if asked), alerts, an MQTT broker, and a Python callback."""
 
-    log: Path | None = None
+    log: EventTarget | None = None  # a path or a postgresql:// URL as text will do too
     snapshots: Path | None = None
     alerts: AlertDispatcher | None = None
     mqtt: MqttPublisher | None = None
     on_event: Callable[[Event], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.log is not None:
+            self.log = as_event_target(self.log)
 
     def open(self, watch: Watch, source: str) -> None:
         """Add each to `watch`, to be closed with it. Called before the file outputs are made,
@@ -48,7 +53,9 @@ class EventOutputs:
             watch.add_events(MqttOutput(self.mqtt, self.log))
         if self.alerts is not None:
             watch.add_events(self.alerts)
-        if self.log is not None:
+        if isinstance(self.log, DatabaseUrl):
+            watch.add_events(PostgresLog(self.log, source, self.snapshots))
+        elif self.log is not None:
             watch.add_events(EventLog(self.log, source, self.snapshots))
         if self.on_event is not None:
             watch.add_events(Callback(self.on_event))
@@ -123,7 +130,8 @@ def run_detect(
     events = events or EventOutputs()
     if camera is None and events.mqtt is not None:
         camera = events.mqtt.target.topic
-    inputs = _inputs(source, {"--save": save, "--json": json_target, "--events": events.log})
+    log_file = None if isinstance(events.log, DatabaseUrl) else events.log
+    inputs = _inputs(source, {"--save": save, "--json": json_target, "--events": log_file})
     annotator = Annotator(blur)
     saver = SaveOutput(save, source, annotator, inputs) if save is not None else None
     watch = Watch(pipeline, camera)

@@ -3,8 +3,9 @@
 `EventStream` turns the tracker's changes in each `FrameResult` into `Event`s with wall-clock
 times and the camera's name; watch.py hands them to event outputs (`write(events, image)` and
 `close()`), of which `EventLog` is one: it keeps them in SQLite (time, track, label,
-confidence; a face snapshot only when a snapshot folder is given). Python callers get events
-through `run_detect(events=EventOutputs(on_event=...))` or a `Watch` with a `Callback`.
+confidence; a face snapshot only when a snapshot folder is given). postgres.py keeps them in
+PostgreSQL with the same schema and statements (SCHEMA, INSERT_RUN, INSERT_EVENT). Python callers
+get events through `run_detect(events=EventOutputs(on_event=...))` or a `Watch` with a `Callback`.
 """
 
 from __future__ import annotations
@@ -48,28 +49,39 @@ SQLITE_PROBE_BYTES = 64 * 1024
 SNAPSHOT_KINDS = (SETTLE, CHANGE)
 SNAPSHOT_MAX_SIDE = 256
 
-_SCHEMA = """
+# One schema for both stores; each fills in its own types (SQLite's REAL and INTEGER are 64-bit).
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    started REAL NOT NULL,
+    id {key},
+    started {real} NOT NULL,
     source TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    run INTEGER NOT NULL REFERENCES runs(id),
-    time REAL NOT NULL,
-    frame INTEGER NOT NULL,
+    id {key},
+    run {int} NOT NULL REFERENCES runs(id),
+    time {real} NOT NULL,
+    frame {int} NOT NULL,
     kind TEXT NOT NULL,
-    track INTEGER NOT NULL,
+    track {int} NOT NULL,
     label TEXT,
     previous TEXT,
-    confidence REAL NOT NULL,
-    x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+    confidence {real} NOT NULL,
+    x1 {real}, y1 {real}, x2 {real}, y2 {real},
     snapshot TEXT
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
+SQLITE_SCHEMA = SCHEMA.format(key="INTEGER PRIMARY KEY", real="REAL", int="INTEGER")
+# The statements both stores run, with SQLite's placeholders (postgres.py translates them).
+READ_SCHEMA_VERSION = "SELECT value FROM meta WHERE key = 'schema'"
+WRITE_SCHEMA_VERSION = f"INSERT INTO meta VALUES ('schema', '{SCHEMA_VERSION}')"
+INSERT_RUN = "INSERT INTO runs (started, source) VALUES (?, ?)"
+INSERT_EVENT = (
+    "INSERT INTO events (run, time, frame, kind, track, label, previous, "
+    "confidence, x1, y1, x2, y2, snapshot) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -225,12 +237,17 @@ def _cannot_write(path: Path, exc: sqlite3.Error) -> OutputError:
     return OutputError(f"cannot write event log {path}: {_reason(path, exc)}")
 
 
-def _check_schema(db: sqlite3.Connection, path: Path) -> None:
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+def check_schema_version(row: Sequence[Any] | None, where: object) -> None:
+    """Refuse a log whose meta table does not name this schema (`row`: what
+    READ_SCHEMA_VERSION found)."""
     if row is None:
-        raise OutputError(f"{path}: not a maskwatch event log")
+        raise OutputError(f"{where}: not a maskwatch event log")
     if row[0] != str(SCHEMA_VERSION):
-        raise OutputError(f"{path}: event log of schema {row[0]}, expected {SCHEMA_VERSION}")
+        raise OutputError(f"{where}: event log of schema {row[0]}, expected {SCHEMA_VERSION}")
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    check_schema_version(db.execute(READ_SCHEMA_VERSION).fetchone(), path)
 
 
 def _not_a_log(path: Path, exc: sqlite3.Error) -> OutputError:
@@ -258,9 +275,9 @@ def connect(path: Path) -> sqlite3.Connection:
         check_free_space(path.parent, f"event log {path}")
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
-        if db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() is None:
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        db.executescript(SQLITE_SCHEMA)
+        if db.execute(READ_SCHEMA_VERSION).fetchone() is None:
+            db.execute(WRITE_SCHEMA_VERSION)
             db.commit()
         _check_schema(db, path)
     except (sqlite3.Error, OutputError) as exc:
@@ -303,6 +320,49 @@ def open_log(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _snapshot(folder: Path, run: int, event: Event, image: np.ndarray) -> str | None:
+    """Save the face of a settle or change event in `folder`; its file name, or None."""
+    if event.kind not in SNAPSHOT_KINDS:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(event.time))
+    name = f"{stamp}-run{run}-track{event.track}-{event.label}.jpg"
+    face = face_snapshot(image, event.box)
+    if face is None:
+        return None
+    ok, data = cv2.imencode(".jpg", face)
+    if not ok:
+        return None
+    write_bytes(folder / name, data.tobytes())
+    return name
+
+
+def event_values(
+    events: Sequence[Event], snapshots: Path | None, run: int, image: np.ndarray | None
+) -> list[tuple[Any, ...]]:
+    """The columns of INSERT_EVENT after `run`, for each event; with a `snapshots` folder and
+    the frame's `image`, the faces of settle and change events are saved there (named after
+    `run`)."""
+    return [
+        (
+            e.time,
+            e.frame,
+            str(e.kind),
+            e.track,
+            e.label,
+            e.previous,
+            e.confidence,
+            *e.box,
+            None if snapshots is None or image is None else _snapshot(snapshots, run, e, image),
+        )
+        for e in events
+    ]
+
+
+def check_snapshots(snapshots: Path | None) -> None:
+    if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
+        raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
+
+
 class EventLog:
     """Appends events to an SQLite file, one transaction per frame. A new run is recorded each
     time a log is opened, so one file can collect many runs (and many cameras)."""
@@ -310,8 +370,7 @@ class EventLog:
     def __init__(self, path: Path, source: str, snapshots: Path | None = None) -> None:
         self.path = Path(path)
         self.snapshots = snapshots
-        if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
-            raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
+        check_snapshots(snapshots)
         self._db = connect(self.path)
         try:
             self.run = self.add_run(source)
@@ -323,27 +382,11 @@ class EventLog:
         """Record a new run of `source` and return its id, for `write(run=...)`: one log (one
         connection) can so take the events of many sources, e.g. serve's MQTT cameras."""
         try:
-            cursor = self._db.execute(
-                "INSERT INTO runs (started, source) VALUES (?, ?)", (time.time(), source)
-            )
+            cursor = self._db.execute(INSERT_RUN, (time.time(), source))
             self._db.commit()
         except sqlite3.Error as exc:
             raise _cannot_write(self.path, exc) from exc
         return int(cursor.lastrowid or 0)
-
-    def _snapshot(self, event: Event, image: np.ndarray) -> str | None:
-        if self.snapshots is None or event.kind not in SNAPSHOT_KINDS:
-            return None
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(event.time))
-        name = f"{stamp}-run{self.run}-track{event.track}-{event.label}.jpg"
-        face = face_snapshot(image, event.box)
-        if face is None:
-            return None
-        ok, data = cv2.imencode(".jpg", face)
-        if not ok:
-            return None
-        write_bytes(self.snapshots / name, data.tobytes())
-        return name
 
     def write(
         self, events: Sequence[Event], image: np.ndarray | None = None, run: int | None = None
@@ -352,29 +395,11 @@ class EventLog:
         log's own run or of `run` from `add_run`."""
         if not events:
             return
-        rows = [
-            (
-                self.run if run is None else run,
-                e.time,
-                e.frame,
-                e.kind,
-                e.track,
-                e.label,
-                e.previous,
-                e.confidence,
-                *e.box,
-                self._snapshot(e, image) if image is not None else None,
-            )
-            for e in events
-        ]
+        run = self.run if run is None else run
+        rows = [(run, *values) for values in event_values(events, self.snapshots, run, image)]
         try:
             with self._db:
-                self._db.executemany(
-                    "INSERT INTO events (run, time, frame, kind, track, label, previous, "
-                    "confidence, x1, y1, x2, y2, snapshot) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._db.executemany(INSERT_EVENT, rows)
         except sqlite3.Error as exc:
             raise _cannot_write(self.path, exc) from exc
 

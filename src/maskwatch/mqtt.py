@@ -15,16 +15,19 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
+from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+
+if TYPE_CHECKING:
+    from maskwatch.postgres import DatabaseUrl
 
 log = logging.getLogger("maskwatch")
 
@@ -94,8 +97,8 @@ class MqttPublisher:
         self.hass = HomeAssistant(self.target.topic, discovery) if discovery else None
         self._state_lock = threading.Lock()
         self.sent = 0
-        self.dropped = 0
-        self._pending: deque[str] = deque(maxlen=queue_size)
+        where = f"the MQTT broker {self.target.host}:{self.target.port}"
+        self._pending: Outbox[str] = Outbox(queue_size, where)
         self._lock = threading.Lock()
         self._connected = False
         self._ever_connected = False
@@ -113,7 +116,7 @@ class MqttPublisher:
             return
         with self._lock:
             self._connected = self._ever_connected = True
-            pending, self._pending = list(self._pending), deque(maxlen=self._pending.maxlen)
+            pending = self._pending.take()
         if self.hass is not None:
             for topic, config in self.hass.configs():
                 client.publish(topic, config, qos=MQTT_QOS, retain=True)
@@ -140,13 +143,11 @@ class MqttPublisher:
         if info.rc == 0:
             self.sent += 1
         else:
-            self._queue(payload)
+            self._pending.put(payload)
 
-    def _queue(self, payload: str) -> None:
-        with self._lock:
-            if len(self._pending) == self._pending.maxlen:
-                self.dropped += 1
-            self._pending.append(payload)
+    @property
+    def dropped(self) -> int:
+        return self._pending.dropped
 
     @property
     def connected(self) -> bool:
@@ -176,7 +177,7 @@ class MqttPublisher:
         if connected:
             self._send(payload)
         else:
-            self._queue(payload)
+            self._pending.put(payload)
         if self.hass is not None:
             self.hass.update(event)
             self._publish_state()
@@ -210,7 +211,7 @@ class MqttOutput:
     the broker: a run must not end as if they had (they are still in `kept_in`, the event
     log, when there is one)."""
 
-    def __init__(self, publisher: MqttPublisher, kept_in: Path | None = None) -> None:
+    def __init__(self, publisher: MqttPublisher, kept_in: Path | DatabaseUrl | None = None) -> None:
         self.publisher = publisher
         self.kept_in = kept_in
 
@@ -226,7 +227,6 @@ class MqttOutput:
 
 
 MQTT_MAX_PAYLOAD = 4096  # bytes of one event; larger messages are dropped unparsed
-DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about dropped messages
 
 
 class MqttSubscriber:

@@ -20,6 +20,7 @@ from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import open_log, plausible_time
 from maskwatch.labels import CANONICAL, DISPLAY, MASK
+from maskwatch.postgres import DatabaseUrl, EventTarget, read_rows
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
 PERIOD_FORMATS = dict(
@@ -67,17 +68,19 @@ class Row(NamedTuple):
     source: str
 
 
-def log_rows(log_path: Path, since: float | None = None) -> list[Row]:
-    """Every event of an event log as a Row, in order; only those from `since` when given."""
+def log_rows(log_path: EventTarget, since: float | None = None) -> list[Row]:
+    """Every event of an event log (an SQLite file or a PostgreSQL database) as a Row, in
+    order; only those from `since` when given."""
+    where, args = ("", ()) if since is None else ("WHERE e.time >= ? ", (since,))
+    query = (
+        "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
+        f"JOIN runs r ON r.id = e.run {where}ORDER BY e.run, e.track, e.time, e.id"
+    )
+    if isinstance(log_path, DatabaseUrl):
+        return [Row(*row) for row in read_rows(log_path, query, args)]
     db = open_log(log_path)
     try:
-        where, args = ("", ()) if since is None else ("WHERE e.time >= ? ", (since,))
-        found = db.execute(
-            "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
-            f"JOIN runs r ON r.id = e.run {where}ORDER BY e.run, e.track, e.time, e.id",
-            args,
-        )
-        return [Row(*row) for row in found]
+        return [Row(*row) for row in db.execute(query, args)]
     except sqlite3.Error as exc:  # tables or columns missing: damaged by hand or by a tool
         raise MaskwatchError(f"{log_path}: not a usable maskwatch event log ({exc})") from exc
     finally:
@@ -147,7 +150,7 @@ def _row(first: str, counts: Counter[str]) -> str:
     return "  ".join([first, *(f"{v:>9}" for v in values)])
 
 
-def summarise(log_path: Path, by: str = "hour", source: str | None = None) -> StatsTable:
+def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None) -> StatsTable:
     """People per period by label from an event log; events with impossible times are left
     out, with one warning."""
     rows = log_rows(log_path)

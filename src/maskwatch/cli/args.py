@@ -33,6 +33,7 @@ from maskwatch.defaults import (
 from maskwatch.errors import SettingError
 
 if TYPE_CHECKING:
+    from maskwatch.postgres import DatabaseUrl
     from maskwatch.watch import WatchSettings
 
 Number = TypeVar("Number", int, float)
@@ -292,6 +293,26 @@ def output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path names no file or folder")
     return Path(text).expanduser()
+
+
+def event_target(text: str) -> Path | DatabaseUrl:
+    """--events: an SQLite file, or a postgresql:// URL (its password masked in any error)."""
+    from maskwatch.errors import MaskwatchError
+    from maskwatch.postgres import DatabaseUrl, as_event_target
+
+    try:
+        target = as_event_target(text)
+    except MaskwatchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return target if isinstance(target, DatabaseUrl) else output_path(text)
+
+
+def event_source(text: str) -> Path | DatabaseUrl:
+    """The event log `stats` reads: an existing SQLite file, or a postgresql:// URL."""
+    from maskwatch.postgres import DatabaseUrl
+
+    target = event_target(text)
+    return target if isinstance(target, DatabaseUrl) else existing_path(text)
 
 
 def output_target(text: str) -> str:

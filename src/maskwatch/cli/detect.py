@@ -10,6 +10,7 @@ from maskwatch.cli.args import (
     Options,
     Subparsers,
     access_args,
+    event_target,
     max_pixels_arg,
     model_arg,
     output_path,
@@ -34,11 +35,11 @@ LOOPBACK_HOST = "127.0.0.1"
 def cmd_detect(args: argparse.Namespace) -> int:
     if not args.show and not any((args.save, args.json, args.events, args.mqtt, args.metrics_port)):
         raise MaskwatchError(
-            "--no-show needs --save OUT, --json OUT, --events FILE, --mqtt URL or "
+            "--no-show needs --save OUT, --json OUT, --events LOG, --mqtt URL or "
             "--metrics-port PORT, or there is no output"
         )
     if args.snapshots is not None and args.events is None:
-        raise MaskwatchError("--snapshots needs --events FILE (snapshots are listed in the log)")
+        raise MaskwatchError("--snapshots needs --events LOG (snapshots are listed in the log)")
     settings = watching(args, args.mqtt)
     metrics, server = _metrics(args)  # bound before the models load: a port in use fails fast
     try:
@@ -158,11 +159,12 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--events",
-        type=output_path,
+        type=event_target,
         default=None,
-        metavar="FILE",
+        metavar="LOG",
         help="append events (a person appears, their label settles or changes, they leave) "
-        "to this SQLite log; no images are stored",
+        "to this SQLite file or PostgreSQL database (postgresql://user:pass@host/db); "
+        "no images are stored",
     )
     p.add_argument(
         "--snapshots",

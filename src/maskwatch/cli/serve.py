@@ -7,10 +7,10 @@ import argparse
 from maskwatch.cli.args import (
     Subparsers,
     access_args,
+    event_target,
     existing_path,
     max_pixels_arg,
     model_arg,
-    output_path,
     source_spec,
     watch_args,
     watching,
@@ -82,10 +82,11 @@ def add_parser(sub: Subparsers) -> None:
     model_arg(p)
     p.add_argument(
         "--events",
-        type=output_path,
+        type=event_target,
         default=None,
-        metavar="FILE",
-        help="store every camera's events in this SQLite log (default: nothing is stored)",
+        metavar="LOG",
+        help="store every camera's events in this SQLite file or PostgreSQL database "
+        "(postgresql://user:pass@host/db; default: nothing is stored)",
     )
     p.add_argument(
         "--mqtt",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskwatch.cli.args import Subparsers, existing_path, output_path
+from maskwatch.cli.args import Subparsers, event_source, output_path
 from maskwatch.defaults import STATS_PERIODS
 
 
@@ -21,7 +21,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("stats", help="people seen per minute, hour or day from an event log")
-    p.add_argument("log", type=existing_path, metavar="FILE", help="event log (detect --events)")
+    p.add_argument(
+        "log",
+        type=event_source,
+        metavar="LOG",
+        help="event log (detect --events): an SQLite file or postgresql://user:pass@host/db",
+    )
     p.add_argument(
         "--by", choices=STATS_PERIODS, default="hour", help="period length (default: %(default)s)"
     )

@@ -7,6 +7,8 @@ and its people in the people-seen total. A server camera that failed shows its e
 of who is in view.
 With an event log the timeline comes from the log (so it survives restarts) and every event is
 written there; without one nothing is stored and the board keeps the latest events in memory.
+A PostgreSQL log takes every run through one connection, and while the database is away the
+timeline is drawn from the events in memory.
 
 Anyone who can publish to the broker can invent camera names, so what the board holds is
 bounded: at most `max_cameras` cameras are kept, and beyond that the least recently seen one
@@ -28,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.defaults import SERVE_MAX_CAMERAS
+from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event, EventLog, connect
+from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog
 from maskwatch.stats import (
     UNSETTLED,
     Compliance,
@@ -76,8 +80,13 @@ class LiveCamera:
 
 
 class Board:
-    def __init__(self, log: Path | None = None, max_cameras: int = SERVE_MAX_CAMERAS) -> None:
-        if log is not None:  # a file that cannot be the log is refused now, not at each event
+    def __init__(
+        self, log: EventTarget | None = None, max_cameras: int = SERVE_MAX_CAMERAS
+    ) -> None:
+        self._database: PostgresLog | None = None
+        if isinstance(log, DatabaseUrl):
+            self._database = PostgresLog(log)
+        elif log is not None:  # a file that cannot be the log is refused now, not at each event
             connect(log).close()
         self.log = log
         self.max_cameras = max_cameras
@@ -86,6 +95,7 @@ class Board:
         self._logs: dict[tuple[str, str], EventLog] = {}  # by camera and run
         self._remote_log: EventLog | None = None  # one connection for every MQTT camera
         self._remote_runs: dict[str, int] = {}  # MQTT camera -> its run in that log
+        self._database_runs: dict[tuple[str, str], int] = {}  # camera and run -> its run there
         self._rows: deque[Row] = deque(maxlen=MEMORY_EVENTS)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._cameras: dict[str, LiveCamera] = {}  # least recently seen first
@@ -127,17 +137,19 @@ class Board:
     def _forget(self, camera: str) -> None:
         del self._cameras[camera]
         self._remote_runs.pop(camera, None)
+        self._database_runs.pop((camera, REMOTE), None)
         self.forgotten += 1
+        self._warn(
+            f"more than {self.max_cameras} cameras: forgetting the least recently seen, "
+            f"{camera[:200]!r} ({self.forgotten} forgotten so far)"
+        )
+
+    def _warn(self, message: str) -> None:
+        """A warning, at most one per DROP_WARNING_INTERVAL seconds."""
         now = time.monotonic()
         if now - self._warned_at >= DROP_WARNING_INTERVAL:
             self._warned_at = now
-            logger.warning(
-                "more than %d cameras: forgetting the least recently seen, %r "
-                "(%d forgotten so far)",
-                self.max_cameras,
-                camera[:200],
-                self.forgotten,
-            )
+            logger.warning("%s", message)
 
     def _log_for(self, path: Path, camera: str, run: str) -> tuple[EventLog, int | None]:
         """The log that takes the events of this run of `camera`, and the run id to write."""
@@ -172,7 +184,12 @@ class Board:
                     Row((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
                 self._recent.appendleft({"camera": camera, **event.to_json()})
-            if self.log is not None:
+            if self._database is not None:
+                key = self._database_runs.get((camera, run))
+                if key is None:
+                    key = self._database_runs[(camera, run)] = self._database.add_run(camera)
+                self._database.write(events, run=key)
+            elif isinstance(self.log, Path):
                 log, run_id = self._log_for(self.log, camera, run)
                 log.write(events, run=run_id)
 
@@ -180,6 +197,7 @@ class Board:
         """A run of `camera` ended: its log is closed and nobody is in view any more."""
         with self._lock:
             log = self._logs.pop((camera, run), None)
+            self._database_runs.pop((camera, run), None)
             self._running[camera] -= 1
             if self._running[camera] <= 0:
                 del self._running[camera]
@@ -208,12 +226,23 @@ class Board:
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
         """People per period; rows with an impossible time (which no calendar can show) are
         left out rather than failing every request."""
-        if self.log is not None and self.log.exists():
-            rows = log_rows(self.log)
-        else:
+        return summarise_rows(plausible_rows(self._stored_rows()), by, camera).to_json()
+
+    def _stored_rows(self, since: float | None = None) -> list[Row]:
+        """The log's events (from `since`); this server's own events when it has no log, or
+        while its database cannot be read."""
+        rows = None
+        if isinstance(self.log, DatabaseUrl):
+            try:
+                rows = log_rows(self.log, since)
+            except MaskwatchError as exc:
+                self._warn(f"the dashboard shows this server's events only: {exc}")
+        elif self.log is not None and self.log.exists():
+            rows = log_rows(self.log, since)
+        if rows is None:
             with self._lock:
-                rows = list(self._rows)
-        return summarise_rows(plausible_rows(rows), by, camera).to_json()
+                rows = [r for r in self._rows if since is None or r.time >= since]
+        return rows
 
     def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
         """Per camera on the board, the share of its settled people with a mask in each
@@ -223,9 +252,7 @@ class Board:
         start = now - COMPLIANCE_WINDOW
         with self._lock:
             cameras = list(self._cameras)
-            rows = None if self.log is not None else [r for r in self._rows if r.time >= start]
-        if rows is None:
-            rows = log_rows(self.log, since=start) if self.log and self.log.exists() else []
+        rows = self._stored_rows(since=start)
         periods = round(COMPLIANCE_WINDOW / COMPLIANCE_STEP)
         found = compliance(rows, start, COMPLIANCE_STEP, periods)
         empty = Compliance(start, COMPLIANCE_STEP, [0] * periods, [0] * periods)
@@ -239,3 +266,8 @@ class Board:
             self._remote_log, self._remote_runs = None, {}
         for log in logs:
             log.close()
+        if self._database is not None:
+            try:
+                self._database.close()
+            except MaskwatchError as exc:
+                logger.error("%s", exc)

@@ -31,6 +31,7 @@ from maskwatch.defaults import (
 from maskwatch.images import decode_image
 from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
+from maskwatch.postgres import EventTarget
 from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import REMOTE, Board
@@ -49,7 +50,7 @@ class ServeSettings:
     model: Path | None = None
     sources: list[str] = field(default_factory=list)
     watch: WatchSettings = field(default_factory=WatchSettings)  # server cameras, as detect's
-    events: Path | None = None
+    events: EventTarget | None = None
     mqtt: str | None = None
     token: str | None = None
     max_upload_mb: float = SERVE_MAX_UPLOAD_MB
