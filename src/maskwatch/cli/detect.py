@@ -67,8 +67,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if len(summary.written) > 5:
         log.info("wrote %d files to %s", len(summary.written), args.save)
     else:
+        codec = f" ({summary.codec})" if summary.codec else ""
         for path in summary.written:
-            log.info("wrote %s", path)
+            log.info("wrote %s%s", path, codec)
     missed = source.shortfall()
     if missed:
         raise MaskwatchError(partial(missed))
