@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ from conftest import (
     assert_one_line_error,
     free_port,
     panning_frames,
+    render_video,
     run_browser,
     run_cli,
     video_codec,
@@ -140,3 +142,33 @@ def test_serve_save_is_refused_where_it_cannot_record(clip: Path, tmp_path: Path
         assert_one_line_error(run_cli("serve", "--port", str(free_port()), *args), message)
     assert a_file.read_text() == "keep\n"
     assert sorted(os.listdir(tmp_path)) == ["camera-1.mp4", "notes.txt"]
+
+
+def test_serve_completes_a_recording_when_stopped_mid_stream(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    long_clip = render_video(tmp_path / "long.mp4", three_faces, 1500, (320, 240))
+    folder = tmp_path / "recordings"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port),
+         "--source", str(long_clip), "--save", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    cameras = f"http://127.0.0.1:{port}/api/v1/cameras"
+
+    def frames_seen() -> int:
+        try:
+            return int(httpx.get(cameras, timeout=2).json()[0]["frames"])
+        except (httpx.HTTPError, IndexError, KeyError, ValueError):
+            return 0
+
+    try:
+        wait_for(lambda: frames_seen() >= 20, timeout=90, what="20 frames")
+    finally:
+        server.terminate()  # as Ctrl-C: uvicorn shuts down, the cameras stop
+        said = server.communicate(timeout=30)[0]
+    codec, frames = video_codec(folder / "camera-1.mp4")
+    assert codec == "h264" and 20 <= frames < 1500, frames
+    assert f"camera 1: wrote {folder / 'camera-1.mp4'} (H.264)" in said
+    assert os.listdir(folder) == ["camera-1.mp4"]

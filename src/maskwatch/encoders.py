@@ -15,6 +15,9 @@ from maskwatch.cvlog import quiet_opencv
 
 OPENCV_CODECS = {".mp4": ("mp4v", "MPEG-4 Part 2"), ".avi": ("MJPG", "Motion JPEG")}
 H264 = "H.264"
+# libx264's speed/size trade-off: about twice as fast as its default ("medium") at about the
+# same size (benchmarks/bench_video_writers.py), so a live camera's frame rate holds.
+H264_PRESET = "veryfast"
 NOT_IN_BROWSERS = ", which browsers do not play: install PyAV (pip install av) for H.264"
 
 
@@ -30,7 +33,7 @@ class Encoder(Protocol):
     def close(self) -> None: ...
 
 
-def _pyav() -> Any | None:
+def pyav_with_x264() -> Any | None:
     """PyAV, when it is installed and its FFmpeg has libx264; else None."""
     try:
         import av
@@ -66,6 +69,7 @@ class H264Encoder:
             )
             self._stream.width, self._stream.height = self._size
             self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"preset": H264_PRESET}
         except av.error.FFmpegError as exc:
             self._container.close()
             raise EncodeError(exc.strerror or str(exc)) from exc
@@ -115,7 +119,7 @@ class OpenCVEncoder:
 
 def open_encoder(path: Path, suffix: str, fps: float, size: tuple[int, int]) -> Encoder:
     """H.264 for an .mp4 where PyAV can write it, else OpenCV's codec for `suffix`."""
-    av = _pyav() if suffix == ".mp4" else None
+    av = pyav_with_x264() if suffix == ".mp4" else None
     if av is not None:
         return H264Encoder(av, path, fps, size)
     return OpenCVEncoder(path, suffix, fps, size)
