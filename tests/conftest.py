@@ -236,3 +236,22 @@ def run_browser(script: str, *args: str, timeout: float = 180) -> dict[str, Any]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
+
+
+def without_pyav(folder: Path) -> dict[str, str]:
+    """An environment in which `import av` fails, as where PyAV is not installed: a package
+    named av that raises ImportError comes first on the path. For the CLI run by `run_cli`."""
+    blocker = folder / "no-pyav" / "av"
+    blocker.mkdir(parents=True, exist_ok=True)
+    (blocker / "__init__.py").write_text('raise ImportError("PyAV is blocked by this test")\n')
+    path = os.pathsep.join(p for p in (str(blocker.parent), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def video_codec(path: Path) -> tuple[str, int]:
+    """The codec of `path`'s video stream and the frames it decodes to, read by PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, sum(1 for _ in container.decode(stream))

@@ -21,7 +21,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import THREE_FACES, assert_one_line_error, render_video, run_cli
+from conftest import (
+    THREE_FACES,
+    assert_one_line_error,
+    render_video,
+    run_cli,
+    video_codec,
+    without_pyav,
+)
 
 FRAMES = 12
 ENOSPC = os.strerror(errno.ENOSPC)
@@ -202,7 +209,11 @@ def test_a_fifo_gets_json_lines_and_a_video(clip: Path, tmp_path: Path) -> None:
     assert len(lines.decode().splitlines()) == FRAMES
     video = _through_fifo(tmp_path / "video.avi", detect("--save", str(tmp_path / "video.avi")))
     assert count_frames(video, tmp_path) == FRAMES
-    assert sorted(os.listdir(tmp_path)) == ["lines", "video.avi"]
+    h264 = _through_fifo(tmp_path / "video.mp4", detect("--save", str(tmp_path / "video.mp4")))
+    (tmp_path / "copy" / "h264.mp4").parent.mkdir()
+    (tmp_path / "copy" / "h264.mp4").write_bytes(h264)
+    assert video_codec(tmp_path / "copy" / "h264.mp4") == ("h264", FRAMES)
+    assert sorted(os.listdir(tmp_path)) == ["copy", "lines", "video.avi", "video.mp4"]
 
 
 def test_links_keep_pointing_where_they_did(
@@ -307,6 +318,11 @@ def test_a_full_device(clip: Path, event_log: Path, devices: dict[str, Path]) ->
         proc = run_cli(*args)
         assert_one_line_error(proc, f"cannot write {full}: {ENOSPC}")
         assert "wrote" not in proc.stderr
+    as_mp4 = devices["null"].parent.parent / "full.mp4"  # H.264, encoded, then copied in
+    as_mp4.symlink_to(full)
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(as_mp4))
+    assert_one_line_error(proc, f"cannot write {as_mp4}: {ENOSPC}")
+    assert os.readlink(as_mp4) == full
     assert_devices_intact(devices)
 
 
@@ -355,6 +371,37 @@ def test_a_file_size_limit(
         preexec_fn=_file_size_limit(4096),
     )
     assert_failed_cleanly(proc, tmp_path, message.format(out), set())
+
+
+def test_the_opencv_writer_without_pyav_fails_as_cleanly(
+    clip: Path, tmp_path: Path, tiny_disk: Path, devices: dict[str, Path], detector: object
+) -> None:
+    """Where PyAV cannot be imported, .mp4 is OpenCV's mp4v: a disk that fills up, a file-size
+    limit and a full device are still one line each and leave nothing behind."""
+    env = without_pyav(tmp_path / "env")
+    filler = fill(tiny_disk, leave=4096)
+    out = tiny_disk / "out.mp4"
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(out), env=env)
+    assert_failed_cleanly(proc, tiny_disk, f"cannot write {out}: {ENOSPC}", {filler})
+
+    folder = tmp_path / "limited"
+    folder.mkdir()
+    out = folder / "out.mp4"
+    proc = subprocess.run(
+        cli("detect", "--source", str(clip), "--no-show", "--save", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        preexec_fn=_file_size_limit(4096),
+    )
+    assert_failed_cleanly(proc, folder, f"cannot write {out}: {EFBIG}", set())
+
+    full = tmp_path / "full.mp4"
+    full.symlink_to(devices["full"])
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(full), env=env)
+    assert_one_line_error(proc, f"cannot write {full}: {ENOSPC}")
+    assert_devices_intact(devices)
 
 
 def test_a_folder_without_write_permission(clip: Path, tmp_path: Path) -> None:

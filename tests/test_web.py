@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -287,21 +287,9 @@ def test_the_page_draws_labelled_boxes_over_a_real_browser_camera(
     tmp_path: Path, three_faces: np.ndarray
 ) -> None:
     video = write_y4m(tmp_path / "camera.y4m", moving_frames(three_faces, 60))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(base), timeout=60, what="the server")
-        shot = tmp_path / "page.png"
+    shot = tmp_path / "page.png"
+    with serving() as base:
         out = run_browser("page.mjs", base, "t0k", str(video), str(shot))
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     page = out["page"]
     assert page["frames"] >= 15 and page["fps"] > 0 and page["rtt"] > 0
     assert {f["label"] for f in page["faces"]} & {"mask", "no_mask"}
@@ -316,20 +304,9 @@ def test_the_dashboard_lists_cameras_naturally_with_errors_and_drops_ended_sessi
     tmp_path: Path,
 ) -> None:
     missing = [str(tmp_path / f"gone-{i}.mp4") for i in range(1, 11)]
-    port = free_port()
     sources = [arg for path in missing for arg in ("--source", path)]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
-         *sources],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(base), timeout=60, what="the server")
+    with serving(*sources) as base:
         out = run_browser("dashboard.mjs", base, "t0k", timeout=120)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     cameras = [f"camera {i}" for i in range(1, 11)]
     start = out["start"]
     assert [row[0]["text"] for row in start["rows"]] == cameras
@@ -353,19 +330,8 @@ def test_the_page_and_dashboard_fit_a_desktop_and_a_phone(
     and Start working again, the favicon, the legends, a failed camera's error, sparklines."""
     video = write_y4m(tmp_path / "camera.y4m", right_edge_frames(three_faces, 60))
     missing = tmp_path / "gone.mp4"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
-         "--source", str(missing), "--events", str(tmp_path / "ev.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(base), timeout=60, what="the server")
+    with serving("--source", str(missing), "--events", str(tmp_path / "ev.db")) as base:
         out = run_browser("look.mjs", base, "t0k", str(video), str(tmp_path), timeout=400)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     pushed = 0
     for size in ("desktop", "phone"):
         seen = out[size]
@@ -394,6 +360,52 @@ def test_the_page_and_dashboard_fit_a_desktop_and_a_phone(
         assert all(r["sparkline"] for r in sessions)
         assert board["chips"] > 4 and board["wrappedChips"] == [], size
     assert pushed > 0, "some labels had to be moved to stay inside the picture"
+
+
+def test_api_docs_are_public_and_served_from_the_package(client: TestClient) -> None:
+    """/docs and /redoc describe the API, as /openapi.json does, so they need no token; their
+    scripts come from the server (fastapi-offline's copies), never a CDN; the operations they
+    try still need the token."""
+    anonymous = httpx.Client(transport=client._transport, base_url=str(client.base_url))
+    for page in ("/docs", "/redoc"):
+        html = anonymous.get(page)
+        assert html.status_code == 200
+        assert "http://" not in html.text and "https://" not in html.text, page
+    assets = ["swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"]
+    for name in assets:
+        assert anonymous.get(f"/static/docs/{name}").status_code == 200, name
+    assert anonymous.get("/static/docs/..%2F..%2Fapp.py").status_code == 404
+    assert anonymous.get("/api/v1/stats").status_code == 401
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_api_docs_render_in_chromium_without_internet() -> None:
+    with serving() as base:
+        out = run_browser("docs.mjs", base, timeout=120)
+    assert out["elsewhere"] == [], "requests that tried to leave the server"
+    assert {"POST /api/v1/detect", "GET /api/v1/stats", "GET /api/v1/health"} <= set(out["swagger"])
+    assert "maskwatch" in out["swaggerTitle"]
+    assert len(out["redoc"]) == len(out["swagger"]) and out["redocPaths"]
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[str]:
+    """`maskwatch serve --token t0k ARGS` on a free loopback port until the block ends; its
+    base URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port), "--token", "t0k",
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base), timeout=60, what="the server")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def _up(base: str) -> bool:

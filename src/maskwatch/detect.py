@@ -104,6 +104,11 @@ class SaveOutput:
     def written(self) -> list[Path]:
         return self.sink.written if self.sink is not None else []
 
+    @property
+    def codec(self) -> str | None:
+        """The saved video's codec (None for images)."""
+        return self.sink.codec if isinstance(self.sink, VideoSink) else None
+
 
 def run_detect(
     source: Source,
@@ -160,4 +165,5 @@ def run_detect(
         raise
     if saver is not None:
         watch.summary.written = saver.written
+        watch.summary.codec = saver.codec
     return watch.summary

@@ -10,6 +10,7 @@ in place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ from maskwatch.atomic import (
 )
 from maskwatch.cvlog import open_video_file, quiet_opencv
 from maskwatch.draw import Annotator, draw_fps
+from maskwatch.encoders import OPENCV_CODECS, EncodeError, Encoder, open_encoder
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES
 from maskwatch.types import FrameResult
@@ -39,7 +41,6 @@ from maskwatch.watch import Stop
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})
 SYSTEM_FONTS = "/usr/share/fonts/truetype/dejavu"
-VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
 class FpsMeter:
@@ -231,8 +232,10 @@ class ImageSink:
 
 
 class VideoSink:
-    """An annotated video, encoded with mp4v (.mp4) or MJPG (.avi, and for a device or pipe
-    without a video suffix) into a temporary file that is checked and put in place on close.
+    """An annotated video into a temporary file that is checked and put in place on close:
+    H.264 for .mp4 where PyAV is installed, else OpenCV's mp4v; Motion JPEG for .avi and for a
+    device or pipe without a video suffix (see encoders.py). `codec` says which, once the first
+    frame is written.
 
     OpenCV's writer reports no write errors, so free space is checked every
     `SPACE_CHECK_FRAMES` frames and the finished file is reopened: it must hold every frame
@@ -244,34 +247,36 @@ class VideoSink:
     def __init__(self, out: Path, fps: float, annotator: Annotator | None = None) -> None:
         self.out = out
         self.annotator = annotator or Annotator()
-        self.fps = fps if fps > 0 else 25.0
+        self.fps = fps if math.isfinite(fps) and fps > 0 else 25.0
         suffix = out.suffix.lower()
-        self.suffix = suffix if suffix in VIDEO_FOURCC else ".avi"
+        self.suffix = suffix if suffix in OPENCV_CODECS else ".avi"
         self._pending = PendingFile(out, suffix=self.suffix)
-        self._writer: cv2.VideoWriter | None = None
+        self._encoder: Encoder | None = None
         self._size = (0, 0)
+        self.codec: str | None = None
         self.frames = 0
         self.written: list[Path] = []
 
+    def _fail(self, exc: EncodeError) -> OutputError:
+        """The encoder's error as ours, with the system's reason where there is one; the
+        temporary file removed."""
+        problem = write_problem(self._pending.tmp)
+        self.close(ok=False)
+        reason = (problem.strerror or str(problem)) if problem is not None else str(exc)
+        return OutputError(f"cannot write {self.out}: {reason}")
+
     def write(self, result: FrameResult) -> None:
         annotated = self.annotator(result)
-        if self._writer is None:
-            fourcc = VIDEO_FOURCC[self.suffix]
-            self._size = (annotated.shape[1], annotated.shape[0])
-            with quiet_opencv():
-                self._writer = cv2.VideoWriter(
-                    str(self._pending.tmp), cv2.VideoWriter.fourcc(*fourcc), self.fps, self._size
-                )
-            if not self._writer.isOpened():
-                self.close(ok=False)
-                raise OutputError(
-                    f"cannot write video {self.out}: OpenCV cannot encode {fourcc} "
-                    f"into {self.suffix} here"
-                )
-        if (annotated.shape[1], annotated.shape[0]) != self._size:
-            annotated = cv2.resize(annotated, self._size)
-        with quiet_opencv():
-            self._writer.write(annotated)
+        try:
+            if self._encoder is None:
+                self._size = (annotated.shape[1], annotated.shape[0])
+                self._encoder = open_encoder(self._pending.tmp, self.suffix, self.fps, self._size)
+                self.codec = self._encoder.codec
+            if (annotated.shape[1], annotated.shape[0]) != self._size:
+                annotated = cv2.resize(annotated, self._size)
+            self._encoder.write(annotated)
+        except EncodeError as exc:
+            raise self._fail(exc) from exc
         self.frames += 1
         if self.frames % self.SPACE_CHECK_FRAMES == 0:  # stop early on a full disk
             check_free_space(self._pending.tmp.parent, self.out)
@@ -297,10 +302,13 @@ class VideoSink:
         return f"the encoder wrote {count} of {self.frames} frames"
 
     def close(self, ok: bool = True) -> None:
-        if self._writer is not None:
-            with quiet_opencv():
-                self._writer.release()
-            self._writer = None
+        encoder, self._encoder = self._encoder, None
+        try:
+            if encoder is not None:
+                encoder.close()
+        except EncodeError as exc:
+            if ok:
+                raise self._fail(exc) from exc
         if not ok or self.frames == 0:
             self._pending.discard()
             return

@@ -84,6 +84,7 @@ class Summary:
     labels: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     written: list[Path] = field(default_factory=list)
+    codec: str | None = None  # of the video written, if one was
 
     def describe(self) -> str:
         faces = sum(self.labels.values())

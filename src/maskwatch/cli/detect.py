@@ -103,8 +103,9 @@ def _detect(args: argparse.Namespace, settings: WatchSettings, metrics: Metrics 
     if len(summary.written) > 5:
         log.info("wrote %d files to %s", len(summary.written), args.save)
     else:
+        codec = f" ({summary.codec})" if summary.codec else ""
         for path in summary.written:
-            log.info("wrote %s", path)
+            log.info("wrote %s%s", path, codec)
     missed = source.shortfall()
     if missed:
         raise MaskwatchError(partial(missed))

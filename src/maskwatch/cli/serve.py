@@ -11,6 +11,7 @@ from maskwatch.cli.args import (
     existing_path,
     max_pixels_arg,
     model_arg,
+    output_path,
     source_spec,
     watch_args,
     watching,
@@ -37,7 +38,7 @@ SESSION_IDLE_RANGE = Range(1, 86400)
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from maskwatch.web.server import Listener, run_server, server_token
-        from maskwatch.web.service import ServeSettings
+        from maskwatch.web.service import ServeSettings, check_recordings
     except ImportError as exc:
         raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
     token = server_token(args.host, args.token, args.no_auth)
@@ -46,11 +47,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from maskwatch.mqtt import parse_mqtt_url
 
         parse_mqtt_url(args.mqtt, pattern=True)
+    if args.save is not None:
+        check_recordings(args.save, args.source or [])
     settings = ServeSettings(
         model=args.model,
         sources=list(args.source or []),
         watch=watching(args, args.mqtt_publish),
         events=args.events,
+        save=args.save,
         mqtt=args.mqtt,
         token=token,
         max_upload_mb=args.max_upload_mb,
@@ -80,6 +84,14 @@ def add_parser(sub: Subparsers) -> None:
         help="a camera or stream to process on the server and show on the page (repeatable)",
     )
     model_arg(p)
+    p.add_argument(
+        "--save",
+        type=output_path,
+        default=None,
+        metavar="FOLDER",
+        help="record each --source camera's annotated video as FOLDER/camera-N.mp4 (H.264), "
+        "complete when the camera ends or the server stops (default: nothing is recorded)",
+    )
     p.add_argument(
         "--events",
         type=event_target,

@@ -37,6 +37,8 @@ from maskwatch.defaults import STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
 from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.types import Frame
+from maskwatch.web.docs import PAGES as DOCS_PAGES
+from maskwatch.web.docs import add_docs
 from maskwatch.web.guard import Guard, GuardSettings
 from maskwatch.web.service import ServeSettings, Service, decode_frame
 
@@ -44,7 +46,7 @@ log = logging.getLogger("maskwatch")
 
 STATIC = Path(str(resources.files("maskwatch") / "web" / "static"))
 PUBLIC_PATHS = frozenset(
-    {"/", "/dashboard", "/favicon.ico", "/api/v1/health", "/docs", "/openapi.json"}
+    {"/", "/dashboard", "/favicon.ico", "/api/v1/health", "/openapi.json", *DOCS_PAGES}
 )
 
 
@@ -59,7 +61,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def is_public(path: str) -> bool:
-    """Paths served without the token: the pages, their assets, health and the API docs."""
+    """Paths served without the token: the pages, their assets, health and the API docs (which
+    describe the API and hold no data; every operation they try still needs the token)."""
     return path in PUBLIC_PATHS or path.startswith("/static/")
 
 
@@ -131,7 +134,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         'Errors are `{"error": "message"}`.',
         lifespan=lifespan,
         redirect_slashes=False,  # /api/v1/stats/ is a JSON 404, not an empty 307
+        docs_url=None,  # add_docs serves them without a CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.service = service
     app.add_middleware(
         Guard,

@@ -1,14 +1,16 @@
 """Server-side cameras for `serve --source`, and the outputs of every watch the server runs.
 
 Each camera runs one `Watch` on its own thread, with the outputs `detect` would have (alerts,
-MQTT, blur as the options say) plus the dashboard board and a buffer keeping the newest
-annotated frame as JPEG for the page's MJPEG stream."""
+MQTT, blur as the options say) plus the dashboard board, a buffer keeping the newest
+annotated frame as JPEG for the page's MJPEG stream, and with `serve --save` a recording of
+the annotated video (H.264 where PyAV is installed; see sinks.VideoSink)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -19,6 +21,7 @@ from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.metrics import redact
+from maskwatch.sinks import VideoSink
 from maskwatch.sources import Source, open_source
 from maskwatch.types import Frame, FrameResult
 from maskwatch.watch import Watch
@@ -91,10 +94,16 @@ class Camera:
     the watch with its pipeline and event outputs; the camera adds its MJPEG buffer."""
 
     def __init__(
-        self, name: str, spec: str, make_watch: Callable[[str], Watch], blur: Blur = Blur.NONE
+        self,
+        name: str,
+        spec: str,
+        make_watch: Callable[[str], Watch],
+        blur: Blur = Blur.NONE,
+        record: Path | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
+        self.record = record  # the annotated video, put in place when the camera stops
         self.error: str | None = None
         self.source: Source | None = None  # once opened
         self._make_watch = make_watch
@@ -119,7 +128,13 @@ class Camera:
                 watch.add(self._buffer)
                 source = self.source = open_source(self.spec)
                 watch.on_close(source.close)
+                recording = None
+                if self.record is not None:
+                    recording = VideoSink(self.record, source.fps, self._buffer.annotator)
+                    watch.add(recording)
                 watch.run(self._frames(source.frames()))
+            if recording is not None and recording.written:
+                log.info("%s: wrote %s (%s)", self.name, self.record, recording.codec)
         except MaskwatchError as exc:
             self.error = str(exc)
             log.error("camera %s: %s", self.name, exc)

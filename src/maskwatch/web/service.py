@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException
 
+from maskwatch.atomic import refuse_inputs
 from maskwatch.classifier import MaskClassifier
 from maskwatch.defaults import (
     MAX_IMAGE_PIXELS,
@@ -28,6 +29,7 @@ from maskwatch.defaults import (
     SERVE_UPLOAD_QUEUE,
     SERVE_UPLOAD_SLOTS,
 )
+from maskwatch.errors import SettingError
 from maskwatch.images import decode_image
 from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
@@ -51,6 +53,7 @@ class ServeSettings:
     sources: list[str] = field(default_factory=list)
     watch: WatchSettings = field(default_factory=WatchSettings)  # server cameras, as detect's
     events: EventTarget | None = None
+    save: Path | None = None  # a folder: server camera N recorded as camera-N.mp4
     mqtt: str | None = None
     token: str | None = None
     max_upload_mb: float = SERVE_MAX_UPLOAD_MB
@@ -98,6 +101,28 @@ def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
     """A frame from the page, refused (SourceError) before decoding when larger than
     MAX_FRAME_SIDE a side or than the pixel budget."""
     return decode_image(data, "frame", max_pixels, max_side=MAX_FRAME_SIDE)
+
+
+def camera_name(index: int) -> str:
+    """The name of the server camera given by the `index`th --source (from 1)."""
+    return f"camera {index}"
+
+
+def recording(folder: Path, index: int) -> Path:
+    """Where `serve --save FOLDER` records the `index`th camera: FOLDER/camera-N.mp4."""
+    return folder / f"{camera_name(index).replace(' ', '-')}.mp4"
+
+
+def check_recordings(save: Path, sources: list[str]) -> None:
+    """`serve --save FOLDER`: refused without cameras, over a file, or where a recording
+    would be written over one of the sources."""
+    if not sources:
+        raise SettingError("--save records the server cameras: give them with --source")
+    if save.exists() and not save.is_dir():
+        raise SettingError(f"--save {save}: not a folder (camera N goes to camera-N.mp4)")
+    inputs = [Path(spec) for spec in sources]
+    for i in range(1, len(inputs) + 1):
+        refuse_inputs(inputs, {"--save": recording(save, i)})
 
 
 class Service:
@@ -149,9 +174,11 @@ class Service:
         return watch
 
     def start(self) -> None:
+        save = self.settings.save
         for i, spec in enumerate(self.settings.sources, 1):
-            name = f"camera {i}"
-            camera = Camera(name, spec, self.camera_watch, self.settings.watch.blur)
+            name = camera_name(i)
+            record = recording(save, i) if save is not None else None
+            camera = Camera(name, spec, self.camera_watch, self.settings.watch.blur, record)
             self.cameras[name] = camera
             self.board.pin(name, camera.current_error)
             self.metrics.camera(name).follow(camera.current_source)

@@ -1,0 +1,56 @@
+"""The API docs, /docs (Swagger UI) and /redoc (ReDoc), working without internet: their
+scripts, styles and icon are the copies fastapi-offline ships, served under `ASSETS`, and a
+Content-Security-Policy keeps each page to its own server (ReDoc's bundle would otherwise load
+its logo from a CDN)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS = "/static/docs"
+PAGES = ("/docs", "/redoc")
+SAME_SERVER_ONLY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _page(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = SAME_SERVER_ONLY
+    return response
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs, /redoc and their assets, for an app made with docs_url=None, redoc_url=None."""
+    files = resources.files("fastapi_offline") / "static"
+    app.mount(ASSETS, StaticFiles(directory=str(files)), name="docs-assets")
+    openapi = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return _page(
+            get_swagger_ui_html(
+                openapi_url=openapi,
+                title=f"{app.title} - API",
+                swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS}/favicon.png",
+            )
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return _page(
+            get_redoc_html(
+                openapi_url=openapi,
+                title=f"{app.title} - API",
+                redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
+        )
