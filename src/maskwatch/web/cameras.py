@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
-from maskwatch.sources import open_source
+from maskwatch.sources import LiveSource, RealTime, Source, open_source
 from maskwatch.types import Frame, FrameResult
 from maskwatch.watch import Watch
 from maskwatch.web.board import Board
@@ -84,9 +85,21 @@ class JpegBuffer:
             yield data
 
 
+class CameraState(StrEnum):
+    """Where a server camera is, as `/api/v1/cameras` says it."""
+
+    STARTING = "starting"  # its source is opening
+    RUNNING = "running"
+    ENDED = "ended"  # a file source played to its end: its last frame is not live
+    FAILED = "failed"  # see its error
+    STOPPED = "stopped"  # the server is stopping
+
+
 class Camera:
     """One `--source`, watched continuously while the server runs. `make_watch(name)` gives
-    the watch with its pipeline and event outputs; the camera adds its MJPEG buffer."""
+    the watch with its pipeline and event outputs; the camera adds its MJPEG buffer. A file
+    plays at its own frame rate, never faster (RealTime), every frame of it, and then ends; a
+    live source keeps only its newest frame (`dropped` counts the others)."""
 
     def __init__(
         self, name: str, spec: str, make_watch: Callable[[str], Watch], blur: Blur = Blur.NONE
@@ -94,6 +107,8 @@ class Camera:
         self.name = name
         self.spec = spec
         self.error: str | None = None
+        self.state = CameraState.STARTING
+        self._dropped: Callable[[], int] = lambda: 0
         self._make_watch = make_watch
         self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
@@ -104,7 +119,13 @@ class Camera:
     def frames(self) -> int:
         return self._buffer.frames
 
-    def _frames(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+    def _frames(self, source: Source) -> Iterator[Frame]:
+        """The source's frames until the camera stops; a file's at its own frame rate."""
+        frames: Iterable[Frame] = source.frames()
+        if isinstance(source, LiveSource):
+            self._dropped = lambda: source.dropped
+        else:
+            frames = RealTime(frames, wait=self._stop.wait)
         for frame in frames:
             if self._stop.is_set():
                 return
@@ -116,25 +137,34 @@ class Camera:
                 watch.add(self._buffer)
                 source = open_source(self.spec)
                 watch.on_close(source.close)
-                watch.run(self._frames(source.frames()))
+                self.state = CameraState.RUNNING
+                watch.run(self._frames(source))
+            self.state = CameraState.STOPPED if self._stop.is_set() else CameraState.ENDED
+            if self.state is CameraState.ENDED:
+                log.info("camera %s: %s ended after %d frames", self.name, self.spec, self.frames)
         except MaskwatchError as exc:
-            self.error = str(exc)
+            self._fail(str(exc))
             log.error("camera %s: %s", self.name, exc)
         except Exception as exc:  # one camera's failure must not take the server down
-            self.error = f"stopped by an unexpected error: {exc}"
+            self._fail(f"stopped by an unexpected error: {exc}")
             log.exception("camera %s stopped", self.name)
         finally:
             self._buffer.close()
 
+    def _fail(self, error: str) -> None:
+        self.error = error
+        self.state = CameraState.FAILED
+
     def jpegs(self) -> Iterator[bytes]:
-        """Each new annotated frame as JPEG, until the camera stops."""
+        """Each new annotated frame as JPEG, until the camera stops or its source ends."""
         return self._buffer.jpegs(self._stop)
 
     def status(self) -> dict[str, object]:
         return {
             "name": self.name,
+            "state": str(self.state),
             "frames": self.frames,
-            "running": self._thread.is_alive(),
+            "dropped": self._dropped(),
             "error": self.error,
         }
 

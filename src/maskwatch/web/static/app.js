@@ -9,7 +9,7 @@
   const video = document.getElementById("video");
   const overlay = document.getElementById("overlay");
   const grab = document.createElement("canvas");
-  const state = { lastResult: null, frames: 0, sentAt: 0, times: [], refused: null };
+  const state = { lastResult: null, frames: 0, sent: 0, sentAt: 0, times: [], refused: null };
   window.maskwatchPage = state;
   const $ = (id) => document.getElementById(id);
 
@@ -55,12 +55,14 @@
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
     grab.toBlob((blob) => {
       state.sentAt = performance.now();
-      socket.send(blob);
+      socket.send(blob);  // the session's next frame: its answer says this number in "frame"
+      state.sent += 1;
     }, "image/jpeg", 0.75);
   }
 
   function connect() {
     const socket = new WebSocket(socketUrl());
+    state.sent = 0;  // frames are numbered from 0 in each session
     socket.binaryType = "arraybuffer";
     socket.onopen = () => { $("message").textContent = "streaming"; send(socket); };
     socket.onmessage = (message) => {
@@ -76,7 +78,7 @@
         const fps = state.times.length > 1
           ? (state.times.length - 1) / ((now - state.times[0]) / 1000) : 0;
         $("fps").textContent = fps.toFixed(1);
-        $("rtt").textContent = Math.round(now - state.sentAt);
+        if (reply.frame === state.sent - 1) $("rtt").textContent = Math.round(now - state.sentAt);
         $("faces").textContent = reply.faces.length;
         draw(reply);
       }
@@ -121,12 +123,26 @@
         img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
         img.alt = camera.name;
         const caption = document.createElement("figcaption");
-        caption.textContent = camera.error ? `${camera.name}: ${camera.error}` : camera.name;
+        caption.id = `camera-${i + 1}`;
         figure.append(img, caption);
         $("streams").append(figure);
       });
+      showCameras(cameras);
     } catch (error) {
       $("message").textContent = error.message;
+    }
+  }
+
+  // A camera's caption says when it failed or its video ended (its last frame is not live).
+  function showCameras(cameras) {
+    cameras.forEach((camera, i) => {
+      const caption = $(`camera-${i + 1}`);
+      if (!caption) return;
+      const note = camera.error || (camera.state === "running" ? "" : camera.state);
+      caption.textContent = note ? `${camera.name}: ${note}` : camera.name;
+    });
+    if (cameras.some((camera) => camera.state === "starting" || camera.state === "running")) {
+      setTimeout(() => maskwatch.getJson("api/v1/cameras").then(showCameras, () => {}), 2000);
     }
   }
 
