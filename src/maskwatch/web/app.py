@@ -123,7 +123,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         title="maskwatch",
         version=__version__,
         description="Face-mask detection: upload photos, stream a webcam, watch cameras. "
-        'Errors are `{"error": "message"}`.',
+        'Errors are `{"error": "message"}`.\n\n'
+        "The webcam stream is the WebSocket `/ws/detect`: JPEG frames as binary messages, "
+        'numbered from 0 or from N after a text message `{"frame": N}`. Only the newest frame '
+        "not yet answered is kept; each answer is the JSON of `detect --json` for the frame it "
+        "answers (`frame`), with `camera`, `dropped` (frames of the session skipped for newer "
+        "ones) and `server_ms`.",
         lifespan=lifespan,
         redirect_slashes=False,  # /api/v1/stats/ is a JSON 404, not an empty 307
     )
@@ -178,6 +183,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "auth": settings.token is not None,
             "max_upload_mb": settings.max_upload_mb,
             "max_pixels": settings.max_pixels,
+            "max_uploads": settings.max_uploads,
         }
 
     @app.post(

@@ -40,6 +40,12 @@ class DetectorPool:
         self._waiting: deque[_Turn] = deque()
         self._lock = threading.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """Frames waiting for a detector now."""
+        with self._lock:
+            return len(self._waiting)
+
     def detect(self, image: np.ndarray, thorough: bool = False) -> Faces:
         detector = self._borrow()
         try:
