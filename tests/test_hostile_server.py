@@ -575,6 +575,8 @@ def test_uploads_beyond_the_bound_get_503_with_retry_after(tmp_path: Path) -> No
         ("--idle-timeout", "0", "--idle-timeout"),
         ("--max-sessions", "0", "--max-sessions"),
         ("--session-idle-timeout", "inf", "--session-idle-timeout"),
+        ("--max-uploads", "0", "--max-uploads"),
+        ("--detectors", "65", "--detectors"),
     ],
 )
 def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:

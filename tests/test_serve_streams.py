@@ -146,7 +146,9 @@ def test_websocket_answers_name_their_frame_and_a_flooding_client_drops_its_stal
         assert first["camera"].startswith("browser") and first["server_ms"] > 0
         ws.send(frame)
         assert json.loads(ws.recv(timeout=60))["frame"] == 101, "numbers count on"
-        for bad in ('{"frame": -1}', '{"frame": true}', '{"frame": 1, "x": 2}', "[]"):
+        hostile = ('{"frame": -1}', '{"frame": true}', '{"frame": 1.5}', '{"frame": 1, "x": 2}',
+                   '{"frame": 9007199254740992}', "[]", "[" * 100_000 + "]" * 100_000)  # fmt: skip
+        for bad in hostile:
             ws.send(bad)
             assert "binary" in json.loads(ws.recv(timeout=10))["error"], bad
 

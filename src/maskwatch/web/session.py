@@ -32,6 +32,7 @@ from maskwatch.watch import Watch
 from maskwatch.web.service import Service, decode_frame
 
 FRAME_NUMBER_RANGE = Range(0, 2**53 - 1)  # integers a JavaScript client can count exactly
+MAX_FRAME_MESSAGE = 100  # characters; `{"frame": 9007199254740991}` takes 27
 NOT_A_FRAME = 'send frames as binary JPEG messages (a text message may only be {"frame": N})'
 
 
@@ -73,7 +74,10 @@ class Newest:
 
 
 def frame_number(text: str) -> int | None:
-    """N from a text message `{"frame": N}`, or None when the message is anything else."""
+    """N from a text message `{"frame": N}`, or None when the message is anything else (a long
+    one is not parsed at all: JSON nested deep enough fails with a RecursionError)."""
+    if len(text) > MAX_FRAME_MESSAGE:
+        return None
     try:
         message = json.loads(text)
     except ValueError:
