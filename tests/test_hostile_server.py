@@ -542,9 +542,9 @@ def test_a_malformed_multipart_body_leaves_no_raw_line_in_the_log(server: Server
     assert "in header" not in server.log.read_text()
 
 
-def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> None:
+def test_uploads_beyond_the_bound_get_503_with_retry_after(tmp_path: Path) -> None:
     photo = THREE_FACES.read_bytes()
-    app = create_app(ServeSettings(upload_slots=1, upload_queue=1))
+    app = create_app(ServeSettings(max_uploads=2))
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -575,6 +575,8 @@ def test_uploads_beyond_the_queue_get_503_with_retry_after(tmp_path: Path) -> No
         ("--idle-timeout", "0", "--idle-timeout"),
         ("--max-sessions", "0", "--max-sessions"),
         ("--session-idle-timeout", "inf", "--session-idle-timeout"),
+        ("--max-uploads", "0", "--max-uploads"),
+        ("--detectors", "65", "--detectors"),
     ],
 )
 def test_serve_options_are_checked(option: str, value: str, expected: str) -> None:

@@ -114,20 +114,33 @@ def _decode(data: bytes, header: Header, name: str) -> np.ndarray:
     return image
 
 
+def image_header(
+    data: bytes,
+    name: str = "image",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int | None = None,
+) -> Header:
+    """The header of encoded bytes, checked against `max_pixels` (and `max_side`): what
+    `decode_image` checks first, for a caller that must know the size before decoding."""
+    if not data:
+        raise SourceError(f"{name}: empty file, not an image")
+    return _checked_header(io.BytesIO(data), name, max_pixels, max_side)
+
+
 def decode_image(
     data: bytes,
     name: str = "image",
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_side: int | None = None,
+    header: Header | None = None,
 ) -> np.ndarray:
     """A BGR image from encoded bytes, checked against `max_pixels` (and `max_side`) before
-    decoding, from one reading of its header.
+    decoding, from one reading of its header (`header`, when `image_header` already read it).
 
     Raises ImageTooLargeError when the picture is too large and SourceError when the bytes are
     not a readable image."""
-    if not data:
-        raise SourceError(f"{name}: empty file, not an image")
-    header = _checked_header(io.BytesIO(data), name, max_pixels, max_side)
+    if header is None:
+        header = image_header(data, name, max_pixels, max_side)
     return _decode(data, header, name)
 
 

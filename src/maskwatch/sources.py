@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -415,3 +415,37 @@ def open_source(
             raise SourceError(f"{spec}: no image or video matches this pattern")
         return FileSource(matches, spec, max_pixels)
     raise SourceError(f"{spec}: no such file, folder, camera or stream")
+
+
+class RealTime:
+    """The frames of videos at their own frame rate, never faster: each frame is held back until
+    its time comes. Every frame is given; when the reader falls behind, the video goes on from
+    where it is at its own rate (no burst to catch up). Photos pass at once; each video starts
+    its own clock. `wait(seconds)` sleeps (a stop event's wait, to stop sooner)."""
+
+    def __init__(
+        self,
+        frames: Iterable[Frame],
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._frames = frames
+        self._clock = clock
+        self._wait = wait
+
+    def __iter__(self) -> Iterator[Frame]:
+        origin: float | None = None  # the clock's reading at the current video's time 0
+        previous: Frame | None = None
+        for frame in self._frames:
+            if frame.mode is Mode.PHOTO:
+                yield frame
+                continue
+            if previous is None or frame.source != previous.source or frame.time < previous.time:
+                origin = None  # a new video
+            previous = frame
+            now = self._clock()
+            if origin is None or now > origin + frame.time:
+                origin = now - frame.time  # its first frame, or late: on from here
+            elif (early := origin + frame.time - now) > 0:
+                self._wait(early)
+            yield frame

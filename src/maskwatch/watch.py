@@ -35,6 +35,7 @@ from maskwatch.types import Frame, FrameResult
 if TYPE_CHECKING:
     from maskwatch.alerts import AlertSettings
     from maskwatch.classifier import MaskClassifier
+    from maskwatch.faces import FaceDetector, YuNetDetector
     from maskwatch.pipeline import Pipeline
 
 log = logging.getLogger("maskwatch")
@@ -116,19 +117,25 @@ class WatchSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur", Blur(self.blur))  # the command line gives a string
 
-    def pipeline(self, classifier: MaskClassifier, tracked: bool = True) -> Pipeline:
-        """A pipeline of its own (detector and tracker hold per-stream state)."""
+    def detector(self) -> YuNetDetector:
         from maskwatch.faces import YuNetDetector
-        from maskwatch.pipeline import Pipeline
-        from maskwatch.tracking import IoUTracker
 
-        detector = YuNetDetector(
+        return YuNetDetector(
             score_threshold=self.score_threshold,
             min_side=self.detect_min_side,
             video_side=self.detect_video_side,
         )
+
+    def pipeline(
+        self, classifier: MaskClassifier, tracked: bool = True, detector: FaceDetector | None = None
+    ) -> Pipeline:
+        """A pipeline of its own (its tracker holds per-stream state), with a detector of its
+        own unless given one (the server's shared pool)."""
+        from maskwatch.pipeline import Pipeline
+        from maskwatch.tracking import IoUTracker
+
         tracker = IoUTracker(settle_frames=self.settle_frames) if tracked else None
-        return Pipeline(detector, classifier, tracker)
+        return Pipeline(detector or self.detector(), classifier, tracker)
 
 
 class Watch:

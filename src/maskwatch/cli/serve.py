@@ -19,9 +19,11 @@ from maskwatch.cli.args import (
 )
 from maskwatch.defaults import (
     PORT_RANGE,
+    SERVE_DETECTORS,
     SERVE_IDLE_TIMEOUT,
     SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
+    SERVE_MAX_UPLOADS,
     SERVE_REQUEST_TIMEOUT,
     SERVE_SESSION_IDLE_TIMEOUT,
     Range,
@@ -33,6 +35,8 @@ REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
 IDLE_TIMEOUT_RANGE = Range(1, 3600)
 SESSIONS_RANGE = Range(1, 1000)
 SESSION_IDLE_RANGE = Range(1, 86400)
+UPLOADS_RANGE = Range(1, 1000)
+DETECTORS_RANGE = Range(1, 64)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         max_sessions=args.max_sessions,
         session_idle_timeout=args.session_idle_timeout,
+        max_uploads=args.max_uploads,
+        detectors=args.detectors,
     )
     run_server(settings, listener)
     return 0
@@ -148,6 +154,22 @@ def add_parser(sub: Subparsers) -> None:
         metavar="S",
         help="seconds a webcam session may go without a frame before it is closed "
         f"({SESSION_IDLE_RANGE.describe()}; default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=within(int, UPLOADS_RANGE),
+        default=SERVE_MAX_UPLOADS,
+        metavar="N",
+        help="uploads processed at once; more get 503 with Retry-After "
+        f"({UPLOADS_RANGE.describe()}; default: %(default)s)",
+    )
+    p.add_argument(
+        "--detectors",
+        type=within(int, DETECTORS_RANGE),
+        default=SERVE_DETECTORS,
+        metavar="N",
+        help="face detectors that cameras, sessions and uploads share, in turn "
+        f"({DETECTORS_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument("--cert", type=existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=existing_path, default=None, help="TLS private key")

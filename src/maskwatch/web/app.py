@@ -6,17 +6,16 @@ Security: the server binds to 127.0.0.1 unless told otherwise and then demands a
 explicit --no-auth; server.py). The token is accepted as `Authorization: Bearer TOKEN` or
 `?token=TOKEN` (the page passes it on, the WebSocket included) and checked before a request's
 body is read (see guard.py). Uploads are size-limited while they stream, decoded only within a
-pixel budget read from the image's header, and processed a bounded number at a time; WebSocket
-sessions are limited in number and closed when idle (guard.py); every error the API returns is
-`{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is stored
-unless the server was given an event log.
+pixel budget read from the image's header, a bounded number at once (more get 503), and decoded
+within a budget of pixels in flight (service.py); WebSocket sessions are limited in number and
+closed when idle (guard.py) and keep only their newest frame (session.py); every error the API
+returns is `{"error": "message"}`. Nothing from a request is used as a path or URL; nothing is
+stored unless the server was given an event log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -30,17 +29,16 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.websockets import WebSocketDisconnect
 
 from maskwatch import __version__
 from maskwatch.defaults import STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
 from maskwatch.metrics import CONTENT_TYPE, RequestTimer
-from maskwatch.types import Frame
 from maskwatch.web.docs import PAGES as DOCS_PAGES
 from maskwatch.web.docs import add_docs
 from maskwatch.web.guard import Guard, GuardSettings
-from maskwatch.web.service import ServeSettings, Service, decode_frame
+from maskwatch.web.service import ServeSettings, Service
+from maskwatch.web.session import Session
 
 log = logging.getLogger("maskwatch")
 
@@ -131,7 +129,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         title="maskwatch",
         version=__version__,
         description="Face-mask detection: upload photos, stream a webcam, watch cameras. "
-        'Errors are `{"error": "message"}`.',
+        'Errors are `{"error": "message"}`.\n\n'
+        "The webcam stream is the WebSocket `/ws/detect`: JPEG frames as binary messages, "
+        'numbered from 0 or from N after a text message `{"frame": N}`. Only the newest frame '
+        "not yet answered is kept; each answer is the JSON of `detect --json` for the frame it "
+        "answers (`frame`), with `camera`, `dropped` (frames of the session skipped for newer "
+        "ones) and `server_ms`.",
         lifespan=lifespan,
         redirect_slashes=False,  # /api/v1/stats/ is a JSON 404, not an empty 307
         docs_url=None,  # add_docs serves them without a CDN
@@ -201,6 +204,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "max_upload_mb": settings.max_upload_mb,
             "max_pixels": settings.max_pixels,
             "cameras": cameras,
+            "max_uploads": settings.max_uploads,
         }
 
     @app.get(
@@ -225,10 +229,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         image: Annotated[UploadFile, File(description="one photo (JPEG, PNG, WebP, ...)")],
     ) -> JSONResponse:
         """Faces in an uploaded photo, in the JSON of `maskwatch detect --json`. One file per
-        request; 413 over the size or pixel limits, 503 with Retry-After when busy."""
+        request; 413 over the size or pixel limits; 503 with Retry-After when `--max-uploads`
+        uploads are already in the server."""
         data = await image.read()
         name = Path(image.filename or "upload").name
-        async with service.uploads.hold():
+        with service.uploads.hold():
             result = await run_in_threadpool(service.detect_photo, data, name)
         return JSONResponse(result)
 
@@ -261,44 +266,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.websocket("/ws/detect")
     async def browser_camera(socket: WebSocket) -> None:
-        """The page's webcam: JPEG frames in (binary messages), one JSON result per frame out;
-        a frame that cannot be used is answered with {"error": ...} and the session goes on."""
+        """The page's webcam: JPEG frames in (binary messages), the newest answered (see
+        session.py)."""
         await socket.accept()
-        name = f"browser {next(service.sessions)}"
-        started = time.monotonic()
-        index = 0
-
-        def process(data: bytes) -> dict[str, Any]:
-            image = decode_frame(data, settings.max_pixels)
-            frame = Frame(image, index, time.monotonic() - started, name)
-            return watch.process(frame).to_json()
-
-        try:
-            with service.browser_watch(name) as watch:
-                try:
-                    while True:
-                        message = await socket.receive()
-                        if message["type"] == "websocket.disconnect":
-                            break
-                        data = message.get("bytes")
-                        if data is None:
-                            await socket.send_json({"error": "send frames as binary JPEG messages"})
-                            continue
-                        t0 = time.perf_counter()
-                        try:
-                            reply = await run_in_threadpool(process, data)
-                        except SourceError as exc:
-                            await socket.send_json({"error": str(exc)})
-                            continue
-                        reply["server_ms"] = round(1000 * (time.perf_counter() - t0), 1)
-                        reply["camera"] = name
-                        await socket.send_json(reply)
-                        index += 1
-                except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
-                    pass
-                finally:
-                    watch.finish()
-        finally:
-            service.board.end(name)
+        await Session(socket, service, f"browser {next(service.sessions)}").run()
 
     return app

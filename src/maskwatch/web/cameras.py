@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.metrics import redact
 from maskwatch.sinks import VideoSink
-from maskwatch.sources import Source, open_source
+from maskwatch.sources import LiveSource, RealTime, Source, open_source
 from maskwatch.types import Frame, FrameResult
 from maskwatch.watch import Watch
 from maskwatch.web.board import Board
@@ -89,9 +90,22 @@ class JpegBuffer:
             yield data
 
 
+class CameraState(StrEnum):
+    """Where a server camera is, as `/api/v1/cameras` says it."""
+
+    STARTING = "starting"  # its source is opening
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"  # a stream that dropped, being opened again
+    ENDED = "ended"  # a file source played to its end: its last frame is not live
+    FAILED = "failed"  # see its error
+    STOPPED = "stopped"  # the server is stopping
+
+
 class Camera:
     """One `--source`, watched continuously while the server runs. `make_watch(name)` gives
-    the watch with its pipeline and event outputs; the camera adds its MJPEG buffer."""
+    the watch with its pipeline and event outputs; the camera adds its MJPEG buffer. A file
+    plays at its own frame rate, never faster (RealTime), every frame of it, and then ends; a
+    live source keeps only its newest frame (`dropped` counts the others)."""
 
     def __init__(
         self,
@@ -106,6 +120,8 @@ class Camera:
         self.record = record  # the annotated video, put in place when the camera stops
         self.error: str | None = None
         self.source: Source | None = None  # once opened
+        self._state = CameraState.STARTING
+        self._dropped: Callable[[], int] = lambda: 0
         self._make_watch = make_watch
         self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
@@ -116,7 +132,13 @@ class Camera:
     def frames(self) -> int:
         return self._buffer.frames
 
-    def _frames(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+    def _frames(self, source: Source) -> Iterator[Frame]:
+        """The source's frames until the camera stops; a file's at its own frame rate."""
+        frames: Iterable[Frame] = source.frames()
+        if isinstance(source, LiveSource):
+            self._dropped = lambda: source.dropped
+        else:
+            frames = RealTime(frames, wait=self._stop.wait)
         for frame in frames:
             if self._stop.is_set():
                 return
@@ -132,27 +154,36 @@ class Camera:
                 if self.record is not None:
                     recording = VideoSink(self.record, source.fps, self._buffer.annotator)
                     watch.add(recording)
-                watch.run(self._frames(source.frames()))
+                self._state = CameraState.RUNNING
+                watch.run(self._frames(source))
+            self._state = CameraState.STOPPED if self._stop.is_set() else CameraState.ENDED
             if recording is not None and recording.written:
                 log.info("%s: wrote %s (%s)", self.name, self.record, recording.codec)
+            if self._state is CameraState.ENDED:
+                log.info("camera %s: %s ended after %d frames", self.name, self.spec, self.frames)
         except MaskwatchError as exc:
-            self.error = str(exc)
+            self._fail(str(exc))
             log.error("camera %s: %s", self.name, exc)
         except Exception as exc:  # one camera's failure must not take the server down
-            self.error = f"stopped by an unexpected error: {exc}"
+            self._fail(f"stopped by an unexpected error: {exc}")
             log.exception("camera %s stopped", self.name)
         finally:
             self._buffer.close()
 
+    def _fail(self, error: str) -> None:
+        self.error = error
+        self._state = CameraState.FAILED
+
     def jpegs(self) -> Iterator[bytes]:
-        """Each new annotated frame as JPEG, until the camera stops."""
+        """Each new annotated frame as JPEG, until the camera stops or its source ends."""
         return self._buffer.jpegs(self._stop)
 
     def status(self) -> dict[str, object]:
         return {
             "name": self.name,
+            "state": str(self.state),
             "frames": self.frames,
-            "running": self._thread.is_alive(),
+            "dropped": self._dropped(),
             "error": self.error,
         }
 
@@ -160,22 +191,17 @@ class Camera:
         return self.source
 
     @property
-    def state(self) -> str:
-        """starting (opening its source), running, reconnecting (a stream that dropped),
-        failed (see `error`) or ended (a video or folder read to its end)."""
-        if self.error is not None:
-            return "failed"
-        if not self._thread.is_alive():
-            return "ended"
-        if self.source is None:
-            return "starting"
-        return "reconnecting" if getattr(self.source, "reconnecting", False) else "running"
+    def state(self) -> CameraState:
+        """Where the camera is now; a running stream that dropped is reconnecting."""
+        if self._state is CameraState.RUNNING and getattr(self.source, "reconnecting", False):
+            return CameraState.RECONNECTING
+        return self._state
 
     def health(self) -> dict[str, Any]:
         """Its state for /api/v1/health, which needs no token: the error without any URL's
         credentials."""
         error = redact(self.error) if self.error is not None else None
-        return {"name": self.name, "state": self.state, "error": error, "frames": self.frames}
+        return {"name": self.name, "state": str(self.state), "error": error, "frames": self.frames}
 
     def current_error(self) -> str | None:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""

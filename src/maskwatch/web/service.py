@@ -1,15 +1,15 @@
-"""What `maskwatch serve` runs behind its routes: its settings, the shared classifier, the
+"""What `maskwatch serve` runs behind its routes: its settings, the shared inference, the
 server cameras and browser sessions (each a `Watch` into the board), the MQTT subscriber, and
-the bounded queue of uploads. The routes live in app.py."""
+the bounds on uploads. The routes live in app.py."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,18 @@ import numpy as np
 from fastapi import HTTPException
 
 from maskwatch.atomic import refuse_inputs
-from maskwatch.classifier import MaskClassifier
 from maskwatch.defaults import (
     MAX_IMAGE_PIXELS,
+    SERVE_DETECTORS,
     SERVE_MAX_CAMERAS,
     SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
+    SERVE_MAX_UPLOADS,
     SERVE_REQUEST_TIMEOUT,
     SERVE_SESSION_IDLE_TIMEOUT,
-    SERVE_UPLOAD_QUEUE,
-    SERVE_UPLOAD_SLOTS,
 )
 from maskwatch.errors import SettingError
-from maskwatch.images import decode_image
+from maskwatch.images import decode_image, image_header
 from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import EventTarget
@@ -38,6 +37,7 @@ from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import REMOTE, Board
 from maskwatch.web.cameras import BoardEvents, Camera
+from maskwatch.web.inference import BatchingClassifier, DetectorPool
 from maskwatch.web.remote import remote_event
 
 log = logging.getLogger("maskwatch")
@@ -59,8 +59,8 @@ class ServeSettings:
     max_upload_mb: float = SERVE_MAX_UPLOAD_MB
     max_pixels: int = MAX_IMAGE_PIXELS
     request_timeout: float = SERVE_REQUEST_TIMEOUT
-    upload_slots: int = SERVE_UPLOAD_SLOTS
-    upload_queue: int = SERVE_UPLOAD_QUEUE
+    max_uploads: int = SERVE_MAX_UPLOADS
+    detectors: int = SERVE_DETECTORS
     max_sessions: int = SERVE_MAX_SESSIONS
     session_idle_timeout: float = SERVE_SESSION_IDLE_TIMEOUT
     max_cameras: int = SERVE_MAX_CAMERAS
@@ -74,27 +74,58 @@ class ServeSettings:
         return f"the upload is larger than {self.max_upload_mb:g} MB (--max-upload-mb)"
 
 
-class Slots:
-    """At most `running` uploads decoded and processed at once and `waiting` more queued; any
-    beyond are refused with 503, so memory stays bounded however many arrive."""
+class Uploads:
+    """At most `limit` uploads in the server at once; any beyond are refused at once with 503
+    and Retry-After instead of queueing. Used from the event loop only."""
 
-    def __init__(self, running: int, waiting: int) -> None:
-        self._semaphore = asyncio.Semaphore(running)
-        self._limit = running + waiting
-        self._taken = 0
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
 
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        if self._taken >= self._limit:
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.taken >= self.limit:
             raise HTTPException(
                 503, "the server is busy with other uploads; try again", {"Retry-After": "1"}
             )
-        self._taken += 1
+        self.taken += 1
         try:
-            async with self._semaphore:
-                yield
+            yield
         finally:
-            self._taken -= 1
+            self.taken -= 1
+
+
+class PixelBudget:
+    """Decoded pixels in flight at most `limit` (the largest picture allowed, so one of the
+    largest at a time, or many small ones): a picture waits, in arrival order, until its pixels
+    fit. Its size comes from its header, before it is decoded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._waiting: deque[object] = deque()
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+            self._cond.wait_for(
+                lambda: (
+                    self._waiting[0] is ticket
+                    and (self._used == 0 or self._used + pixels <= self.limit)
+                )
+            )
+            self._waiting.popleft()
+            self._used += pixels
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
 
 
 def decode_frame(data: bytes, max_pixels: int) -> np.ndarray:
@@ -126,24 +157,26 @@ def check_recordings(save: Path, sources: list[str]) -> None:
 
 
 class Service:
-    """The models and cameras behind the app. The classifier is shared (ONNX Runtime runs are
-    thread-safe); each camera and browser session runs its own `Watch`, with its own detector
-    and tracker, into the board (server cameras also into alerts and MQTT, as detect's)."""
+    """The models and cameras behind the app. Every stream (camera, browser session, upload)
+    runs its own `Watch` (its own tracker) over the shared inference (inference.py): a pool of
+    detectors taken in turn and one batching classifier. Server cameras also feed alerts and
+    MQTT, as detect's."""
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.classifier = MaskClassifier(settings.model)
+        self.classifier = BatchingClassifier(settings.model)
+        self.detectors = DetectorPool(settings.watch.detector, settings.detectors)
         self.board = Board(settings.events, settings.max_cameras)
         self.metrics = Metrics()
         self.cameras: dict[str, Camera] = {}
         self.sessions = itertools.count(1)
-        self.uploads = Slots(settings.upload_slots, settings.upload_queue)
-        self._photo_pipeline = self.pipeline(tracked=False)
-        self._photo_lock = threading.Lock()
+        self.uploads = Uploads(settings.max_uploads)
+        self.pixels = PixelBudget(settings.max_pixels)
+        self._photo_pipeline = self.pipeline(tracked=False)  # no state: shared by all uploads
         self._subscriber: Any = None
 
     def pipeline(self, tracked: bool = True) -> Pipeline:
-        return self.settings.watch.pipeline(self.classifier, tracked)
+        return self.settings.watch.pipeline(self.classifier, tracked, self.detectors)
 
     def camera_watch(self, name: str) -> Watch:
         """The watch of a server camera: the board, and alerts and MQTT publishing as asked
@@ -195,9 +228,11 @@ class Service:
         self.board.add(camera, [event], run=REMOTE)
 
     def detect_photo(self, data: bytes, name: str) -> dict[str, Any]:
-        """Faces in an uploaded photo; ImageTooLargeError or SourceError if it is not one."""
-        image = decode_image(data, name, self.settings.max_pixels)
-        with self._photo_lock:
+        """Faces in an uploaded photo; ImageTooLargeError or SourceError if it is not one.
+        Decoded only once its pixels fit the budget of pixels in flight."""
+        header = image_header(data, name, self.settings.max_pixels)
+        with self.pixels.hold(header.width * header.height):
+            image = decode_image(data, name, header=header)
             result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, Mode.PHOTO))
         return result.to_json()
 

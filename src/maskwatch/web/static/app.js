@@ -13,7 +13,7 @@
   const overlay = document.getElementById("overlay");
   const grab = document.createElement("canvas");
   const state = {
-    lastResult: null, frames: 0, sentAt: 0, times: [], refused: null,
+    lastResult: null, frames: 0, sent: 0, sentAt: 0, times: [], refused: null,
     socket: null, stream: null, retry: null, running: false,
     labels: [],  // the label boxes last drawn, in CSS pixels of the overlay
   };
@@ -105,23 +105,25 @@
     grab.toBlob((blob) => {
       if (socket.readyState !== WebSocket.OPEN) return;
       state.sentAt = performance.now();
-      socket.send(blob);
+      socket.send(blob);  // the session's next frame: its answer says this number in "frame"
+      state.sent += 1;
     }, "image/jpeg", 0.75);
   }
 
-  function showRate(now) {
+  function showRate(now, frame) {
     state.times.push(now);
     while (state.times.length > 30) state.times.shift();
     const fps = state.times.length > 1
       ? (state.times.length - 1) / ((now - state.times[0]) / 1000) : 0;
     $("fps").textContent = fps.toFixed(1);
-    $("rtt").textContent = Math.round(now - state.sentAt);
+    if (frame === state.sent - 1) $("rtt").textContent = Math.round(now - state.sentAt);
   }
 
   function connect() {
     state.retry = null;
     const socket = new WebSocket(socketUrl());
     state.socket = socket;
+    state.sent = 0;  // frames are numbered from 0 in each session
     socket.binaryType = "arraybuffer";
     socket.onopen = () => { $("message").textContent = "streaming"; send(socket); };
     socket.onmessage = (message) => {
@@ -132,7 +134,7 @@
       } else if (Array.isArray(reply.faces)) {
         state.lastResult = reply;
         state.frames += 1;
-        showRate(performance.now());
+        showRate(performance.now(), reply.frame);
         $("faces").textContent = reply.faces.length;
         draw(reply);
       }
@@ -217,17 +219,28 @@
           const img = document.createElement("img");
           img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
           img.alt = camera.name;
-          figure.append(img, document.createElement("figcaption"));
+          const caption = document.createElement("figcaption");
+          caption.id = `camera-${i + 1}`;
+          figure.append(img, caption);
           $("streams").append(figure);
         }
-        const caption = figure.querySelector("figcaption");
-        caption.textContent = camera.error ? `${camera.name}: ${camera.error}` : camera.name;
-        caption.classList.toggle("error", Boolean(camera.error));
-        figure.classList.toggle("failed", Boolean(camera.error));
       });
+      showCameras(cameras);
     } catch (error) {
       $("message").textContent = error.message;
     }
+  }
+
+  // A camera's caption says when it failed or its video ended (its last frame is not live).
+  function showCameras(cameras) {
+    cameras.forEach((camera, i) => {
+      const caption = $(`camera-${i + 1}`);
+      if (!caption) return;
+      const note = camera.error || (camera.state === "running" ? "" : camera.state);
+      caption.textContent = note ? `${camera.name}: ${note}` : camera.name;
+      caption.classList.toggle("error", Boolean(camera.error));
+      caption.parentElement.classList.toggle("failed", Boolean(camera.error));
+    });
   }
 
   $("dashboard-link").href = maskwatch.withToken("dashboard");
