@@ -227,7 +227,7 @@
       });
       showCameras(cameras);
     } catch (error) {
-      $("message").textContent = error.message;
+      if (!state.refused) $("message").textContent = error.message;  // the refusal says more
     }
   }
 
