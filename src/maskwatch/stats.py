@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.events import open_log, plausible_time
 from maskwatch.labels import CANONICAL
 from maskwatch.types import CHANGE, LEAVE, SETTLE
@@ -112,7 +112,7 @@ class StatsTable:
     by: str
     rows: list[tuple[str, Counter[str]]]
 
-    def to_json(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         def counts(c: Counter[str]) -> dict[str, int]:
             return {"people": sum(c.values()), **{k: c[k] for k in STATS_COLUMNS}}
 
@@ -192,7 +192,7 @@ def plot(table: StatsTable, dest: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
+        raise MissingExtraError("--plot", "plot") from exc
     from maskwatch.atomic import write_bytes
     from maskwatch.labels import COLOURS, DISPLAY
 

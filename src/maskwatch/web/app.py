@@ -238,7 +238,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         def process(data: bytes) -> dict[str, Any]:
             image = decode_frame(data, settings.max_pixels)
             frame = Frame(image, index, time.monotonic() - started, name)
-            return watch.process(frame).to_json()
+            return watch.process(frame).to_dict()
 
         try:
             with service.browser_watch(name) as watch:

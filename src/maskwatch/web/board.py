@@ -56,7 +56,7 @@ class LiveCamera:
     seen: int = 0
     error: Callable[[], str | None] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
             "in_view": dict(Counter(label or UNSETTLED for label in self.in_view.values())),
             "people_seen": self.seen,
@@ -161,7 +161,7 @@ class Board:
                 self._rows.append(
                     Row((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
-                self._recent.appendleft({"camera": camera, **event.to_json()})
+                self._recent.appendleft({"camera": camera, **event.to_dict()})
             if self.log is not None:
                 log, run_id = self._log_for(self.log, camera, run)
                 log.write(events, run=run_id)
@@ -190,7 +190,7 @@ class Board:
         started, ended sessions included, and the newest events."""
         with self._lock:
             cameras = {
-                name: self._cameras[name].to_json()
+                name: self._cameras[name].to_dict()
                 for name in sorted(self._cameras, key=natural_key)
             }
             return {"cameras": cameras, "people_seen": self._people, "recent": list(self._recent)}
@@ -203,7 +203,7 @@ class Board:
         else:
             with self._lock:
                 rows = list(self._rows)
-        return summarise_rows(plausible_rows(rows), by, camera).to_json()
+        return summarise_rows(plausible_rows(rows), by, camera).to_dict()
 
     def close(self) -> None:
         with self._lock:

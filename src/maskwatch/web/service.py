@@ -162,7 +162,7 @@ class Service:
         image = decode_image(data, name, self.settings.max_pixels)
         with self._photo_lock:
             result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, Mode.PHOTO))
-        return result.to_json()
+        return result.to_dict()
 
     def stop(self) -> None:
         for camera in self.cameras.values():
