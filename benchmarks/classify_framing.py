@@ -5,7 +5,7 @@ Two kinds of one-person images: tight face crops cut from Pascal VOC boxes exact
 Prints, per set and true label, the share of images called each label both ways.
 
     python benchmarks/classify_framing.py --voc ../shared/datasets/ilc \
-        --folders ../shared/datasets/kary --per-set 400
+        --folders ../shared/datasets/kary --per-set 2000
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from conftest import MIRROR, REPO, THREE_FACES, render_video
 README = REPO / "README.md"
 RUN_MARKER = "<!-- readme-test: run"
 FENCE = re.compile(r"^```(\w*)\s*$")
+ENV_SETTING = re.compile(r"[A-Z_]+=")  # VARIABLE=value before a command
 # Another sample photo: eight people, most of them small in the frame.
 GROUP_PHOTO = MIRROR / "05fe38c36a13204e986c5558169cf0d4.jpg"
 
@@ -66,9 +67,13 @@ def maskwatch_commands(code: str) -> list[list[str]]:
     comments dropped)."""
     commands = []
     for line in code.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:  # an unbalanced quote: not a line to check
+            continue
         for start, word in enumerate(words):
-            if word == "maskwatch" and (start == 0 or words[start - 1] in {"&&", ";", "|"}):
+            before = words[start - 1] if start else "&&"
+            if word == "maskwatch" and (before in {"&&", ";", "|"} or ENV_SETTING.match(before)):
                 commands.append(words[start + 1 :])
     return commands
 
