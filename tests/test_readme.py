@@ -169,3 +169,13 @@ def test_readme_python_examples_run_as_written(example_folder: Path) -> None:
     assert lines[0].startswith('{"source": "photos/') and '"faces": [{"box"' in lines[0]
     assert any(line.split()[1:2] == ["face"] for line in lines)  # people/a.jpg, a tight crop
     assert any(line.startswith("appear ") for line in lines)  # events of clip.mp4
+
+
+def test_install_hints_the_program_prints_match_the_readme() -> None:
+    """maskwatch is installed from its checkout, so extras are `pip install '.[extra]'`."""
+    from maskwatch.errors import MissingExtraError
+
+    assert "pip install '.[web]'" in str(MissingExtraError("serve", "web"))
+    assert "pip install '.[web]'" in README.read_text(encoding="utf-8")
+    for path in (REPO / "src").rglob("*.py"):
+        assert "pip install 'maskwatch[" not in path.read_text(encoding="utf-8"), path
