@@ -133,7 +133,7 @@ def test_confusion_and_per_class_figures_by_hand() -> None:
     assert m.precision() == pytest.approx([2 / 3, 1 / 2, 1.0])
     assert m.f1() == pytest.approx([2 / 3, 1 / 2, 1.0])
     assert m.balanced_accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
-    per_class = m.to_json()["per_class"]
+    per_class = m.to_dict()["per_class"]
     assert per_class["mask"] == {"precision": 0.6667, "recall": 0.6667, "f1": 0.6667, "support": 3}
 
 

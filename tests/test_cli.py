@@ -118,7 +118,8 @@ def test_classify_prints_json_per_crop(tmp_path: Path, three_faces, detector, ca
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 3
     assert err.splitlines()[-1].startswith("maskwatch: error: 1 of 4 files could not be read")
-    assert all(set(r) == {"path", "label", "confidence", "probs"} for r in rows)
+    assert all(set(r) == {"path", "label", "confidence", "probs", "framed", "box"} for r in rows)
+    assert all(r["framed"] == "face" for r in rows)
     assert sorted(Path(r["path"]).name for r in rows) == ["face0.png", "face1.png", "face2.png"]
     assert all(r["confidence"] == max(r["probs"].values()) for r in rows)
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-3 for r in rows)

@@ -61,7 +61,7 @@ def test_frame_result_json_has_the_documented_fields() -> None:
         np.array([[0.7, 0.2, 0.1]]), ("mask", "no_mask", "incorrect"), ("mask",), (True,)
     )
     frame = Frame(image=np.zeros((100, 200, 3), np.uint8), index=3, time=0.2, source="a.jpg")
-    data = json.loads(json.dumps(FrameResult(frame, faces).to_json()))
+    data = json.loads(json.dumps(FrameResult(frame, faces).to_dict()))
     assert data == {
         "source": "a.jpg",
         "frame": 3,

@@ -181,12 +181,12 @@ def test_a_file_that_is_not_an_event_log_is_one_clear_line(tmp_path: Path) -> No
 def test_event_kinds_keep_their_strings_in_json_and_the_log(tmp_path: Path) -> None:
     assert [str(k) for k in Kind] == ["appear", "settle", "change", "leave"]
     event = _event(SETTLE, 1, "mask", T0)
-    text = json.dumps(event.to_json())
+    text = json.dumps(event.to_dict())
     assert '"kind": "settle"' in text
-    back = Event.from_json(json.loads(text))
+    back = Event.from_dict(json.loads(text))
     assert back == event and back.kind is Kind.SETTLE
     with pytest.raises(ValueError, match="unknown kind 'explode'"):
-        Event.from_json({**event.to_json(), "kind": "explode"})
+        Event.from_dict({**event.to_dict(), "kind": "explode"})
     log = EventLog(tmp_path / "events.db", "cam")
     log.write([event])
     log.close()

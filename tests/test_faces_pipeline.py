@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MIRROR
 from maskwatch.faces import YuNetDetector, crop_face, crop_faces, square_box
-from maskwatch.pipeline import classify_crop
+from maskwatch.pipeline import classify_photo
 from maskwatch.types import Frame, Mode
 
 
@@ -55,7 +55,7 @@ def test_each_face_is_classified_on_its_own_crop(pipeline, three_faces) -> None:
         crop = crop_face(three_faces, box, meta.input_size, meta.crop_margin)
         alone = pipeline.classifier.predict(crop[None])[0]
         np.testing.assert_allclose(faces.probs[i], alone, atol=1e-4)
-    whole_frame = classify_crop(pipeline.classifier, three_faces)[1]
+    whole_frame = list(classify_photo(pipeline.classifier, three_faces).probs.values())
     assert not any(np.allclose(p, whole_frame, atol=1e-3) for p in faces.probs)
 
 
@@ -68,7 +68,7 @@ def test_the_unmasked_face_and_a_masked_face_are_told_apart(pipeline, three_face
 
 def test_empty_frame_gives_no_faces(pipeline) -> None:  # type: ignore[no-untyped-def]
     result = pipeline.process(Frame(np.full((480, 640, 3), 127, np.uint8), 0, 0.0, "grey"))
-    assert len(result.faces) == 0 and result.to_json()["faces"] == []
+    assert len(result.faces) == 0 and result.to_dict()["faces"] == []
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 2000), (2000, 3)])

@@ -295,6 +295,6 @@ def test_serve_stores_browser_sessions_and_its_dashboard_reads_them_back(
         )
         timeline = client.get("/api/v1/stats").json()["timeline"]
     assert timeline["total"]["people"] == 6
-    assert timeline == summarise_rows(log_rows(DatabaseUrl(database)), "minute").to_json()
+    assert timeline == summarise_rows(log_rows(DatabaseUrl(database)), "minute").to_dict()
     sources = _rows(database, "SELECT source FROM runs ORDER BY id")
     assert sources == [("browser 1",), ("browser 2",)]

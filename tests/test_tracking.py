@@ -134,7 +134,7 @@ def test_a_label_settles_after_agreeing_frames_and_changes_only_when_it_holds() 
     assert _kinds(changes) == [(APPEAR, 1, None)] and faces.settled == (False,)
     faces, changes = tracker.update(_faces(box, [[0.9, 0.1]]))
     assert _kinds(changes) == [(SETTLE, 1, "mask")]
-    assert faces.settled == (True,) and faces.to_json()[0]["settled"] is True
+    assert faces.settled == (True,) and faces.to_dict()[0]["settled"] is True
     assert changes[0].confidence > 0.85
     # The person takes the mask off: the smoothed label turns, then must hold 3 frames; until
     # then the face shows its new label, not yet settled.

@@ -166,7 +166,7 @@ def test_a_watch_closes_every_output_and_raises_the_first_error(
     kinds = [e.kind for e in seen]
     assert kinds.count(APPEAR) == kinds.count(LEAVE) >= 3, "open tracks leave at the end"
     assert {e.camera for e in seen} == {"door"}
-    assert all(e.to_json()["camera"] == "door" for e in seen)
+    assert all(e.to_dict()["camera"] == "door" for e in seen)
     assert _logged(log_path, "door") == [(e.kind, e.track, e.label) for e in seen]
 
 

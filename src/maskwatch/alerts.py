@@ -80,7 +80,7 @@ class CommandAlert:
         self.timeout = timeout
 
     def __call__(self, event: Event) -> None:
-        payload = json.dumps(event.to_json())
+        payload = json.dumps(event.to_dict())
         env = dict(
             os.environ,
             MASKWATCH_EVENT=payload,
@@ -121,7 +121,7 @@ class WebhookAlert:
     def __call__(self, event: Event) -> None:
         request = urllib.request.Request(
             self.url,
-            data=json.dumps(event.to_json()).encode(),
+            data=json.dumps(event.to_dict()).encode(),
             headers={
                 "Content-Type": "application/json",
                 "User-Agent": f"maskwatch/{__version__}",

@@ -25,6 +25,7 @@ DETECT_MIN_SIDE = 960  # photos smaller than this are also searched upscaled to 
 DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
 DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
+SUBJECT_PAD = 0.25  # `classify` searches a photo inside a border this share of its size per side
 DEFAULT_INPUT_SIZE = 224  # classifier input side in pixels (a model's metadata may differ)
 RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s, doubling)
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles

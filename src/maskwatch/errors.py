@@ -31,3 +31,12 @@ class ImageTooLargeError(SourceError):
 
 class SettingError(MaskwatchError, ValueError):
     """A setting (an option, or an argument from Python) is outside its allowed range."""
+
+
+class MissingExtraError(MaskwatchError):
+    """A feature needs an optional extra that is not installed; the message says how to add it."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install '.[{extra}]' in the maskwatch checkout"
+        )

@@ -101,8 +101,8 @@ class Event:
     camera: str | None = None  # the name the dashboard and MQTT know the camera by
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Event:
-        """The inverse of to_json (for events that arrive over MQTT); KeyError/ValueError if
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """The inverse of to_dict (for events that arrive over MQTT); KeyError/ValueError if
         something is missing."""
         box = [float(v) for v in data["box"]]
         return cls(
@@ -118,7 +118,7 @@ class Event:
             camera=None if data.get("camera") is None else str(data["camera"]),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The event's JSON (alerts, MQTT, the dashboard): `camera` only when it has one."""
         camera = {"camera": self.camera} if self.camera is not None else {}
         return {

@@ -23,6 +23,7 @@ from maskwatch.defaults import (
     DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
     SCORE_THRESHOLD_RANGE,
+    SUBJECT_PAD,
     Range,
 )
 from maskwatch.errors import ModelError
@@ -177,3 +178,32 @@ def largest_face(faces: Faces) -> int | None:
         return None
     areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
     return int(np.argmax(areas))
+
+
+def find_subject(
+    detector: FaceDetector, image: np.ndarray, pad: float = SUBJECT_PAD
+) -> np.ndarray | None:
+    """The box of the largest face in a photo of one person, or None when there is none.
+
+    The photo is searched inside a black border of `pad` times its width and height on each side
+    (scaled down first so the whole stays within DETECT_MAX_SIDE), so a face that fills the photo
+    or is cut by its edge is found whole; when that finds nothing, the photo as it is (some
+    tight crops are found only so). The box is in the photo's pixels and may reach past it,
+    where the face was cut; `crop_face` frames it as `detect` frames any face.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / ((1.0 + 2.0 * pad) * max(width, height)))
+    small = image
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    pad_y, pad_x = round(pad * small.shape[0]), round(pad * small.shape[1])
+    padded = cv2.copyMakeBorder(small, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_CONSTANT, value=0)
+    faces = detector.detect(padded, thorough=True)
+    largest = largest_face(faces)
+    if largest is not None:
+        offset = np.array([pad_x, pad_y, pad_x, pad_y], np.float32)
+        return (faces.boxes[largest] - offset) / np.float32(scale)
+    faces = detector.detect(image, thorough=True)
+    largest = largest_face(faces)
+    return None if largest is None else faces.boxes[largest]

@@ -152,5 +152,5 @@ class HomeAssistant:
             label = f" {last.label}" if last.label else ""
             state["last_event"] = f"{last.kind}{label} (person {last.track})"
             state["last_event_time"] = datetime.fromtimestamp(last.time, UTC).isoformat()
-            state["last_event_detail"] = last.to_json()
+            state["last_event_detail"] = last.to_dict()
         return json.dumps(state)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from maskwatch.errors import MaskwatchError, OutputError
+from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
 from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
@@ -33,7 +33,6 @@ log = logging.getLogger("maskwatch")
 
 MQTT_QUEUE = 1000
 MQTT_QOS = 1
-MQTT_EXTRA_HINT = "MQTT needs the mqtt extra: pip install 'maskwatch[mqtt]'"
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def _connect(
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
-        raise MaskwatchError(MQTT_EXTRA_HINT) from exc
+        raise MissingExtraError("MQTT", "mqtt") from exc
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}"
     )
@@ -171,7 +170,7 @@ class MqttPublisher:
     def publish(self, event: Event) -> None:
         """Send `event` (queued while the broker is away). On the broker a camera is its topic,
         so that is the event's camera there."""
-        payload = json.dumps(replace(event, camera=self.target.topic).to_json())
+        payload = json.dumps(replace(event, camera=self.target.topic).to_dict())
         with self._lock:
             connected = self._connected
         if connected:

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from maskwatch.classifier import MaskClassifier
-from maskwatch.faces import FaceDetector, crop_face, crop_faces
+from maskwatch.faces import FaceDetector, crop_face, crop_faces, find_subject
 from maskwatch.labels import UNCERTAIN
 from maskwatch.tracking import IoUTracker
-from maskwatch.types import Faces, Frame, FrameResult, Mode
+from maskwatch.types import CropResult, Faces, Frame, FrameResult, Mode
 
 
 @dataclass
@@ -58,10 +58,23 @@ class Pipeline:
         return FrameResult(last, Faces(), tuple(changes)) if changes else None
 
 
-def classify_crop(classifier: MaskClassifier, image: np.ndarray) -> tuple[str, np.ndarray]:
-    """Label and probabilities for an image that is already a face crop (no detection)."""
-    height, width = image.shape[:2]
-    whole = np.array([0, 0, width, height], np.float32)
-    crop = crop_face(image, whole, classifier.input_size, margin=0.0)
+def classify_photo(
+    classifier: MaskClassifier,
+    image: np.ndarray,
+    path: str = "",
+    detector: FaceDetector | None = None,
+) -> CropResult:
+    """The one person of a photo or face crop, labelled (`maskwatch classify`).
+
+    With a detector, the largest face it finds (faces.find_subject) is framed as `detect` frames
+    every face; without one, or when no face is found, the whole image is classified as it is.
+    """
+    box = None if detector is None else find_subject(detector, image)
+    if box is None:
+        height, width = image.shape[:2]
+        whole = np.array([0, 0, width, height], np.float32)
+        crop = crop_face(image, whole, classifier.input_size, margin=0.0)
+    else:
+        crop = crop_face(image, box, classifier.input_size, classifier.meta.crop_margin)
     probs = classifier.predict(crop[None])
-    return classifier.labels(probs)[0], probs[0]
+    return CropResult.of(path, classifier.labels(probs)[0], classifier.classes, probs[0], box)

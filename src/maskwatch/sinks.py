@@ -135,7 +135,7 @@ class JsonLinesSink:
             raise cannot_write(target, exc) from exc
 
     def write(self, result: FrameResult) -> None:
-        self.write_object(result.to_json())
+        self.write_object(result.to_dict())
 
     def write_object(self, obj: dict[str, Any]) -> None:
         if self._out is None:

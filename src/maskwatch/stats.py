@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.events import open_log, plausible_time
 from maskwatch.labels import CANONICAL, DISPLAY, MASK
 from maskwatch.postgres import DatabaseUrl, EventTarget, read_rows
@@ -121,7 +121,7 @@ class StatsTable:
     by: str
     rows: list[tuple[str, Counter[str]]]
 
-    def to_json(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         def counts(c: Counter[str]) -> dict[str, int]:
             return {"people": sum(c.values()), **{k: c[k] for k in STATS_COLUMNS}}
 
@@ -185,7 +185,7 @@ class Compliance:
     settled: list[int]
     mask: list[int]
 
-    def to_json(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "start": round(self.start, 3),
             "step_s": self.step,
@@ -239,7 +239,7 @@ def chart(table: StatsTable) -> Figure:
     try:
         from matplotlib.figure import Figure  # drawn without pyplot: no global state
     except ImportError as exc:
-        raise MaskwatchError("--plot needs matplotlib: pip install 'maskwatch[plot]'") from exc
+        raise MissingExtraError("--plot", "plot") from exc
     from maskwatch.labels import COLOURS
 
     rows = _chart_rows(table)

@@ -5,7 +5,7 @@ each; the classifier adds probabilities; on video a tracker adds track ids, aver
 probabilities per track and labels them, and reports what happened to its tracks as
 `TrackChange`s of a `Kind` (events.py turns them into events); photos are labelled from each
 face's own probabilities. The pipeline hands all of it on as one
-`FrameResult`, whose `to_json` is the per-frame JSON of `detect --json` and of the API.
+`FrameResult`, whose `to_dict` is the per-frame JSON of `detect --json` and of the API.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class Faces:
             return np.zeros(len(self), np.float32)
         return self.probs.max(axis=1)
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def to_dict(self) -> list[dict[str, Any]]:
         confidences = self.confidences()
         out = []
         for i in range(len(self)):
@@ -197,34 +197,57 @@ class FrameResult:
     faces: Faces
     changes: tuple[TrackChange, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The per-frame object of `detect --json` and of the API, ready for json.dumps."""
         return {
             "source": self.frame.source,
             "frame": self.frame.index,
             "time": round(self.frame.time, 3),
             "width": self.frame.width,
             "height": self.frame.height,
-            "faces": self.faces.to_json(),
+            "faces": self.faces.to_dict(),
         }
 
 
 @dataclass(frozen=True)
 class CropResult:
-    """One face crop labelled as it is, without detection (`maskwatch classify`): where it came
-    from, its label and the classifier's probability per class."""
+    """One person's photo or face crop labelled (`maskwatch classify`): where it came from, its
+    label, the classifier's probability per class, and the face box it was framed on (pixels of
+    the image, possibly reaching past it where the face is cut), None when the whole image was
+    classified."""
 
     path: str
     label: str
     probs: dict[str, float]
+    box: tuple[float, float, float, float] | None = None
 
     @classmethod
-    def of(cls, path: object, label: str, classes: list[str], probs: np.ndarray) -> CropResult:
-        return cls(str(path), label, {c: float(p) for c, p in zip(classes, probs, strict=True)})
+    def of(
+        cls,
+        path: object,
+        label: str,
+        classes: list[str],
+        probs: np.ndarray,
+        box: np.ndarray | None = None,
+    ) -> CropResult:
+        face = None if box is None else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        return cls(
+            str(path), label, {c: float(p) for c, p in zip(classes, probs, strict=True)}, face
+        )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    @property
+    def framed(self) -> str:
+        """'face' when a detected face was framed, 'image' when the whole image was used."""
+        return "image" if self.box is None else "face"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "path": self.path,
             "label": self.label,
             "confidence": round(max(self.probs.values()), 4),
             "probs": {c: round(p, 4) for c, p in self.probs.items()},
+            "framed": self.framed,
         }
+        if self.box is not None:
+            out["box"] = [round(v, 1) for v in self.box]
+        return out

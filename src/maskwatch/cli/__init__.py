@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from maskwatch import __version__
 from maskwatch.cli import classify, demo, detect, models, serve, stats, train
-from maskwatch.cli.args import Handler, within
+from maskwatch.cli.args import Handler, Subparsers, within
 from maskwatch.errors import MaskwatchError
 
 __all__ = ["build_parser", "main", "within"]
@@ -33,7 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    _describe(sub)
     return parser
+
+
+def _describe(sub: Subparsers) -> None:
+    """Give each command's own --help its one-line summary from the command list, unless it
+    has a longer description of its own."""
+    for summary in sub._choices_actions:
+        command = sub.choices[summary.dest]
+        if command.description is None and summary.help:
+            command.description = summary.help[0].upper() + summary.help[1:] + "."
+        for action in command._subparsers._group_actions if command._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _describe(action)
 
 
 class _Formatter(logging.Formatter):

@@ -1,4 +1,4 @@
-"""`maskwatch classify`: label face crops as they are, without detection."""
+"""`maskwatch classify`: label the one person of each photo or face crop."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from maskwatch.atomic import refuse_inputs
     from maskwatch.classifier import MaskClassifier
     from maskwatch.errors import SourceError
+    from maskwatch.faces import YuNetDetector
     from maskwatch.images import load_image
-    from maskwatch.pipeline import classify_crop
+    from maskwatch.pipeline import classify_photo
     from maskwatch.sinks import JsonLinesSink
     from maskwatch.sources import scan_images, shortfall
-    from maskwatch.types import CropResult
 
     classifier = MaskClassifier(args.model)
+    detector = None if args.no_reframe else YuNetDetector()
     paths: list[Path] = []
     folders_missed = 0
     for arg in args.paths:
@@ -50,8 +51,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                     raise
                 log.warning("skipping %s", exc)
                 continue
-            label, probs = classify_crop(classifier, image)
-            out.write_object(CropResult.of(path, label, classifier.classes, probs).to_json())
+            out.write_object(classify_photo(classifier, image, str(path), detector).to_dict())
             done += 1
     if done == 0:
         raise MaskwatchError("no image could be read from " + ", ".join(map(str, args.paths)))
@@ -62,7 +62,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("classify", help="classify face crops (no detection)")
+    p = sub.add_parser(
+        "classify",
+        help="label the one person of each photo or face crop",
+        description="Label the one person of each photo or face crop: its largest face is "
+        "found and framed as detect frames faces; an image without a face is classified whole. "
+        "One JSON object per image.",
+    )
     p.add_argument(
         "paths",
         nargs="+",
@@ -71,6 +77,11 @@ def add_parser(sub: Subparsers) -> None:
         help="image or folder of images (searched recursively)",
     )
     model_arg(p)
+    p.add_argument(
+        "--no-reframe",
+        action="store_true",
+        help="classify every image whole, as it is, without looking for a face",
+    )
     p.add_argument(
         "--json",
         type=output_target,

@@ -132,6 +132,7 @@ def add_parser(sub: Subparsers) -> None:
         "--save",
         type=output_path,
         default=None,
+        metavar="OUT",
         help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
         "(or one image file) for images",
     )

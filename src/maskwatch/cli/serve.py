@@ -28,7 +28,7 @@ from maskwatch.defaults import (
     SERVE_SESSION_IDLE_TIMEOUT,
     Range,
 )
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MissingExtraError
 
 UPLOAD_MB_RANGE = Range(0.01, 1024)
 REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from maskwatch.web.server import Listener, run_server, server_token
         from maskwatch.web.service import ServeSettings, check_recordings
     except ImportError as exc:
-        raise MaskwatchError("serve needs the web extra: pip install 'maskwatch[web]'") from exc
+        raise MissingExtraError("serve", "web") from exc
     token = server_token(args.host, args.token, args.no_auth)
     listener = Listener(args.host, args.port, args.cert, args.key, args.idle_timeout)
     if args.mqtt:

@@ -32,6 +32,10 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--source", default=None, help="only this camera or file")
     p.add_argument(
-        "--plot", type=output_path, default=None, metavar="PNG", help="also draw a chart"
+        "--plot",
+        type=output_path,
+        default=None,
+        metavar="PNG",
+        help="also draw the table as a bar chart in PNG (needs the plot extra)",
     )
     p.set_defaults(func=cmd_stats)

@@ -10,7 +10,7 @@ from typing import Any
 
 from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, within
 from maskwatch.defaults import Range
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.train.config import (
     RECIPES,
     Augment,
@@ -27,7 +27,6 @@ TRAIN_OPTIONS = tuple(
     for f in dataclasses.fields(TrainConfig)
     if f.name not in ("data", "synthetic_sources", "command")
 )
-TRAIN_EXTRA_HINT = "training needs the train extra: pip install 'maskwatch[train]'"
 FRACTION = Range(0, 1, low_open=True, high_open=True)
 SEED_RANGE = Range(0, 2**32 - 1)
 
@@ -46,7 +45,7 @@ def _require_training() -> None:
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise MaskwatchError(TRAIN_EXTRA_HINT) from exc
+        raise MissingExtraError("training", "train") from exc
 
 
 def _print_headline(report: dict[str, Any]) -> None:
@@ -227,7 +226,9 @@ def add_parser(sub: Subparsers) -> None:
 
     p = sub.add_parser("evaluate", help="the training report's figures for a model on any data")
     p.add_argument("--model", type=existing_path, required=True, help="ONNX classifier")
-    p.add_argument("data", nargs="*", type=data_spec, metavar="DATA")
+    p.add_argument(
+        "data", nargs="*", type=data_spec, metavar="DATA", help="labelled data, as for train"
+    )
     p.add_argument(
         "--faces",
         type=existing_path,
@@ -267,7 +268,7 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("data", help="inspect datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     a = data_sub.add_parser("audit", help="classes, sources, duplicates, faces found, leakage")
-    a.add_argument("data", nargs="+", type=data_spec, metavar="DATA")
+    a.add_argument("data", nargs="+", type=data_spec, metavar="DATA", help="datasets, as for train")
     a.add_argument(
         "--test-fraction",
         type=within(float, FRACTION),

@@ -45,7 +45,7 @@ class Metrics:
         present = self.support() > 0
         return float(self.recall()[present].mean()) if present.any() else 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         p, r, f = self.precision(), self.recall(), self.f1()
         return {
             "n": self.n,
@@ -220,9 +220,9 @@ def summarise(p: Predictions, threshold: float, sets: dict[str, np.ndarray]) -> 
     """What metrics.json holds: overall and per-source metrics, and headline figures per set."""
     sources = sorted(set(p.sources))
     return {
-        "overall": p.metrics().to_json(),
+        "overall": p.metrics().to_dict(),
         "by_source": {
-            s: p.subset(np.array([x == s for x in p.sources])).metrics().to_json() for s in sources
+            s: p.subset(np.array([x == s for x in p.sources])).metrics().to_dict() for s in sources
         },
         "headline": {name: headline(p.subset(mask), threshold) for name, mask in sets.items()},
     }

@@ -70,7 +70,7 @@ class LiveCamera:
     seen: int = 0
     error: Callable[[], str | None] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
             "in_view": dict(Counter(label or UNSETTLED for label in self.in_view.values())),
             "people_seen": self.seen,
@@ -183,7 +183,7 @@ class Board:
                 self._rows.append(
                     Row((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
-                self._recent.appendleft({"camera": camera, **event.to_json()})
+                self._recent.appendleft({"camera": camera, **event.to_dict()})
             if self._database is not None:
                 key = self._database_runs.get((camera, run))
                 if key is None:
@@ -218,7 +218,7 @@ class Board:
         started, ended sessions included, and the newest events."""
         with self._lock:
             cameras = {
-                name: self._cameras[name].to_json()
+                name: self._cameras[name].to_dict()
                 for name in sorted(self._cameras, key=natural_key)
             }
             return {"cameras": cameras, "people_seen": self._people, "recent": list(self._recent)}
@@ -226,7 +226,7 @@ class Board:
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
         """People per period; rows with an impossible time (which no calendar can show) are
         left out rather than failing every request."""
-        return summarise_rows(plausible_rows(self._stored_rows()), by, camera).to_json()
+        return summarise_rows(plausible_rows(self._stored_rows()), by, camera).to_dict()
 
     def _stored_rows(self, since: float | None = None) -> list[Row]:
         """The log's events (from `since`); this server's own events when it has no log, or
@@ -256,7 +256,7 @@ class Board:
         periods = round(COMPLIANCE_WINDOW / COMPLIANCE_STEP)
         found = compliance(rows, start, COMPLIANCE_STEP, periods)
         empty = Compliance(start, COMPLIANCE_STEP, [0] * periods, [0] * periods)
-        return {name: found.get(name, empty).to_json() for name in cameras}
+        return {name: found.get(name, empty).to_dict() for name in cameras}
 
     def close(self) -> None:
         with self._lock:

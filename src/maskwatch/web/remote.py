@@ -27,7 +27,7 @@ def remote_event(topic: str, payload: dict[str, Any]) -> tuple[str, Event]:
     """The camera name and the event in an MQTT message; ValueError saying what is wrong."""
     camera = _text(payload.get("camera", topic), "camera")
     try:
-        event = Event.from_json(payload)
+        event = Event.from_dict(payload)
     except KeyError as exc:
         raise ValueError(f"missing field {exc}") from None
     except (TypeError, ValueError, IndexError, OverflowError) as exc:

@@ -234,7 +234,7 @@ class Service:
         with self.pixels.hold(header.width * header.height):
             image = decode_image(data, name, header=header)
             result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, Mode.PHOTO))
-        return result.to_json()
+        return result.to_dict()
 
     def stop(self) -> None:
         for camera in self.cameras.values():

@@ -131,7 +131,7 @@ class Session:
         except SourceError as exc:
             return {"error": str(exc), "frame": frame.number}
         seconds = frame.at - self.started
-        reply = watch.process(Frame(image, frame.number, seconds, self.name)).to_json()
+        reply = watch.process(Frame(image, frame.number, seconds, self.name)).to_dict()
         reply["camera"] = self.name
         return reply
 
