@@ -28,7 +28,8 @@ def test_detect_json_lines_for_a_folder(tmp_path: Path, capsys) -> None:  # type
     assert (first["width"], first["height"]) == (660, 281)
     assert len(first["faces"]) == 3
     for face in first["faces"]:
-        assert set(face) == {"box", "score", "label", "confidence", "probs", "track"}
+        assert set(face) == {"box", "score", "label", "confidence", "probs", "track", "classified"}
+        assert face["classified"] is True  # photos classify every face
         assert face["label"] in {"mask", "no_mask", "incorrect", "uncertain"}
         assert face["confidence"] == pytest.approx(max(face["probs"].values()), abs=1e-4)
         x1, y1, x2, y2 = face["box"]

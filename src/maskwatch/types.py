@@ -70,7 +70,8 @@ class Faces:
     boxes: (N, 4) x1, y1, x2, y2 in pixels of the original frame; scores: (N,) detector scores;
     landmarks: (N, 5, 2) eyes, nose tip, mouth corners; probs: (N, C) classifier probabilities
     over `classes` (C = 0 before classification); labels: N canonical labels or `uncertain`;
-    tracks: (N,) track ids, NO_TRACK when untracked.
+    tracks: (N,) track ids, NO_TRACK when untracked; classified: (N,) whether the classifier saw
+    the face in this frame (False where a tracked person's probabilities were carried over).
     """
 
     boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
@@ -80,14 +81,18 @@ class Faces:
     classes: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     tracks: np.ndarray = field(default_factory=lambda: _empty((0,), np.int64))
+    classified: np.ndarray = field(default_factory=lambda: _empty((0,), np.bool_))
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
+        if n and self.classified.size == 0:  # not given: none classified yet
+            object.__setattr__(self, "classified", np.zeros(n, np.bool_))
         checks = {
             "boxes": (self.boxes.shape, (n, 4)),
             "scores": (self.scores.shape, (n,)),
             "landmarks": (self.landmarks.shape, (n, 5, 2)),
             "tracks": (self.tracks.shape, (n,)),
+            "classified": (self.classified.shape, (n,)),
         }
         for name, (got, want) in checks.items():
             if got != want:
@@ -110,6 +115,7 @@ class Faces:
             landmarks=np.asarray(landmarks, np.float32).reshape(n, 5, 2),
             probs=_empty((n, 0), np.float32),
             tracks=np.full(n, NO_TRACK, np.int64),
+            classified=np.zeros(n, np.bool_),
         )
 
     def __len__(self) -> int:
@@ -125,9 +131,20 @@ class Faces:
     ) -> Faces:
         return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=labels)
 
-    def with_probs(self, probs: np.ndarray, classes: tuple[str, ...]) -> Faces:
-        """Probabilities without labels yet: the pipeline or the tracker labels them once."""
-        return replace(self, probs=np.asarray(probs, np.float32), classes=classes, labels=())
+    def with_probs(
+        self, probs: np.ndarray, classes: tuple[str, ...], classified: np.ndarray | None = None
+    ) -> Faces:
+        """Probabilities without labels yet: the pipeline or the tracker labels them once.
+        `classified` says which rows the classifier gave (default: all; the tracker replaces
+        the others with their tracks')."""
+        seen = np.ones(len(self), np.bool_) if classified is None else classified
+        return replace(
+            self,
+            probs=np.asarray(probs, np.float32),
+            classes=classes,
+            labels=(),
+            classified=np.asarray(seen, np.bool_),
+        )
 
     def with_labels(self, labels: tuple[str, ...]) -> Faces:
         return replace(self, labels=labels)
@@ -157,6 +174,7 @@ class Faces:
                         for c, p in zip(self.classes, self.probs[i], strict=True)
                     },
                     "track": None if track == NO_TRACK else track,
+                    "classified": bool(self.classified[i]),
                 }
             )
         return out
