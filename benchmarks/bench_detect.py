@@ -1,5 +1,12 @@
 """Frames per second of the detect loop against the seed's loop, on rendered videos.
 
+With --stream, one stream as a user runs it, side by side in one run: `maskwatch detect` on a
+300-frame 640x480 video with 3 faces, start-up included (a fresh process each run, the command
+line as a user types it), against the seed's loop (a fresh process too: its imports and model
+set-up included); then the same frames in one process, steady: one stage after the other and
+every face classified (maskwatch before issue 12), classifying people rather than frames, and
+with detection overlapped (what `detect` runs), with the faces each classified.
+
 For each frame size and face count it renders a video of real faces (cut from the demo sample
 photos, fetched through the cache, moving a little each frame) and runs:
 
@@ -11,12 +18,15 @@ photos, fetched through the cache, moving a little each frame) and runs:
 
     python benchmarks/bench_detect.py                       # 640x480 and 1280x720, 1/3/10 faces
     python benchmarks/bench_detect.py --size 640x480 --faces 3 --model float.onnx --spinning
+    python benchmarks/bench_detect.py --stream                 # about 1.5 minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +43,9 @@ from maskwatch.defaults import DETECT_VIDEO_SIDE
 from maskwatch.draw import draw_faces
 from maskwatch.faces import YuNetDetector
 from maskwatch.pipeline import Pipeline
+from maskwatch.sources import open_source
 from maskwatch.tracking import IoUTracker
+from maskwatch.watch import Watch
 
 STAGES = ("decode", "detect", "classify", "track", "draw")
 WARMUP = 10
@@ -147,7 +159,7 @@ def seed_step() -> tuple[str, Callable[[np.ndarray], dict[str, float]]]:
 
         detector_name = "Haar cascade"
     else:
-        yunet = YuNetDetector(video_side=10_000)
+        yunet = YuNetDetector(video_side=4096)  # full size: the largest allowed
 
         def find(image: np.ndarray) -> list[tuple[int, int, int, int]]:
             return [tuple(int(v) for v in b) for b in yunet.detect(image).boxes]  # type: ignore[misc]
@@ -168,17 +180,113 @@ def seed_step() -> tuple[str, Callable[[np.ndarray], dict[str, float]]]:
     return detector_name, step
 
 
+def seed_run(video: Path) -> None:
+    """The seed's loop over every frame of `video`, set-up included (run in its own process)."""
+    step = seed_step()[1]
+    capture = cv2.VideoCapture(str(video))
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        step(image)
+    capture.release()
+
+
+def _seconds(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _in_process(video: Path, classify_every: int, overlap: bool) -> tuple[float, int, int]:
+    """Steady frames per second of a watch over `video` (models loaded before timing), and
+    the faces classified out of the faces found."""
+    pipeline = Pipeline(
+        YuNetDetector(), MaskClassifier(), IoUTracker(classify_every=classify_every)
+    )
+    classified = found = 0
+
+    class Count:
+        def write(self, result: Any) -> None:
+            nonlocal classified, found
+            classified += int(result.faces.classified.sum())
+            found += len(result.faces)
+
+        def close(self, ok: bool = True) -> None:
+            pass
+
+    source = open_source(str(video))
+    start = time.perf_counter()
+    with Watch(pipeline) as watch:
+        watch.add(Count())
+        watch.run(source.frames(), overlap=overlap)
+    return source.read / (time.perf_counter() - start), classified, found
+
+
+def single_stream(frames: int, repeats: int) -> None:
+    """`detect` against the seed's loop on one 640x480 video with 3 faces (see the docstring)."""
+    print(f"machine: {describe_machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "stream.mp4"
+        render(video, (640, 480), face_tiles(3, YuNetDetector()), frames)
+        detect = [sys.executable, "-m", "maskwatch.cli", "-q", "detect", "--source", str(video)]
+        detect += ["--no-show", "--json", str(Path(tmp) / "out.jsonl")]
+        runs = {
+            "seed loop (Haar or YuNet, PyTorch per face)": [
+                sys.executable,
+                __file__,
+                "--seed-run",
+                str(video),
+            ],
+            "maskwatch detect --classify-every 1": [*detect, "--classify-every", "1"],
+            "maskwatch detect (default)": detect,
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(repeats):
+            for name, command in runs.items():
+                if r == 0 or not name.startswith("seed"):  # the seed's is long and steady
+                    seconds[name].append(_seconds(command))
+        print(
+            f"\n{frames} frames 640x480, 3 faces, start-up included "
+            f"(fresh process each; median of {repeats} runs, the seed's 1):"
+        )
+        seed_fps = frames / statistics.median(seconds[next(iter(runs))])
+        for name, values in seconds.items():
+            fps = frames / statistics.median(values)
+            print(
+                f"  {name:46} {statistics.median(values):6.2f} s {fps:7.1f} frames/s "
+                f"{fps / seed_fps:6.1f}x the seed's"
+            )
+        print("\nthe same frames in one process, steady (models loaded before timing):")
+        for name, every, overlap in (
+            ("one stage after the other, every face", 1, False),
+            ("classifying people, not frames", 10, False),
+            ("... and detection overlapped (detect's loop)", 10, True),
+        ):
+            fps, classified, found = _in_process(video, every, overlap)
+            print(f"  {name:46} {fps:7.1f} frames/s, {classified:5d} of {found} faces classified")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", action="append", help="WxH (repeatable; default both)")
     parser.add_argument("--faces", type=int, action="append", help="repeatable; default 1 3 10")
-    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--frames", type=int, help="default: 200 a video, 300 with --stream")
     parser.add_argument("--model", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all)")
     parser.add_argument("--spinning", action="store_true", help="let ORT threads spin-wait")
     parser.add_argument("--video-side", type=int, default=DETECT_VIDEO_SIDE)
     parser.add_argument("--no-seed", action="store_true", help="skip the seed loop")
+    parser.add_argument("--stream", action="store_true", help="one stream against the seed's")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each (--stream)")
+    parser.add_argument("--seed-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seed_run:
+        seed_run(args.seed_run)
+        return
+    if args.stream:
+        single_stream(args.frames or 300, args.repeats)
+        return
     sizes = args.size or ["640x480", "1280x720"]
     counts = args.faces or [1, 3, 10]
 
@@ -201,7 +309,7 @@ def main() -> None:
         for count in counts:
             with tempfile.TemporaryDirectory() as tmp:
                 video = Path(tmp) / "bench.mp4"
-                render(video, (size[0], size[1]), face_tiles(count, detector), args.frames)
+                render(video, (size[0], size[1]), face_tiles(count, detector), args.frames or 200)
                 found: list[int] = []
                 ours = timed_frames(video, maskwatch_step(pipeline, IoUTracker(), found))
                 fps = 1 / ours["total"]

@@ -12,11 +12,18 @@ detections and only every 2nd-3rd frame seen) go through each tracker; motmetric
   2 s lost-track buffer and 3 frames to confirm;
 - norfair (IoU distance, Kalman filter, 3 frames to confirm), where installed.
 
+With --classify-every, the choice of `--classify-every`: each scene (and one where a person
+puts a mask on) through the whole pipeline from classification on, classifying every face of
+every frame against classifying people every N of their frames: the share of faces classified,
+and how far events and settled labels agree.
+
     python benchmarks/bench_tracking.py
+    python benchmarks/bench_tracking.py --classify-every     # about 2 minutes
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +33,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from machine import describe_machine
+from maskwatch.classifier import MaskClassifier
+from maskwatch.pipeline import Pipeline
 from maskwatch.tracking import IoUTracker, iou_matrix
 from maskwatch.types import NO_TRACK, Faces
-from tracking_scenes import FPS, SCENES, Step, evaluate, sequence
+from tracking_scenes import (
+    FPS,
+    MASK_ON,
+    SCENES,
+    Step,
+    _detector,
+    agreement,
+    evaluate,
+    sequence,
+    watch_scene,
+)
+
+EVERY = (1, 5, 10, 20, 50)
 
 
 def maskwatch() -> Step:
@@ -121,7 +142,33 @@ TRACKERS: dict[str, Callable[[], Step]] = {
 }
 
 
+def classify_every() -> None:
+    """Every face of every frame against each N of EVERY, on every scene."""
+    print(describe_machine())
+    detector, classifier = _detector(), MaskClassifier()
+    runs = []
+    for name in [*(s.name for s in SCENES), MASK_ON.name]:
+        pipelines = [Pipeline(detector, classifier, IoUTracker(classify_every=n)) for n in EVERY]
+        runs.append(watch_scene(name, *pipelines))
+    total = [sum(r[1:], r[0]) for r in zip(*runs, strict=True)]
+    print(
+        f"{'N':>4} {'classified':>10} {'events same':>11} {'settled same':>12} {'labels same':>11}"
+    )
+    for n, watched in zip(EVERY, total, strict=True):
+        events, settled, labels = agreement(total[0], watched)
+        print(
+            f"{n:4d} {watched.classified / watched.faces:10.1%} {events:11.1%} {settled:12.2%} "
+            f"{labels:11.2%}"  # face labels shown in the same frames
+        )
+    print(f"({total[0].faces} faces in {len(runs)} scenes; N=1 is every face of every frame)")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--classify-every", action="store_true", help="choose --classify-every")
+    if parser.parse_args().classify_every:
+        classify_every()
+        return
     print(describe_machine())
     sequences = [sequence(scene.name) for scene in SCENES]
     print(

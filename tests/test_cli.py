@@ -28,8 +28,18 @@ def test_detect_json_lines_for_a_folder(tmp_path: Path, capsys) -> None:  # type
     assert (first["width"], first["height"]) == (660, 281)
     assert len(first["faces"]) == 3
     for face in first["faces"]:
-        assert set(face) == {"box", "score", "label", "confidence", "probs", "track", "settled"}
+        assert set(face) == {
+            "box",
+            "score",
+            "label",
+            "confidence",
+            "probs",
+            "track",
+            "settled",
+            "classified",
+        }
         assert face["settled"] is (face["label"] != "uncertain")  # a photo's label is final
+        assert face["classified"] is True  # photos classify every face
         assert face["label"] in {"mask", "no_mask", "incorrect", "uncertain"}
         assert face["confidence"] == pytest.approx(max(face["probs"].values()), abs=1e-4)
         x1, y1, x2, y2 = face["box"]

@@ -77,6 +77,7 @@ def test_frame_result_json_has_the_documented_fields() -> None:
                 "probs": {"mask": 0.7, "no_mask": 0.2, "incorrect": 0.1},
                 "track": None,
                 "settled": True,
+                "classified": True,
             }
         ],
     }

@@ -8,8 +8,10 @@ jitter, JPEG, detections missed at random, and the tracker seeing only every 2nd
 the browser page sends one frame at a time and drops the rest). The real YuNet finds the faces;
 its detections are cached per scene for the process.
 
-Used by tests/test_tracking_metrics.py (targets for the adopted tracker) and
-benchmarks/bench_tracking.py (the comparison with other trackers).
+Used by tests/test_tracking_metrics.py (targets for the adopted tracker, and classifying people
+rather than frames against classifying every face of every frame) and
+benchmarks/bench_tracking.py (the comparison with other trackers, and the choice of
+--classify-every).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import cv2
 import numpy as np
 
 from maskwatch.faces import YuNetDetector
-from maskwatch.types import NO_TRACK, Faces
+from maskwatch.pipeline import Pipeline
+from maskwatch.types import NO_TRACK, Faces, Frame
 
 SHARED = Path(os.environ.get("MASKWATCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 KARY = SHARED / "datasets" / "kary"
@@ -50,6 +53,11 @@ class Actor:
     person: int  # ground-truth identity
     path: Path_
     face_width: int = 70
+    becomes: tuple[int, int] | None = None  # (frame, person): looks like that person from then
+
+    def looks(self, frame: int) -> int:
+        """Whose picture shows this person in `frame` (someone who puts a mask on changes)."""
+        return self.becomes[1] if self.becomes and frame >= self.becomes[0] else self.person
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,19 @@ SCENES = (
         drop=0.1,
         steps=(2, 3),
         seed=3,
+    ),
+)
+
+
+# Someone standing puts a mask on (sprites alternate no mask, mask): the settled label must
+# change; kept out of SCENES, whose people keep their looks.
+MASK_ON = Scene(
+    "mask_on",
+    150,
+    (
+        Actor(6, _sway(200, 220, 150), 72, becomes=(60, 7)),
+        Actor(1, _sway(470, 200, 150), 66),
+        Actor(2, [(0, 80, 390), (149, 560, 370)], 64),
     ),
 )
 
@@ -201,7 +222,7 @@ def render(scene: Scene) -> tuple[list[np.ndarray], list[Truth]]:
         owner = np.full((h, w), -1, np.int32)  # who shows at each pixel
         boxes: dict[int, np.ndarray] = {}
         for actor in scene.actors:
-            sprite = people[actor.person]
+            sprite = people[actor.looks(f)]
             cx, cy = _position(actor.path, f)
             scale = actor.face_width / (sprite.face[2] - sprite.face[0])
             if scene.jitter:
@@ -287,7 +308,7 @@ class Sequence:
 def sequence(name: str) -> Sequence:
     """Scene `name` rendered, detected by the real YuNet (video mode), thinned the way the
     scene says; cached for the process."""
-    scene = next(s for s in SCENES if s.name == name)
+    scene = next(s for s in (*SCENES, MASK_ON) if s.name == name)
     frames, truths = render(scene)
     rng = np.random.default_rng(scene.seed + 1)
     seen, f = [], 0
@@ -368,3 +389,72 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     from maskwatch.tracking import iou_matrix
 
     return iou_matrix(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What a pipeline made of a scene, frame by frame: the events (scene, kind, track,
+    label, previous label) in order, each seen frame's settled label per person, each face's label,
+    and how many faces the classifier saw out of how many were found."""
+
+    events: tuple[tuple[str, str, int, str | None, str | None], ...]  # scene first
+    settled: tuple[dict[int, str | None], ...]
+    labels: tuple[tuple[str, ...], ...]
+    classified: int
+    faces: int
+
+    def __add__(self, other: Watched) -> Watched:
+        """Two scenes' runs as one."""
+        return Watched(
+            self.events + other.events,
+            self.settled + other.settled,
+            self.labels + other.labels,
+            self.classified + other.classified,
+            self.faces + other.faces,
+        )
+
+
+def watch_scene(name: str, *pipelines: Pipeline) -> list[Watched]:
+    """Scene `name` through each of `pipelines` (with trackers), from classification on: the
+    same frames and YuNet detections as `sequence(name)`, rendered again."""
+    seq = sequence(name)
+    frames, _ = render(seq.scene)
+    return [_watch(seq, frames, pipeline) for pipeline in pipelines]
+
+
+def _watch(seq: Sequence, frames: list[np.ndarray], pipeline: Pipeline) -> Watched:
+    tracker = pipeline.tracker
+    assert tracker is not None
+    name = seq.scene.name
+    events, settled, labels = [], [], []
+    classified = found = 0
+    for f, faces in zip(seq.frames, seq.faces, strict=True):
+        result = pipeline.classify(Frame(frames[f], f, f / FPS, name), faces)
+        events += [(name, str(c.kind), c.track, c.label, c.previous) for c in result.changes]
+        settled.append({t.id: t.settled for t in tracker.tracks if t.confirmed})
+        labels.append(result.faces.labels)
+        classified += int(result.faces.classified.sum())
+        found += len(result.faces)
+    ending = pipeline.finish()
+    if ending is not None:
+        events += [(name, str(c.kind), c.track, c.label, c.previous) for c in ending.changes]
+    return Watched(tuple(events), tuple(settled), tuple(labels), classified, found)
+
+
+def agreement(a: Watched, b: Watched) -> tuple[float, float, float]:
+    """How far two runs of one scene agree: the share of events they have in common (as a
+    multiset, over the larger count), of (frame, person) settled labels and of face labels."""
+    from collections import Counter
+
+    common = sum((Counter(a.events) & Counter(b.events)).values())
+    events = common / max(len(a.events), len(b.events), 1)
+    pairs = same = 0
+    for x, y in zip(a.settled, b.settled, strict=True):
+        for person in x.keys() | y.keys():
+            pairs += 1
+            same += x.get(person) == y.get(person)
+    faces = [
+        (p, q) for x, y in zip(a.labels, b.labels, strict=True) for p, q in zip(x, y, strict=True)
+    ]
+    labels = sum(p == q for p, q in faces) / max(len(faces), 1)
+    return events, same / max(pairs, 1), labels

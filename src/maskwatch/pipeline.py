@@ -15,12 +15,16 @@ from maskwatch.types import CropResult, Faces, Frame, FrameResult, Mode
 
 @dataclass
 class Pipeline:
-    """Runs the detector and classifier on frames; all faces of a frame form one batch.
+    """Runs the detector and classifier on frames; the faces classified in a frame form one
+    batch.
 
-    With a tracker, video frames (not photos) get track ids, and their labels come from
-    the probabilities smoothed per track; otherwise from each face's own. Either way each face
-    is labelled once, by the classifier's threshold (labels.labels_for). A certain label of a
-    photo (or untracked frame) is settled at once; a tracked face's once its track settles.
+    With a tracker, video frames (not photos) get track ids, only the faces the tracker's plan
+    names are classified (new, unsettled, moved, or due: tracking.py), the others carry their
+    track's probabilities, and labels come from the probabilities smoothed per track; otherwise
+    every face is classified and labelled from its own. Either way each face is labelled once,
+    by the classifier's threshold (labels.labels_for). A certain label of a photo (or untracked
+    frame) is settled at once; a tracked face's once its track settles. `process` is `detect`
+    then `classify`: a watch may detect the next frame while it classifies this one.
     """
 
     detector: FaceDetector
@@ -32,22 +36,36 @@ class Pipeline:
         if self.tracker is not None:
             self.tracker.uncertain_below = self.classifier.meta.uncertain_below
 
-    def predict(self, image: np.ndarray, faces: Faces) -> Faces:
-        """`faces` with the classifier's probabilities, not yet labelled."""
+    def predict(self, image: np.ndarray, faces: Faces, which: np.ndarray | None = None) -> Faces:
+        """`faces` with the classifier's probabilities, not yet labelled; with `which` ((N,)
+        bool), only those faces are classified and the others' rows are zeros."""
         meta = self.classifier.meta
-        crops = crop_faces(image, faces.boxes, meta.input_size, meta.crop_margin)
-        return faces.with_probs(self.classifier.predict(crops), tuple(meta.classes))
+        chosen = np.ones(len(faces), np.bool_) if which is None else which
+        crops = crop_faces(image, faces.boxes[chosen], meta.input_size, meta.crop_margin)
+        probs = np.zeros((len(faces), len(meta.classes)), np.float32)
+        probs[chosen] = self.classifier.predict(crops)
+        return faces.with_probs(probs, tuple(meta.classes), chosen)
 
-    def process(self, frame: Frame) -> FrameResult:
-        photo = frame.mode is Mode.PHOTO
-        faces = self.predict(frame.image, self.detector.detect(frame.image, thorough=photo))
-        if self.tracker is None or photo:
+    def detect(self, frame: Frame) -> Faces:
+        """The faces of a frame (a photo gets the detector's thorough search)."""
+        return self.detector.detect(frame.image, thorough=frame.mode is Mode.PHOTO)
+
+    def classify(self, frame: Frame, faces: Faces) -> FrameResult:
+        """The result of a frame whose faces `detect` found: classified, tracked, labelled.
+        Frames must come in order (the tracker's state moves on)."""
+        if self.tracker is None or frame.mode is Mode.PHOTO:
+            faces = self.predict(frame.image, faces)
             labels = self.classifier.labels(faces.probs)
             firm = tuple(label != UNCERTAIN for label in labels)
             return FrameResult(frame, faces.with_labels(labels, firm))
-        faces, changes = self.tracker.update(faces, frame.time)
+        plan = self.tracker.plan(faces.boxes)
+        faces = self.predict(frame.image, faces, plan.classify)
+        faces, changes = self.tracker.update(faces, frame.time, plan)
         self._last = frame
         return FrameResult(frame, faces, tuple(changes))
+
+    def process(self, frame: Frame) -> FrameResult:
+        return self.classify(frame, self.detect(frame))
 
     def finish(self) -> FrameResult | None:
         """The tracks still open when a source ends, as LEAVE changes of its last frame."""

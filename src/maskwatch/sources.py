@@ -94,7 +94,10 @@ class FileSource:
 
     A file that cannot be read is skipped with a warning (an error when it is the only one),
     and a video that ends before the frame count its header declares is counted in
-    `incomplete`, with a warning; `shortfall` sums both up once the source is read.
+    `incomplete`, with a warning; `shortfall` sums both up once the source is read. Each video
+    says when it ends. With `realtime`, videos play at their own frame rate, as a camera
+    would deliver them: frames wait for their time, and frames whose time has passed while the
+    previous one was processed are dropped (counted in `dropped`, and said).
     """
 
     paths: list[Path]
@@ -106,6 +109,8 @@ class FileSource:
     skipped: int = 0
     incomplete: int = 0
     fps: float = 0.0
+    realtime: bool = False
+    dropped: int = 0
 
     def frames(self) -> Iterator[Frame]:
         image_index = 0
@@ -146,11 +151,23 @@ class FileSource:
             declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             self.fps = fps
-            index = 0
+            clock = _Clock(fps) if self.realtime and fps > 0 else None
+            index = dropped = 0
             while True:
                 image = _read_frame(capture)
                 if image is None:
                     break
+                if clock is not None and not clock.wait(index):
+                    if not dropped:
+                        log.warning(
+                            "%s: processing is slower than the video's %g frames/s; dropping "
+                            "frames to keep up (--realtime)",
+                            path,
+                            fps,
+                        )
+                    dropped += 1
+                    index += 1
+                    continue
                 if image.shape[0] * image.shape[1] > self.max_pixels > 0:
                     height, width = image.shape[:2]
                     log.warning(
@@ -162,9 +179,17 @@ class FileSource:
                 seconds = index / fps if fps > 0 else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 yield Frame(image=image, index=index, time=seconds, source=str(path))
                 index += 1
+            self.dropped += dropped
             if index == 0:
                 self._skip(f"{path}: {why or 'no frame could be decoded'}")
-            elif path.suffix.lower() in EXACT_COUNT_SUFFIXES and index < declared:
+                return
+            log.info(
+                "%s ended after %d frames%s",
+                path,
+                index,
+                f" ({dropped} dropped to play in real time)" if dropped else "",
+            )
+            if path.suffix.lower() in EXACT_COUNT_SUFFIXES and index < declared:
                 self.incomplete += 1
                 log.warning(
                     "%s: read %d of the %d frames its header declares; the rest could not be "
@@ -194,6 +219,26 @@ class FileSource:
 
     def close(self) -> None:
         pass
+
+
+class _Clock:
+    """Paces a video at `fps` from the first frame asked for."""
+
+    def __init__(self, fps: float) -> None:
+        self.interval = 1.0 / fps
+        self.start: float | None = None
+
+    def wait(self, index: int) -> bool:
+        """Wait for frame `index`'s time; False (at once) when the next frame's has come too."""
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        due = self.start + index * self.interval
+        if now >= due + self.interval:
+            return False
+        if now < due:
+            time.sleep(due - now)
+        return True
 
 
 def shortfall(files: int, skipped: int, folders: int = 0, videos: int = 0) -> str | None:
@@ -377,9 +422,11 @@ def open_source(
     reconnect_attempts: int = RECONNECT_ATTEMPTS,
     max_fps: float | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    realtime: bool = False,
 ) -> Source:
     """Resolve a --source string: a camera index, a stream URL, a file, a folder or a glob.
-    Images larger than `max_pixels` are refused before they are decoded."""
+    Images larger than `max_pixels` are refused before they are decoded; videos are played at
+    their own frame rate when `realtime` (see FileSource)."""
     spec = spec.strip()
     if not spec:
         raise SourceError("an empty source names no file, folder, camera or stream")
@@ -406,14 +453,14 @@ def open_source(
         images, unreadable = scan_images(path)
         if not images:
             raise SourceError(f"{path}: folder contains no images")
-        return FileSource(images, str(path), max_pixels, unreadable)
+        return FileSource(images, str(path), max_pixels, unreadable, realtime=realtime)
     if kind == "file":
-        return FileSource([path], str(path), max_pixels)
+        return FileSource([path], str(path), max_pixels, realtime=realtime)
     if _GLOB_CHARS & set(spec):
         matches = _expand_glob(spec)
         if not matches:
             raise SourceError(f"{spec}: no image or video matches this pattern")
-        return FileSource(matches, spec, max_pixels)
+        return FileSource(matches, spec, max_pixels, realtime=realtime)
     raise SourceError(f"{spec}: no such file, folder, camera or stream")
 
 

@@ -19,6 +19,12 @@ not flip its label. A label *settles* once that average has named the same (cert
 `settle_frames` frames in a row; appearing, settling, a settled label changing and leaving are
 reported as `TrackChange`s, from which events.py makes the event stream. A face is marked
 settled while its label is its track's settled label.
+
+People are classified, not frames: `plan` says which faces of a frame the classifier must see,
+namely new faces, people whose label has not settled (or whose smoothed label left the settled
+one), people seen again after being missed, people whose box moved or changed size notably since
+their last classification, and otherwise each person every `classify_every` frames of theirs.
+The faces in between carry their track's probabilities and label.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.defaults import SETTLE_FRAMES, SETTLE_FRAMES_RANGE, Range
+from maskwatch.defaults import (
+    CLASSIFY_EVERY,
+    CLASSIFY_EVERY_RANGE,
+    RECLASSIFY_IOU,
+    RECLASSIFY_SIZE,
+    SETTLE_FRAMES,
+    SETTLE_FRAMES_RANGE,
+    Range,
+)
 from maskwatch.labels import UNCERTAIN, labels_for
 from maskwatch.types import APPEAR, CHANGE, LEAVE, NO_TRACK, SETTLE, Faces, Kind, TrackChange
 
@@ -60,6 +74,8 @@ class Track:
     settled: str | None = None  # the label that has held for settle_frames frames
     candidate: str | None = None  # the current smoothed label, and for how many frames
     streak: int = 0
+    classified_box: np.ndarray | None = None  # the box at its last classification
+    since_classified: int = 0  # frames seen since then
 
     @property
     def confirmed(self) -> bool:
@@ -101,6 +117,16 @@ def _greedy(cost: np.ndarray, limit: float) -> list[tuple[int, int]]:
     return pairs
 
 
+@dataclass(frozen=True)
+class Plan:
+    """For each face of a frame, the track it continues (an index into the tracker's tracks,
+    None: a new face), and whether the classifier must see it (`classify`, (N,) bool). Valid
+    for the tracker's next `update` only."""
+
+    tracks: tuple[int | None, ...]
+    classify: np.ndarray
+
+
 @dataclass
 class IoUTracker:
     """Gives faces track ids and smoothed probabilities, frame after frame."""
@@ -113,6 +139,9 @@ class IoUTracker:
     confirm_frames: int = 3  # frames in a row a new face must be seen to count as a person
     reach: float = 2.5  # face sizes (longer box side) a lost track may be found from where it was
     uncertain_below: float = 0.0  # the classifier's threshold (the pipeline sets it)
+    classify_every: int = CLASSIFY_EVERY  # frames between classifications of a settled person
+    reclassify_iou: float = RECLASSIFY_IOU
+    reclassify_size: float = RECLASSIFY_SIZE
     tracks: list[Track] = field(default_factory=list)
     classes: tuple[str, ...] = ()
     _next_id: int = 1
@@ -125,24 +154,62 @@ class IoUTracker:
         Range(0, 3600).check("memory_s", self.memory_s)
         Range(0, 100).check("reach", self.reach)
         Range(0, 1).check("uncertain_below", self.uncertain_below)
+        CLASSIFY_EVERY_RANGE.check("classify_every", self.classify_every)
+        Range(0, 1).check("reclassify_iou", self.reclassify_iou)
+        Range(1, 100).check("reclassify_size", self.reclassify_size)
 
-    def update(self, faces: Faces, time: float | None = None) -> tuple[Faces, list[TrackChange]]:
+    def plan(self, boxes: np.ndarray) -> Plan:
+        """Which track each of this frame's face boxes continues, and which faces to classify
+        (see the module's docstring); pass it to `update` with the faces."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        found = self._match(boxes)
+        due = [t is None or self._due(self.tracks[t], boxes[f]) for f, t in enumerate(found)]
+        return Plan(tuple(found), np.array(due, np.bool_))
+
+    def _due(self, track: Track, box: np.ndarray) -> bool:
+        """Whether a known face must be classified again in this frame."""
+        if track.classified_box is None or track.missed > 0:
+            return True
+        if track.settled is None or track.candidate != track.settled:
+            return True
+        if track.since_classified + 1 >= self.classify_every:
+            return True
+        last = track.classified_box
+        if iou_matrix(last[None], box[None])[0, 0] < self.reclassify_iou:
+            return True
+        grown = float(_sizes(box[None])[0] / max(float(_sizes(last[None])[0]), 1e-6))
+        return not 1 / self.reclassify_size <= grown <= self.reclassify_size
+
+    def update(
+        self, faces: Faces, time: float | None = None, plan: Plan | None = None
+    ) -> tuple[Faces, list[TrackChange]]:
         """`faces` with track ids and, when they have probabilities, the smoothed probabilities of
         their tracks and the labels of those (the only labels these faces get); and what changed:
         tracks that appeared, settled, changed label or left in this frame. `time` (seconds, the
-        frame's) lets a person unseen for `memory_s` keep their id however fast frames come."""
+        frame's) lets a person unseen for `memory_s` keep their id however fast frames come.
+        With this frame's `plan`, faces not marked `classified` carry their track's
+        probabilities (their own rows are ignored); without one every face is matched here."""
         changes: list[TrackChange] = []
         if faces.predicted:
             self.classes = faces.classes
         boxes = np.asarray(faces.boxes, np.float32)
+        fresh = faces.classified if faces.predicted else np.ones(len(faces), np.bool_)
+        found = self._match(boxes) if plan is None else plan.tracks
         matched: list[Track] = []  # the track of each face
-        for f, t in enumerate(self._match(boxes)):
+        for f, t in enumerate(found):
             if t is None:
                 track = Track(NO_TRACK, boxes[f], faces.probs[f].copy())
                 self.tracks.append(track)
             else:
                 track = self.tracks[t]
-                track.probs = self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
+                if fresh[f]:
+                    track.probs = (
+                        self.smoothing * track.probs + (1 - self.smoothing) * faces.probs[f]
+                    )
+            if fresh[f]:
+                track.classified_box, track.since_classified = boxes[f], 0
+            else:
+                track.since_classified += 1
             self._see(track, boxes[f], time)
             if not track.confirmed and track.hits >= self.confirm_frames:
                 track.id = self._next_id

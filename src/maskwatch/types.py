@@ -72,7 +72,8 @@ class Faces:
     over `classes` (C = 0 before classification); labels: N canonical labels or `uncertain`;
     tracks: (N,) track ids, NO_TRACK when untracked; settled: N flags, whether each label is
     firm (a photo's certain label; in video, the label its track has settled on: what events
-    and the dashboard count), empty before labelling.
+    and the dashboard count), empty before labelling; classified: (N,) whether the classifier
+    saw the face in this frame (False where a tracked person's probabilities were carried over).
     """
 
     boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4), np.float32))
@@ -83,14 +84,18 @@ class Faces:
     labels: tuple[str, ...] = ()
     tracks: np.ndarray = field(default_factory=lambda: _empty((0,), np.int64))
     settled: tuple[bool, ...] = ()
+    classified: np.ndarray = field(default_factory=lambda: _empty((0,), np.bool_))
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
+        if n and self.classified.size == 0:  # not given: none classified yet
+            object.__setattr__(self, "classified", np.zeros(n, np.bool_))
         checks = {
             "boxes": (self.boxes.shape, (n, 4)),
             "scores": (self.scores.shape, (n,)),
             "landmarks": (self.landmarks.shape, (n, 5, 2)),
             "tracks": (self.tracks.shape, (n,)),
+            "classified": (self.classified.shape, (n,)),
         }
         for name, (got, want) in checks.items():
             if got != want:
@@ -115,6 +120,7 @@ class Faces:
             landmarks=np.asarray(landmarks, np.float32).reshape(n, 5, 2),
             probs=_empty((n, 0), np.float32),
             tracks=np.full(n, NO_TRACK, np.int64),
+            classified=np.zeros(n, np.bool_),
         )
 
     def __len__(self) -> int:
@@ -135,10 +141,20 @@ class Faces:
         probs = np.asarray(probs, np.float32)
         return replace(self, probs=probs, classes=classes, labels=labels, settled=settled)
 
-    def with_probs(self, probs: np.ndarray, classes: tuple[str, ...]) -> Faces:
-        """Probabilities without labels yet: the pipeline or the tracker labels them once."""
+    def with_probs(
+        self, probs: np.ndarray, classes: tuple[str, ...], classified: np.ndarray | None = None
+    ) -> Faces:
+        """Probabilities without labels yet: the pipeline or the tracker labels them once.
+        `classified` says which rows the classifier gave (default: all; the tracker replaces
+        the others with their tracks')."""
+        seen = np.ones(len(self), np.bool_) if classified is None else classified
         return replace(
-            self, probs=np.asarray(probs, np.float32), classes=classes, labels=(), settled=()
+            self,
+            probs=np.asarray(probs, np.float32),
+            classes=classes,
+            labels=(),
+            settled=(),
+            classified=np.asarray(seen, np.bool_),
         )
 
     def with_labels(self, labels: tuple[str, ...], settled: tuple[bool, ...] = ()) -> Faces:
@@ -170,6 +186,7 @@ class Faces:
                     },
                     "track": None if track == NO_TRACK else track,
                     "settled": bool(self.settled[i]) if self.settled else False,
+                    "classified": bool(self.classified[i]),
                 }
             )
         return out

@@ -1,6 +1,10 @@
 """The watch loop every front end runs (`detect`, `demo`, server cameras, browser sessions):
 frame -> `Pipeline.process` -> the tracker's changes as events -> outputs -> close.
 
+`run` overlaps two stages: a worker thread reads and detects the next frame while this thread
+classifies, tracks and writes the current one (ahead.py); results, events and outputs come in
+frame order and are the same as one frame at a time.
+
 Two kinds of output, and a front end only chooses which:
 - frame outputs, `write(result)` and `close(ok)`: JSON lines, annotated images or video, the
   window, a server camera's MJPEG buffer (sinks.py, web/cameras.py);
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +27,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from maskwatch.ahead import ahead
 from maskwatch.defaults import (
+    CLASSIFY_EVERY,
     DETECT_MIN_SIDE,
     DETECT_SCORE_THRESHOLD,
     DETECT_VIDEO_SIDE,
@@ -30,7 +37,7 @@ from maskwatch.defaults import (
     Blur,
 )
 from maskwatch.events import Event, EventStream
-from maskwatch.types import Frame, FrameResult
+from maskwatch.types import Faces, Frame, FrameResult
 
 if TYPE_CHECKING:
     from maskwatch.alerts import AlertSettings
@@ -102,13 +109,14 @@ class Summary:
 @dataclass(frozen=True)
 class WatchSettings:
     """How a watch sees, shared by `detect` and `serve --source`: the detector's settings, the
-    tracker's settle frames, the blur of annotated output, alerts, MQTT publishing and Home
-    Assistant discovery."""
+    tracker's settle frames and how often it has a settled person classified, the blur of
+    annotated output, alerts, MQTT publishing and Home Assistant discovery."""
 
     score_threshold: float = DETECT_SCORE_THRESHOLD
     detect_min_side: int = DETECT_MIN_SIDE
     detect_video_side: int = DETECT_VIDEO_SIDE
     settle_frames: int = SETTLE_FRAMES
+    classify_every: int = CLASSIFY_EVERY
     blur: Blur = Blur.NONE
     alerts: AlertSettings | None = None
     mqtt: str | None = None  # publish events to mqtt://host[:port]/topic
@@ -134,7 +142,11 @@ class WatchSettings:
         from maskwatch.pipeline import Pipeline
         from maskwatch.tracking import IoUTracker
 
-        tracker = IoUTracker(settle_frames=self.settle_frames) if tracked else None
+        tracker = (
+            IoUTracker(settle_frames=self.settle_frames, classify_every=self.classify_every)
+            if tracked
+            else None
+        )
         return Pipeline(detector or self.detector(), classifier, tracker)
 
 
@@ -163,10 +175,14 @@ class Watch:
         """Also call `close` (e.g. the source's) when the watch closes, after the outputs."""
         self._on_close.append(close)
 
-    def process(self, frame: Frame) -> FrameResult:
-        """One frame through the pipeline, its events to the event outputs, its result to the
-        frame outputs (a window may raise Stop)."""
-        result = self.pipeline.process(frame)
+    def process(self, frame: Frame, faces: Faces | None = None) -> FrameResult:
+        """One frame through the pipeline (from classification on when its `faces` were
+        detected already), its events to the event outputs, its result to the frame outputs
+        (a window may raise Stop)."""
+        if faces is None:
+            result = self.pipeline.process(frame)
+        else:
+            result = self.pipeline.classify(frame, faces)
         self.summary.frames += 1
         self.summary.labels.update(result.faces.labels)
         self._emit(result)
@@ -174,11 +190,17 @@ class Watch:
             output.write(result)
         return result
 
-    def run(self, frames: Iterable[Frame]) -> None:
-        """Every frame until the end, Stop or Ctrl-C; then the open tracks leave."""
+    def run(self, frames: Iterable[Frame], overlap: bool = True) -> None:
+        """Every frame until the end, Stop or Ctrl-C; then the open tracks leave. With
+        `overlap`, the next frame is read and detected on a worker thread meanwhile."""
         try:
-            for frame in frames:
-                self.process(frame)
+            if not overlap:
+                for frame in frames:
+                    self.process(frame)
+            else:
+                with closing(ahead(frames, self.pipeline.detect)) as detected:
+                    for frame, faces in detected:
+                        self.process(frame, faces)
         except Stop:
             pass
         except KeyboardInterrupt:

@@ -15,6 +15,8 @@ from maskwatch.defaults import (
     ALERT_LABELS,
     ALERT_TRACK_INTERVAL,
     BLUR_CHOICES,
+    CLASSIFY_EVERY,
+    CLASSIFY_EVERY_RANGE,
     DETECT_MAX_SIDE,
     DETECT_MIN_SIDE,
     DETECT_MIN_SIDE_RANGE,
@@ -160,6 +162,7 @@ def watching(args: argparse.Namespace, mqtt: str | None) -> WatchSettings:
     return watch_settings(
         args,
         settle_frames=args.settle_frames,
+        classify_every=args.classify_every,
         blur=args.blur,
         alerts=alerts if alerts.command or alerts.webhook else None,
         mqtt=mqtt,
@@ -210,6 +213,15 @@ def watch_args(parser: Options, publish: str) -> None:
         default=SETTLE_FRAMES,
         help="frames a person's smoothed label must hold before it settles "
         f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--classify-every",
+        type=within(int, CLASSIFY_EVERY_RANGE),
+        default=CLASSIFY_EVERY,
+        metavar="N",
+        help="classify a person whose label has settled every N of their frames, or sooner "
+        "when their box moves or changes size; frames between carry their label; 1: every "
+        f"face of every frame ({CLASSIFY_EVERY_RANGE.describe()}; default: %(default)s)",
     )
     parser.add_argument(
         publish,

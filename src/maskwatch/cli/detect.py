@@ -84,6 +84,7 @@ def _detect(args: argparse.Namespace, settings: WatchSettings, metrics: Metrics 
         reconnect_attempts=args.reconnect,
         max_fps=args.max_fps,
         max_pixels=args.max_pixels,
+        realtime=args.realtime,
     )
     summary = run_detect(
         source,
@@ -149,6 +150,13 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="process at most this many frames per second of a live source "
         f"({MAX_FPS_RANGE.describe()})",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play a video file at its own frame rate, as a camera would deliver it, dropping "
+        "frames (and saying so) when processing falls behind (default: every frame, as fast "
+        "as it goes)",
     )
     p.add_argument(
         "--reconnect",
