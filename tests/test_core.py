@@ -57,9 +57,8 @@ def test_frame_result_json_has_the_documented_fields() -> None:
     faces = Faces.from_detections(
         np.array([[10, 20, 50, 70]]), np.array([0.9]), np.zeros((1, 5, 2))
     )
-    faces = faces.with_predictions(
-        np.array([[0.7, 0.2, 0.1]]), ("mask", "no_mask", "incorrect"), ("mask",), (True,)
-    )
+    faces = faces.with_probs(np.array([[0.7, 0.2, 0.1]]), ("mask", "no_mask", "incorrect"))
+    faces = faces.with_labels(("mask",), (True,))
     frame = Frame(image=np.zeros((100, 200, 3), np.uint8), index=3, time=0.2, source="a.jpg")
     data = json.loads(json.dumps(FrameResult(frame, faces).to_dict()))
     assert data == {
