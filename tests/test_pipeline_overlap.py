@@ -36,7 +36,7 @@ class Recorder:
     def write(self, result: FrameResult) -> None:
         if result.frame.index == self.fail_at:
             raise OutputError("cannot write out.jsonl: No space left on device")
-        self.results.append(result.to_json())
+        self.results.append(result.to_dict())
         time.sleep(self.delay_s)
 
     def close(self, ok: bool = True) -> None:
@@ -61,8 +61,8 @@ def test_overlapped_stages_give_the_sequential_results_in_order(pipeline: Any, v
     (alone, alone_events), (overlapped, overlapped_events) = runs
     assert [r["frame"] for r in overlapped] == list(range(30))
     assert overlapped == alone
-    assert [e.to_json() | {"time": 0} for e in overlapped_events] == [
-        e.to_json() | {"time": 0} for e in alone_events
+    assert [e.to_dict() | {"time": 0} for e in overlapped_events] == [
+        e.to_dict() | {"time": 0} for e in alone_events
     ]
     faces = [f for r in overlapped for f in r["faces"]]
     assert len(faces) >= 80
