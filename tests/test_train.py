@@ -279,6 +279,9 @@ def test_real_recipe_fine_tunes_chooses_a_threshold_and_lists_its_test_faces(
     meta = json.loads((out / "mask_classifier.json").read_text())
     assert meta["training"]["finetuning"].startswith(("kept", "discarded"))
     assert 0.34 <= meta["uncertain_below"] < 1.0
+    assert meta["temperature"] > 0
+    ece = meta["metrics"]["validation_ece"]
+    assert 0 <= ece["after_calibration"] <= 1 and 0 <= ece["before_calibration"] <= 1
     faces = (out / "test_faces.csv").read_text().splitlines()
     assert faces[0] == "photo,x1,y1,x2,y2,label,source,group"
     for name in ("curves.png", "calibration.png", "mistakes.jpg", "training_curves.png"):

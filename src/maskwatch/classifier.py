@@ -39,6 +39,7 @@ class ModelMetadata:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     color: str = "RGB"
     uncertain_below: float = 0.0
+    temperature: float = 1.0  # softmax temperature fitted on validation (calibration)
     sha256: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +55,8 @@ class ModelMetadata:
             meta = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         except (json.JSONDecodeError, TypeError) as exc:
             raise ModelError(f"model metadata {where} is not valid: {exc}") from exc
+        if not isinstance(meta.temperature, int | float) or not meta.temperature > 0:
+            raise ModelError(f"model metadata {where}: temperature must be a positive number")
         unknown = [c for c in meta.classes if c not in CANONICAL]
         if len(meta.classes) < 2 or unknown:
             raise ModelError(
@@ -96,6 +99,15 @@ def to_input_tensor(crops_bgr: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     params.ddepth = cv2.CV_32F
     params.size = (meta.input_size, meta.input_size)
     return np.asarray(cv2.dnn.blobFromImagesWithParams(list(crops_bgr), params), np.float32)
+
+
+def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) from softmax(logits): p ** (1 / T), renormalised (argmax unchanged)."""
+    if temperature == 1.0 or len(probs) == 0:
+        return probs
+    logp = np.log(np.maximum(probs, 1e-12)) / temperature
+    scaled = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return np.asarray(scaled / scaled.sum(axis=1, keepdims=True), np.float32)
 
 
 class MaskClassifier:
@@ -161,7 +173,7 @@ class MaskClassifier:
             return np.zeros((0, len(self.classes)), np.float32)
         tensor = to_input_tensor(crops_bgr, self.meta)
         (probs,) = self._session.run(None, {self._input.name: tensor})
-        return np.asarray(probs, np.float32)
+        return with_temperature(np.asarray(probs, np.float32), self.meta.temperature)
 
     def labels(self, probs: np.ndarray) -> tuple[str, ...]:
         return labels_for(probs, self.classes, self.meta.uncertain_below)

@@ -26,6 +26,12 @@ DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
 DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
 SUBJECT_PAD = 0.25  # `classify` searches a photo inside a border this share of its size per side
+# Framings a classifier is judged on (margin per side): the face box alone, cut at forehead and
+# chin; the detector's framing; and that window 40% larger (1.3 x 1.4 = 1 + 2 x 0.41).
+TIGHT_MARGIN = 0.0
+LOOSE_MARGIN = 0.41
+FRAMING_OFFSET = 0.1  # training framing jitter: centre moved up to this share of the box side
+TRUSTED_FACE_SIDE = 48  # px: from this size on, few faces may be left `uncertain`
 DEFAULT_INPUT_SIZE = 224  # classifier input side in pixels (a model's metadata may differ)
 RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s, doubling)
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles

@@ -68,6 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
         config = TrainConfig(data=list(args.data), **overrides)
     config = replace(config, command=command_line())
+    if args.cross_source:
+        from maskwatch.train.crosssource import cross_source, markdown_table
+
+        payload = cross_source(config)
+        print("\n".join(markdown_table(payload)))
+        print(f"\ntable: {Path(config.out) / 'cross_source.md'} (and .json)")
+        return 0
     result = train(config)
     _print_headline(result.report)
     report = Path(config.out) / "report.md"
@@ -221,6 +228,26 @@ def add_parser(sub: Subparsers) -> None:
         const=True,
         default=None,
         help=f"weight the loss by inverse class frequency ({_by_recipe('balance_classes')})",
+    )
+    p.add_argument(
+        "--framing-jitter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop each training view again from its photo, from the face box alone to a "
+        f"40%% looser window than detect's, and off-centre ({_by_recipe('framing_jitter')})",
+    )
+    p.add_argument(
+        "--feature-cache",
+        default=None,
+        metavar="DIR",
+        help="keep the frozen backbone's feature maps here and reuse them in later runs on "
+        "the same faces (default: not kept)",
+    )
+    p.add_argument(
+        "--cross-source",
+        action="store_true",
+        help="instead of one model: for each real source, train without it and test on all "
+        "of it; writes cross_source.md and .json into --out",
     )
     p.set_defaults(func=cmd_train)
 

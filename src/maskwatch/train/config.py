@@ -80,6 +80,7 @@ class RecipeDefaults:
     val_fraction: float
     balance_classes: bool
     patience: int
+    framing_jitter: bool
 
 
 RECIPES: dict[Recipe, RecipeDefaults] = {
@@ -93,6 +94,7 @@ RECIPES: dict[Recipe, RecipeDefaults] = {
         val_fraction=0.0,
         balance_classes=False,
         patience=0,
+        framing_jitter=False,
     ),
     Recipe.REAL: RecipeDefaults(
         epochs=30,
@@ -104,6 +106,7 @@ RECIPES: dict[Recipe, RecipeDefaults] = {
         val_fraction=0.15,
         balance_classes=True,
         patience=4,
+        framing_jitter=False,
     ),
 }
 
@@ -133,6 +136,8 @@ class TrainConfig:
     input_size: int = DEFAULT_INPUT_SIZE
     limit_per_class: int | None = None
     balance_classes: bool | None = None
+    framing_jitter: bool | None = None
+    feature_cache: str | None = None  # folder of cached feature maps shared between runs
     synthetic_sources: list[str] = field(default_factory=lambda: list(SYNTHETIC_SOURCES))
     command: list[str] = field(default_factory=list)
 

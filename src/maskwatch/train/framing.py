@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
+from maskwatch.defaults import CROP_MARGIN, FRAMING_OFFSET, LOOSE_MARGIN, TIGHT_MARGIN
 from maskwatch.errors import SourceError
 from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
 from maskwatch.images import load_image
@@ -152,3 +154,44 @@ def frame_samples(
         mirrored=np.asarray(mirrored, np.uint64).reshape(-1, 2),
         framing=framing,
     )
+
+
+def reframe(
+    framed: FramedSet,
+    margins: np.ndarray,
+    offsets: np.ndarray | None = None,
+    margin_of_landmarks: float = CROP_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of `framed` cropped again from their photos with another margin per face
+    (0 = the face box alone), the window's centre moved by `offsets` (N, 2) times the box side;
+    and their landmarks in the new crops' pixels. Each photo is read once."""
+    n, size = len(framed.samples), framed.crops.shape[1] if len(framed.crops) else 224
+    crops = np.zeros((n, size, size, 3), np.uint8)
+    landmarks = np.full((n, 5, 2), np.nan, np.float32)
+    shift = np.zeros((n, 2), np.float32) if offsets is None else offsets
+    by_photo: dict[str, list[int]] = {}
+    for i, s in enumerate(framed.samples):
+        by_photo.setdefault(str(s.image), []).append(i)
+    for photo, members in by_photo.items():
+        try:
+            image = load_image(Path(photo))
+        except SourceError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        for i in members:
+            box = np.asarray(framed.samples[i].box, np.float32)
+            old_x0, old_y0, old_side = square_box(box, margin_of_landmarks)
+            in_photo = framed.landmarks[i] * np.float32(old_side / size) + (old_x0, old_y0)
+            side = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+            moved = box + np.tile(shift[i] * side, 2)
+            crops[i] = crop_face(image, moved, size, float(margins[i]))
+            x0, y0, new_side = square_box(moved, float(margins[i]))
+            landmarks[i] = (in_photo - (x0, y0)) * np.float32(size / new_side)
+    return crops, landmarks
+
+
+def jittered_framing(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random margins from tight to loose and random off-centre shifts, one per face."""
+    margins = rng.uniform(TIGHT_MARGIN, LOOSE_MARGIN, size=n)
+    offsets = rng.uniform(-FRAMING_OFFSET, FRAMING_OFFSET, size=(n, 2))
+    return margins, offsets

@@ -22,10 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskwatch.classifier import ModelMetadata, to_input_tensor
-from maskwatch.train.augment import Augmenter, augmenter
+from maskwatch.classifier import ModelMetadata, to_input_tensor, with_temperature
+from maskwatch.defaults import CROP_MARGIN, TRUSTED_FACE_SIDE
+from maskwatch.train.augment import augmenter
+from maskwatch.train.calibration import expected_calibration_error, fit_temperature
 from maskwatch.train.config import TrainConfig
-from maskwatch.train.framing import FramedSet
+from maskwatch.train.featurecache import FeatureCache, faces_key
+from maskwatch.train.framing import FramedSet, jittered_framing, reframe
 from maskwatch.train.metrics import Predictions, choose_threshold
 from maskwatch.train.model import build_head, export_onnx, load_backbone
 from maskwatch.train.split import SplitPlan
@@ -33,6 +36,7 @@ from maskwatch.train.split import SplitPlan
 log = logging.getLogger("maskwatch")
 
 CUT = 14  # blocks [0, CUT) are frozen and cached; [CUT, end) can be fine-tuned
+MAX_UNCERTAIN_TRUSTED = 0.05  # share of validation faces >= TRUSTED_FACE_SIDE left uncertain
 
 
 class MapExtractor:
@@ -58,37 +62,6 @@ class MapExtractor:
         for start in range(0, len(crops), self.batch_size):
             out[start : start + self.batch_size] = self._run(crops[start : start + self.batch_size])
         return out
-
-    def views(
-        self,
-        crops: np.ndarray,
-        labels: list[str],
-        landmarks: np.ndarray,
-        classes: list[str],
-        augment: Augmenter,
-        views: int,
-        rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(views, N, C, H, W) maps of independently augmented copies of each crop, and the
-        (views, N) class index of each copy (augmentation may change it: a synthetic mask)."""
-        maps = np.zeros((views, len(crops), *self.shape), np.float16)
-        y = np.zeros((views, len(crops)), np.int64)
-        for v in range(views):
-            started = time.perf_counter()
-            pairs = [
-                augment(c, lbl, lm, classes, rng)
-                for c, lbl, lm in zip(crops, labels, landmarks, strict=True)
-            ]
-            maps[v] = self(np.stack([p[0] for p in pairs]))
-            y[v] = [classes.index(p[1]) for p in pairs]
-            log.info(
-                "features: view %d/%d, %d crops, %.1f s",
-                v + 1,
-                views,
-                len(crops),
-                time.perf_counter() - started,
-            )
-        return maps, y
 
 
 class Classifier(nn.Module):
@@ -264,6 +237,84 @@ def finetune(
             p.requires_grad_(False)
 
 
+def training_views(
+    extractor: MapExtractor,
+    framed: FramedSet,
+    classes: list[str],
+    config: TrainConfig,
+    cache: FeatureCache,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(views, N, C, H, W) maps of independently augmented copies of each face, and the
+    (views, N) class index of each copy (augmentation may change it: a synthetic mask).
+
+    Each view has its own random stream (seed, view), so a view found in `cache` is the view
+    that would have been computed. With framing jitter every copy is cropped again from its
+    photo, from tight to loose and off-centre (framing.jittered_framing)."""
+    assert config.views is not None and config.augment is not None
+    augment = augmenter(config.augment)
+    maps = np.zeros((config.views, len(framed.samples), *extractor.shape), np.float16)
+    y = np.zeros((config.views, len(framed.samples)), np.int64)
+    for v in range(config.views):
+        key = {
+            "faces": faces_key(framed),
+            "view": v,
+            "seed": config.seed,
+            "augment": str(config.augment),
+            "framing_jitter": bool(config.framing_jitter),
+            "input_size": extractor.meta.input_size,
+            "cut": CUT,
+        }
+        made: dict[str, np.ndarray] = {}
+
+        def compute(v: int = v, made: dict[str, np.ndarray] = made) -> None:
+            started = time.perf_counter()
+            rng = np.random.default_rng([config.seed, v])
+            crops, landmarks = framed.crops, framed.landmarks
+            if config.framing_jitter:
+                crops, landmarks = reframe(framed, *jittered_framing(len(crops), rng))
+            pairs = [
+                augment(c, s.label, lm, classes, rng)
+                for c, s, lm in zip(crops, framed.samples, landmarks, strict=True)
+            ]
+            made["maps"] = extractor(np.stack([p[0] for p in pairs]))
+            made["labels"] = np.array([classes.index(p[1]) for p in pairs], np.int64)
+            log.info(
+                "features: view %d/%d, %d crops, %.1f s",
+                v + 1,
+                config.views,
+                len(crops),
+                time.perf_counter() - started,
+            )
+
+        def part(name: str, made: dict[str, np.ndarray] = made) -> np.ndarray:
+            if name not in made:
+                compute()
+            return made.pop(name)
+
+        y[v] = cache.get({**key, "part": "labels"}, lambda: part("labels"))
+        maps[v] = cache.get({**key, "part": "maps"}, lambda: part("maps"))
+    return maps, y
+
+
+def framing_maps(
+    extractor: MapExtractor, framed: FramedSet, margin: float, cache: FeatureCache
+) -> np.ndarray:
+    """Maps of the faces cropped with `margin` (no augmentation): what a model is judged on."""
+
+    def compute() -> np.ndarray:
+        if margin == CROP_MARGIN:
+            return extractor(framed.crops)
+        return extractor(reframe(framed, np.full(len(framed.samples), margin))[0])
+
+    key = {
+        "faces": faces_key(framed),
+        "margin": margin,
+        "input_size": extractor.meta.input_size,
+        "cut": CUT,
+    }
+    return cache.get(key, compute)
+
+
 @dataclass
 class Fitted:
     """A trained network and what happened on the way."""
@@ -271,6 +322,8 @@ class Fitted:
     backbone: nn.Module
     head: nn.Module
     uncertain_below: float
+    temperature: float
+    validation_ece: tuple[float, float]  # before and after temperature scaling
     history: list[dict[str, Any]]
     finetuning: str
     monitor_name: str
@@ -281,46 +334,67 @@ def fit(
     framed: FramedSet,
     plan: SplitPlan,
     meta: ModelMetadata,
-    rng: np.random.Generator,
+    cache: FeatureCache | None = None,
 ) -> Fitted:
-    """Cache features per augmented view, train the head, fine-tune the top blocks (kept only
-    if validation improves) and choose the uncertainty threshold on validation.
-
-    Without a validation split the held-out faces are only watched (history), never used to
-    stop early, keep fine-tuning or choose the threshold."""
-    assert config.epochs is not None and config.views is not None and config.augment is not None
-    assert config.learning_rate is not None and config.finetune_learning_rate is not None
+    """Cache features per augmented view, then `fit_maps`."""
+    cache = cache or FeatureCache(None)
     classes = meta.classes
-    y = np.array([classes.index(s.label) for s in framed.samples], np.int64)
     backbone = load_backbone()
-    lower, top = backbone[:CUT], backbone[CUT:]  # type: ignore[index]
-    extractor = MapExtractor(lower, meta)
+    extractor = MapExtractor(backbone[:CUT], meta)  # type: ignore[index]
     train_set = framed.subset(plan.train)
-    maps, y_views = extractor.views(
-        train_set.crops,
-        [s.label for s in train_set.samples],
-        train_set.landmarks,
-        classes,
-        augmenter(config.augment),
-        config.views,
-        rng,
-    )
+    maps, y_views = training_views(extractor, train_set, classes, config, cache)
     has_val = bool(plan.val.any())
-    watched = plan.val if has_val else plan.test
-    monitor = (extractor(framed.crops[watched]), y[watched])
-    weights = _balanced_weights(y_views, len(classes)) if config.balance_classes else None
-    patience = (config.patience or None) if has_val else None
+    watched = framed.subset(plan.val if has_val else plan.test)
+    monitor = Monitor(
+        framing_maps(extractor, watched, CROP_MARGIN, cache),
+        np.array([classes.index(s.label) for s in watched.samples], np.int64),
+        watched.face_sizes,
+        is_validation=has_val,
+    )
+    return fit_maps(config, backbone, maps, y_views, monitor, classes)
 
+
+@dataclass(frozen=True)
+class Monitor:
+    """The faces watched during training: validation (or, without it, held-out faces that are
+    only watched, never used to stop early, keep fine-tuning, calibrate or choose the
+    threshold)."""
+
+    maps: np.ndarray
+    y: np.ndarray
+    face_sizes: np.ndarray
+    is_validation: bool
+
+
+def fit_maps(
+    config: TrainConfig,
+    backbone: nn.Module,
+    maps: np.ndarray,
+    y_views: np.ndarray,
+    monitor: Monitor,
+    classes: list[str],
+) -> Fitted:
+    """Train the head on cached maps, fine-tune the top blocks (kept only if validation
+    improves), fit the temperature and choose the uncertainty threshold on validation.
+    `backbone`'s top blocks are trained in place."""
+    assert config.epochs is not None and config.learning_rate is not None
+    assert config.finetune_learning_rate is not None
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    top = backbone[CUT:]  # type: ignore[index]
+    watched = (monitor.maps, monitor.y)
+    weights = _balanced_weights(y_views, len(classes)) if config.balance_classes else None
+    patience = (config.patience or None) if monitor.is_validation else None
     head, history = train_head(
         pool_maps(top, maps),
         y_views,
-        (pool_maps(top, monitor[0]), monitor[1]),
+        (pool_maps(top, monitor.maps), monitor.y),
         len(classes),
         Stage(config.epochs, config.batch_size, config.learning_rate, weights, patience),
         rng,
     )
     decision = "not run"
-    if config.finetune_epochs and has_val:
+    if config.finetune_epochs and monitor.is_validation:
         stage = Stage(
             config.finetune_epochs,
             config.batch_size,
@@ -328,12 +402,44 @@ def fit(
             weights,
             patience,
         )
-        decision, more = _finetune_if_better(top, head, maps, y_views, monitor, stage, rng, classes)
+        decision, more = _finetune_if_better(top, head, maps, y_views, watched, stage, rng, classes)
         history += more
-    threshold = choose_threshold(_predict(top, head, monitor, classes)) if has_val else 0.0
+    threshold, temperature, ece = 0.0, 1.0, (float("nan"), float("nan"))
+    if monitor.is_validation:
+        raw = _predict(top, head, watched, classes)
+        temperature = fit_temperature(raw.probs, raw.y)
+        calibrated = with_temperature(raw.probs, temperature)
+        ece = (
+            expected_calibration_error(raw.probs, raw.y),
+            expected_calibration_error(calibrated, raw.y),
+        )
+        threshold = _uncertain_threshold(
+            Predictions(classes, raw.y, calibrated, [""] * len(raw.y), monitor.face_sizes)
+        )
+        log.info(
+            "temperature %.3f: validation ECE %.4f -> %.4f; uncertain below %.2f",
+            temperature,
+            *ece,
+            threshold,
+        )
     return Fitted(
-        backbone, head, threshold, history, decision, "validation" if has_val else "held-out"
+        backbone,
+        head,
+        threshold,
+        temperature,
+        ece,
+        history,
+        decision,
+        "validation" if monitor.is_validation else "held-out",
     )
+
+
+def _uncertain_threshold(p: Predictions) -> float:
+    """The threshold chosen on validation faces of a size whose labels can be trusted (all
+    faces when fewer than 20 are that large): few of them may be left `uncertain`."""
+    big = p.face_sizes >= TRUSTED_FACE_SIDE
+    chosen = p.subset(big) if big.sum() >= 20 else p
+    return choose_threshold(chosen, max_uncertain=MAX_UNCERTAIN_TRUSTED)
 
 
 def _finetune_if_better(
@@ -364,15 +470,26 @@ def _finetune_if_better(
     return decision, history
 
 
+def maps_probs(top: nn.Module, head: nn.Module, maps: np.ndarray) -> np.ndarray:
+    """Softmax of the network on cached maps (no temperature); at least one map."""
+    model = Classifier(top, head)
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate(
+            [
+                torch.softmax(
+                    model(torch.from_numpy(np.asarray(maps[i : i + 256], np.float32))), 1
+                ).numpy()
+                for i in range(0, len(maps), 256)
+            ]
+        )
+
+
 def _predict(
     top: nn.Module, head: nn.Module, monitor: tuple[np.ndarray, np.ndarray], classes: list[str]
 ) -> Predictions:
     """Softmax of the network on cached maps, as Predictions of the monitored faces."""
-    model = Classifier(top, head)
-    with torch.no_grad():
-        x = torch.from_numpy(monitor[0].astype(np.float32))
-        probs = torch.cat([torch.softmax(model(x[i : i + 256]), 1) for i in range(0, len(x), 256)])
-    return Predictions(classes, monitor[1], probs.numpy(), [], np.zeros(0))
+    return Predictions(classes, monitor[1], maps_probs(top, head, monitor[0]), [], np.zeros(0))
 
 
 def _balanced_weights(y: np.ndarray, num_classes: int) -> np.ndarray:

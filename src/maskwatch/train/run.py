@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,10 +32,14 @@ from maskwatch.train.data import (
     load_datasets,
     read_faces_csv,
 )
+from maskwatch.train.featurecache import FeatureCache
 from maskwatch.train.framing import FramedSet, frame_samples
 from maskwatch.train.metrics import Predictions, headline_sets, summarise
 from maskwatch.train.report import write_history, write_report
 from maskwatch.train.split import SplitPlan, plan_split
+
+if TYPE_CHECKING:
+    from maskwatch.train.loop import Fitted
 
 log = logging.getLogger("maskwatch")
 
@@ -57,16 +61,16 @@ def train(config: TrainConfig) -> TrainResult:
     config = config.resolved()
     started = time.perf_counter()
     out = Path(config.out)
-    rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
 
-    framed = _read_and_frame(config)
+    framed = read_and_frame(config)
     classes = check_classes(framed.samples)
     plan = plan_split(config, framed, classes)
 
     meta = ModelMetadata(classes=classes, input_size=config.input_size, crop_margin=CROP_MARGIN)
-    fitted = fit(config, framed, plan, meta, rng)
+    fitted = fit(config, framed, plan, meta, feature_cache(config))
     meta.uncertain_below = fitted.uncertain_below
+    meta.temperature = fitted.temperature
     model_path = out / DEFAULT_MODEL_NAME
     test_set = framed.subset(plan.test)
     export_diff = export_classifier(
@@ -79,7 +83,7 @@ def train(config: TrainConfig) -> TrainResult:
         out,
         "maskwatch training report",
         held_out,
-        _notes(config, plan, model_path, fitted.finetuning, meta.uncertain_below, seconds),
+        _notes(config, plan, model_path, fitted, seconds),
         meta.uncertain_below,
         headline_sets(held_out, config.synthetic_sources),
     )
@@ -89,6 +93,7 @@ def train(config: TrainConfig) -> TrainResult:
         "split": config.split,
         "framing": config.framing,
         "augment": config.augment,
+        "framing_jitter": config.framing_jitter,
         "seed": config.seed,
         "faces": plan.faces(framed),
         "framing_counts": dict(framed.framing),
@@ -102,6 +107,10 @@ def train(config: TrainConfig) -> TrainResult:
         "by_source": report["by_source"],
         "leaked_test_fraction": round(plan.leaked_fraction, 4),
         "onnx_vs_torch_max_diff": export_diff,
+        "validation_ece": {
+            "before_calibration": round(fitted.validation_ece[0], 4),
+            "after_calibration": round(fitted.validation_ece[1], 4),
+        },
     }
     write_metadata(model_path, meta)
     write_text(out / "config.json", config.to_json())
@@ -110,7 +119,11 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(model_path, report, seconds)
 
 
-def _read_and_frame(config: TrainConfig) -> FramedSet:
+def feature_cache(config: TrainConfig) -> FeatureCache:
+    return FeatureCache(Path(config.feature_cache) if config.feature_cache else None)
+
+
+def read_and_frame(config: TrainConfig) -> FramedSet:
     """The datasets' faces, framed as `detect` frames them; at least two classes."""
     samples = limit_per_class(load_datasets(config.data), config.limit_per_class, config.seed)
     check_classes(samples)
@@ -128,22 +141,19 @@ def _read_and_frame(config: TrainConfig) -> FramedSet:
 
 
 def _notes(
-    config: TrainConfig,
-    plan: SplitPlan,
-    model_path: Path,
-    finetuning: str,
-    uncertain_below: float,
-    seconds: float,
+    config: TrainConfig, plan: SplitPlan, model_path: Path, fitted: Fitted, seconds: float
 ) -> list[str]:
     """The lines that open the training report: what was trained on what, and how honest."""
     leaked = plan.leaked_fraction
+    before, after = fitted.validation_ece
     return [
         f"Model `{model_path.name}`, recipe `{config.recipe}`, {config.split} split: "
         f"{int(plan.train.sum())} training, {int(plan.val.sum())} validation and "
         f"{int(plan.test.sum())} held-out faces; {seconds:.0f} s.",
         f"Held-out faces with a near-copy or group-mate in training: {plan.leaked} "
-        f"({100 * leaked:.1f}%). Fine-tuning: {finetuning}. "
-        f"Uncertain below {uncertain_below:.2f} (chosen on validation).",
+        f"({100 * leaked:.1f}%). Fine-tuning: {fitted.finetuning}. "
+        f"Temperature {fitted.temperature:.3f} (validation ECE {before:.4f} -> {after:.4f}); "
+        f"uncertain below {fitted.uncertain_below:.2f} (both chosen on validation).",
         f"`real` excludes the synthetic sources ({', '.join(config.synthetic_sources)}).",
     ]
 

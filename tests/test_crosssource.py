@@ -1,0 +1,144 @@
+"""Cross-source evaluation, the new kary data, framing jitter and calibrated confidence: on
+small subsets of the real datasets and the real models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli
+from maskwatch.classifier import MaskClassifier, bundled_model_path, with_temperature
+from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN
+from maskwatch.faces import YuNetDetector, crop_faces
+from maskwatch.train.calibration import expected_calibration_error, fit_temperature
+from maskwatch.train.data import load_dataset
+from maskwatch.train.framing import frame_samples, jittered_framing, reframe
+
+
+def test_kary_loads_its_three_classes_from_its_folders() -> None:
+    samples = load_dataset(DATASETS / "kary")
+    assert Counter(s.label for s in samples) == {"mask": 774, "incorrect": 331, "no_mask": 248}
+    assert {s.source for s in samples} == {"kary"}
+    assert len({s.group for s in samples}) == len(samples)
+
+
+def test_temperature_fitted_on_overconfident_scores_lowers_calibration_error() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(3, size=2000)
+    logits = rng.normal(size=(2000, 3))
+    logits[np.arange(2000), y] += 1.5  # right about 70% of the time...
+    logits *= 4  # ...but sure of itself nearly always
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    temperature = fit_temperature(probs, y)
+    assert temperature > 2
+    calibrated = with_temperature(probs, temperature)
+    assert (calibrated.argmax(1) == probs.argmax(1)).all()
+    before, after = expected_calibration_error(probs, y), expected_calibration_error(calibrated, y)
+    assert after < 0.05 < before
+
+
+def test_the_model_json_temperature_is_applied_at_inference(tmp_path: Path, three_faces) -> None:  # type: ignore[no-untyped-def]
+    for suffix in (".onnx", ".json"):
+        shutil.copyfile(bundled_model_path("mask_classifier" + suffix), tmp_path / ("m" + suffix))
+    crops = crop_faces(three_faces, YuNetDetector().detect(three_faces).boxes, 224)
+    assert len(crops) == 3
+    plain = MaskClassifier(tmp_path / "m.onnx").predict(crops)
+    meta = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "temperature": 3.0}))
+    softened = MaskClassifier(tmp_path / "m.onnx").predict(crops)
+    assert (softened.argmax(1) == plain.argmax(1)).all()
+    assert (softened.max(1) < plain.max(1)).all()
+    assert np.allclose(softened.sum(1), 1, atol=1e-5)
+
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "temperature": 0}))
+    proc = run_cli("classify", str(THREE_FACES), "--model", str(tmp_path / "m.onnx"))
+    assert_one_line_error(proc, "temperature")
+
+
+def test_framing_jitter_crops_tight_detector_and_loose_faces() -> None:
+    samples = [s for s in load_dataset(DATASETS / "kary") if s.label == "no_mask"][:4]
+    framed = frame_samples(samples, YuNetDetector(), 224, CROP_MARGIN)
+    found = np.isfinite(framed.landmarks).all(axis=(1, 2))
+    assert found.sum() >= 2
+    n = len(framed.samples)
+    spans = {}
+    for name, margin in (
+        ("tight", TIGHT_MARGIN),
+        ("detector", CROP_MARGIN),
+        ("loose", LOOSE_MARGIN),
+    ):
+        crops, landmarks = reframe(framed, np.full(n, margin))
+        assert crops.shape == framed.crops.shape
+        # Eye distance in crop pixels: larger the tighter the framing.
+        spans[name] = np.linalg.norm(landmarks[found, 0] - landmarks[found, 1], axis=1)
+        if name == "detector":  # the same framing, up to the box rounded to whole pixels
+            assert np.abs(crops.astype(int) - framed.crops.astype(int)).mean() < 10
+            assert np.allclose(landmarks[found], framed.landmarks[found], atol=4)
+    assert (spans["tight"] > spans["detector"] * 1.2).all()
+    assert (spans["detector"] > spans["loose"] * 1.2).all()
+    margins, offsets = jittered_framing(1000, np.random.default_rng(0))
+    assert margins.min() < 0.05 and margins.max() > LOOSE_MARGIN - 0.05
+    assert (margins >= TIGHT_MARGIN).all() and (margins <= LOOSE_MARGIN).all()
+    assert np.abs(offsets).max() <= 0.1
+    moved, _ = reframe(framed, np.full(n, CROP_MARGIN), np.full((n, 2), 0.1))
+    assert not np.array_equal(moved, framed.crops)
+
+
+def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "xs"
+    proc = run_cli(
+        "train",
+        str(DATASETS / "observations"),
+        str(DATASETS / "ilc"),
+        str(DATASETS / "rmfd") + ":mask",
+        str(DATASETS / "kary"),
+        "--cross-source",
+        "--recipe",
+        "real",
+        "--limit-per-class",
+        "5",
+        "--views",
+        "1",
+        "--epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--framing-jitter",
+        "--feature-cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((out / "cross_source.json").read_text())
+    assert set(table["sources"]) == {"ilc", "rmfd", "kary"}
+    for source, f in table["sources"].items():
+        assert f["n"] > 0, source
+        assert set(f["accuracy_by_framing"]) == {"tight", "detector", "loose"}
+        assert f["temperature"] > 0 and f["ece"] is not None
+        assert f["trained_on_faces"] > 0
+    assert table["sources"]["kary"]["incorrect"]["n"] > 0
+    assert len(table["sources"]["ilc"]["incorrect"]["curve"]["recall"]) > 1
+    assert "rmfd" in (out / "cross_source.md").read_text()
+    assert "| kary |" in proc.stdout
+    assert any((tmp_path / "cache").glob("*.npy"))
+
+
+def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train",
+        str(DATASETS / "observations"),
+        str(DATASETS / "kary"),
+        "--cross-source",
+        "--limit-per-class",
+        "2",
+        "--out",
+        str(tmp_path / "xs"),
+    )
+    assert_one_line_error(proc, "two real")
