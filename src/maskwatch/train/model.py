@@ -4,7 +4,7 @@ recipe) with the seed's head.
 The backbone is torchvision's MobileNetV2 `features`, defined here layer for layer so that
 torchvision's own ImageNet checkpoint loads into it unchanged: training then needs only torch,
 whose CPU build is a tenth of the size of the CUDA build that torchvision's wheels pull in.
-`tests/test_train.py` checks the features against values torchvision computed.
+`tests/test_core.py` checks the features against values torchvision computed.
 
 Head: global average pool, dense 128 ReLU, dropout 0.5, dense to the classes (softmax is added
 for export; training uses logits with cross-entropy).
