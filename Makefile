@@ -4,6 +4,9 @@
 test:
 	scripts/test.sh $(ARGS)
 
-# Install into .venv and run the demo on the six sample photos.
+# Install into .venv and run the demo on the six sample photos (files from ../shared/mirror
+# where it exists, as make test and the README's first command take them).
 demo:
-	python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/maskwatch demo
+	python3 -m venv .venv && .venv/bin/pip install -q . && \
+	MASKWATCH_MIRROR=$${MASKWATCH_MIRROR:-$$(test -d ../shared/mirror && echo "file://$$(cd ../shared/mirror && pwd)")} \
+	.venv/bin/maskwatch demo

@@ -238,14 +238,19 @@ def run_browser(script: str, *args: str, timeout: float = 180) -> dict[str, Any]
     return out
 
 
-def without_pyav(folder: Path) -> dict[str, str]:
-    """An environment in which `import av` fails, as where PyAV is not installed: a package
-    named av that raises ImportError comes first on the path. For the CLI run by `run_cli`."""
-    blocker = folder / "no-pyav" / "av"
+def without_package(name: str, folder: Path) -> dict[str, str]:
+    """An environment in which `import NAME` fails, as where it is not installed: a package of
+    that name that raises ImportError comes first on the path. For the CLI run by `run_cli`."""
+    blocker = folder / f"no-{name}" / name
     blocker.mkdir(parents=True, exist_ok=True)
-    (blocker / "__init__.py").write_text('raise ImportError("PyAV is blocked by this test")\n')
+    (blocker / "__init__.py").write_text(f'raise ImportError("{name} is blocked by this test")\n')
     path = os.pathsep.join(p for p in (str(blocker.parent), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
+
+
+def without_pyav(folder: Path) -> dict[str, str]:
+    """An environment in which `import av` fails, as where PyAV is not installed."""
+    return without_package("av", folder)
 
 
 def video_codec(path: Path) -> tuple[str, int]:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import MIRROR, THREE_FACES, assert_one_line_error, run_cli
+from conftest import MIRROR, THREE_FACES, assert_one_line_error, run_cli, without_package
 from maskwatch.cli import main
 
 
@@ -230,6 +230,20 @@ def test_showing_without_a_display_is_one_clear_line() -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
     proc = run_cli("detect", "--source", str(THREE_FACES), env=env)
     assert_one_line_error(proc, "no display", "--no-show")
+
+
+def test_quiet_may_come_before_or_after_the_command(tmp_path: Path) -> None:
+    args = ["detect", "--source", str(THREE_FACES), "--no-show", "--json", str(tmp_path / "x")]
+    assert "faces" in run_cli(*args).stderr, "without -q it reports"
+    for quiet in (["-q", *args], [*args, "-q"], [*args, "--quiet"]):
+        proc = run_cli(*quiet)
+        assert proc.returncode == 0 and proc.stderr == "", quiet
+
+
+@pytest.mark.parametrize("command", [["data", "audit"], ["train"]])
+def test_a_missing_train_extra_names_the_command(command: list[str], tmp_path: Path) -> None:
+    proc = run_cli(*command, str(MIRROR), env=without_package("torch", tmp_path))
+    assert_one_line_error(proc, f"maskwatch {' '.join(command)} needs the train extra")
 
 
 def test_a_folder_where_nothing_is_readable_fails(tmp_path: Path) -> None:

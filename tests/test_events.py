@@ -272,6 +272,16 @@ def test_alert_command_gets_the_event_and_its_failure_is_reported(tmp_path: Path
         CommandAlert("sh -c 'echo nope >&2; exit 3'")(_event(SETTLE, 3, "no_mask", T0))
 
 
+def test_stats_of_an_unknown_camera_names_the_logs_cameras(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "log.db", "door 1")
+    log.write([_event(APPEAR, 1, None, T0, "door 1"), _event(LEAVE, 1, None, T0 + 5, "door 1")])
+    log.close()
+    proc = run_cli("stats", str(tmp_path / "log.db"), "--source", "door1")
+    assert proc.returncode == 0 and "total" in proc.stdout
+    assert "warning: " in proc.stderr and "'door1'" in proc.stderr and "'door 1'" in proc.stderr
+    assert run_cli("stats", str(tmp_path / "log.db"), "--source", "door 1").stderr == ""
+
+
 def test_the_charts_legend_is_above_the_bars_not_over_them() -> None:
     counts: Counter[str] = Counter(mask=7, no_mask=3, incorrect=1, unsettled=2)
     table = StatsTable("hour", [(f"2026-11-29 {h:02d}:00", counts) for h in range(24)])
@@ -290,3 +300,9 @@ def test_the_charts_legend_is_above_the_bars_not_over_them() -> None:
     assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["Mask", "No mask", "Mask worn incorrectly", "Not yet settled"]
+
+
+def test_the_charts_people_axis_counts_whole_people() -> None:
+    table = StatsTable("hour", [("2026-11-29 22:00", Counter(mask=1, no_mask=2, unsettled=1))])
+    ticks = chart(table).axes[0].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

@@ -188,6 +188,20 @@ def test_a_pipe_whose_reader_has_gone_ends_the_run_quietly(
     assert_devices_intact(devices)
 
 
+def test_a_video_to_a_pipe_whose_reader_has_gone_ends_quietly(clip: Path) -> None:
+    """`--save - | head -c 4` ends as `--json - | head -1` does: exit 0, no error."""
+    detect = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "-q", "detect", "--source", str(clip),
+         "--no-show", "--save", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert detect.stdout is not None and detect.stderr is not None
+    assert detect.stdout.read(4) == b"RIFF"
+    detect.stdout.close()  # the reader goes, as `head -c 4` does
+    assert detect.wait(timeout=120) == 0
+    assert detect.stderr.read() == b""
+
+
 def _through_fifo(fifo: Path, command: Callable[[], subprocess.CompletedProcess[str]]) -> bytes:
     """Run `command` writing into `fifo` while a thread reads everything from it."""
     os.mkfifo(fifo)

@@ -123,6 +123,7 @@ def test_serve_records_each_server_camera_as_h264(clip: Path, tmp_path: Path) ->
         server.terminate()
         said = server.communicate(timeout=30)[0]
     assert f"camera 1: wrote {folder / 'camera-1.mp4'} (H.264)" in said
+    assert f"camera 2: {tmp_path / 'gone.mp4'}" in said and "camera camera" not in said
     assert video_codec(folder / "camera-1.mp4") == ("h264", FRAMES)
     assert os.listdir(folder) == ["camera-1.mp4"], "nothing for the camera that never opened"
 

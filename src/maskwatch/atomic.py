@@ -194,6 +194,8 @@ class PendingFile:
                 os.replace(self.tmp, self.target)
         except OSError as exc:
             self.discard()
+            if isinstance(exc, BrokenPipeError):
+                raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
             raise cannot_write(self.dest, exc) from exc
         except BaseException:
             self.discard()
@@ -232,6 +234,8 @@ def write_bytes(dest: Path | str, data: bytes) -> None:
         try:
             with open(dest, "wb") as out:
                 out.write(data)
+        except BrokenPipeError:
+            raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
         except OSError as exc:
             raise cannot_write(dest, exc) from exc
         return

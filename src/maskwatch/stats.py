@@ -162,6 +162,14 @@ def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None
             len(rows) - len(kept),
             len(rows),
         )
+    if source is not None and all(row.source != source for row in kept):
+        known = sorted({row.source for row in kept})
+        log.warning(
+            "%s: no events of the camera %r; its cameras: %s",
+            log_path,
+            source,
+            ", ".join(repr(name) for name in known) or "none",
+        )
     return summarise_rows(kept, by, source)
 
 
@@ -238,6 +246,7 @@ def chart(table: StatsTable) -> Figure:
     (never over them)."""
     try:
         from matplotlib.figure import Figure  # drawn without pyplot: no global state
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise MissingExtraError("--plot", "plot") from exc
     from maskwatch.labels import COLOURS
@@ -260,6 +269,7 @@ def chart(table: StatsTable) -> Figure:
         bottom = [x + v for x, v in zip(bottom, values, strict=True)]
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("people")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # people are counted whole
     ax.set_title(f"People seen per {table.by}")
     fig.legend(loc="outside upper center", ncols=len(STATS_COLUMNS), fontsize=8, frameon=False)
     return fig

@@ -22,6 +22,7 @@ DESCRIPTION = (
     "Real-time face-mask detection: finds every face in a webcam, video, stream or photos and "
     "labels it mask, no mask or mask worn incorrectly."
 )
+QUIET_HELP = "only warnings and errors"
 # In the order `maskwatch --help` lists them.
 COMMANDS = (detect, stats, serve, classify, demo, train, models)
 
@@ -29,12 +30,26 @@ COMMANDS = (detect, stats, serve, classify, demo, train, models)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskwatch", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
     _describe(sub)
+    _quiet_after_the_command(sub)
     return parser
+
+
+def _quiet_after_the_command(sub: Subparsers) -> None:
+    """Let -q also follow the command (`maskwatch detect ... -q`), in every command and
+    sub-command; given there, it leaves the top-level value alone unless set."""
+    for command in sub.choices.values():
+        command.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
+        )
+        if command._subparsers is not None:
+            for action in command._subparsers._group_actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    _quiet_after_the_command(action)
 
 
 def _describe(sub: Subparsers) -> None:

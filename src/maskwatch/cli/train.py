@@ -41,11 +41,11 @@ def _by_recipe(option: str) -> str:
     return ", ".join(f"{name} {getattr(values, option)}" for name, values in RECIPES.items())
 
 
-def _require_training() -> None:
+def _require_training(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise MissingExtraError("training", "train") from exc
+        raise MissingExtraError(command, "train") from exc
 
 
 def _print_headline(report: dict[str, Any]) -> None:
@@ -55,7 +55,7 @@ def _print_headline(report: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _require_training()
+    _require_training("maskwatch train")
     from dataclasses import replace
 
     from maskwatch.train.run import command_line, train
@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _require_training()
+    _require_training("maskwatch evaluate")
     from maskwatch.train.run import evaluate
 
     if not args.data and args.faces is None:
@@ -94,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _require_training()
+    _require_training("maskwatch export")
     from maskwatch.classifier import MaskClassifier, default_model_path
     from maskwatch.train.quantize import calibration_crops, quantize_int8
 
@@ -118,7 +118,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    _require_training()
+    _require_training("maskwatch data audit")
     from maskwatch.train.audit import audit
 
     print(audit(list(args.data), test_fraction=args.test_fraction, seed=args.seed))
@@ -251,7 +251,10 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="the training report's figures for a model on any data")
+    p = sub.add_parser(
+        "evaluate",
+        help="the training report's figures for any model and data (needs the train extra)",
+    )
     p.add_argument("--model", type=existing_path, required=True, help="ONNX classifier")
     p.add_argument(
         "data", nargs="*", type=data_spec, metavar="DATA", help="labelled data, as for train"
@@ -292,7 +295,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("data", help="inspect datasets")
+    p = sub.add_parser("data", help="inspect datasets (needs the train extra)")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     a = data_sub.add_parser("audit", help="classes, sources, duplicates, faces found, leakage")
     a.add_argument("data", nargs="+", type=data_spec, metavar="DATA", help="datasets, as for train")

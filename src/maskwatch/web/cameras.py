@@ -125,7 +125,7 @@ class Camera:
         self._make_watch = make_watch
         self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"camera {name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     @property
@@ -160,13 +160,13 @@ class Camera:
             if recording is not None and recording.written:
                 log.info("%s: wrote %s (%s)", self.name, self.record, recording.codec)
             if self._state is CameraState.ENDED:
-                log.info("camera %s: %s ended after %d frames", self.name, self.spec, self.frames)
+                log.info("%s: %s ended after %d frames", self.name, self.spec, self.frames)
         except MaskwatchError as exc:
             self._fail(str(exc))
-            log.error("camera %s: %s", self.name, exc)
+            log.error("%s: %s", self.name, exc)
         except Exception as exc:  # one camera's failure must not take the server down
             self._fail(f"stopped by an unexpected error: {exc}")
-            log.exception("camera %s stopped", self.name)
+            log.exception("%s stopped", self.name)
         finally:
             self._buffer.close()
 
