@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -53,27 +54,56 @@ RETRY_FIRST = 0.5  # seconds before the first retry; doubled each time up to EVE
 
 @dataclass(frozen=True)
 class DatabaseUrl:
-    """A postgresql:// URL; shown (str, repr, messages) with its password masked."""
+    """A postgresql:// URL; shown (str, repr, messages) with its passwords masked: the one
+    in the user part and any `password=` query option."""
 
     url: str = field(repr=False)
 
     @property
     def password(self) -> str | None:
-        return urlsplit(self.url).password
+        """The password of the user part (as written), if any; never raises."""
+        userinfo, at, _ = _authority(self.url).rpartition("@")
+        if not at or ":" not in userinfo:
+            return None
+        return userinfo.partition(":")[2]
+
+    def _secrets(self) -> list[str]:
+        """Every password in the URL, as written and percent-decoded, longest first."""
+        written = _QUERY_PASSWORD.findall(self.url)
+        if self.password is not None:
+            written.append(self.password)
+        found = {form for secret in written for form in (secret, unquote(secret)) if form}
+        return sorted(found, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
-        """`text` with this URL's password (as written and percent-decoded) replaced by ***."""
-        secret = self.password
-        for form in (secret, unquote(secret or "")):
-            if form:
-                text = text.replace(form, "***")
+        """`text` with this URL shown masked and each of its passwords replaced by *** where it
+        stands as a token of its own (a one-letter password leaves other words alone)."""
+        text = text.replace(self.url, str(self))
+        for secret in self._secrets():
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
         return text
 
     def __str__(self) -> str:
-        return self.mask(self.url)
+        shown = _QUERY_PASSWORD.sub("***", self.url)
+        authority = _authority(shown)
+        userinfo, at, hosts = authority.rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.partition(":")[0]
+            start = shown.index(authority)
+            shown = f"{shown[:start]}{user}:***@{hosts}{shown[start + len(authority) :]}"
+        return shown
 
     def __repr__(self) -> str:
         return f"DatabaseUrl({str(self)!r})"
+
+
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&#]*")
+
+
+def _authority(url: str) -> str:
+    """The part between `scheme://` and the path, query or fragment."""
+    rest = url.partition("://")[2]
+    return re.split(r"[/?#]", rest, maxsplit=1)[0]
 
 
 EventTarget = Path | DatabaseUrl  # where events are kept: an SQLite file or a database
