@@ -24,7 +24,9 @@ from urllib.parse import unquote, urlsplit
 from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
+from maskwatch.metrics import redact
 from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+from maskwatch.topics import topic_fault
 
 if TYPE_CHECKING:
     from maskwatch.postgres import DatabaseUrl
@@ -49,14 +51,18 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     parts = urlsplit(url)
     # '#' is MQTT's multi-level wildcard, which a URL parser takes for a fragment.
     topic = unquote(parts.path.lstrip("/")) + ("#" + parts.fragment if "#" in url else "")
+    shown = redact(url)[:200]
     if parts.scheme != "mqtt" or not parts.hostname or not topic:
-        raise MaskwatchError(f"--mqtt {url!r}: expected mqtt://host[:port]/topic")
+        raise MaskwatchError(f"--mqtt {shown!r}: expected mqtt://host[:port]/topic")
     if not pattern and ("+" in topic or "#" in topic):
-        raise MaskwatchError(f"--mqtt {url!r}: a camera publishes to one topic, without + or #")
+        raise MaskwatchError(f"--mqtt {shown!r}: a camera publishes to one topic, without + or #")
+    fault = topic_fault(topic, publish=not pattern)
+    if fault is not None:
+        raise MaskwatchError(f"--mqtt {shown!r}: {fault}")
     try:
         port = parts.port or 1883
     except ValueError as exc:
-        raise MaskwatchError(f"--mqtt {url!r}: {exc}") from exc
+        raise MaskwatchError(f"--mqtt {shown!r}: {exc}") from None
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 
