@@ -318,3 +318,17 @@ def test_serve_stores_browser_sessions_and_its_dashboard_reads_them_back(
     assert timeline == summarise_rows(log_rows(DatabaseUrl(database)), "minute").to_dict()
     sources = _rows(database, "SELECT source FROM runs ORDER BY id")
     assert sources == [("browser 1",), ("browser 2",)]
+
+
+def test_a_lock_held_by_another_session_is_an_error_not_a_hang(database: str) -> None:
+    PostgresLog(DatabaseUrl(database), "door").close()
+    with psycopg.connect(database) as holder, psycopg.connect(database, autocommit=True) as setup:
+        holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        setup.execute("SELECT pg_advisory_lock(%s)", (0x6D61736B,))  # the writers' setup lock
+        for proc in (
+            run_cli("stats", database, timeout=60),
+            run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", database,
+                    timeout=60),
+        ):  # fmt: skip
+            assert_one_line_error(proc, "lock timeout")
+            _no_password(proc.stderr)
