@@ -196,3 +196,10 @@ def test_an_mqtt_url_error_never_shows_its_password(video: Path) -> None:
                    "--mqtt", "mqtt://bob:hunter2@127.0.0.1:99999/site/door")  # fmt: skip
     assert_one_line_error(proc, "out of range")
     assert "hunter2" not in proc.stderr
+
+
+def test_a_run_that_ends_does_not_warn_that_the_broker_was_lost(broker: Any, video: Path) -> None:
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--mqtt", f"{broker.url}/site/door", "--mqtt-discovery")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr

@@ -207,6 +207,8 @@ class MqttPublisher:
             deadline = time.monotonic() + wait
             while self._client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        with self._lock:  # leaving is not losing the broker: no warning from _on_disconnect
+            self._connected = False
         self._client.disconnect()
         self._client.loop_stop()
 
