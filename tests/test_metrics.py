@@ -266,3 +266,11 @@ def test_health_shows_no_password_of_a_camera_url() -> None:
         shown = client.get("/api/v1/health").text
     assert "ss-w0rd" not in shown and "qwerty9" not in shown
     assert "http://***@127.0.0.1" in shown and "pwd=***" in shown
+
+
+def test_detect_prints_an_ipv6_metrics_address_a_browser_opens(video: Path) -> None:
+    port = free_port()
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--metrics-port", str(port), "--metrics-host", "::1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"metrics at http://[::1]:{port}/metrics" in proc.stderr
