@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
-from maskwatch.metrics import redact
 from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+from maskwatch.redact import redact
 from maskwatch.topics import topic_fault
 
 if TYPE_CHECKING:
