@@ -172,3 +172,34 @@ def test_discovery_needs_an_mqtt_url_and_a_plain_prefix(video: Path) -> None:
     proc = run_cli("detect", "--source", str(video), "--no-show", "--mqtt", "mqtt://h/t",
                    "--mqtt-discovery", "home/#")  # fmt: skip
     assert_one_line_error(proc, "without + or #")
+
+
+@pytest.mark.parametrize(
+    ("topic", "prefix", "needle"),
+    [
+        ("site/door", "a" * 40000, "at most 32768 bytes"),
+        ("site/door", "$SYS", "the broker's"),
+        ("site/%00door", "homeassistant", "no NUL"),
+    ],
+)
+def test_a_topic_the_broker_cannot_take_is_one_line_before_connecting(
+    broker: Any, video: Path, topic: str, prefix: str, needle: str
+) -> None:
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--mqtt", f"{broker.url}/{topic}", "--mqtt-discovery", prefix)  # fmt: skip
+    assert_one_line_error(proc, needle)
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_mqtt_url_error_never_shows_its_password(video: Path) -> None:
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--mqtt", "mqtt://bob:hunter2@127.0.0.1:99999/site/door")  # fmt: skip
+    assert_one_line_error(proc, "out of range")
+    assert "hunter2" not in proc.stderr
+
+
+def test_a_run_that_ends_does_not_warn_that_the_broker_was_lost(broker: Any, video: Path) -> None:
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--mqtt", f"{broker.url}/site/door", "--mqtt-discovery")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr

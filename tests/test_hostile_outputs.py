@@ -24,6 +24,7 @@ import pytest
 from conftest import (
     THREE_FACES,
     assert_one_line_error,
+    free_port,
     render_video,
     run_cli,
     video_codec,
@@ -555,3 +556,17 @@ def test_an_event_log_we_may_not_open_says_permission_denied(
     ):
         proc = subprocess.run([*drop, *cli(*args)], capture_output=True, text=True, timeout=120)
         assert_failed_cleanly(proc, tmp_path, message, {"events.db"})
+
+
+def test_serve_refuses_a_recording_folder_it_cannot_write(clip: Path, tiny_disk: Path) -> None:
+    full = tiny_disk / "full"
+    full.mkdir()
+    filler = fill(tiny_disk, leave=0)
+    serve = ("serve", "--port", str(free_port()), "--source", str(clip), "--save", str(full))
+    proc = run_cli(*serve, timeout=60)  # the old code served on, its camera failing
+    assert_one_line_error(proc, f"--save {full}: cannot write there: {ENOSPC}")
+    (tiny_disk / filler).unlink()
+    read_only(tiny_disk)
+    assert_one_line_error(
+        run_cli(*serve, timeout=60), f"--save {full}: cannot write there: {EROFS}"
+    )

@@ -249,3 +249,35 @@ def test_a_metrics_port_in_use_is_one_line_before_any_frame(video: Path) -> None
         )  # fmt: skip
     assert_one_line_error(proc, f"--metrics-port {port}", "in use")
     assert proc.stdout == ""  # refused before any frame was read
+
+
+def test_health_shows_no_password_of_a_camera_url() -> None:
+    port = free_port()
+    sources = [
+        f"http://admin:p@ss-w0rd@127.0.0.1:{port}/a",
+        f"http://127.0.0.1:{port}/b?pwd=qwerty9",
+    ]
+    with TestClient(create_app(ServeSettings(sources=sources))) as client:
+
+        def errors() -> list[str]:
+            return [c["error"] or "" for c in client.get("/api/v1/health").json()["cameras"]]
+
+        wait_for(lambda: all(errors()), 60, "both cameras failing")
+        shown = client.get("/api/v1/health").text
+    assert "ss-w0rd" not in shown and "qwerty9" not in shown
+    assert "http://admin:***@127.0.0.1" in shown and "pwd=***" in shown
+
+
+def test_detect_prints_an_ipv6_metrics_address_a_browser_opens(video: Path) -> None:
+    port = free_port()
+    proc = run_cli("detect", "--source", str(video), "--no-show",
+                   "--metrics-port", str(port), "--metrics-host", "::1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"metrics at http://[::1]:{port}/metrics" in proc.stderr
+
+
+def test_a_camera_url_password_is_never_printed() -> None:
+    proc = run_cli("detect", "--source", "http://admin:hunter2@127.0.0.1:1/cam", "--no-show",
+                   "--json", "-")  # fmt: skip
+    assert_one_line_error(proc, "cannot open http://admin:***@127.0.0.1:1/cam")
+    assert "hunter2" not in proc.stderr

@@ -228,6 +228,11 @@ def test_a_database_of_another_schema_version_is_refused(database: str) -> None:
     [
         ("postgresql://u:p%40ss%2Fw0rd@db.example/site", ("p%40ss%2Fw0rd", "p@ss/w0rd")),
         ("postgres://u:hunter2@[::1]:5433/site?sslmode=require", ("hunter2",)),
+        (
+            "postgresql://u@db.example/site?sslmode=require&password=hunter%232",
+            ("hunter%232", "hunter#2"),
+        ),
+        ("postgresql://u:hunter2@[::1/site", ("hunter2",)),
     ],
 )
 def test_a_password_is_masked_wherever_the_url_is_shown(url: str, hidden: tuple[str, ...]) -> None:
@@ -236,6 +241,21 @@ def test_a_password_is_masked_wherever_the_url_is_shown(url: str, hidden: tuple[
         assert "***" in text
         assert not any(secret in text for secret in hidden)
     assert shown.url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:topsecret@[::1/db", "postgresql://u@127.0.0.1:1/db?password=topsecret"]
+)
+def test_stats_never_shows_a_password_of_a_url_it_cannot_use(url: str) -> None:
+    proc = run_cli("stats", url)
+    assert_one_line_error(proc)
+    assert "topsecret" not in proc.stderr + proc.stdout
+
+
+def test_a_one_letter_password_masks_only_itself() -> None:
+    shown = DatabaseUrl("postgresql://u:p@db.example/dbp")
+    assert str(shown) == "postgresql://u:***@db.example/dbp"
+    assert shown.mask('port 5432 failed: bad token "p"') == 'port 5432 failed: bad token "***"'
 
 
 def test_the_dashboard_reads_the_same_timeline_from_postgres_and_sqlite(
@@ -298,3 +318,17 @@ def test_serve_stores_browser_sessions_and_its_dashboard_reads_them_back(
     assert timeline == summarise_rows(log_rows(DatabaseUrl(database)), "minute").to_dict()
     sources = _rows(database, "SELECT source FROM runs ORDER BY id")
     assert sources == [("browser 1",), ("browser 2",)]
+
+
+def test_a_lock_held_by_another_session_is_an_error_not_a_hang(database: str) -> None:
+    PostgresLog(DatabaseUrl(database), "door").close()
+    with psycopg.connect(database) as holder, psycopg.connect(database, autocommit=True) as setup:
+        holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        setup.execute("SELECT pg_advisory_lock(%s)", (0x6D61736B,))  # the writers' setup lock
+        for proc in (
+            run_cli("stats", database, timeout=60),
+            run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", database,
+                    timeout=60),
+        ):  # fmt: skip
+            assert_one_line_error(proc, "lock timeout")
+            _no_password(proc.stderr)

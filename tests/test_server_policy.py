@@ -62,3 +62,10 @@ def test_cli_refuses_open_server_in_one_line(tmp_path: Path) -> None:
         proc = run_cli(*args, env=env)
         assert proc.returncode == 1
         assert proc.stderr.strip() == text
+
+
+def test_the_address_printed_brackets_ipv6_and_encodes_the_token() -> None:
+    from maskwatch.access import address
+
+    assert address("http", "::1", 8000, token="a b&c=d") == "http://[::1]:8000/?token=a%20b%26c%3Dd"
+    assert address("https", "127.0.0.1", 443, "/metrics") == "https://127.0.0.1:443/metrics"

@@ -5,6 +5,7 @@ loopback; off loopback only with a token, unless --no-auth says so on purpose. L
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 from maskwatch.errors import SettingError
 
@@ -27,3 +28,10 @@ def server_token(
             f"{TOKEN_ENV}), or --no-auth to serve without one"
         )
     return token
+
+
+def address(scheme: str, host: str, port: int, path: str = "/", token: str | None = None) -> str:
+    """The URL a client opens: an IPv6 host in brackets, the token percent-encoded."""
+    shown = f"[{host}]" if ":" in host else host
+    query = f"?token={quote(token, safe='')}" if token else ""
+    return f"{scheme}://{shown}:{port}{path}{query}"

@@ -151,7 +151,7 @@ def run_detect(
             if saver is not None:
                 watch.add(saver)
             if metrics is not None:
-                from maskwatch.metrics import redact
+                from maskwatch.redact import redact
 
                 counted = metrics.camera(camera or redact(source.name))
                 counted.watch(watch, events.alerts, events.mqtt)

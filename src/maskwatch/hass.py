@@ -27,6 +27,7 @@ from maskwatch.errors import SettingError
 from maskwatch.events import Event
 from maskwatch.labels import DISPLAY, MASK, NO_MASK
 from maskwatch.presence import IN_VIEW_LABELS, UNSETTLED, InView
+from maskwatch.topics import topic_fault
 
 STATE_ROOT = "maskwatch"
 ONLINE, OFFLINE = "online", "offline"
@@ -46,6 +47,9 @@ def check_prefix(prefix: str) -> str:
             f"--mqtt-discovery {prefix!r}: the prefix is a topic such as {DISCOVERY_PREFIX}, "
             "without + or # or empty levels"
         )
+    fault = topic_fault(prefix)
+    if fault is not None:
+        raise SettingError(f"--mqtt-discovery {prefix[:80]!r}: {fault}")
     return prefix
 
 

@@ -15,7 +15,6 @@ publisher's) are read from them when scraped, not counted twice.
 from __future__ import annotations
 
 import hmac
-import re
 import socket
 import threading
 import time
@@ -52,13 +51,6 @@ if TYPE_CHECKING:
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of the text format
 SCRAPE_TIMEOUT = 10.0  # seconds a metrics connection may take to ask
 FPS_WINDOW = 10.0  # seconds of frames the frames-per-second figure is measured over
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """`text` without the user:password of any URL in it (rtsp://user:pw@host/ -> rtsp://***@host/),
-    for names and errors shown where the URL's credentials must not be."""
-    return _CREDENTIALS.sub("***@", text)
 
 
 class LiveCounts(Protocol):

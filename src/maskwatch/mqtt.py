@@ -25,6 +25,8 @@ from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
 from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+from maskwatch.redact import redact
+from maskwatch.topics import topic_fault
 
 if TYPE_CHECKING:
     from maskwatch.postgres import DatabaseUrl
@@ -49,14 +51,18 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     parts = urlsplit(url)
     # '#' is MQTT's multi-level wildcard, which a URL parser takes for a fragment.
     topic = unquote(parts.path.lstrip("/")) + ("#" + parts.fragment if "#" in url else "")
+    shown = redact(url)[:200]
     if parts.scheme != "mqtt" or not parts.hostname or not topic:
-        raise MaskwatchError(f"--mqtt {url!r}: expected mqtt://host[:port]/topic")
+        raise MaskwatchError(f"--mqtt {shown!r}: expected mqtt://host[:port]/topic")
     if not pattern and ("+" in topic or "#" in topic):
-        raise MaskwatchError(f"--mqtt {url!r}: a camera publishes to one topic, without + or #")
+        raise MaskwatchError(f"--mqtt {shown!r}: a camera publishes to one topic, without + or #")
+    fault = topic_fault(topic, publish=not pattern)
+    if fault is not None:
+        raise MaskwatchError(f"--mqtt {shown!r}: {fault}")
     try:
         port = parts.port or 1883
     except ValueError as exc:
-        raise MaskwatchError(f"--mqtt {url!r}: {exc}") from exc
+        raise MaskwatchError(f"--mqtt {shown!r}: {exc}") from None
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 
@@ -201,6 +207,8 @@ class MqttPublisher:
             deadline = time.monotonic() + wait
             while self._client.want_write() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        with self._lock:  # leaving is not losing the broker: no warning from _on_disconnect
+            self._connected = False
         self._client.disconnect()
         self._client.loop_stop()
 

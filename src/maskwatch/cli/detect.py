@@ -55,14 +55,14 @@ def _metrics(args: argparse.Namespace) -> tuple[Metrics | None, MetricsServer | 
         if args.metrics_host is not None:
             raise MaskwatchError("--metrics-host needs --metrics-port PORT")
         return None, None
-    from maskwatch.access import server_token
+    from maskwatch.access import address, server_token
     from maskwatch.metrics import Metrics, MetricsServer
 
     host = args.metrics_host or LOOPBACK_HOST
     token = server_token(host, args.token, args.no_auth, option="--metrics-host")
     metrics = Metrics()
     server = MetricsServer(metrics, host, args.metrics_port, token)
-    log.info("metrics at http://%s:%d/metrics", host, server.port)
+    log.info("metrics at %s", address("http", host, server.port, "/metrics"))
     return metrics, server
 
 

@@ -21,7 +21,7 @@ from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
-from maskwatch.metrics import redact
+from maskwatch.redact import redact
 from maskwatch.sinks import VideoSink
 from maskwatch.sources import LiveSource, RealTime, Source, open_source
 from maskwatch.types import Frame, FrameResult

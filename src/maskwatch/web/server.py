@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
-from maskwatch.access import LOOPBACK, TOKEN_ENV, server_token
+from maskwatch.access import LOOPBACK, TOKEN_ENV, address, server_token
 from maskwatch.defaults import SERVE_IDLE_TIMEOUT, SERVE_SHUTDOWN_TIMEOUT
 from maskwatch.errors import SettingError
 from maskwatch.web.app import create_app
@@ -59,14 +59,8 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
             ws_max_size=settings.max_body,
             timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
         )
-        shown = f"?token={settings.token}" if settings.token else ""
-        log.info(
-            "open %s://%s:%d/%s (dashboard: /dashboard, API docs: /docs)",
-            listener.scheme,
-            listener.host,
-            listener.port,
-            shown,
-        )
+        url = address(listener.scheme, listener.host, listener.port, token=settings.token)
+        log.info("open %s (dashboard: /dashboard, API docs: /docs)", url)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

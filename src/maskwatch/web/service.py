@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException
 
-from maskwatch.atomic import refuse_inputs
+from maskwatch.atomic import refuse_inputs, write_problem
 from maskwatch.defaults import (
     MAX_IMAGE_PIXELS,
     SERVE_DETECTORS,
@@ -145,12 +145,16 @@ def recording(folder: Path, index: int) -> Path:
 
 
 def check_recordings(save: Path, sources: list[str]) -> None:
-    """`serve --save FOLDER`: refused without cameras, over a file, or where a recording
-    would be written over one of the sources."""
+    """`serve --save FOLDER`: refused without cameras, over a file, in a folder that cannot
+    be written (read-only, full, no permission), or where a recording would be written over
+    one of the sources."""
     if not sources:
         raise SettingError("--save records the server cameras: give them with --source")
     if save.exists() and not save.is_dir():
         raise SettingError(f"--save {save}: not a folder (camera N goes to camera-N.mp4)")
+    problem = write_problem(save) if save.is_dir() else None
+    if problem is not None:
+        raise SettingError(f"--save {save}: cannot write there: {problem.strerror or problem}")
     inputs = [Path(spec) for spec in sources]
     for i in range(1, len(inputs) + 1):
         refuse_inputs(inputs, {"--save": recording(save, i)})
