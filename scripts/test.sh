@@ -71,4 +71,5 @@ rm -rf build
 
 "$venv/bin/python" -m ruff check src tests benchmarks
 "$venv/bin/python" -m mypy
-exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# Two workers: most tests wait on subprocesses, servers and browsers (6 min -> 3.7 min here).
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 "$@"

@@ -231,9 +231,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """Faces in an uploaded photo, in the JSON of `maskwatch detect --json`. One file per
         request; 413 over the size or pixel limits; 503 with Retry-After when `--max-uploads`
         uploads are already in the server."""
-        data = await image.read()
         name = Path(image.filename or "upload").name
-        with service.uploads.hold():
+        with service.uploads.hold():  # read into memory only once it has a place
+            data = await image.read()
             result = await run_in_threadpool(service.detect_photo, data, name)
         return JSONResponse(result)
 
