@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from maskwatch.defaults import Blur
-from maskwatch.draw import Annotator
+from maskwatch.draw import Annotator, draw_faces
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.redact import redact
@@ -50,22 +50,24 @@ class BoardEvents:
 
 
 class JpegBuffer:
-    """The newest annotated frame as JPEG, for any number of MJPEG readers (a frame output)."""
+    """The newest annotated frame as JPEG, for any number of MJPEG readers (a frame output).
+
+    A frame is drawn and encoded only when a reader asks for it, on the reader's thread, once
+    however many read it: a camera nobody watches spends nothing on JPEG, and one watched
+    never waits for the encoder."""
 
     def __init__(self, annotator: Annotator) -> None:
         self.annotator = annotator
         self.frames = 0
         self.closed = False
-        self._jpeg: bytes | None = None
+        self._latest: FrameResult | None = None
+        self._jpeg: tuple[int, bytes] | None = None  # (frame number, its JPEG)
         self._cond = threading.Condition()
 
     def write(self, result: FrameResult) -> None:
-        ok, data = cv2.imencode(
-            ".jpg", self.annotator(result), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-        )
         with self._cond:
             self.frames += 1
-            self._jpeg = data.tobytes() if ok else self._jpeg
+            self._latest = result
             self._cond.notify_all()
 
     def close(self, ok: bool = True) -> None:
@@ -76,18 +78,32 @@ class JpegBuffer:
     def _changed(self, seen: int) -> Callable[[], bool]:
         return lambda: self.frames != seen or self.closed
 
+    def _encode(self, number: int, result: FrameResult) -> bytes | None:
+        """Frame `number` as JPEG (None if OpenCV cannot encode it), kept for other readers."""
+        image = draw_faces(result.frame.image, result.faces, self.annotator.blur)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            return None
+        jpeg = data.tobytes()
+        with self._cond:
+            if self._jpeg is None or self._jpeg[0] < number:
+                self._jpeg = (number, jpeg)
+        return jpeg
+
     def jpegs(self, stop: threading.Event) -> Iterator[bytes]:
         """Each new frame as JPEG, until the buffer closes or `stop` is set."""
         seen = -1
         while not stop.is_set():
             with self._cond:
                 self._cond.wait_for(self._changed(seen), timeout=1.0)
-                if self._jpeg is None or self.frames == seen:
+                if self._latest is None or self.frames == seen:
                     if self.closed:
                         return
                     continue
-                seen, data = self.frames, self._jpeg
-            yield data
+                seen, latest, cached = self.frames, self._latest, self._jpeg
+            data = cached[1] if cached and cached[0] == seen else self._encode(seen, latest)
+            if data is not None:
+                yield data
 
 
 class CameraState(StrEnum):
