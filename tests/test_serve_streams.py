@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -311,3 +312,33 @@ def test_the_detector_pool_serves_streams_in_the_order_they_asked(
         thread.join(timeout=60)
     assert gated.order == ["first", "b", "c", "d", "e"]
     assert set(found.values()) == {3}
+
+
+def test_stopping_the_server_ends_a_cameras_mjpeg_stream_instead_of_cutting_it(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    """Ctrl-C while a browser watches a camera: its stream ends cleanly and the server stops,
+    rather than waiting for the stream to finish (it never would) and then cancelling it."""
+    clip = render_video(tmp_path / "long.mp4", three_faces, 1500, (320, 240))
+    with served(tmp_path, "--source", str(clip)) as server:
+        wait_for(lambda: server.cameras()[0]["frames"] >= 5, timeout=90, what="5 frames")
+        parts: list[int] = []
+        errors: list[Exception] = []
+
+        def watch() -> None:
+            url = server.base + "/api/v1/cameras/1/mjpeg"
+            try:
+                with httpx.stream("GET", url, timeout=30) as mjpeg:
+                    for chunk in mjpeg.iter_bytes():
+                        parts.append(chunk.count(b"--frame"))
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=watch)
+        reader.start()
+        wait_for(lambda: sum(parts) >= 2, timeout=60, what="the stream's first frames")
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+        reader.join(timeout=30)
+        assert errors == [], "the stream was cut, not ended"
+        assert "graceful shutdown exceeded" not in server.log.read_text()

@@ -223,6 +223,10 @@ class Camera:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""
         return self.error
 
-    def stop(self) -> None:
+    def stopping(self) -> None:
+        """Stop without waiting: its readers' streams end and its recording is completed."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.stopping()
         self._thread.join(timeout=5.0)

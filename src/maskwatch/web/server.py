@@ -6,8 +6,10 @@ Front ends pass their options here; the policy is not theirs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -42,13 +44,27 @@ class Listener:
         return "https" if self.cert else "http"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `stopping` as soon as it is told to stop: it then waits for
+    open connections, and a camera's MJPEG stream only ends when its camera stops."""
+
+    def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping()
+        super().handle_exit(sig, frame)
+
+
 def run_server(settings: ServeSettings, listener: Listener) -> None:
     """Bind, build the app (loading the models), say where to open it, and serve until
     interrupted."""
     sock = listen(listener.host, listener.port)
     try:
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host=listener.host,
             port=listener.port,
             ssl_certfile=str(listener.cert) if listener.cert else None,
@@ -61,6 +77,6 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
         )
         url = address(listener.scheme, listener.host, listener.port, token=settings.token)
         log.info("open %s (dashboard: /dashboard, API docs: /docs)", url)
-        uvicorn.Server(config).run(sockets=[sock])
+        _Server(config, app.state.service.stopping).run(sockets=[sock])
     finally:
         sock.close()

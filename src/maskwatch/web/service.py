@@ -240,6 +240,11 @@ class Service:
             result = self._photo_pipeline.process(Frame(image, 0, 0.0, name, Mode.PHOTO))
         return result.to_dict()
 
+    def stopping(self) -> None:
+        """Tell the cameras to stop (ending their MJPEG streams) without waiting for them."""
+        for camera in self.cameras.values():
+            camera.stopping()
+
     def stop(self) -> None:
         for camera in self.cameras.values():
             camera.stop()
