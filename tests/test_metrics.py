@@ -251,7 +251,9 @@ def test_a_metrics_port_in_use_is_one_line_before_any_frame(video: Path) -> None
     assert proc.stdout == ""  # refused before any frame was read
 
 
-def test_health_shows_no_password_of_a_camera_url() -> None:
+def test_health_the_camera_list_and_the_dashboard_show_no_password_of_a_camera_url() -> None:
+    """A failed camera's error names its URL: never with the password, with a token (the page's
+    captions, the dashboard) or without (health)."""
     port = free_port()
     sources = [
         f"http://admin:p@ss-w0rd@127.0.0.1:{port}/a",
@@ -263,7 +265,9 @@ def test_health_shows_no_password_of_a_camera_url() -> None:
             return [c["error"] or "" for c in client.get("/api/v1/health").json()["cameras"]]
 
         wait_for(lambda: all(errors()), 60, "both cameras failing")
-        shown = client.get("/api/v1/health").text
+        shown = [client.get(f"/api/v1/{call}").text for call in ("health", "cameras", "stats")]
+    assert all("ss-w0rd" not in text and "qwerty9" not in text for text in shown), shown
+    shown = "".join(shown)
     assert "ss-w0rd" not in shown and "qwerty9" not in shown
     assert "http://admin:***@127.0.0.1" in shown and "pwd=***" in shown
 

@@ -134,7 +134,7 @@ class Camera:
         self.name = name
         self.spec = spec
         self.record = record  # the annotated video, put in place when the camera stops
-        self.error: str | None = None
+        self.error: str | None = None  # without any URL's credentials
         self.source: Source | None = None  # once opened
         self._state = CameraState.STARTING
         self._dropped: Callable[[], int] = lambda: 0
@@ -187,7 +187,7 @@ class Camera:
             self._buffer.close()
 
     def _fail(self, error: str) -> None:
-        self.error = error
+        self.error = redact(error)  # shown by the API, the page and the dashboard
         self._state = CameraState.FAILED
 
     def jpegs(self) -> Iterator[bytes]:
@@ -214,10 +214,13 @@ class Camera:
         return self._state
 
     def health(self) -> dict[str, Any]:
-        """Its state for /api/v1/health, which needs no token: the error without any URL's
-        credentials."""
-        error = redact(self.error) if self.error is not None else None
-        return {"name": self.name, "state": str(self.state), "error": error, "frames": self.frames}
+        """Its state for /api/v1/health, which needs no token."""
+        return {
+            "name": self.name,
+            "state": str(self.state),
+            "error": self.error,
+            "frames": self.frames,
+        }
 
     def current_error(self) -> str | None:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""
