@@ -55,9 +55,10 @@ def test_the_model_json_temperature_is_applied_at_inference(tmp_path: Path, thre
     assert (softened.max(1) < plain.max(1)).all()
     assert np.allclose(softened.sum(1), 1, atol=1e-5)
 
-    (tmp_path / "m.json").write_text(json.dumps({**meta, "temperature": 0}))
-    proc = run_cli("classify", str(THREE_FACES), "--model", str(tmp_path / "m.onnx"))
-    assert_one_line_error(proc, "temperature")
+    for bad in (0, float("inf"), True):  # infinity would make every face uncertain
+        (tmp_path / "m.json").write_text(json.dumps({**meta, "temperature": bad}))
+        proc = run_cli("classify", str(THREE_FACES), "--model", str(tmp_path / "m.onnx"))
+        assert_one_line_error(proc, "temperature")
 
 
 def test_framing_jitter_crops_tight_detector_and_loose_faces() -> None:

@@ -7,6 +7,7 @@ crop margin, normalisation, uncertainty threshold, training data and measured me
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,8 +56,15 @@ class ModelMetadata:
             meta = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         except (json.JSONDecodeError, TypeError) as exc:
             raise ModelError(f"model metadata {where} is not valid: {exc}") from exc
-        if not isinstance(meta.temperature, int | float) or not meta.temperature > 0:
-            raise ModelError(f"model metadata {where}: temperature must be a positive number")
+        temperature = meta.temperature
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not 0 < temperature < math.inf
+        ):
+            raise ModelError(
+                f"model metadata {where}: temperature must be a positive, finite number"
+            )
         unknown = [c for c in meta.classes if c not in CANONICAL]
         if len(meta.classes) < 2 or unknown:
             raise ModelError(
