@@ -25,7 +25,8 @@ from maskwatch.pipeline import Pipeline
 from maskwatch.sources import open_source
 from maskwatch.stats import StatsTable, chart, plot, summarise
 from maskwatch.tracking import IoUTracker
-from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Kind
+from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Frame, Kind
+from maskwatch.watch import Watch
 
 T0 = time.mktime((2026, 11, 25, 9, 0, 0, 0, 0, -1))  # local time, as stats groups it
 
@@ -306,3 +307,21 @@ def test_the_charts_people_axis_counts_whole_people() -> None:
     table = StatsTable("hour", [("2026-11-29 22:00", Counter(mask=1, no_mask=2, unsettled=1))])
     ticks = chart(table).axes[0].get_yticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_events_and_their_log_keep_no_password_of_a_camera_url(
+    tmp_path: Path, three_faces: np.ndarray, detector, classifier
+) -> None:  # type: ignore[no-untyped-def]
+    """A camera URL's password stays out of the events (the log, MQTT, webhooks, the dashboard's
+    recent events) and of the log's list of runs."""
+    url = "rtsp://admin:hunter2@127.0.0.1/cam?pwd=qwerty9"
+    seen: list[Event] = []
+    outputs = EventOutputs(log=tmp_path / "ev.db", on_event=seen.append)
+    tracker = IoUTracker(settle_frames=3, max_missed=5, memory_s=0)
+    with Watch(Pipeline(detector, classifier, tracker)) as watch:
+        outputs.open(watch, url)
+        frames = panning_frames(three_faces, 10)
+        watch.run(Frame(image, i, i / 15, url) for i, image in enumerate(frames))
+    assert seen and all(e.source == "rtsp://admin:***@127.0.0.1/cam?pwd=***" for e in seen)
+    stored = (tmp_path / "ev.db").read_bytes()
+    assert b"hunter2" not in stored and b"qwerty9" not in stored

@@ -18,6 +18,7 @@ from maskwatch.events import Event, EventLog
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
+from maskwatch.redact import redact
 from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
 from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
@@ -48,7 +49,9 @@ class EventOutputs:
 
     def open(self, watch: Watch, source: str) -> None:
         """Add each to `watch`, to be closed with it. Called before the file outputs are made,
-        so that a log that is refused leaves no temporary file behind."""
+        so that a log that is refused leaves no temporary file behind. The log's run is named
+        after `source` without any URL's password."""
+        source = redact(source)
         if self.mqtt is not None:
             watch.add_events(MqttOutput(self.mqtt, self.log))
         if self.alerts is not None:
@@ -151,8 +154,6 @@ def run_detect(
             if saver is not None:
                 watch.add(saver)
             if metrics is not None:
-                from maskwatch.redact import redact
-
                 counted = metrics.camera(camera or redact(source.name))
                 counted.watch(watch, events.alerts, events.mqtt)
                 counted.follow(lambda: source)

@@ -37,6 +37,7 @@ from maskwatch.atomic import (
 )
 from maskwatch.errors import OutputError
 from maskwatch.faces import square_box
+from maskwatch.redact import redact
 from maskwatch.types import CHANGE, SETTLE, FrameResult, Kind
 
 log = logging.getLogger("maskwatch")
@@ -155,7 +156,7 @@ class EventStream:
         return [
             Event(
                 time=self.started + frame.time,
-                source=frame.source,
+                source=redact(frame.source),  # stored and sent: no camera URL's password
                 frame=frame.index,
                 kind=change.kind,
                 track=change.track,
