@@ -325,3 +325,4 @@ def test_events_and_their_log_keep_no_password_of_a_camera_url(
     assert seen and all(e.source == "rtsp://admin:***@127.0.0.1/cam?pwd=***" for e in seen)
     stored = (tmp_path / "ev.db").read_bytes()
     assert b"hunter2" not in stored and b"qwerty9" not in stored
+    assert summarise(tmp_path / "ev.db", source=url).rows, "stats --source takes the URL as given"

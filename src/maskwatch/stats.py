@@ -21,6 +21,7 @@ from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.events import open_log, plausible_time
 from maskwatch.labels import CANONICAL, DISPLAY, MASK
 from maskwatch.postgres import DatabaseUrl, EventTarget, read_rows
+from maskwatch.redact import redact
 from maskwatch.types import CHANGE, LEAVE, SETTLE
 
 PERIOD_FORMATS = dict(
@@ -152,7 +153,10 @@ def _row(first: str, counts: Counter[str]) -> str:
 
 def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None) -> StatsTable:
     """People per period by label from an event log; events with impossible times are left
-    out, with one warning."""
+    out, with one warning. A camera URL's `source` is looked up as the log names it, without
+    its password."""
+    if source is not None:
+        source = redact(source)
     rows = log_rows(log_path)
     kept = plausible_rows(rows)
     if len(kept) < len(rows):
