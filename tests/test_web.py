@@ -448,7 +448,13 @@ def test_detect_publishes_its_events_to_a_real_broker(broker: Any, video: Path) 
     got: list[tuple[str, dict[str, Any]]] = []
     subscriber = MqttSubscriber(broker.url + "/site/#", lambda t, p: got.append((t, p)))
     try:
-        time.sleep(0.5)
+        # The subscription must be in place before the camera publishes: a probe comes through.
+        probe = MqttPublisher(broker.url + "/site/probe")
+        wait_for(lambda: probe.connected, what="the probe's connection")
+        probe.publish(_event(1))
+        wait_for(lambda: any(t == "site/probe" for t, _ in got), what="the probe")
+        probe.close()
+        got.clear()
         proc = run_cli(
             "detect", "--source", str(video), "--no-show", "--mqtt", broker.url + "/site/door-1"
         )
@@ -464,6 +470,7 @@ def test_detect_publishes_its_events_to_a_real_broker(broker: Any, video: Path) 
         )
     finally:
         subscriber.close()
+    got = [(t, p) for t, p in got if t != "site/probe"]  # a late duplicate of the probe
     assert {t for t, _ in got} == {"site/door-1"}
     assert {p["camera"] for _, p in got} == {"site/door-1"}
     kinds = [p["kind"] for _, p in got]
