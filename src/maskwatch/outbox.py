@@ -18,6 +18,20 @@ log = logging.getLogger("maskwatch")
 
 DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about dropped events
 
+
+class ThrottledWarning:
+    """Logs a warning at most once per DROP_WARNING_INTERVAL seconds; the rest are skipped."""
+
+    def __init__(self) -> None:
+        self._warned_at = float("-inf")
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= DROP_WARNING_INTERVAL:
+            self._warned_at = now
+            log.warning(message, *args)
+
+
 Item = TypeVar("Item")
 
 
@@ -30,7 +44,7 @@ class Outbox(Generic[Item]):
         self.dropped = 0
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
-        self._warned_at = float("-inf")
+        self._warning = ThrottledWarning()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,13 +73,9 @@ class Outbox(Generic[Item]):
         for _ in range(extra):
             self._items.popleft()
         self.dropped += extra
-        now = time.monotonic()
-        if now - self._warned_at >= DROP_WARNING_INTERVAL:
-            self._warned_at = now
-            log.warning(
-                "%s is away and %d events are waiting for it: dropping the oldest "
-                "(%d dropped so far)",
-                self.where,
-                self.size,
-                self.dropped,
-            )
+        self._warning.warn(
+            "%s is away and %d events are waiting for it: dropping the oldest (%d dropped so far)",
+            self.where,
+            self.size,
+            self.dropped,
+        )

@@ -32,6 +32,7 @@ from typing import Any
 from maskwatch.defaults import SERVE_MAX_CAMERAS
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event, EventLog, connect
+from maskwatch.outbox import ThrottledWarning
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog
 from maskwatch.stats import (
     UNSETTLED,
@@ -49,7 +50,6 @@ logger = logging.getLogger("maskwatch")
 RECENT_EVENTS = 50
 MEMORY_EVENTS = 20_000
 REMOTE = "mqtt"  # the run of every camera reporting over MQTT
-DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about forgotten cameras
 COMPLIANCE_WINDOW = 3600.0  # seconds of mask compliance the dashboard's sparklines show
 COMPLIANCE_STEP = 300.0  # seconds per point of a sparkline
 
@@ -102,7 +102,7 @@ class Board:
         self._running: Counter[str] = Counter()  # sources running per camera: never forgotten
         self._pinned: set[str] = set()  # server cameras (--source): kept for the server's life
         self._people = 0
-        self._warned_at = float("-inf")
+        self._warning = ThrottledWarning()
 
     def camera(self, name: str, error: Callable[[], str | None] | None = None) -> None:
         """Make a camera known (shown with zero counts until its first event) and keep it while
@@ -139,17 +139,10 @@ class Board:
         self._remote_runs.pop(camera, None)
         self._database_runs.pop((camera, REMOTE), None)
         self.forgotten += 1
-        self._warn(
+        self._warning.warn(
             f"more than {self.max_cameras} cameras: forgetting the least recently seen, "
             f"{camera[:200]!r} ({self.forgotten} forgotten so far)"
         )
-
-    def _warn(self, message: str) -> None:
-        """A warning, at most one per DROP_WARNING_INTERVAL seconds."""
-        now = time.monotonic()
-        if now - self._warned_at >= DROP_WARNING_INTERVAL:
-            self._warned_at = now
-            logger.warning("%s", message)
 
     def _log_for(self, path: Path, camera: str, run: str) -> tuple[EventLog, int | None]:
         """The log that takes the events of this run of `camera`, and the run id to write."""
@@ -236,7 +229,7 @@ class Board:
             try:
                 rows = log_rows(self.log, since)
             except MaskwatchError as exc:
-                self._warn(f"the dashboard shows this server's events only: {exc}")
+                self._warning.warn(f"the dashboard shows this server's events only: {exc}")
         elif self.log is not None and self.log.exists():
             rows = log_rows(self.log, since)
         if rows is None:

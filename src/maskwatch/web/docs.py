@@ -30,16 +30,18 @@ def add_docs(app: FastAPI) -> None:
     files = resources.files("fastapi_offline") / "static"
     app.mount(ASSETS, StaticFiles(directory=str(files)), name="docs-assets")
     openapi = app.openapi_url or "/openapi.json"
+    title = f"{app.title} - API"
+    icon = f"{ASSETS}/favicon.png"
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
         return _page(
             get_swagger_ui_html(
                 openapi_url=openapi,
-                title=f"{app.title} - API",
+                title=title,
                 swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
                 swagger_css_url=f"{ASSETS}/swagger-ui.css",
-                swagger_favicon_url=f"{ASSETS}/favicon.png",
+                swagger_favicon_url=icon,
             )
         )
 
@@ -48,9 +50,9 @@ def add_docs(app: FastAPI) -> None:
         return _page(
             get_redoc_html(
                 openapi_url=openapi,
-                title=f"{app.title} - API",
+                title=title,
                 redoc_js_url=f"{ASSETS}/redoc.standalone.js",
-                redoc_favicon_url=f"{ASSETS}/favicon.png",
+                redoc_favicon_url=icon,
                 with_google_fonts=False,
             )
         )
