@@ -68,6 +68,27 @@ def within(kind: Callable[[str], Number], allowed: Range) -> Callable[[str], Num
     return parse
 
 
+def ranged_arg(
+    parser: Options,
+    flag: str,
+    kind: Callable[[str], Number],
+    allowed: Range,
+    default: Number,
+    text: str,
+    metavar: str | None = None,
+    shown: str = "s",
+) -> None:
+    """A numeric option checked against `allowed`, its help ending in the range and default
+    (`shown` is the %-format of the default: s, or g to drop a trailing .0)."""
+    parser.add_argument(
+        flag,
+        type=within(kind, allowed),
+        default=default,
+        metavar=metavar,
+        help=f"{text} ({allowed.describe()}; default: %(default){shown})",
+    )
+
+
 def source_spec(text: str) -> str:
     """A --source that names something: an empty one would otherwise mean this folder."""
     if not text.strip():
@@ -186,13 +207,14 @@ def detector_args(parser: Options) -> None:
         f"faces are found; 0: never upscale ({DETECT_MIN_SIDE_RANGE.describe()}; "
         "default: %(default)s)",
     )
-    parser.add_argument(
+    ranged_arg(
+        parser,
         "--detect-video-side",
-        type=within(int, VIDEO_SIDE_RANGE),
-        default=DETECT_VIDEO_SIDE,
-        help="video frames whose long side is longer are scaled down to it for detection, "
-        "for speed; raise it to find smaller faces in large frames "
-        f"({VIDEO_SIDE_RANGE.describe()}; default: %(default)s)",
+        int,
+        VIDEO_SIDE_RANGE,
+        DETECT_VIDEO_SIDE,
+        "video frames whose long side is longer are scaled down to it for detection, for speed; "
+        "raise it to find smaller faces in large frames",
     )
 
 
@@ -207,21 +229,24 @@ def watch_args(parser: Options, publish: str) -> None:
         "a mask (no_mask: faces labelled no_mask, incorrect or uncertain), or all "
         "(default: %(default)s)",
     )
-    parser.add_argument(
+    ranged_arg(
+        parser,
         "--settle-frames",
-        type=within(int, SETTLE_FRAMES_RANGE),
-        default=SETTLE_FRAMES,
-        help="frames a person's smoothed label must hold before it settles "
-        f"({SETTLE_FRAMES_RANGE.describe()}; default: %(default)s)",
+        int,
+        SETTLE_FRAMES_RANGE,
+        SETTLE_FRAMES,
+        "frames a person's smoothed label must hold before it settles",
     )
-    parser.add_argument(
+    ranged_arg(
+        parser,
         "--classify-every",
-        type=within(int, CLASSIFY_EVERY_RANGE),
-        default=CLASSIFY_EVERY,
+        int,
+        CLASSIFY_EVERY_RANGE,
+        CLASSIFY_EVERY,
+        "classify a person whose label has settled every N of their frames, or sooner when "
+        "their box moves or changes size; frames between carry their label; 1: every face of "
+        "every frame",
         metavar="N",
-        help="classify a person whose label has settled every N of their frames, or sooner "
-        "when their box moves or changes size; frames between carry their label; 1: every "
-        f"face of every frame ({CLASSIFY_EVERY_RANGE.describe()}; default: %(default)s)",
     )
     parser.add_argument(
         publish,
@@ -259,22 +284,19 @@ def watch_args(parser: Options, publish: str) -> None:
         default=",".join(ALERT_LABELS),
         help="labels that alert, comma-separated (default: %(default)s)",
     )
-    parser.add_argument(
-        "--alert-interval",
-        type=within(float, ALERT_INTERVAL_RANGE),
-        default=ALERT_TRACK_INTERVAL,
-        metavar="S",
-        help="at most one alert per person every S seconds "
-        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--alert-global-interval",
-        type=within(float, ALERT_INTERVAL_RANGE),
-        default=ALERT_GLOBAL_INTERVAL,
-        metavar="S",
-        help="at most one alert in all every S seconds "
-        f"({ALERT_INTERVAL_RANGE.describe()}; default: %(default)s)",
-    )
+    for flag, default, whom in (
+        ("--alert-interval", ALERT_TRACK_INTERVAL, "per person"),
+        ("--alert-global-interval", ALERT_GLOBAL_INTERVAL, "in all"),
+    ):
+        ranged_arg(
+            parser,
+            flag,
+            float,
+            ALERT_INTERVAL_RANGE,
+            default,
+            f"at most one alert {whom} every S seconds",
+            metavar="S",
+        )
     detector_args(parser)
 
 

@@ -12,10 +12,10 @@ from maskwatch.cli.args import (
     max_pixels_arg,
     model_arg,
     output_path,
+    ranged_arg,
     source_spec,
     watch_args,
     watching,
-    within,
 )
 from maskwatch.defaults import (
     PORT_RANGE,
@@ -76,12 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument(
-        "--port",
-        type=within(int, PORT_RANGE),
-        default=8000,
-        help=f"port to listen on ({PORT_RANGE.describe()}; default: %(default)s)",
-    )
+    ranged_arg(p, "--port", int, PORT_RANGE, 8000, "port to listen on")
     p.add_argument(
         "--source",
         action="append",
@@ -114,62 +109,70 @@ def add_parser(sub: Subparsers) -> None:
         "e.g. mqtt://broker:1883/site/#",
     )
     access_args(p, "clients")
-    p.add_argument(
+    ranged_arg(
+        p,
         "--max-upload-mb",
-        type=within(float, UPLOAD_MB_RANGE),
-        default=SERVE_MAX_UPLOAD_MB,
-        help="largest upload or WebSocket frame, in MB "
-        f"({UPLOAD_MB_RANGE.describe()}; default: %(default)s)",
+        float,
+        UPLOAD_MB_RANGE,
+        SERVE_MAX_UPLOAD_MB,
+        "largest upload or WebSocket frame, in MB",
     )
     max_pixels_arg(p, "larger uploads and frames are refused with 413")
-    p.add_argument(
+    ranged_arg(
+        p,
         "--request-timeout",
-        type=within(float, REQUEST_TIMEOUT_RANGE),
-        default=SERVE_REQUEST_TIMEOUT,
+        float,
+        REQUEST_TIMEOUT_RANGE,
+        SERVE_REQUEST_TIMEOUT,
+        "seconds for a request's head, then its body, to arrive",
         metavar="S",
-        help="seconds for a request's head, then its body, to arrive "
-        f"({REQUEST_TIMEOUT_RANGE.describe()}; "
-        "default: %(default)g)",
+        shown="g",
     )
-    p.add_argument(
+    ranged_arg(
+        p,
         "--idle-timeout",
-        type=within(int, IDLE_TIMEOUT_RANGE),
-        default=SERVE_IDLE_TIMEOUT,
+        int,
+        IDLE_TIMEOUT_RANGE,
+        SERVE_IDLE_TIMEOUT,
+        "seconds before an idle connection is closed",
         metavar="S",
-        help="seconds before an idle connection is closed "
-        f"({IDLE_TIMEOUT_RANGE.describe()}; default: %(default)s)",
     )
-    p.add_argument(
+    ranged_arg(
+        p,
         "--max-sessions",
-        type=within(int, SESSIONS_RANGE),
-        default=SERVE_MAX_SESSIONS,
+        int,
+        SESSIONS_RANGE,
+        SERVE_MAX_SESSIONS,
+        "browser webcam sessions at once; more are told to try again later",
         metavar="N",
-        help="browser webcam sessions at once; more are told to try again later "
-        f"({SESSIONS_RANGE.describe()}; default: %(default)s)",
     )
-    p.add_argument(
+    ranged_arg(
+        p,
         "--session-idle-timeout",
-        type=within(float, SESSION_IDLE_RANGE),
-        default=SERVE_SESSION_IDLE_TIMEOUT,
+        float,
+        SESSION_IDLE_RANGE,
+        SERVE_SESSION_IDLE_TIMEOUT,
+        "seconds a webcam session may go without a frame before it is closed",
         metavar="S",
-        help="seconds a webcam session may go without a frame before it is closed "
-        f"({SESSION_IDLE_RANGE.describe()}; default: %(default)g)",
+        shown="g",
     )
-    p.add_argument(
+    ranged_arg(
+        p,
         "--max-uploads",
-        type=within(int, UPLOADS_RANGE),
-        default=SERVE_MAX_UPLOADS,
+        int,
+        UPLOADS_RANGE,
+        SERVE_MAX_UPLOADS,
+        "uploads processed at once; more get 503 with Retry-After",
         metavar="N",
-        help="uploads processed at once; more get 503 with Retry-After "
-        f"({UPLOADS_RANGE.describe()}; default: %(default)s)",
     )
-    p.add_argument(
+    ranged_arg(
+        p,
         "--detectors",
-        type=within(int, DETECTORS_RANGE),
-        default=SERVE_DETECTORS,
+        int,
+        DETECTORS_RANGE,
+        SERVE_DETECTORS,
+        "face detectors that cameras, sessions and uploads share, in turn",
         metavar="N",
-        help="face detectors that cameras, sessions and uploads share, in turn "
-        f"({DETECTORS_RANGE.describe()}; default: %(default)s)",
     )
     p.add_argument("--cert", type=existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=existing_path, default=None, help="TLS private key")

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, within
+from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, ranged_arg, within
 from maskwatch.defaults import Range
 from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.train.config import (
@@ -56,8 +56,6 @@ def _print_headline(report: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require_training("maskwatch train")
-    from dataclasses import replace
-
     from maskwatch.train.run import command_line, train
 
     if args.config is not None:
@@ -67,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise MaskwatchError("give at least one DATA folder (or --config FILE)")
         overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
         config = TrainConfig(data=list(args.data), **overrides)
-    config = replace(config, command=command_line())
+    config = dataclasses.replace(config, command=command_line())
     if args.cross_source:
         from maskwatch.train.crosssource import cross_source, markdown_table
 
@@ -287,12 +285,7 @@ def add_parser(sub: Subparsers) -> None:
         metavar="CSV",
         help="a training run's test_faces.csv: never calibrate on those photos",
     )
-    p.add_argument(
-        "--faces",
-        type=within(int, CALIBRATION_RANGE),
-        default=300,
-        help=f"calibration faces ({CALIBRATION_RANGE.describe()}; default: %(default)s)",
-    )
+    ranged_arg(p, "--faces", int, CALIBRATION_RANGE, 300, "calibration faces")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="inspect datasets (needs the train extra)")
