@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
-from maskwatch.outbox import DROP_WARNING_INTERVAL, Outbox
+from maskwatch.outbox import Outbox, Throttle
 from maskwatch.redact import redact
 from maskwatch.topics import topic_fault
 
@@ -246,7 +246,7 @@ class MqttSubscriber:
     def __init__(self, url: str, on_message: Callable[[str, dict[str, Any]], None]) -> None:
         self.target = parse_mqtt_url(url, pattern=True)
         self.dropped = 0
-        self._warned_at = float("-inf")
+        self._warning = Throttle()
         self._on_message = on_message
         self._client = _connect(
             self.target,
@@ -274,9 +274,7 @@ class MqttSubscriber:
 
     def _drop(self, topic: str, reason: str) -> None:
         self.dropped += 1
-        now = time.monotonic()
-        if now - self._warned_at >= DROP_WARNING_INTERVAL:
-            self._warned_at = now
+        if self._warning.ready():
             log.warning(
                 "ignoring an invalid event on %s: %s (%d dropped so far)",
                 topic,

@@ -21,6 +21,21 @@ DROP_WARNING_INTERVAL = 10.0  # seconds between warnings about dropped events
 Item = TypeVar("Item")
 
 
+class Throttle:
+    """Whether a repeated warning may be given now: at most once per `interval` seconds."""
+
+    def __init__(self, interval: float = DROP_WARNING_INTERVAL) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+
 class Outbox(Generic[Item]):
     """At most `size` items waiting for `where` (named in warnings), oldest first; thread-safe."""
 
@@ -30,7 +45,7 @@ class Outbox(Generic[Item]):
         self.dropped = 0
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
-        self._warned_at = float("-inf")
+        self._warning = Throttle()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,9 +74,7 @@ class Outbox(Generic[Item]):
         for _ in range(extra):
             self._items.popleft()
         self.dropped += extra
-        now = time.monotonic()
-        if now - self._warned_at >= DROP_WARNING_INTERVAL:
-            self._warned_at = now
+        if self._warning.ready():
             log.warning(
                 "%s is away and %d events are waiting for it: dropping the oldest "
                 "(%d dropped so far)",
