@@ -117,13 +117,13 @@ def draw_faces(image: np.ndarray, faces: Faces, blur: Blur = Blur.NONE) -> np.nd
     """A copy of `image` with every face boxed and labelled (and blurred as `blur` asks)."""
     out = blur_faces(image, faces, blur) if blur != Blur.NONE else image.copy()
     base = max(out.shape[:2]) / 1000.0
+    thickness = max(2, round(base * 3))
     confidences = faces.confidences()
     for i, box in enumerate(faces.boxes):
         label = faces.labels[i] if faces.labels else None
         settled = bool(faces.settled[i]) if faces.settled else True
         colour = COLOURS.get(label or "", (200, 200, 200))
         x1, y1, x2, y2 = (round(float(v)) for v in box)
-        thickness = max(2, round(base * 3))
         if settled:
             cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
         else:

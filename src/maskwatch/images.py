@@ -33,7 +33,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "GIF", "BMP")
 _WIDE_SAMPLES = {"F": "32-bit float", "I": "32-bit integer"}
 
 
-def megapixels(pixels: int) -> str:
+def as_megapixels(pixels: int) -> str:
     """'50 megapixels': a pixel budget as people read it."""
     return f"{pixels / 1e6:g} megapixels"
 
@@ -77,7 +77,7 @@ def _checked_header(
         pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
         raise ImageTooLargeError(
             f"{name}: the image is over {pillow_limit:.0f} megapixels, more than the limit of "
-            f"{megapixels(max_pixels)} (--max-pixels); refused unread"
+            f"{as_megapixels(max_pixels)} (--max-pixels); refused unread"
         ) from None
     if header is None:
         raise SourceError(f"{name}: not a readable image")
@@ -94,7 +94,7 @@ def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
     if max_pixels > 0 and width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: the image is {width}x{height} pixels, more than the limit of "
-            f"{megapixels(max_pixels)} (--max-pixels)"
+            f"{as_megapixels(max_pixels)} (--max-pixels)"
         )
 
 

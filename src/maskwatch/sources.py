@@ -26,7 +26,7 @@ import numpy as np
 from maskwatch.cvlog import open_capture, open_video_file, quiet_opencv
 from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import SourceError
-from maskwatch.images import check_readable, is_image_file, load_image, megapixels
+from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
 from maskwatch.types import Frame, Mode
 
 log = logging.getLogger("maskwatch")
@@ -204,7 +204,7 @@ class FileSource:
     def _too_large(self, path: Path, width: int, height: int) -> str:
         return (
             f"{path}: its frames are {width}x{height} pixels, more than the limit of "
-            f"{megapixels(self.max_pixels)} (--max-pixels)"
+            f"{as_megapixels(self.max_pixels)} (--max-pixels)"
         )
 
     def _skip(self, message: str) -> None:

@@ -227,11 +227,10 @@ class IoUTracker:
             settled = tuple(t.settled == label for t, label in zip(matched, labels, strict=True))
             out = out.with_predictions(smoothed, faces.classes, labels, settled)
         seen = {id(t) for t in matched}
+        kept: list[Track] = []
         for track in self.tracks:
             if id(track) not in seen:
                 track.missed += 1
-        kept: list[Track] = []
-        for track in self.tracks:
             if self._remembered(track, time):
                 kept.append(track)
             elif track.confirmed:

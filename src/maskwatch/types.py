@@ -120,7 +120,6 @@ class Faces:
             landmarks=np.asarray(landmarks, np.float32).reshape(n, 5, 2),
             probs=_empty((n, 0), np.float32),
             tracks=np.full(n, NO_TRACK, np.int64),
-            classified=np.zeros(n, np.bool_),
         )
 
     def __len__(self) -> int:
