@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 from urllib.parse import quote
 
+from maskwatch.defaults import LOOPBACK_HOST
 from maskwatch.errors import SettingError
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = (LOOPBACK_HOST, "localhost", "::1")
 TOKEN_ENV = "MASKWATCH_TOKEN"
 
 

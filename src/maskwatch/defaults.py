@@ -107,6 +107,8 @@ PORT_RANGE = Range(1, 65535)  # serve --port, detect --metrics-port
 MAX_IMAGE_MEGAPIXELS_RANGE = Range(0.01, 150)
 
 # `maskwatch serve` (limits and timeouts; see the README's "Serving" section)
+LOOPBACK_HOST = "127.0.0.1"  # where serve and detect --metrics-port listen unless told
+SERVE_PORT = 8000
 SERVE_MAX_UPLOAD_MB = 8.0  # largest request body (one photo and its multipart framing)
 SERVE_REQUEST_TIMEOUT = 30.0  # seconds for a request's head, and then its body, to arrive
 SERVE_IDLE_TIMEOUT = 5  # seconds a connection may sit idle (uvicorn's timeout_keep_alive)
@@ -116,9 +118,24 @@ SERVE_MAX_BATCH = 64  # face crops the shared classifier runs in one batch at mo
 SERVE_SHUTDOWN_TIMEOUT = 5  # seconds open connections get to finish when the server stops
 SERVE_MAX_SESSIONS = 8  # browser WebSocket sessions at once; more are refused (1013) until one ends
 SERVE_SESSION_IDLE_TIMEOUT = 60.0  # seconds a WebSocket session may go without a frame
+SERVE_UPLOAD_MB_RANGE = Range(0.01, 1024)
+SERVE_REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
+SERVE_IDLE_TIMEOUT_RANGE = Range(1, 3600)
+SERVE_SESSIONS_RANGE = Range(1, 1000)
+SERVE_SESSION_IDLE_RANGE = Range(1, 86400)
+SERVE_UPLOADS_RANGE = Range(1, 1000)
+SERVE_DETECTORS_RANGE = Range(1, 64)
 SERVE_MAX_CAMERAS = 256  # cameras the dashboard keeps; beyond, the least recently seen is forgotten
 
 # Events written to PostgreSQL (--events postgresql://...) while the database may be away
 EVENTS_QUEUE = 10_000  # events kept while it is away; beyond, the oldest are dropped (warned)
 EVENTS_RETRY_MAX = 30.0  # seconds between reconnection attempts, at most (from 0.5, doubling)
 EVENTS_CLOSE_WAIT = 10.0  # seconds the end of a run waits for queued events to be written
+
+# Training (maskwatch train / export).
+FRACTION = Range(0, 1, low_open=True, high_open=True)
+SEED_RANGE = Range(0, 2**32 - 1)
+BATCH_RANGE = Range(1, 4096)
+INPUT_SIZE_RANGE = Range(32, 1024)
+LIMIT_RANGE = Range(1, 10**9)
+CALIBRATION_RANGE = Range(1, 100_000)

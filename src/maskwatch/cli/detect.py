@@ -21,7 +21,13 @@ from maskwatch.cli.args import (
     watching,
     within,
 )
-from maskwatch.defaults import MAX_FPS_RANGE, PORT_RANGE, RECONNECT_ATTEMPTS, RECONNECT_RANGE
+from maskwatch.defaults import (
+    LOOPBACK_HOST,
+    MAX_FPS_RANGE,
+    PORT_RANGE,
+    RECONNECT_ATTEMPTS,
+    RECONNECT_RANGE,
+)
 from maskwatch.errors import MaskwatchError
 
 if TYPE_CHECKING:
@@ -29,7 +35,6 @@ if TYPE_CHECKING:
     from maskwatch.watch import WatchSettings
 
 log = logging.getLogger("maskwatch")
-LOOPBACK_HOST = "127.0.0.1"
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

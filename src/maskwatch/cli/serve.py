@@ -18,25 +18,25 @@ from maskwatch.cli.args import (
     watching,
 )
 from maskwatch.defaults import (
+    LOOPBACK_HOST,
     PORT_RANGE,
     SERVE_DETECTORS,
+    SERVE_DETECTORS_RANGE,
     SERVE_IDLE_TIMEOUT,
+    SERVE_IDLE_TIMEOUT_RANGE,
     SERVE_MAX_SESSIONS,
     SERVE_MAX_UPLOAD_MB,
     SERVE_MAX_UPLOADS,
+    SERVE_PORT,
     SERVE_REQUEST_TIMEOUT,
+    SERVE_REQUEST_TIMEOUT_RANGE,
+    SERVE_SESSION_IDLE_RANGE,
     SERVE_SESSION_IDLE_TIMEOUT,
-    Range,
+    SERVE_SESSIONS_RANGE,
+    SERVE_UPLOAD_MB_RANGE,
+    SERVE_UPLOADS_RANGE,
 )
 from maskwatch.errors import MissingExtraError
-
-UPLOAD_MB_RANGE = Range(0.01, 1024)
-REQUEST_TIMEOUT_RANGE = Range(0.1, 3600)
-IDLE_TIMEOUT_RANGE = Range(1, 3600)
-SESSIONS_RANGE = Range(1, 1000)
-SESSION_IDLE_RANGE = Range(1, 86400)
-UPLOADS_RANGE = Range(1, 1000)
-DETECTORS_RANGE = Range(1, 64)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -75,8 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="web page, dashboard and HTTP API (needs the web extra)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ranged_arg(p, "--port", int, PORT_RANGE, 8000, "port to listen on")
+    p.add_argument("--host", default=LOOPBACK_HOST, help="address to bind (default: %(default)s)")
+    ranged_arg(p, "--port", int, PORT_RANGE, SERVE_PORT, "port to listen on")
     p.add_argument(
         "--source",
         action="append",
@@ -113,7 +113,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--max-upload-mb",
         float,
-        UPLOAD_MB_RANGE,
+        SERVE_UPLOAD_MB_RANGE,
         SERVE_MAX_UPLOAD_MB,
         "largest upload or WebSocket frame, in MB",
     )
@@ -122,7 +122,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--request-timeout",
         float,
-        REQUEST_TIMEOUT_RANGE,
+        SERVE_REQUEST_TIMEOUT_RANGE,
         SERVE_REQUEST_TIMEOUT,
         "seconds for a request's head, then its body, to arrive",
         metavar="S",
@@ -132,7 +132,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--idle-timeout",
         int,
-        IDLE_TIMEOUT_RANGE,
+        SERVE_IDLE_TIMEOUT_RANGE,
         SERVE_IDLE_TIMEOUT,
         "seconds before an idle connection is closed",
         metavar="S",
@@ -141,7 +141,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--max-sessions",
         int,
-        SESSIONS_RANGE,
+        SERVE_SESSIONS_RANGE,
         SERVE_MAX_SESSIONS,
         "browser webcam sessions at once; more are told to try again later",
         metavar="N",
@@ -150,7 +150,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--session-idle-timeout",
         float,
-        SESSION_IDLE_RANGE,
+        SERVE_SESSION_IDLE_RANGE,
         SERVE_SESSION_IDLE_TIMEOUT,
         "seconds a webcam session may go without a frame before it is closed",
         metavar="S",
@@ -160,7 +160,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--max-uploads",
         int,
-        UPLOADS_RANGE,
+        SERVE_UPLOADS_RANGE,
         SERVE_MAX_UPLOADS,
         "uploads processed at once; more get 503 with Retry-After",
         metavar="N",
@@ -169,7 +169,7 @@ def add_parser(sub: Subparsers) -> None:
         p,
         "--detectors",
         int,
-        DETECTORS_RANGE,
+        SERVE_DETECTORS_RANGE,
         SERVE_DETECTORS,
         "face detectors that cameras, sessions and uploads share, in turn",
         metavar="N",

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, ranged_arg, within
-from maskwatch.defaults import Range
+from maskwatch.defaults import (
+    BATCH_RANGE,
+    CALIBRATION_RANGE,
+    FRACTION,
+    INPUT_SIZE_RANGE,
+    LIMIT_RANGE,
+    SEED_RANGE,
+    Range,
+)
 from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.train.config import (
     RECIPES,
@@ -27,13 +35,6 @@ TRAIN_OPTIONS = tuple(
     for f in dataclasses.fields(TrainConfig)
     if f.name not in ("data", "synthetic_sources", "command")
 )
-FRACTION = Range(0, 1, low_open=True, high_open=True)
-SEED_RANGE = Range(0, 2**32 - 1)
-
-BATCH_RANGE = Range(1, 4096)
-INPUT_SIZE_RANGE = Range(32, 1024)
-LIMIT_RANGE = Range(1, 10**9)
-CALIBRATION_RANGE = Range(1, 100_000)
 
 
 def _by_recipe(option: str) -> str:

@@ -14,7 +14,7 @@ from types import FrameType
 import uvicorn
 
 from maskwatch.access import LOOPBACK, TOKEN_ENV, address, server_token
-from maskwatch.defaults import SERVE_IDLE_TIMEOUT, SERVE_SHUTDOWN_TIMEOUT
+from maskwatch.defaults import LOOPBACK_HOST, SERVE_IDLE_TIMEOUT, SERVE_PORT, SERVE_SHUTDOWN_TIMEOUT
 from maskwatch.errors import SettingError
 from maskwatch.web.app import create_app
 from maskwatch.web.guard import guarded_h11, listen
@@ -29,8 +29,8 @@ __all__ = ["LOOPBACK", "TOKEN_ENV", "Listener", "run_server", "server_token"]
 class Listener:
     """Where the server listens, and its TLS certificate and key (both or neither)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = LOOPBACK_HOST
+    port: int = SERVE_PORT
     cert: Path | None = None
     key: Path | None = None
     idle_timeout: int = SERVE_IDLE_TIMEOUT
