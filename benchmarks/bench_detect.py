@@ -4,8 +4,10 @@ With --stream, one stream as a user runs it, side by side in one run: `maskwatch
 300-frame 640x480 video with 3 faces, start-up included (a fresh process each run, the command
 line as a user types it), against the seed's loop (a fresh process too: its imports and model
 set-up included); then the same frames in one process, steady: one stage after the other and
-every face classified (maskwatch before issue 12), classifying people rather than frames, and
-with detection overlapped (what `detect` runs), with the faces each classified.
+every face classified (maskwatch before issue 12), classifying people rather than frames, the
+next frame detected meanwhile, and two frames detected at once on both cores (what `detect`
+runs), with the faces each classified. The start-up runs write bytecode as an installed package
+does (PYTHONDONTWRITEBYTECODE is dropped for them).
 
 For each frame size and face count it renders a video of real faces (cut from the demo sample
 photos, fetched through the cache, moving a little each frame) and runs:
@@ -19,11 +21,13 @@ photos, fetched through the cache, moving a little each frame) and runs:
     python benchmarks/bench_detect.py                       # 640x480 and 1280x720, 1/3/10 faces
     python benchmarks/bench_detect.py --size 640x480 --faces 3 --model float.onnx --spinning
     python benchmarks/bench_detect.py --stream                 # about 1.5 minutes
+    python benchmarks/bench_detect.py --detectors              # YuNet: OpenCV DNN against ORT
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -41,11 +45,12 @@ from maskwatch import hub
 from maskwatch.classifier import MaskClassifier
 from maskwatch.defaults import DETECT_VIDEO_SIDE
 from maskwatch.draw import draw_faces
-from maskwatch.faces import YuNetDetector
+from maskwatch.faces import YuNetDetector, stream_detector
 from maskwatch.pipeline import Pipeline
 from maskwatch.sources import open_source
 from maskwatch.tracking import IoUTracker
 from maskwatch.watch import Watch
+from maskwatch.yunet import YuNetSession
 
 STAGES = ("decode", "detect", "classify", "track", "draw")
 WARMUP = 10
@@ -158,13 +163,16 @@ def seed_step() -> tuple[str, Callable[[np.ndarray], dict[str, float]]]:
             return [(x, y, x + w, y + h) for x, y, w, h in found]
 
         detector_name = "Haar cascade"
-    else:
-        yunet = YuNetDetector(video_side=4096)  # full size: the largest allowed
+    else:  # OpenCV's own YuNet, at full size, as a tutorial for OpenCV 5 would use it
+        yunet = cv2.FaceDetectorYN.create(str(hub.fetch(hub.YUNET.name)), "", (320, 320))
 
         def find(image: np.ndarray) -> list[tuple[int, int, int, int]]:
-            return [tuple(int(v) for v in b) for b in yunet.detect(image).boxes]  # type: ignore[misc]
+            yunet.setInputSize((image.shape[1], image.shape[0]))
+            found = yunet.detect(image)[1]
+            rows = [] if found is None else found[:, :4].astype(int)
+            return [(x, y, x + w, y + h) for x, y, w, h in rows]
 
-        detector_name = "YuNet at full size (this OpenCV has no Haar cascade)"
+        detector_name = "OpenCV's YuNet at full size (this OpenCV has no Haar cascade)"
 
     def step(image: np.ndarray) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -193,17 +201,17 @@ def seed_run(video: Path) -> None:
 
 
 def _seconds(command: list[str]) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
-def _in_process(video: Path, classify_every: int, overlap: bool) -> tuple[float, int, int]:
+def _in_process(video: Path, classify_every: int, workers: int) -> tuple[float, int, int]:
     """Steady frames per second of a watch over `video` (models loaded before timing), and
-    the faces classified out of the faces found."""
-    pipeline = Pipeline(
-        YuNetDetector(), MaskClassifier(), IoUTracker(classify_every=classify_every)
-    )
+    the faces classified out of the faces found; `workers` 0: one stage after the other."""
+    detector = stream_detector(lambda threads: YuNetDetector(threads=threads), max(1, workers))
+    pipeline = Pipeline(detector, MaskClassifier(), IoUTracker(classify_every=classify_every))
     classified = found = 0
 
     class Count:
@@ -219,7 +227,7 @@ def _in_process(video: Path, classify_every: int, overlap: bool) -> tuple[float,
     start = time.perf_counter()
     with Watch(pipeline) as watch:
         watch.add(Count())
-        watch.run(source.frames(), overlap=overlap)
+        watch.run(source.frames(), overlap=workers > 0, workers=workers)
     return source.read / (time.perf_counter() - start), classified, found
 
 
@@ -258,13 +266,39 @@ def single_stream(frames: int, repeats: int) -> None:
                 f"{fps / seed_fps:6.1f}x the seed's"
             )
         print("\nthe same frames in one process, steady (models loaded before timing):")
-        for name, every, overlap in (
-            ("one stage after the other, every face", 1, False),
-            ("classifying people, not frames", 10, False),
-            ("... and detection overlapped (detect's loop)", 10, True),
+        for name, every, workers in (
+            ("one stage after the other, every face", 1, 0),
+            ("classifying people, not frames", 10, 0),
+            ("... and the next frame detected meanwhile", 10, 1),
+            ("... two frames at once on both cores (detect's)", 10, 2),
         ):
-            fps, classified, found = _in_process(video, every, overlap)
+            fps, classified, found = _in_process(video, every, workers)
             print(f"  {name:46} {fps:7.1f} frames/s, {classified:5d} of {found} faces classified")
+
+
+def compare_detectors(repeats: int = 200) -> None:
+    """YuNet run by OpenCV's DNN module (cv2.FaceDetectorYN) against ONNX Runtime (yunet.py),
+    one and two threads, on a 640x480 frame with 3 faces; median milliseconds a frame."""
+    print(f"machine: {describe_machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "faces.mp4"
+        render(video, (640, 480), face_tiles(3, YuNetDetector()), 1)
+        image = open_source(str(video)).frames().__next__().image
+    opencv = cv2.FaceDetectorYN.create(str(hub.fetch(hub.YUNET.name)), "", (640, 480), 0.5)
+    print(f"YuNet on one 640x480 frame, 3 faces (median of {repeats} runs):")
+    for threads in (1, 2):
+        cv2.setNumThreads(threads)
+        session = YuNetSession(hub.fetch(hub.YUNET.name), threads)
+        for name, run in (
+            ("OpenCV DNN (cv2.FaceDetectorYN)", lambda: opencv.detect(image)),
+            ("ONNX Runtime (maskwatch)", lambda s=session: s.run(image, 0.5, 0.3)),
+        ):
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            print(f"  {name:34} {threads} thread(s) {1000 * statistics.median(times[10:]):6.2f} ms")
 
 
 def main() -> None:
@@ -279,10 +313,14 @@ def main() -> None:
     parser.add_argument("--no-seed", action="store_true", help="skip the seed loop")
     parser.add_argument("--stream", action="store_true", help="one stream against the seed's")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (--stream)")
+    parser.add_argument("--detectors", action="store_true", help="YuNet: OpenCV against ORT")
     parser.add_argument("--seed-run", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seed_run:
         seed_run(args.seed_run)
+        return
+    if args.detectors:
+        compare_detectors()
         return
     if args.stream:
         single_stream(args.frames or 300, args.repeats)

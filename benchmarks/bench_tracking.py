@@ -49,7 +49,7 @@ from tracking_scenes import (
     watch_scene,
 )
 
-EVERY = (1, 5, 10, 20, 50)
+EVERY = (1, 5, 10, 15, 20, 30)
 
 
 def maskwatch() -> Step:

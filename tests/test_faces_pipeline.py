@@ -71,7 +71,7 @@ def test_empty_frame_gives_no_faces(pipeline) -> None:  # type: ignore[no-untype
     assert len(result.faces) == 0 and result.to_dict()["faces"] == []
 
 
-@pytest.mark.parametrize("size", [(1, 1), (3, 2000), (2000, 3)])
+@pytest.mark.parametrize("size", [(1, 1), (3, 2000), (2000, 3), (0, 640), (480, 0)])
 def test_degenerate_frames_do_not_crash(pipeline, size) -> None:  # type: ignore[no-untyped-def]
     frame = Frame(np.zeros((*size, 3), np.uint8), 0, 0.0, "odd")
     assert len(pipeline.process(frame).faces) == 0

@@ -25,9 +25,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import THREE_FACES, free_port, render_video, wait_for
 from maskwatch.classifier import MaskClassifier
-from maskwatch.faces import crop_faces
+from maskwatch.faces import DetectorPool, crop_faces
 from maskwatch.sources import FileSource, RealTime
-from maskwatch.web.inference import BatchingClassifier, DetectorPool
+from maskwatch.web.inference import BatchingClassifier
 
 
 class Served:

@@ -15,6 +15,7 @@ from maskwatch.defaults import Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
+from maskwatch.faces import parallel_frames
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
@@ -157,7 +158,7 @@ def run_detect(
                 counted = metrics.camera(camera or redact(source.name))
                 counted.watch(watch, events.alerts, events.mqtt)
                 counted.follow(lambda: source)
-            watch.run(source.frames())
+            watch.run(source.frames(), workers=parallel_frames(pipeline.detector))
             if source.read == 0:
                 raise SourceError(f"{source.name}: nothing could be read")
     except OutputError:

@@ -1,4 +1,4 @@
-"""Face detection (YuNet through cv2.FaceDetectorYN) and the one way faces are framed into crops.
+"""Face detection (YuNet through ONNX Runtime: yunet.py) and the one way faces are framed.
 
 Training and inference both frame crops with `crop_face`, so the classifier sees at run time
 what it saw in training.
@@ -6,6 +6,11 @@ what it saw in training.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +18,6 @@ import cv2
 import numpy as np
 
 from maskwatch import hub
-from maskwatch.cvlog import quiet_opencv
 from maskwatch.defaults import (
     CROP_MARGIN,
     DETECT_MAX_SIDE,
@@ -22,12 +26,14 @@ from maskwatch.defaults import (
     DETECT_SCORE_THRESHOLD,
     DETECT_SIDE_RANGE,
     DETECT_VIDEO_SIDE,
+    DETECT_WORKERS,
     SCORE_THRESHOLD_RANGE,
     SUBJECT_PAD,
     Range,
 )
 from maskwatch.errors import ModelError
 from maskwatch.types import Faces
+from maskwatch.yunet import YuNetSession
 
 
 class FaceDetector(Protocol):
@@ -45,6 +51,8 @@ class YuNetDetector:
     at 640x360, four times faster, finding faces from about 20 px in the original. A thorough
     search (still photos) also runs on the frame upscaled to `min_side` when it is smaller, so
     that faces of 20-40 px are found, and merges both passes by non-maximum suppression.
+    `threads` is ONNX Runtime's for this detector (0: every core). Not for several threads at
+    once: give each its own detector.
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class YuNetDetector:
         min_side: int = DETECT_MIN_SIDE,
         max_side: int = DETECT_MAX_SIDE,
         video_side: int = DETECT_VIDEO_SIDE,
+        threads: int = 0,
     ) -> None:
         for name, value, allowed in (
             ("score_threshold", score_threshold, SCORE_THRESHOLD_RANGE),
@@ -63,23 +72,16 @@ class YuNetDetector:
             ("max_side", max_side, DETECT_SIDE_RANGE),
             ("video_side", video_side, DETECT_SIDE_RANGE),
         ):
-            allowed.check(name, value)  # OpenCV would fail later with a bare cv2.error
+            allowed.check(name, value)  # the network would fail later with a bare error
         path = model_path if model_path is not None else hub.fetch(hub.YUNET.name)
         if not Path(path).is_file():
             raise ModelError(f"face detector model not found: {path}")
-        try:
-            with quiet_opencv():
-                self._net = cv2.FaceDetectorYN.create(
-                    str(path), "", (320, 320), score_threshold, nms_threshold, 5000
-                )
-        except cv2.error as exc:
-            raise ModelError(f"cannot load face detector {path}: {exc.err}") from exc
+        self._session = YuNetSession(Path(path), threads)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_side = min_side
         self.max_side = max_side
         self.video_side = video_side
-        self._input_size: tuple[int, int] | None = None
 
     def scales(self, width: int, height: int, thorough: bool) -> list[float]:
         """Resize factors to detect at: 1 (or down to the size limit), plus up to min_side if
@@ -100,19 +102,14 @@ class YuNetDetector:
             # At least one pixel: a 40000x1 strip scaled to 1920 wide would be 0 high.
             target = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = cv2.resize(image, target, interpolation=interpolation)
-        size = (image.shape[1], image.shape[0])
-        if size != self._input_size:
-            self._net.setInputSize(size)
-            self._input_size = size
-        _, found = self._net.detect(image)
-        if found is None or len(found) == 0:
-            return np.zeros((0, 15), np.float32)
-        rows = np.asarray(found, np.float32).copy()
+        rows = self._session.run(image, self.score_threshold, self.nms_threshold)
         rows[:, :14] *= np.float32(1.0 / scale)
         return rows
 
     def detect(self, image: np.ndarray, thorough: bool = False) -> Faces:
         height, width = image.shape[:2]
+        if height == 0 or width == 0:
+            return Faces()
         passes = [self._detect_at(image, s) for s in self.scales(width, height, thorough)]
         found = np.concatenate(passes)
         if len(passes) > 1 and len(found) > 1:
@@ -128,6 +125,72 @@ class YuNetDetector:
         boxes = np.concatenate([found[:, :2], found[:, :2] + found[:, 2:4]], axis=1)
         boxes = np.clip(boxes, 0, [width, height, width, height])
         return Faces.from_detections(boxes, found[:, 14], found[:, 4:14])
+
+
+@dataclass
+class _Turn:
+    """A thread waiting for a detector; handed one directly when it is its turn."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    detector: FaceDetector | None = None
+
+
+class DetectorPool:
+    """`size` face detectors shared by every stream, as one FaceDetector: each `detect` borrows
+    one, waiting its turn in strict arrival order when all are busy."""
+
+    def __init__(self, make: Callable[[], FaceDetector], size: int) -> None:
+        self.size = size
+        self._free = [make() for _ in range(size)]
+        self._waiting: deque[_Turn] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        """Frames waiting for a detector now."""
+        with self._lock:
+            return len(self._waiting)
+
+    def detect(self, image: np.ndarray, thorough: bool = False) -> Faces:
+        detector = self._borrow()
+        try:
+            return detector.detect(image, thorough)
+        finally:
+            self._give_back(detector)
+
+    def _borrow(self) -> FaceDetector:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            turn = _Turn()
+            self._waiting.append(turn)
+        turn.ready.wait()
+        assert turn.detector is not None
+        return turn.detector
+
+    def _give_back(self, detector: FaceDetector) -> None:
+        with self._lock:
+            if not self._waiting:
+                self._free.append(detector)
+                return
+            turn = self._waiting.popleft()
+        turn.detector = detector
+        turn.ready.set()
+
+
+def stream_detector(
+    make: Callable[[int], FaceDetector], workers: int = DETECT_WORKERS
+) -> DetectorPool:
+    """Detectors for the successive frames of one stream (`detect`, `demo`): `workers` of them
+    (no more than the cores), each made by `make(threads)` with an equal share of the cores."""
+    cores = os.cpu_count() or 1
+    workers = max(1, min(workers, cores))
+    return DetectorPool(lambda: make(max(1, cores // workers)), workers)
+
+
+def parallel_frames(detector: FaceDetector) -> int:
+    """How many frames `detector` can work on at once."""
+    return detector.size if isinstance(detector, DetectorPool) else 1
 
 
 def square_box(box: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int]:

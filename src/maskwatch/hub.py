@@ -48,7 +48,7 @@ YUNET = HubFile(
     sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
     kind="detector",
     licence="MIT (OpenCV Zoo)",
-    description="YuNet 2023mar face detector for cv2.FaceDetectorYN",
+    description="YuNet 2023mar face detector (run by ONNX Runtime: yunet.py)",
 )
 
 MOBILENET_V2 = HubFile(

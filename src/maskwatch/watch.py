@@ -1,9 +1,9 @@
 """The watch loop every front end runs (`detect`, `demo`, server cameras, browser sessions):
 frame -> `Pipeline.process` -> the tracker's changes as events -> outputs -> close.
 
-`run` overlaps two stages: a worker thread reads and detects the next frame while this thread
-classifies, tracks and writes the current one (ahead.py); results, events and outputs come in
-frame order and are the same as one frame at a time.
+`run` overlaps stages: a reader thread reads the next frames and worker threads detect them while
+this thread classifies, tracks and writes the current one (ahead.py); results, events and outputs
+come in frame order and are the same as one frame at a time.
 
 Two kinds of output, and a front end only chooses which:
 - frame outputs, `write(result)` and `close(ok)`: JSON lines, annotated images or video, the
@@ -125,20 +125,23 @@ class WatchSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur", Blur(self.blur))  # the command line gives a string
 
-    def detector(self) -> YuNetDetector:
+    def detector(self, threads: int = 0) -> YuNetDetector:
+        """One detector as these settings say, with `threads` ONNX Runtime threads (0: all)."""
         from maskwatch.faces import YuNetDetector
 
         return YuNetDetector(
             score_threshold=self.score_threshold,
             min_side=self.detect_min_side,
             video_side=self.detect_video_side,
+            threads=threads,
         )
 
     def pipeline(
         self, classifier: MaskClassifier, tracked: bool = True, detector: FaceDetector | None = None
     ) -> Pipeline:
-        """A pipeline of its own (its tracker holds per-stream state), with a detector of its
-        own unless given one (the server's shared pool)."""
+        """A pipeline of its own (its tracker holds per-stream state), with detectors of its
+        own for successive frames (faces.stream_detector) unless given one (the server's pool)."""
+        from maskwatch.faces import stream_detector
         from maskwatch.pipeline import Pipeline
         from maskwatch.tracking import IoUTracker
 
@@ -147,7 +150,7 @@ class WatchSettings:
             if tracked
             else None
         )
-        return Pipeline(detector or self.detector(), classifier, tracker)
+        return Pipeline(detector or stream_detector(self.detector), classifier, tracker)
 
 
 class Watch:
@@ -190,15 +193,19 @@ class Watch:
             output.write(result)
         return result
 
-    def run(self, frames: Iterable[Frame], overlap: bool = True) -> None:
+    def run(self, frames: Iterable[Frame], overlap: bool = True, workers: int = 1) -> None:
         """Every frame until the end, Stop or Ctrl-C; then the open tracks leave. With
-        `overlap`, the next frame is read and detected on a worker thread meanwhile."""
+        `overlap`, the next frames are read and detected meanwhile, `workers` at once (no more
+        than the pipeline's detector can take: faces.parallel_frames)."""
         try:
             if not overlap:
                 for frame in frames:
                     self.process(frame)
             else:
-                with closing(ahead(frames, self.pipeline.detect)) as detected:
+                from maskwatch.faces import parallel_frames
+
+                workers = min(workers, parallel_frames(self.pipeline.detector))
+                with closing(ahead(frames, self.pipeline.detect, workers=workers)) as detected:
                     for frame, faces in detected:
                         self.process(frame, faces)
         except Stop:

@@ -3,5 +3,5 @@ face list), framing (crops as `detect` frames them), dedup and split (near-copie
 splits, leakage), augment, model, loop (fitting), export, metrics (figures) and report
 (rendering); run ties them together, audit inspects data, quantize makes int8 copies.
 
-Needs the `train` extra (torch, onnx, matplotlib); nothing in the core imports it.
+Needs the `train` extra (torch, matplotlib); nothing in the core imports it.
 """

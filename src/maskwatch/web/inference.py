@@ -1,5 +1,5 @@
-"""The inference every stream of `maskwatch serve` shares: a pool of face detectors lent in turn,
-and one classifier that classifies the crops of several streams in one batch.
+"""The inference every stream of `maskwatch serve` shares: a pool of face detectors lent in turn
+(faces.DetectorPool), and one classifier that classifies the crops of several streams in one batch.
 
 Server cameras, browser sessions and uploads each have at most one frame in flight (a stream
 keeps only its newest frame while one is processed). They wait for a detector in the order they
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,58 +18,6 @@ import numpy as np
 
 from maskwatch.classifier import MaskClassifier
 from maskwatch.defaults import SERVE_MAX_BATCH
-from maskwatch.faces import FaceDetector
-from maskwatch.types import Faces
-
-
-@dataclass
-class _Turn:
-    """A thread waiting for a detector; handed one directly when it is its turn."""
-
-    ready: threading.Event = field(default_factory=threading.Event)
-    detector: FaceDetector | None = None
-
-
-class DetectorPool:
-    """`size` face detectors shared by every stream, as one FaceDetector: each `detect` borrows
-    one, waiting its turn in strict arrival order when all are busy."""
-
-    def __init__(self, make: Callable[[], FaceDetector], size: int) -> None:
-        self._free = [make() for _ in range(size)]
-        self._waiting: deque[_Turn] = deque()
-        self._lock = threading.Lock()
-
-    @property
-    def waiting(self) -> int:
-        """Frames waiting for a detector now."""
-        with self._lock:
-            return len(self._waiting)
-
-    def detect(self, image: np.ndarray, thorough: bool = False) -> Faces:
-        detector = self._borrow()
-        try:
-            return detector.detect(image, thorough)
-        finally:
-            self._give_back(detector)
-
-    def _borrow(self) -> FaceDetector:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-            turn = _Turn()
-            self._waiting.append(turn)
-        turn.ready.wait()
-        assert turn.detector is not None
-        return turn.detector
-
-    def _give_back(self, detector: FaceDetector) -> None:
-        with self._lock:
-            if not self._waiting:
-                self._free.append(detector)
-                return
-            turn = self._waiting.popleft()
-        turn.detector = detector
-        turn.ready.set()
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from maskwatch.defaults import (
     SERVE_SESSION_IDLE_TIMEOUT,
 )
 from maskwatch.errors import SettingError
+from maskwatch.faces import DetectorPool
 from maskwatch.images import decode_image, image_header
 from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
@@ -37,7 +39,7 @@ from maskwatch.types import Frame, Mode
 from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import REMOTE, Board
 from maskwatch.web.cameras import BoardEvents, Camera
-from maskwatch.web.inference import BatchingClassifier, DetectorPool
+from maskwatch.web.inference import BatchingClassifier
 from maskwatch.web.remote import remote_event
 
 log = logging.getLogger("maskwatch")
@@ -169,7 +171,9 @@ class Service:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.classifier = BatchingClassifier(settings.model)
-        self.detectors = DetectorPool(settings.watch.detector, settings.detectors)
+        cores = os.cpu_count() or 1  # the pool shares the cores; more threads each would fight
+        threads = max(1, cores // settings.detectors)
+        self.detectors = DetectorPool(lambda: settings.watch.detector(threads), settings.detectors)
         self.board = Board(settings.events, settings.max_cameras)
         self.metrics = Metrics()
         self.cameras: dict[str, Camera] = {}

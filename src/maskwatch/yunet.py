@@ -1,0 +1,143 @@
+"""YuNet run by ONNX Runtime, decoded as OpenCV's cv2.FaceDetectorYN decodes it.
+
+ONNX Runtime runs YuNet about twice as fast as OpenCV's DNN module on a CPU
+(`benchmarks/bench_detect.py --detectors`), and detection is most of a video frame's cost. The
+published model declares a fixed 640x640 input, which ONNX Runtime enforces; a copy with a free
+height and width is made once (with the `onnx` package) and kept in the model cache beside the
+original. The faces are cv2.FaceDetectorYN's (tested; OpenCV's Winograd convolutions differ in
+the second decimal of a score). Feeding the network uint8 pixels through a Transpose and a Cast
+added to the graph, instead of converting them here, was measured no faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from maskwatch import hub
+from maskwatch.atomic import atomic_path
+from maskwatch.errors import ModelError
+
+STRIDES = (8, 16, 32)
+DERIVED = "any-size-v1"  # names the cached copy; change it when _any_size_bytes changes
+TOP_K = 5000  # candidates kept for non-maximum suppression, as cv2.FaceDetectorYN's default
+
+
+def _any_size_bytes(model: bytes) -> bytes:
+    """`model` with the height and width of its input (and its outputs' lengths) made free."""
+    import onnx  # only when the cached copy is missing: importing it takes ~0.1 s
+
+    try:
+        proto = onnx.load_from_string(model)
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+        for output in proto.graph.output:
+            output.type.tensor_type.shape.dim[1].dim_param = "anchors"
+        del proto.graph.value_info[:]  # shapes inferred for 640x640; ONNX Runtime infers anew
+        return bytes(proto.SerializeToString())
+    except Exception as exc:  # onnx raises protobuf's and its own error types
+        raise ModelError(f"the face detector model is not a YuNet ONNX file ({exc})") from exc
+
+
+def any_size_model(path: Path) -> bytes:
+    """The bytes of YuNet at `path` with a free input size, from the cache when made before.
+
+    The cached copy is named by the original's sha256, so another model never gets it; where the
+    cache cannot be written the model is made in memory each time."""
+    try:
+        original = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read face detector model {path}: {exc.strerror}") from exc
+    digest = hashlib.sha256(original).hexdigest()[:16]
+    cached = hub.cache_dir() / "derived" / f"{Path(path).stem}-{DERIVED}-{digest}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    model = _any_size_bytes(original)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as tmp:
+            tmp.write_bytes(model)
+    except OSError:
+        pass  # a read-only cache costs the conversion on every start, nothing else
+    return model
+
+
+class YuNetSession:
+    """One ONNX Runtime session of YuNet; `run` gives cv2.FaceDetectorYN's rows for an image.
+
+    Not for several threads at once (it keeps its input buffer between frames)."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        model = any_size_model(path)
+        try:
+            self._session = ort.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise ModelError(f"cannot load face detector {path}: {exc}") from exc
+        names = [o.name for o in self._session.get_outputs()]
+        wanted = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps")]
+        if sorted(names) != sorted(wanted) or len(self._session.get_inputs()) != 1:
+            raise ModelError(f"face detector {path} is not YuNet: it outputs {names}")
+        self._outputs = wanted
+        self._input = self._session.get_inputs()[0].name
+        self._blob = np.zeros((1, 3, 0, 0), np.float32)
+
+    def _fill(self, image: np.ndarray) -> np.ndarray:
+        """The network's input: the BGR image as planes, padded with black to multiples of 32."""
+        height, width = image.shape[:2]
+        padded = (-(-height // 32) * 32, -(-width // 32) * 32)
+        if self._blob.shape[2:] != padded:
+            self._blob = np.zeros((1, 3, *padded), np.float32)
+        blob = self._blob
+        for channel, plane in enumerate(cv2.split(image)):
+            blob[0, channel, :height, :width] = plane
+        blob[0, :, height:, :] = 0  # the last image of this padded size may have been larger
+        blob[0, :, :height, width:] = 0
+        return blob
+
+    def run(self, image: np.ndarray, score_threshold: float, nms_threshold: float) -> np.ndarray:
+        """Faces in a BGR uint8 image as rows (x, y, w, h, 10 landmark coordinates, score)."""
+        blob = self._fill(image)
+        results = self._session.run(self._outputs, {self._input: blob})
+        padded_width = blob.shape[3]
+        rows = []
+        for k, stride in enumerate(STRIDES):
+            cls, obj, bbox, kps = (r[0] for r in results[4 * k : 4 * k + 4])
+            keep = np.flatnonzero(cls[:, 0] * obj[:, 0] > score_threshold**2)  # a first cut
+            score = np.sqrt(np.clip(cls[keep, 0], 0, 1) * np.clip(obj[keep, 0], 0, 1))
+            keep, score = keep[score > score_threshold], score[score > score_threshold]
+            if len(keep) == 0:
+                continue
+            row, col = np.divmod(keep, padded_width // stride)
+            box, marks = bbox[keep], kps[keep]
+            cx, cy = (col + box[:, 0]) * stride, (row + box[:, 1]) * stride
+            w, h = np.exp(box[:, 2]) * stride, np.exp(box[:, 3]) * stride
+            points = np.empty_like(marks)
+            points[:, 0::2] = (marks[:, 0::2] + col[:, None]) * stride
+            points[:, 1::2] = (marks[:, 1::2] + row[:, None]) * stride
+            rows.append(np.column_stack([cx - w / 2, cy - h / 2, w, h, points, score]))
+        if not rows:
+            return np.zeros((0, 15), np.float32)
+        found = np.concatenate(rows).astype(np.float32)
+        keep_rows = cv2.dnn.NMSBoxes(
+            found[:, :4].astype(np.int32).tolist(),
+            found[:, 14].tolist(),
+            score_threshold,
+            nms_threshold,
+            top_k=TOP_K,
+        )
+        found = found[np.asarray(keep_rows, np.int64).reshape(-1)]
+        return found[np.argsort(-found[:, 14], kind="stable")]
