@@ -138,7 +138,10 @@ def test_work_on_several_threads_comes_back_in_order_with_errors_in_their_place(
     assert got == [(n, n * n) for n in range(37)]
 
 
-def test_stopping_early_reads_no_further_and_leaves_no_thread_behind() -> None:
+@pytest.mark.parametrize(("workers", "depth"), [(2, 1), (2, 4)])
+def test_stopping_early_reads_no_further_and_leaves_no_thread_behind(
+    workers: int, depth: int
+) -> None:
     before = threading.active_count()
     read = []
 
@@ -147,10 +150,11 @@ def test_stopping_early_reads_no_further_and_leaves_no_thread_behind() -> None:
             read.append(n)
             yield n
 
-    stream = ahead(items(), lambda n: n, workers=2)
+    stream = ahead(items(), lambda n: n, depth, workers)
     assert [next(stream)[0] for _ in range(5)] == [0, 1, 2, 3, 4]
+    time.sleep(0.2)  # time to read ahead as far as it may
     stream.close()
-    assert len(read) <= 5 + 2  # the frames in flight, no more
+    assert len(read) == 5 + workers + depth - 1  # the frames in flight, no more
     deadline = time.monotonic() + 5
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,6 +25,9 @@ DETECT_MIN_SIDE = 960  # photos smaller than this are also searched upscaled to 
 DETECT_MAX_SIDE = 1920  # larger photos are scaled down for detection
 DETECT_VIDEO_SIDE = 640  # larger video frames are scaled down for detection (speed)
 DETECT_WORKERS = 2  # detectors taking successive frames of one stream at once (cores allowing)
+# Frames of a file (not played in real time) read and detected ahead of the one being classified,
+# so the detectors keep busy while a batch is classified; a live source's are read only when due.
+READ_AHEAD = 4
 CROP_MARGIN = 0.15  # around a face box, per side, before squaring and resizing
 SUBJECT_PAD = 0.25  # `classify` searches a photo inside a border this share of its size per side
 # Framings a classifier is judged on (margin per side): the face box alone, cut at forehead and

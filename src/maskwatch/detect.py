@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from maskwatch.alerts import AlertDispatcher
 from maskwatch.atomic import refuse_inputs, writes_in_place
-from maskwatch.defaults import Blur
+from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
@@ -158,7 +158,8 @@ def run_detect(
                 counted = metrics.camera(camera or redact(source.name))
                 counted.watch(watch, events.alerts, events.mqtt)
                 counted.follow(lambda: source)
-            watch.run(source.frames(), workers=parallel_frames(pipeline.detector))
+            ahead = READ_AHEAD if isinstance(source, FileSource) and not source.realtime else 1
+            watch.run(source.frames(), workers=parallel_frames(pipeline.detector), depth=ahead)
             if source.read == 0:
                 raise SourceError(f"{source.name}: nothing could be read")
     except OutputError:

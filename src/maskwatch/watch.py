@@ -193,10 +193,13 @@ class Watch:
             output.write(result)
         return result
 
-    def run(self, frames: Iterable[Frame], overlap: bool = True, workers: int = 1) -> None:
+    def run(
+        self, frames: Iterable[Frame], overlap: bool = True, workers: int = 1, depth: int = 1
+    ) -> None:
         """Every frame until the end, Stop or Ctrl-C; then the open tracks leave. With
         `overlap`, the next frames are read and detected meanwhile, `workers` at once (no more
-        than the pipeline's detector can take: faces.parallel_frames)."""
+        than the pipeline's detector can take: faces.parallel_frames), up to `depth` of them
+        finished and waiting (ahead.py)."""
         try:
             if not overlap:
                 for frame in frames:
@@ -205,7 +208,8 @@ class Watch:
                 from maskwatch.faces import parallel_frames
 
                 workers = min(workers, parallel_frames(self.pipeline.detector))
-                with closing(ahead(frames, self.pipeline.detect, workers=workers)) as detected:
+                detecting = ahead(frames, self.pipeline.detect, depth, workers)
+                with closing(detecting) as detected:
                     for frame, faces in detected:
                         self.process(frame, faces)
         except Stop:
