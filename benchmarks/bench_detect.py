@@ -5,8 +5,8 @@ With --stream, one stream as a user runs it, side by side in one run: `maskwatch
 line as a user types it), against the seed's loop (a fresh process too: its imports and model
 set-up included); then the same frames in one process, steady: one stage after the other and
 every face classified (maskwatch before issue 12), classifying people rather than frames, the
-next frame detected meanwhile, and two frames detected at once on both cores (what `detect`
-runs), with the faces each classified. The start-up runs write bytecode as an installed package
+next frame detected meanwhile, and two frames detected at once on both cores with 4 read ahead (what
+`detect` runs), with the faces each classified. The start-up runs write bytecode as an installed package
 does (PYTHONDONTWRITEBYTECODE is dropped for them).
 
 For each frame size and face count it renders a video of real faces (cut from the demo sample
@@ -20,7 +20,7 @@ photos, fetched through the cache, moving a little each frame) and runs:
 
     python benchmarks/bench_detect.py                       # 640x480 and 1280x720, 1/3/10 faces
     python benchmarks/bench_detect.py --size 640x480 --faces 3 --model float.onnx --spinning
-    python benchmarks/bench_detect.py --stream                 # about 1.5 minutes
+    python benchmarks/bench_detect.py --stream                 # about 2.5 minutes
     python benchmarks/bench_detect.py --detectors              # YuNet: OpenCV DNN against ORT
 """
 
@@ -43,7 +43,7 @@ import numpy as np
 from machine import describe_machine
 from maskwatch import hub
 from maskwatch.classifier import MaskClassifier
-from maskwatch.defaults import DETECT_VIDEO_SIDE
+from maskwatch.defaults import DETECT_VIDEO_SIDE, READ_AHEAD
 from maskwatch.draw import draw_faces
 from maskwatch.faces import YuNetDetector, stream_detector
 from maskwatch.pipeline import Pipeline
@@ -212,6 +212,7 @@ def _in_process(video: Path, classify_every: int, workers: int) -> tuple[float, 
     the faces classified out of the faces found; `workers` 0: one stage after the other."""
     detector = stream_detector(lambda threads: YuNetDetector(threads=threads), max(1, workers))
     pipeline = Pipeline(detector, MaskClassifier(), IoUTracker(classify_every=classify_every))
+    depth = READ_AHEAD if workers > 1 else 1  # as detect reads a file
     classified = found = 0
 
     class Count:
@@ -227,7 +228,7 @@ def _in_process(video: Path, classify_every: int, workers: int) -> tuple[float, 
     start = time.perf_counter()
     with Watch(pipeline) as watch:
         watch.add(Count())
-        watch.run(source.frames(), overlap=workers > 0, workers=workers)
+        watch.run(source.frames(), overlap=workers > 0, workers=workers, depth=depth)
     return source.read / (time.perf_counter() - start), classified, found
 
 
@@ -250,13 +251,12 @@ def single_stream(frames: int, repeats: int) -> None:
             "maskwatch detect (default)": detect,
         }
         seconds: dict[str, list[float]] = {name: [] for name in runs}
-        for r in range(repeats):
+        for _ in range(repeats):  # interleaved, so that a slower spell of the machine hits all
             for name, command in runs.items():
-                if r == 0 or not name.startswith("seed"):  # the seed's is long and steady
-                    seconds[name].append(_seconds(command))
+                seconds[name].append(_seconds(command))
         print(
             f"\n{frames} frames 640x480, 3 faces, start-up included "
-            f"(fresh process each; median of {repeats} runs, the seed's 1):"
+            f"(fresh process each; median of {repeats} interleaved runs):"
         )
         seed_fps = frames / statistics.median(seconds[next(iter(runs))])
         for name, values in seconds.items():
@@ -270,7 +270,7 @@ def single_stream(frames: int, repeats: int) -> None:
             ("one stage after the other, every face", 1, 0),
             ("classifying people, not frames", 10, 0),
             ("... and the next frame detected meanwhile", 10, 1),
-            ("... two frames at once on both cores (detect's)", 10, 2),
+            ("... two at once on both cores, 4 ahead (detect's)", 10, 2),
         ):
             fps, classified, found = _in_process(video, every, workers)
             print(f"  {name:46} {fps:7.1f} frames/s, {classified:5d} of {found} faces classified")

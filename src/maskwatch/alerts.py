@@ -15,8 +15,6 @@ import shlex
 import shutil
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -119,6 +117,9 @@ class WebhookAlert:
         self.timeout = timeout
 
     def __call__(self, event: Event) -> None:
+        import urllib.error  # here: urllib.request costs 25 ms at start-up, and few use webhooks
+        import urllib.request
+
         request = urllib.request.Request(
             self.url,
             data=json.dumps(event.to_dict()).encode(),

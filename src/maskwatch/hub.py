@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +139,9 @@ def is_verified(path: Path, entry: HubFile) -> bool:
 
 def download(entry: HubFile, dest: Path) -> Path:
     """Fetch `entry` to `dest` through a temporary file; raise DownloadError unless it verifies."""
+    import urllib.error  # here: urllib.request costs 25 ms at every start, downloads are rare
+    import urllib.request
+
     url = source_url(entry)
     try:
         with atomic_path(dest) as tmp:

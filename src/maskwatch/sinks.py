@@ -114,11 +114,15 @@ class WindowOutput:
 
 class JsonLinesSink:
     """One JSON object per frame or image, to stdout ('-'), in place to a device or pipe, or
-    to a file written atomically."""
+    to a file written atomically. A stream gets each line at once; a file being written is
+    flushed at most every FILE_FLUSH_S (a full disk still stops the run within that time)."""
+
+    FILE_FLUSH_S = 1.0
 
     def __init__(self, target: str) -> None:
         self.target = target
         self._pending: PendingFile | None = None
+        self._flushed = time.monotonic()
         self._out: IO[str] | None = sys.stdout
         if target == "-":
             return
@@ -142,7 +146,10 @@ class JsonLinesSink:
             raise OutputError(f"{self.target}: written after close")
         try:
             self._out.write(json.dumps(obj) + "\n")
-            self._out.flush()
+            now = time.monotonic()
+            if self._pending is None or now - self._flushed >= self.FILE_FLUSH_S:
+                self._out.flush()
+                self._flushed = now
         except OSError as exc:
             if isinstance(exc, BrokenPipeError) and self._pending is None:
                 raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
