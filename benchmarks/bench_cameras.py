@@ -1,7 +1,8 @@
 """How many cameras one process keeps up with: N simulated 15 fps 640x480 streams with 3 faces
 each, each watched as `serve --source` watches a camera (its own Watch and pipeline with the
-default settings, the shared classifier, the annotated JPEG buffer behind the MJPEG stream and
-the dashboard board), read through LiveSource as a real camera is (its newest frame only).
+default settings, the batching classifier and the detector pool that every stream shares, the
+annotated JPEG buffer behind the MJPEG stream and the dashboard board), read through LiveSource
+as a real camera is (its newest frame only).
 
 A simulated camera decodes the scene's frames from JPEG in turn, each at its time (as a camera
 stream must be decoded), stamping its frame number into the top-left pixel so that the result
@@ -28,14 +29,15 @@ import numpy as np
 
 from bench_detect import face_tiles, render
 from machine import describe_machine
-from maskwatch.classifier import MaskClassifier
+from maskwatch.defaults import SERVE_DETECTORS
 from maskwatch.draw import Annotator
-from maskwatch.faces import YuNetDetector
+from maskwatch.faces import YuNetDetector, shared_detectors
 from maskwatch.sources import LiveSource
 from maskwatch.types import FrameResult
 from maskwatch.watch import Watch, WatchSettings
 from maskwatch.web.board import Board
 from maskwatch.web.cameras import BoardEvents, JpegBuffer
+from maskwatch.web.inference import BatchingClassifier
 
 FPS = 15.0
 SIZE = (640, 480)
@@ -94,9 +96,10 @@ class Timing:
 
 def trial(cameras: int, jpegs: list[np.ndarray], warmup: float, seconds: float) -> dict[str, Any]:
     """`cameras` streams for warmup + seconds; figures over the frames captured after warmup."""
-    classifier = MaskClassifier()
+    classifier = BatchingClassifier()  # what serve shares between its cameras
     board = Board(None)
     settings = WatchSettings()
+    detectors = shared_detectors(settings.detector, SERVE_DETECTORS)
     streams = []
     for i in range(cameras):
         captured: list[float] = []
@@ -105,7 +108,7 @@ def trial(cameras: int, jpegs: list[np.ndarray], warmup: float, seconds: float) 
         timing = Timing()
 
         def run(name: str = source.name, source: LiveSource = source, timing: Timing = timing):
-            with Watch(settings.pipeline(classifier), name) as watch:
+            with Watch(settings.pipeline(classifier, detector=detectors), name) as watch:
                 watch.add(JpegBuffer(Annotator(settings.blur)))
                 watch.add_events(BoardEvents(board, name))
                 watch.add(timing)

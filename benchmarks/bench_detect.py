@@ -5,9 +5,9 @@ With --stream, one stream as a user runs it, side by side in one run: `maskwatch
 line as a user types it), against the seed's loop (a fresh process too: its imports and model
 set-up included); then the same frames in one process, steady: one stage after the other and
 every face classified (maskwatch before issue 12), classifying people rather than frames, the
-next frame detected meanwhile, and two frames detected at once on both cores with 4 read ahead (what
-`detect` runs), with the faces each classified. The start-up runs write bytecode as an installed package
-does (PYTHONDONTWRITEBYTECODE is dropped for them).
+next frame detected meanwhile, and two frames detected at once on both cores with 4 read ahead
+(what `detect` runs), with the faces each classified. The start-up runs write bytecode as an
+installed package does (PYTHONDONTWRITEBYTECODE is dropped for them).
 
 For each frame size and face count it renders a video of real faces (cut from the demo sample
 photos, fetched through the cache, moving a little each frame) and runs:

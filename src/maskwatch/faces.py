@@ -178,14 +178,19 @@ class DetectorPool:
         turn.ready.set()
 
 
+def shared_detectors(make: Callable[[int], FaceDetector], size: int) -> DetectorPool:
+    """`size` detectors lent in turn, each made by `make(threads)` with an equal share of the
+    cores (more threads each would only fight over them)."""
+    cores = os.cpu_count() or 1
+    return DetectorPool(lambda: make(max(1, cores // size)), size)
+
+
 def stream_detector(
     make: Callable[[int], FaceDetector], workers: int = DETECT_WORKERS
 ) -> DetectorPool:
-    """Detectors for the successive frames of one stream (`detect`, `demo`): `workers` of them
-    (no more than the cores), each made by `make(threads)` with an equal share of the cores."""
-    cores = os.cpu_count() or 1
-    workers = max(1, min(workers, cores))
-    return DetectorPool(lambda: make(max(1, cores // workers)), workers)
+    """Detectors for the successive frames of one stream (`detect`, `demo`): `workers` of them,
+    no more than the cores."""
+    return shared_detectors(make, max(1, min(workers, os.cpu_count() or 1)))
 
 
 def parallel_frames(detector: FaceDetector) -> int:

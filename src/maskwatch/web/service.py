@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from maskwatch.defaults import (
     SERVE_SESSION_IDLE_TIMEOUT,
 )
 from maskwatch.errors import SettingError
-from maskwatch.faces import DetectorPool
+from maskwatch.faces import shared_detectors
 from maskwatch.images import decode_image, image_header
 from maskwatch.metrics import Metrics
 from maskwatch.pipeline import Pipeline
@@ -171,9 +170,7 @@ class Service:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.classifier = BatchingClassifier(settings.model)
-        cores = os.cpu_count() or 1  # the pool shares the cores; more threads each would fight
-        threads = max(1, cores // settings.detectors)
-        self.detectors = DetectorPool(lambda: settings.watch.detector(threads), settings.detectors)
+        self.detectors = shared_detectors(settings.watch.detector, settings.detectors)
         self.board = Board(settings.events, settings.max_cameras)
         self.metrics = Metrics()
         self.cameras: dict[str, Camera] = {}
