@@ -96,6 +96,22 @@ def test_the_free_size_model_is_made_once_and_then_read_from_the_cache(tmp_path:
     assert again.returncode == 0 and again.stdout.strip() == b"0", again.stderr
 
 
+def test_a_damaged_cached_copy_is_made_again(tmp_path: Path) -> None:
+    env = {**_env(), "MASKWATCH_HOME": str(tmp_path / "home")}
+    detect = (
+        "import cv2\nfrom maskwatch.faces import YuNetDetector\n"
+        f"print(len(YuNetDetector().detect(cv2.imread({str(THREE_FACES)!r}))))"
+    )
+    first = subprocess.run([sys.executable, "-c", detect], env=env, capture_output=True)
+    assert first.returncode == 0, first.stderr
+    (cached,) = (tmp_path / "home" / "derived").iterdir()
+    good = cached.read_bytes()
+    cached.write_bytes(good[: len(good) // 2])  # cut short
+    again = subprocess.run([sys.executable, "-c", detect], env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and int(again.stdout) >= 3, again.stderr
+    assert cached.read_bytes() == good
+
+
 def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**_env(), "MASKWATCH_HOME": str(home)}

@@ -42,8 +42,9 @@ def _any_size_bytes(model: bytes) -> bytes:
         raise ModelError(f"the face detector model is not a YuNet ONNX file ({exc})") from exc
 
 
-def any_size_model(path: Path) -> bytes:
-    """The bytes of YuNet at `path` with a free input size, from the cache when made before.
+def any_size_model(path: Path, fresh: bool = False) -> bytes:
+    """The bytes of YuNet at `path` with a free input size, from the cache when made before
+    (unless `fresh`: made again, and the cached copy replaced).
 
     The cached copy is named by the original's sha256, so another model never gets it; where the
     cache cannot be written the model is made in memory each time."""
@@ -54,7 +55,8 @@ def any_size_model(path: Path) -> bytes:
     digest = hashlib.sha256(original).hexdigest()[:16]
     cached = hub.cache_dir() / "derived" / f"{Path(path).stem}-{DERIVED}-{digest}.onnx"
     try:
-        return cached.read_bytes()
+        if not fresh:
+            return cached.read_bytes()
     except OSError:
         pass
     model = _any_size_bytes(original)
@@ -80,13 +82,19 @@ class YuNetSession:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        model = any_size_model(path)
-        try:
-            self._session = ort.InferenceSession(
-                model, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own unexported exception types
-            raise ModelError(f"cannot load face detector {path}: {exc}") from exc
+        for fresh in (False, True):  # a cached copy that will not load is made again
+            try:
+                self._session = ort.InferenceSession(
+                    any_size_model(path, fresh),
+                    sess_options=options,
+                    providers=["CPUExecutionProvider"],
+                )
+                break
+            except ModelError:
+                raise
+            except Exception as exc:  # onnxruntime raises its own unexported exception types
+                if fresh:
+                    raise ModelError(f"cannot load face detector {path}: {exc}") from exc
         names = [o.name for o in self._session.get_outputs()]
         wanted = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps")]
         if sorted(names) != sorted(wanted) or len(self._session.get_inputs()) != 1:
