@@ -4,6 +4,7 @@ error; and successive frames detected on several threads come back in order, unc
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -110,6 +111,37 @@ def test_a_damaged_cached_copy_is_made_again(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-c", detect], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and int(again.stdout) >= 3, again.stderr
     assert cached.read_bytes() == good
+
+
+@pytest.mark.parametrize("planted", ["fifo", "huge"])
+def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
+    tmp_path: Path, planted: str
+) -> None:
+    home = tmp_path / "home"
+    env = {**_env(), "MASKWATCH_HOME": str(home)}
+    fetch = "from maskwatch import hub; hub.fetch(hub.YUNET.name)"
+    subprocess.run([sys.executable, "-c", fetch], env=env, check=True)
+    digest = hashlib.sha256((home / "face_detection_yunet_2023mar.onnx").read_bytes())
+    cached = (
+        home
+        / "derived"
+        / f"face_detection_yunet_2023mar-any-size-v1-{digest.hexdigest()[:16]}.onnx"
+    )
+    cached.parent.mkdir()
+    if planted == "fifo":
+        os.mkfifo(cached)
+    else:
+        with open(cached, "wb") as junk:
+            junk.truncate(100 << 20)  # sparse: 100 MB of zeros
+    detect = (
+        "import cv2\nfrom maskwatch.faces import YuNetDetector\n"
+        f"print(len(YuNetDetector().detect(cv2.imread({str(THREE_FACES)!r}))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", detect], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and int(proc.stdout) >= 3, proc.stderr
+    assert cached.is_file() and cached.stat().st_size < 1 << 20
 
 
 def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path: Path) -> None:

@@ -19,9 +19,10 @@ import numpy as np
 
 from maskwatch import hub
 from maskwatch.atomic import atomic_path
-from maskwatch.errors import ModelError
+from maskwatch.errors import ModelError, OutputError
 
 STRIDES = (8, 16, 32)
+MAX_MODEL_BYTES = 64 << 20  # YuNet is 0.23 MB
 DERIVED = "any-size-v1"  # names the cached copy; change it when _any_size_bytes changes
 TOP_K = 5000  # candidates kept for non-maximum suppression, as cv2.FaceDetectorYN's default
 
@@ -48,23 +49,28 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
 
     The cached copy is named by the original's sha256, so another model never gets it; where the
     cache cannot be written the model is made in memory each time."""
+    path = Path(path)
     try:
-        original = Path(path).read_bytes()
+        if not path.is_file() or path.stat().st_size > MAX_MODEL_BYTES:
+            raise ModelError(f"face detector model {path} is not a file of at most 64 MB")
+        original = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read face detector model {path}: {exc.strerror}") from exc
     digest = hashlib.sha256(original).hexdigest()[:16]
     cached = hub.cache_dir() / "derived" / f"{Path(path).stem}-{DERIVED}-{digest}.onnx"
-    try:
-        if not fresh:
+    try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
+        if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
             return cached.read_bytes()
     except OSError:
         pass
     model = _any_size_bytes(original)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
+        if cached.is_symlink() or (cached.exists() and not cached.is_file()):
+            cached.unlink()  # replaced, never written through (a FIFO would block)
         with atomic_path(cached) as tmp:
             tmp.write_bytes(model)
-    except OSError:
+    except (OSError, OutputError):
         pass  # a read-only cache costs the conversion on every start, nothing else
     return model
 
