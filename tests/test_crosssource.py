@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 
-from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli
+from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli, without_package
 from maskwatch.classifier import MaskClassifier, bundled_model_path, with_temperature
 from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN
 from maskwatch.faces import YuNetDetector, crop_faces
 from maskwatch.train.calibration import expected_calibration_error, fit_temperature
+from maskwatch.train.crosssource import (
+    PR_AXES,
+    PR_COLOURS,
+    PR_DPI,
+    PR_FIGURE_INCHES,
+    PR_IMAGE,
+    PR_LIMITS,
+)
 from maskwatch.train.data import load_dataset
 from maskwatch.train.framing import frame_samples, jittered_framing, reframe
 
@@ -90,7 +101,12 @@ def test_framing_jitter_crops_tight_detector_and_loose_faces() -> None:
     assert not np.array_equal(moved, framed.crops)
 
 
-def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cross_source_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The protocol on a few faces per class and source (the output folder, the run)."""
+    tmp_path = tmp_path_factory.mktemp("xs")
     out = tmp_path / "xs"
     proc = run_cli(
         "train",
@@ -117,6 +133,13 @@ def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_cross_source_protocol_writes_its_table(
+    cross_source_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, proc = cross_source_run
     table = json.loads((out / "cross_source.json").read_text())
     assert set(table["sources"]) == {"ilc", "rmfd", "kary"}
     for source, f in table["sources"].items():
@@ -128,7 +151,61 @@ def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
     assert len(table["sources"]["ilc"]["incorrect"]["curve"]["recall"]) > 1
     assert "rmfd" in (out / "cross_source.md").read_text()
     assert "| kary |" in proc.stdout
-    assert any((tmp_path / "cache").glob("*.npy"))
+    assert any((out.parent / "cache").glob("*.npy"))
+
+
+def _drawn_in(image: np.ndarray, colours: list[str], points: list[tuple[float, float]]) -> int:
+    """How many (recall, precision) points of the curve image have one of `colours`
+    (#rrggbb) within 2 px of where they lie."""
+    height, width = image.shape[:2]
+    bgr = np.array([[int(c[i : i + 2], 16) for i in (5, 3, 1)] for c in colours])
+    left, bottom, w, h = PR_AXES
+    low, high = PR_LIMITS
+    hits = 0
+    for x, y in points:
+        column = round((left + w * (x - low) / (high - low)) * width)
+        row = round(height - (bottom + h * (y - low) / (high - low)) * height)
+        near = image[row - 2 : row + 3, column - 2 : column + 3].astype(int)
+        hits += bool((np.abs(near[:, :, None] - bgr).sum(axis=3) < 60).any())
+    return hits
+
+
+def test_cross_source_draws_incorrect_precision_recall_from_its_json(
+    cross_source_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, proc = cross_source_run
+    png = (out / PR_IMAGE).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    assert image.shape[1::-1] == tuple(round(v * PR_DPI) for v in PR_FIGURE_INCHES)
+    assert PR_IMAGE in proc.stdout
+    sources = json.loads((out / "cross_source.json").read_text())["sources"]
+    drawn = [(s, f["incorrect"]["curve"]) for s, f in sources.items() if "incorrect" in f]
+    assert {s for s, _ in drawn} == {"ilc", "kary"}  # rmfd has no incorrect faces
+    colours = list(PR_COLOURS[: len(drawn)])
+    for k, (source, curve) in enumerate(drawn):
+        points = list(zip(curve["recall"], curve["precision"], strict=True))
+        # Every point is on its curve, or on a later source's drawn over it...
+        assert _drawn_in(image, colours[k:], points) >= 0.95 * len(points), source
+        # ...and its own curve shows at a good share of them.
+        assert _drawn_in(image, colours[k : k + 1], points) >= 0.25 * len(points), source
+    anywhere = [tuple(xy) for xy in np.random.default_rng(0).uniform(0, 1, (200, 2))]
+    assert _drawn_in(image, colours, anywhere) < 0.2 * len(anywhere)
+
+
+def test_cross_source_without_matplotlib_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train",
+        str(DATASETS / "observations"),
+        str(DATASETS / "kary"),
+        "--cross-source",
+        "--out",
+        str(tmp_path / "xs"),
+        env=without_package("matplotlib", tmp_path),
+    )
+    assert_one_line_error(proc, "--cross-source needs the train extra")
+    assert not (tmp_path / "xs").exists()
 
 
 def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
