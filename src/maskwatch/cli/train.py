@@ -244,6 +244,15 @@ def add_parser(sub: Subparsers) -> None:
         "the same faces (default: not kept)",
     )
     p.add_argument(
+        "--align",
+        action="store_const",
+        const=True,
+        default=None,
+        help="with --cross-source: frame faces by their five landmarks onto a canonical face "
+        "(eyes level) instead of the square window detect uses; faces without landmarks keep "
+        "the square window",
+    )
+    p.add_argument(
         "--cross-source",
         action="store_true",
         help="instead of one model: for each real source, train without it and test on all "
