@@ -5,18 +5,39 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 
-from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli
+from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli, without_package
 from maskwatch.classifier import MaskClassifier, bundled_model_path, with_temperature
 from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN
-from maskwatch.faces import YuNetDetector, crop_faces
+from maskwatch.faces import (
+    YuNetDetector,
+    align_face,
+    alignment,
+    crop_face,
+    crop_faces,
+    face_template,
+    largest_face,
+    transform_points,
+)
 from maskwatch.train.calibration import expected_calibration_error, fit_temperature
+from maskwatch.train.crosssource import (
+    PR_AXES,
+    PR_COLOURS,
+    PR_DPI,
+    PR_FIGURE_INCHES,
+    PR_IMAGE,
+    PR_LIMITS,
+)
 from maskwatch.train.data import load_dataset
-from maskwatch.train.framing import frame_samples, jittered_framing, reframe
+from maskwatch.train.featurecache import faces_key
+from maskwatch.train.framing import frame_face, frame_samples, jittered_framing, reframe
 
 
 def test_kary_loads_its_three_classes_from_its_folders() -> None:
@@ -90,7 +111,12 @@ def test_framing_jitter_crops_tight_detector_and_loose_faces() -> None:
     assert not np.array_equal(moved, framed.crops)
 
 
-def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cross_source_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The protocol on a few faces per class and source (the output folder, the run)."""
+    tmp_path = tmp_path_factory.mktemp("xs")
     out = tmp_path / "xs"
     proc = run_cli(
         "train",
@@ -117,6 +143,13 @@ def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_cross_source_protocol_writes_its_table(
+    cross_source_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, proc = cross_source_run
     table = json.loads((out / "cross_source.json").read_text())
     assert set(table["sources"]) == {"ilc", "rmfd", "kary"}
     for source, f in table["sources"].items():
@@ -128,7 +161,61 @@ def test_cross_source_protocol_writes_its_table(tmp_path: Path) -> None:
     assert len(table["sources"]["ilc"]["incorrect"]["curve"]["recall"]) > 1
     assert "rmfd" in (out / "cross_source.md").read_text()
     assert "| kary |" in proc.stdout
-    assert any((tmp_path / "cache").glob("*.npy"))
+    assert any((out.parent / "cache").glob("*.npy"))
+
+
+def _drawn_in(image: np.ndarray, colours: list[str], points: list[tuple[float, float]]) -> int:
+    """How many (recall, precision) points of the curve image have one of `colours`
+    (#rrggbb) within 2 px of where they lie."""
+    height, width = image.shape[:2]
+    bgr = np.array([[int(c[i : i + 2], 16) for i in (5, 3, 1)] for c in colours])
+    left, bottom, w, h = PR_AXES
+    low, high = PR_LIMITS
+    hits = 0
+    for x, y in points:
+        column = round((left + w * (x - low) / (high - low)) * width)
+        row = round(height - (bottom + h * (y - low) / (high - low)) * height)
+        near = image[row - 2 : row + 3, column - 2 : column + 3].astype(int)
+        hits += bool((np.abs(near[:, :, None] - bgr).sum(axis=3) < 60).any())
+    return hits
+
+
+def test_cross_source_draws_incorrect_precision_recall_from_its_json(
+    cross_source_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, proc = cross_source_run
+    png = (out / PR_IMAGE).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    assert image.shape[1::-1] == tuple(round(v * PR_DPI) for v in PR_FIGURE_INCHES)
+    assert PR_IMAGE in proc.stdout
+    sources = json.loads((out / "cross_source.json").read_text())["sources"]
+    drawn = [(s, f["incorrect"]["curve"]) for s, f in sources.items() if "incorrect" in f]
+    assert {s for s, _ in drawn} == {"ilc", "kary"}  # rmfd has no incorrect faces
+    colours = list(PR_COLOURS[: len(drawn)])
+    for k, (source, curve) in enumerate(drawn):
+        points = list(zip(curve["recall"], curve["precision"], strict=True))
+        # Every point is on its curve, or on a later source's drawn over it...
+        assert _drawn_in(image, colours[k:], points) >= 0.95 * len(points), source
+        # ...and its own curve shows at a good share of them.
+        assert _drawn_in(image, colours[k : k + 1], points) >= 0.25 * len(points), source
+    anywhere = [tuple(xy) for xy in np.random.default_rng(0).uniform(0, 1, (200, 2))]
+    assert _drawn_in(image, colours, anywhere) < 0.2 * len(anywhere)
+
+
+def test_cross_source_without_matplotlib_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train",
+        str(DATASETS / "observations"),
+        str(DATASETS / "kary"),
+        "--cross-source",
+        "--out",
+        str(tmp_path / "xs"),
+        env=without_package("matplotlib", tmp_path),
+    )
+    assert_one_line_error(proc, "--cross-source needs the train extra")
+    assert not (tmp_path / "xs").exists()
 
 
 def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
@@ -143,3 +230,80 @@ def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
         str(tmp_path / "xs"),
     )
     assert_one_line_error(proc, "two real")
+
+
+def _largest(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The box and landmarks of the largest face YuNet finds in `image`."""
+    faces = YuNetDetector().detect(image, thorough=True)
+    k = largest_face(faces)
+    assert k is not None
+    return faces.boxes[k], faces.landmarks[k]
+
+
+def test_a_similarity_moved_template_is_aligned_back_onto_it() -> None:
+    angle, scale, shift = np.deg2rad(25), 2.5, np.array([310.0, 140.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    photo_points = face_template(224) @ rotation.T + shift
+    matrix = alignment(photo_points, 224)
+    assert matrix is not None
+    assert np.abs(transform_points(matrix, photo_points) - face_template(224)).max() < 1
+
+
+def test_aligned_crops_of_a_real_face_are_level_whatever_its_roll(three_faces) -> None:  # type: ignore[no-untyped-def]
+    box, marks = _largest(three_faces)
+    crop, crop_marks, aligned = frame_face(three_faces, box, marks, 224, CROP_MARGIN, align=True)
+    assert aligned and crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+    assert abs(crop_marks[0, 1] - crop_marks[1, 1]) < 1.5  # eyes level
+    # A similarity cannot put a real face's five points exactly on the template's.
+    assert np.abs(crop_marks - face_template(224)).max() < 10
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    turn = cv2.getRotationMatrix2D(centre, 20, 1.0)
+    h, w = three_faces.shape[:2]
+    turned = cv2.warpAffine(three_faces, turn, (w, h))
+    turned_marks = transform_points(turn, marks)
+    again, again_marks, _ = frame_face(turned, box, turned_marks, 224, CROP_MARGIN, align=True)
+    assert np.abs(again_marks - crop_marks).max() < 0.5
+    square, turned_square = crop_face(three_faces, box, 224), crop_face(turned, box, 224)
+    middle = np.s_[56:168, 56:168]
+
+    def apart(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a[middle].astype(int) - b[middle]).mean())
+
+    assert apart(crop, again) < 0.3 * apart(square, turned_square)
+
+
+@pytest.mark.parametrize("size", [224, 48])
+def test_align_face_reads_only_the_window_it_needs(three_faces, size: int) -> None:  # type: ignore[no-untyped-def]
+    _, marks = _largest(three_faces)
+    matrix = alignment(marks, size)
+    assert matrix is not None
+    smooth = cv2.GaussianBlur(three_faces, (0, 0), 6)  # where shrinking first cannot alias
+    whole = cv2.warpAffine(smooth, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    assert np.abs(align_face(smooth, matrix, size).astype(int) - whole).mean() < 1
+
+
+def test_faces_without_usable_landmarks_keep_the_square_crop(three_faces) -> None:  # type: ignore[no-untyped-def]
+    box, marks = _largest(three_faces)
+    square = crop_face(three_faces, box, 224)
+    for bad in (
+        np.full((5, 2), np.nan, np.float32),
+        np.full((5, 2), 150.0, np.float32),  # all points equal
+        np.where(np.arange(10).reshape(5, 2) == 3, np.inf, marks).astype(np.float32),
+    ):
+        assert alignment(bad, 224) is None
+        crop, _, aligned = frame_face(three_faces, box, bad, 224, CROP_MARGIN, align=True)
+        assert not aligned and np.array_equal(crop, square)
+    samples = [s for s in load_dataset(DATASETS / "ilc") if s.box is not None][:12]
+    framed = frame_samples(samples, YuNetDetector(), 224, CROP_MARGIN, align=True)
+    square_set = frame_samples(samples, YuNetDetector(), 224, CROP_MARGIN)
+    found = np.isfinite(framed.photo_landmarks).all(axis=(1, 2))
+    assert framed.aligned.any() and np.array_equal(framed.aligned, found)
+    assert np.array_equal(framed.crops[~found], square_set.crops[~found])
+    assert faces_key(framed) != faces_key(square_set)
+    crops, _ = reframe(framed, np.full(len(found), CROP_MARGIN))
+    assert np.abs(crops.astype(int) - framed.crops).mean() < 3
+
+
+def test_plain_training_refuses_aligned_crops(tmp_path: Path) -> None:
+    proc = run_cli("train", str(DATASETS / "kary"), "--align", "--out", str(tmp_path / "m"))
+    assert_one_line_error(proc, "--align is for --cross-source")

@@ -68,11 +68,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(data=list(args.data), **overrides)
     config = dataclasses.replace(config, command=command_line())
     if args.cross_source:
-        from maskwatch.train.crosssource import cross_source, markdown_table
+        from maskwatch.train.crosssource import PR_IMAGE, cross_source, markdown_table
 
         payload = cross_source(config)
         print("\n".join(markdown_table(payload)))
-        print(f"\ntable: {Path(config.out) / 'cross_source.md'} (and .json)")
+        out = Path(config.out)
+        print(f"\ntable: {out / 'cross_source.md'} (and .json); curves: {out / PR_IMAGE}")
         return 0
     result = train(config)
     _print_headline(result.report)
@@ -241,6 +242,15 @@ def add_parser(sub: Subparsers) -> None:
         metavar="DIR",
         help="keep the frozen backbone's feature maps here and reuse them in later runs on "
         "the same faces (default: not kept)",
+    )
+    p.add_argument(
+        "--align",
+        action="store_const",
+        const=True,
+        default=None,
+        help="with --cross-source: frame faces by their five landmarks onto a canonical face "
+        "(eyes level) instead of the square window detect uses; faces without landmarks keep "
+        "the square window",
     )
     p.add_argument(
         "--cross-source",

@@ -138,6 +138,7 @@ class TrainConfig:
     balance_classes: bool | None = None
     framing_jitter: bool | None = None
     feature_cache: str | None = None  # folder of cached feature maps shared between runs
+    align: bool = False  # crops aligned by landmarks (cross-source comparisons only)
     synthetic_sources: list[str] = field(default_factory=lambda: list(SYNTHETIC_SOURCES))
     command: list[str] = field(default_factory=list)
 

@@ -11,6 +11,7 @@ run's training (counted as cross-source duplicates).
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import time
@@ -20,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.atomic import make_folder, write_text
+from maskwatch.atomic import make_folder, write_bytes, write_text
 from maskwatch.classifier import ModelMetadata, with_temperature
 from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN, TRUSTED_FACE_SIDE
-from maskwatch.errors import DatasetError
+from maskwatch.errors import DatasetError, MissingExtraError
 from maskwatch.labels import INCORRECT
 from maskwatch.train.calibration import expected_calibration_error
 from maskwatch.train.config import TrainConfig
@@ -54,6 +55,14 @@ log = logging.getLogger("maskwatch")
 FRAMINGS = {"tight": TIGHT_MARGIN, "detector": CROP_MARGIN, "loose": LOOSE_MARGIN}
 INCORRECT_MIN_PRECISION = 0.70
 CURVE_POINTS = 101
+PR_IMAGE = "cross_source_incorrect_pr.png"
+# The plot's place in the figure (left, bottom, width, height as fractions) and its size, fixed
+# so that a point of the curve has a known pixel: recall 0..1 across, precision 0..1 up.
+PR_AXES = (0.12, 0.27, 0.82, 0.63)
+PR_LIMITS = (-0.02, 1.02)  # both axes, so that no point lies on the frame
+PR_FIGURE_INCHES = (6.0, 5.0)
+PR_DPI = 100
+PR_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 @dataclass(frozen=True)
@@ -169,10 +178,11 @@ def fold_figures(
 
 
 def cross_source(config: TrainConfig) -> dict[str, Any]:
-    """Run the whole protocol and write cross_source.json and cross_source.md into
-    `config.out`; returns what the JSON holds."""
+    """Run the whole protocol and write cross_source.json, cross_source.md and the `incorrect`
+    precision-recall curves (PR_IMAGE) into `config.out`; returns what the JSON holds."""
     config = config.resolved()
     started = time.perf_counter()
+    _require_matplotlib()  # before the long run, not after it
     out = Path(config.out)
     make_folder(out)
     framed = read_and_frame(config)
@@ -260,7 +270,47 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     }
     write_text(out / "cross_source.json", json.dumps(payload, indent=2) + "\n")
     write_text(out / "cross_source.md", "\n".join(markdown_table(payload)) + "\n")
+    write_bytes(out / PR_IMAGE, incorrect_pr_png(payload))
     return payload
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("maskwatch train --cross-source", "train") from exc
+
+
+def incorrect_pr_png(payload: dict[str, Any]) -> bytes:
+    """The `incorrect` precision-recall curve of each left-out source, drawn from the points in
+    the payload (cross_source.json), as PNG bytes."""
+    _require_matplotlib()
+    from matplotlib.figure import Figure  # drawn without pyplot: no global state
+
+    fig = Figure(figsize=PR_FIGURE_INCHES, dpi=PR_DPI)
+    ax = fig.add_axes(PR_AXES)
+    key = f"recall_at_precision_{INCORRECT_MIN_PRECISION}"
+    curves = [(s, f["incorrect"]) for s, f in payload["sources"].items() if "incorrect" in f]
+    for (source, inc), colour in zip(curves, PR_COLOURS, strict=False):
+        ax.plot(
+            inc["curve"]["recall"],
+            inc["curve"]["precision"],
+            color=colour,
+            lw=1.5,
+            label=f"{source} (n = {inc['n']}): AP {_fmt(inc['average_precision'])}, "
+            f"recall {_fmt(inc[key])} at P >= {INCORRECT_MIN_PRECISION}",
+        )
+    ax.axhline(INCORRECT_MIN_PRECISION, color="grey", ls="--", lw=0.8)
+    ax.set(xlim=PR_LIMITS, ylim=PR_LIMITS, xlabel="recall", ylabel="precision")
+    ax.set_title("incorrect: precision-recall on each source left out of training", fontsize=10)
+    ax.grid(alpha=0.3)
+    if curves:
+        fig.legend(loc="lower center", fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no left-out source has incorrect faces", ha="center", va="center")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
 
 
 def _fmt(v: Any) -> str:

@@ -3,7 +3,8 @@ cross-source protocol's runs, a training run repeated with another head or thres
 them once.
 
 An entry is one block of maps (one augmented view, or one framing, of a list of faces), keyed by
-what determines it: the faces (photo, box, label), the framing, the view and its augmentation.
+what determines it: the faces (photo, box, label, alignment), the framing, the view and its
+augmentation.
 Entries are written whole under a temporary name and renamed (atomic.py), read memory-mapped.
 """
 
@@ -25,8 +26,11 @@ log = logging.getLogger("maskwatch")
 
 
 def faces_key(framed: FramedSet) -> str:
-    """A fingerprint of the faces, in order: photo, box and label of each."""
+    """A fingerprint of the faces, in order: photo, box and label of each, and whether they
+    were aligned by their landmarks."""
     digest = hashlib.sha256()
+    if framed.align:
+        digest.update(b"aligned by landmarks\n")
     for s in framed.samples:
         digest.update(f"{s.image}|{s.box}|{s.label}\n".encode())
     return digest.hexdigest()

@@ -5,6 +5,10 @@ images contribute their largest face (the whole image when none is found); one-l
 contribute every face found that is large and clear enough; a VOC box is replaced by the
 detection that overlaps it best (IoU >= 0.4), so the classifier learns on the framing it will see
 at run time, and is kept as drawn when nothing matches.
+
+`align=True` (for comparison only; `detect` and `classify` frame square crops) frames each face
+by its five landmarks instead, onto a canonical face template (faces.alignment); a face without
+landmarks (a box kept as drawn, a whole image) keeps its square crop.
 """
 
 from __future__ import annotations
@@ -16,9 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from maskwatch.defaults import CROP_MARGIN, FRAMING_OFFSET, LOOSE_MARGIN, TIGHT_MARGIN
+from maskwatch.defaults import FRAMING_OFFSET, LOOSE_MARGIN, TIGHT_MARGIN
 from maskwatch.errors import SourceError
-from maskwatch.faces import FaceDetector, crop_face, largest_face, square_box
+from maskwatch.faces import (
+    FaceDetector,
+    align_face,
+    alignment,
+    crop_face,
+    largest_face,
+    square_box,
+    transform_points,
+)
 from maskwatch.images import load_image
 from maskwatch.tracking import iou_matrix
 from maskwatch.train.data import LARGEST_FACE, SUBJECT, Sample
@@ -37,8 +49,9 @@ SUBJECT_MIN_SCORE = 0.7
 class FramedSet:
     """Crops of the faces that could be framed, and one entry per distinct photo.
 
-    landmarks are in crop pixels (NaN where the face came from an annotation or the whole image);
-    face_sizes are the shorter side of each face box in photo pixels.
+    landmarks are in crop pixels, photo_landmarks in photo pixels (NaN where the face came from
+    an annotation or the whole image); face_sizes are the shorter side of each face box in photo
+    pixels. `aligned` says which crops were aligned by their landmarks (`align` asked for it).
     """
 
     crops: np.ndarray
@@ -46,6 +59,9 @@ class FramedSet:
     photo_of: np.ndarray
     landmarks: np.ndarray
     face_sizes: np.ndarray
+    photo_landmarks: np.ndarray
+    aligned: np.ndarray
+    align: bool = False
     photos: list[str] = field(default_factory=list)
     hashes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
     mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
@@ -61,10 +77,34 @@ class FramedSet:
             photo_of=self.photo_of[idx],
             landmarks=self.landmarks[idx],
             face_sizes=self.face_sizes[idx],
+            photo_landmarks=self.photo_landmarks[idx],
+            aligned=self.aligned[idx],
         )
 
 
 _NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
+
+
+def frame_face(
+    image: np.ndarray,
+    box: np.ndarray,
+    marks: np.ndarray,
+    size: int,
+    margin: float,
+    offset: tuple[float, float] = (0.0, 0.0),
+    align: bool = False,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One face's crop, its landmarks in crop pixels, and whether it was aligned: by its
+    landmarks when `align` and they fix a transform, else the square window around its box
+    (moved by `offset` times the box's long side)."""
+    matrix = alignment(marks, size, margin, offset) if align else None
+    if matrix is not None:
+        return align_face(image, matrix, size), transform_points(matrix, marks), True
+    side = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+    moved = box + np.tile(np.asarray(offset, np.float32) * side, 2)
+    x0, y0, window = square_box(moved, margin)
+    crop_marks = (marks - np.array([x0, y0], np.float32)) * np.float32(size / window)
+    return crop_face(image, moved, size, margin), crop_marks.astype(np.float32), False
 
 
 def _faces_of(
@@ -101,10 +141,12 @@ def frame_samples(
     size: int,
     margin: float,
     use_detector: bool = True,
+    align: bool = False,
 ) -> FramedSet:
     """Read every photo once, detect its faces, and crop the faces of its samples.
 
-    `use_detector=False` crops VOC boxes exactly as annotated (for comparison only).
+    `use_detector=False` crops VOC boxes exactly as annotated (for comparison only); `align`
+    aligns the crops of faces with landmarks (module docstring).
     """
     by_photo: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
@@ -113,6 +155,8 @@ def frame_samples(
     kept: list[Sample] = []
     photo_of: list[int] = []
     landmarks: list[np.ndarray] = []
+    photo_landmarks: list[np.ndarray] = []
+    aligned: list[bool] = []
     sizes: list[float] = []
     photos: list[str] = []
     hashes: list[tuple[np.uint64, np.uint64]] = []
@@ -129,12 +173,18 @@ def frame_samples(
         for i in members:
             for box, marks, how in _faces_of(samples[i], image, faces, use_detector):
                 framing[how] += 1
-                x0, y0, side = square_box(box, margin)
-                crops.append(crop_face(image, box, size, margin))
+                crop, crop_marks, was_aligned = frame_face(
+                    image, box, marks, size, margin, align=align
+                )
+                if align:
+                    framing["aligned by landmarks" if was_aligned else "square: no landmarks"] += 1
+                crops.append(crop)
                 x1, y1, x2, y2 = (round(float(v)) for v in box)
                 kept.append(replace(samples[i], box=(x1, y1, x2, y2)))
                 photo_of.append(len(photos))
-                landmarks.append((marks - np.array([x0, y0], np.float32)) * np.float32(size / side))
+                landmarks.append(crop_marks)
+                photo_landmarks.append(np.asarray(marks, np.float32))
+                aligned.append(was_aligned)
                 sizes.append(float(min(box[2] - box[0], box[3] - box[1])))
                 found_any = True
         if not found_any:
@@ -149,6 +199,9 @@ def frame_samples(
         photo_of=np.asarray(photo_of, np.int64),
         landmarks=np.asarray(landmarks, np.float32).reshape(-1, 5, 2),
         face_sizes=np.asarray(sizes, np.float32),
+        photo_landmarks=np.asarray(photo_landmarks, np.float32).reshape(-1, 5, 2),
+        aligned=np.asarray(aligned, bool),
+        align=align,
         photos=photos,
         hashes=np.asarray(hashes, np.uint64).reshape(-1, 2),
         mirrored=np.asarray(mirrored, np.uint64).reshape(-1, 2),
@@ -157,14 +210,12 @@ def frame_samples(
 
 
 def reframe(
-    framed: FramedSet,
-    margins: np.ndarray,
-    offsets: np.ndarray | None = None,
-    margin_of_landmarks: float = CROP_MARGIN,
+    framed: FramedSet, margins: np.ndarray, offsets: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The faces of `framed` cropped again from their photos with another margin per face
-    (0 = the face box alone), the window's centre moved by `offsets` (N, 2) times the box side;
-    and their landmarks in the new crops' pixels. Each photo is read once."""
+    (0 = the face box alone), the window's centre moved by `offsets` (N, 2) times the box side,
+    aligned by their landmarks where `framed` was; and their landmarks in the new crops' pixels.
+    Each photo is read once."""
     n, size = len(framed.samples), framed.crops.shape[1] if len(framed.crops) else 224
     crops = np.zeros((n, size, size, 3), np.uint8)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)
@@ -179,14 +230,15 @@ def reframe(
             log.warning("skipping %s", exc)
             continue
         for i in members:
-            box = np.asarray(framed.samples[i].box, np.float32)
-            old_x0, old_y0, old_side = square_box(box, margin_of_landmarks)
-            in_photo = framed.landmarks[i] * np.float32(old_side / size) + (old_x0, old_y0)
-            side = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
-            moved = box + np.tile(shift[i] * side, 2)
-            crops[i] = crop_face(image, moved, size, float(margins[i]))
-            x0, y0, new_side = square_box(moved, float(margins[i]))
-            landmarks[i] = (in_photo - (x0, y0)) * np.float32(size / new_side)
+            crops[i], landmarks[i], _ = frame_face(
+                image,
+                np.asarray(framed.samples[i].box, np.float32),
+                framed.photo_landmarks[i],
+                size,
+                float(margins[i]),
+                (float(shift[i, 0]), float(shift[i, 1])),
+                align=bool(framed.aligned[i]),
+            )
     return crops, landmarks
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from maskwatch.atomic import write_text
 from maskwatch.classifier import DEFAULT_MODEL_NAME, MaskClassifier, ModelMetadata
 from maskwatch.defaults import CROP_MARGIN
-from maskwatch.errors import DatasetError
+from maskwatch.errors import DatasetError, SettingError
 from maskwatch.faces import YuNetDetector
 from maskwatch.train.config import SYNTHETIC_SOURCES, Framing, TrainConfig
 from maskwatch.train.data import (
@@ -59,6 +59,11 @@ def train(config: TrainConfig) -> TrainResult:
     from maskwatch.train.loop import fit
 
     config = config.resolved()
+    if config.align:
+        raise SettingError(
+            "--align is for --cross-source comparisons only: detect and classify frame faces "
+            "square, so a model trained on aligned crops would not see its training framing"
+        )
     started = time.perf_counter()
     out = Path(config.out)
     torch.manual_seed(config.seed)
@@ -134,6 +139,7 @@ def read_and_frame(config: TrainConfig) -> FramedSet:
         config.input_size,
         CROP_MARGIN,
         use_detector=config.framing == Framing.DETECTOR,
+        align=config.align,
     )
     log.info("framing: %s", dict(framed.framing))
     log.info("%d faces: %s", len(framed.samples), dict(Counter(s.label for s in framed.samples)))
