@@ -51,8 +51,11 @@ if [ ! -f "$venv/.complete" ]; then
     "$venv/bin/pip" install -q torch --index-url https://download.pytorch.org/whl/cpu
   "$venv/bin/pip" install -q ".[test]"
   touch "$venv/.complete"
-  find "$cache" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf {} +
 fi
+# Each run marks its environment used; those of other dependency files (other branches, other
+# checkouts) go once unused for 3 days, not at once: another checkout may be testing with one.
+touch "$venv"
+find "$cache" -maxdepth 1 -name 'venv-*' ! -path "$venv" -mtime +2 -exec rm -rf {} +
 # playwright-core for the browser test, cached beside the venv, keyed by its lock file.
 node_key=$(sha256sum tests/browser/package-lock.json | cut -c1-16)
 node_cache=$cache/node-$node_key
@@ -61,8 +64,9 @@ if [ ! -f "$node_cache/.complete" ]; then
   cp tests/browser/package.json tests/browser/package-lock.json "$node_cache/"
   (cd "$node_cache" && npm ci --no-audit --no-fund --silent)
   touch "$node_cache/.complete"
-  find "$cache" -maxdepth 1 -name 'node-*' ! -path "$node_cache" -exec rm -rf {} +
 fi
+touch "$node_cache"
+find "$cache" -maxdepth 1 -name 'node-*' ! -path "$node_cache" -mtime +2 -exec rm -rf {} +
 ln -sfn "$node_cache/node_modules" tests/browser/node_modules
 
 # The package itself is reinstalled every run (fast, no dependencies): tests run what users get.

@@ -262,3 +262,14 @@ def test_failed_runs_leave_no_output_file(tmp_path: Path) -> None:
     proc = run_cli("detect", "--source", str(tmp_path / "in"), "--no-show", "--json", str(target))
     assert proc.returncode != 0
     assert list(tmp_path.iterdir()) == [tmp_path / "in"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("detect", "--classify-every", "0"), ("serve", "--port", "http"), ("detect", "--source"), ()],
+)
+def test_a_bad_command_line_is_one_line_that_points_at_help(args: tuple[str, ...]) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("maskwatch") and "error:" in line and "--help)" in line

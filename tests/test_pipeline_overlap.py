@@ -133,3 +133,19 @@ def test_realtime_drops_frames_when_processing_falls_behind_and_says_so(
     assert f"({source.dropped} dropped to play in real time)" in caplog.text
     everything = open_source(str(fast))  # without --realtime every frame is processed
     assert len(_watch(_tracked(pipeline), everything.frames(), overlap=True)[0]) == 30
+
+
+def test_ctrl_c_during_an_outputs_write_reaches_its_handler_after_the_write() -> None:
+    import os
+    import signal
+
+    from maskwatch.watch import interrupts_held
+
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the signal has arrived; the write goes on
+        done.append("written")
+    assert done == ["written"]
+    assert signal.getsignal(signal.SIGINT) is before

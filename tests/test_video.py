@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -126,6 +127,25 @@ def test_serve_records_each_server_camera_as_h264(clip: Path, tmp_path: Path) ->
     assert f"camera 2: {tmp_path / 'gone.mp4'}" in said and "camera camera" not in said
     assert video_codec(folder / "camera-1.mp4") == ("h264", FRAMES)
     assert os.listdir(folder) == ["camera-1.mp4"], "nothing for the camera that never opened"
+    recorded = cv2.VideoCapture(str(folder / "camera-1.mp4"))
+    assert recorded.get(cv2.CAP_PROP_FPS) == pytest.approx(15), "the clip's own rate, not 25"
+    recorded.release()
+
+
+def test_a_video_keeps_its_frames_timing_where_frames_were_skipped(
+    three_faces: np.ndarray, tmp_path: Path
+) -> None:
+    from maskwatch.sinks import VideoSink
+    from maskwatch.types import Faces, Frame, FrameResult
+
+    sink = VideoSink(tmp_path / "out.mp4", 15.0)
+    images = panning_frames(three_faces, 4, (320, 240))
+    # frames 0, 1, then 5 (2-4 dropped while processing fell behind), then 30 s later
+    for image, index in zip(images, (0, 1, 5, 455), strict=True):
+        sink.write(FrameResult(Frame(image, index, index / 15, "cam"), Faces()))
+    sink.close()
+    # 0, 1, 1 held for 2-4, 5, then 5 held for 10 s at most (150 frames), 455
+    assert video_codec(tmp_path / "out.mp4")[1] == 2 + 3 + 1 + 150 + 1
 
 
 def test_serve_save_is_refused_where_it_cannot_record(clip: Path, tmp_path: Path) -> None:

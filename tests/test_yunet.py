@@ -113,7 +113,7 @@ def test_a_damaged_cached_copy_is_made_again(tmp_path: Path) -> None:
     assert cached.read_bytes() == good
 
 
-@pytest.mark.parametrize("planted", ["fifo", "huge"])
+@pytest.mark.parametrize("planted", ["fifo", "huge", "folder", "fixed-size original"])
 def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
     tmp_path: Path, planted: str
 ) -> None:
@@ -128,11 +128,16 @@ def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
         / f"face_detection_yunet_2023mar-any-size-v1-{digest.hexdigest()[:16]}.onnx"
     )
     cached.parent.mkdir()
+    original = (home / "face_detection_yunet_2023mar.onnx").read_bytes()
     if planted == "fifo":
         os.mkfifo(cached)
-    else:
+    elif planted == "huge":
         with open(cached, "wb") as junk:
             junk.truncate(100 << 20)  # sparse: 100 MB of zeros
+    elif planted == "folder":
+        (cached / "inside").mkdir(parents=True)
+    else:  # loads and has YuNet's outputs, but takes only 640x640
+        cached.write_bytes(original)
     detect = (
         "import cv2\nfrom maskwatch.faces import YuNetDetector\n"
         f"print(len(YuNetDetector().detect(cv2.imread({str(THREE_FACES)!r}))))"
@@ -142,6 +147,7 @@ def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
     )
     assert proc.returncode == 0 and int(proc.stdout) >= 3, proc.stderr
     assert cached.is_file() and cached.stat().st_size < 1 << 20
+    assert cached.read_bytes() != original
 
 
 def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import refuse_inputs, writes_in_place
+from maskwatch.atomic import refuse_inputs
 from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
@@ -20,17 +20,14 @@ from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
 from maskwatch.redact import redact
-from maskwatch.sinks import ImageSink, JsonLinesSink, VideoSink, WindowOutput
-from maskwatch.sources import VIDEO_SUFFIXES, FileSource, Source
-from maskwatch.types import FrameResult
+from maskwatch.sinks import STDOUT, Inputs, JsonLinesSink, SaveOutput, WindowOutput
+from maskwatch.sources import FileSource, Source
 from maskwatch.watch import Callback, Summary, Watch
 
 if TYPE_CHECKING:
     from maskwatch.metrics import Metrics
 
 log = logging.getLogger("maskwatch")
-STDOUT = Path("/dev/stdout")
-Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 
 @dataclass
@@ -69,49 +66,6 @@ def _inputs(source: Source, outputs: dict[str, Path | str | None]) -> Inputs:
     """The input files of `source` by identity, once each of `outputs` has been checked not to
     be one of them (see atomic.refuse_inputs)."""
     return refuse_inputs(source.paths if isinstance(source, FileSource) else [], outputs)
-
-
-class SaveOutput:
-    """`--save`: an annotated video or images, chosen at the first frame, when the source
-    knows its frame rate."""
-
-    def __init__(
-        self, save: Path, source: Source, annotator: Annotator, inputs: Inputs | None = None
-    ) -> None:
-        self.save = STDOUT if str(save) == "-" else save
-        self.source = source
-        self.annotator = annotator
-        self.inputs = inputs or {}
-        self.sink: ImageSink | VideoSink | None = None
-
-    def _open(self) -> ImageSink | VideoSink:
-        video_source = self.source.live or self.source.fps > 0
-        suffix = self.save.suffix.lower()
-        if suffix in VIDEO_SUFFIXES or (video_source and writes_in_place(self.save)):
-            return VideoSink(self.save, self.source.fps, self.annotator)
-        if video_source:
-            raise OutputError(
-                f"--save {self.save}: a video source needs a .mp4 or .avi output name"
-            )
-        return ImageSink(self.save, self.annotator, self.inputs)
-
-    def write(self, result: FrameResult) -> None:
-        if self.sink is None:
-            self.sink = self._open()
-        self.sink.write(result)
-
-    def close(self, ok: bool = True) -> None:
-        if self.sink is not None:
-            self.sink.close(ok)
-
-    @property
-    def written(self) -> list[Path]:
-        return self.sink.written if self.sink is not None else []
-
-    @property
-    def codec(self) -> str | None:
-        """The saved video's codec (None for images)."""
-        return self.sink.codec if isinstance(self.sink, VideoSink) else None
 
 
 def run_detect(

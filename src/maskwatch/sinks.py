@@ -35,9 +35,12 @@ from maskwatch.cvlog import open_video_file, quiet_opencv
 from maskwatch.draw import Annotator, draw_fps
 from maskwatch.encoders import OPENCV_CODECS, EncodeError, Encoder, open_encoder
 from maskwatch.errors import OutputError
-from maskwatch.sources import IMAGE_SUFFIXES
+from maskwatch.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source
 from maskwatch.types import FrameResult
 from maskwatch.watch import Stop
+
+STDOUT = Path("/dev/stdout")
+Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})
 SYSTEM_FONTS = "/usr/share/fonts/truetype/dejavu"
@@ -247,9 +250,14 @@ class VideoSink:
     OpenCV's writer reports no write errors, so free space is checked every
     `SPACE_CHECK_FRAMES` frames and the finished file is reopened: it must hold every frame
     written, or the video is an error and is removed.
+
+    The video keeps the frames' own timing: where frames were skipped (a camera's frames dropped
+    while processing fell behind, `--realtime`), the last frame is held for the time they would
+    have taken, up to MAX_HOLD_S, so the recording plays at the speed it happened.
     """
 
     SPACE_CHECK_FRAMES = 25
+    MAX_HOLD_S = 10.0
 
     def __init__(self, out: Path, fps: float, annotator: Annotator | None = None) -> None:
         self.out = out
@@ -263,6 +271,8 @@ class VideoSink:
         self.codec: str | None = None
         self.frames = 0
         self.written: list[Path] = []
+        self._start: float | None = None  # the first frame's time
+        self._last: np.ndarray | None = None
 
     def _fail(self, exc: EncodeError) -> OutputError:
         """The encoder's error as ours, with the system's reason where there is one; the
@@ -281,12 +291,22 @@ class VideoSink:
                 self.codec = self._encoder.codec
             if (annotated.shape[1], annotated.shape[0]) != self._size:
                 annotated = cv2.resize(annotated, self._size)
-            self._encoder.write(annotated)
+            for image in [*self._held(result.frame.time), annotated]:
+                self._encoder.write(image)
+                self.frames += 1
+                if self.frames % self.SPACE_CHECK_FRAMES == 0:  # stop early on a full disk
+                    check_free_space(self._pending.tmp.parent, self.out)
         except EncodeError as exc:
             raise self._fail(exc) from exc
-        self.frames += 1
-        if self.frames % self.SPACE_CHECK_FRAMES == 0:  # stop early on a full disk
-            check_free_space(self._pending.tmp.parent, self.out)
+        self._last = annotated
+
+    def _held(self, time: float) -> list[np.ndarray]:
+        """The last frame again for each frame time skipped before one at `time`."""
+        if self._start is None:
+            self._start = time
+        due = round((time - self._start) * self.fps)  # frames before this one, by its time
+        missing = min(due - self.frames, round(self.MAX_HOLD_S * self.fps))
+        return [self._last] * missing if self._last is not None and missing > 0 else []
 
     def _failure(self) -> str | None:
         """Why the temporary video is not complete, or None when it holds every frame."""
@@ -325,3 +345,46 @@ class VideoSink:
             raise OutputError(f"cannot write {self.out}: {failure}")
         self._pending.commit()
         self.written.append(self.out)
+
+
+class SaveOutput:
+    """`--save`: an annotated video or images, chosen at the first frame, when the source
+    knows its frame rate."""
+
+    def __init__(
+        self, save: Path, source: Source, annotator: Annotator, inputs: Inputs | None = None
+    ) -> None:
+        self.save = STDOUT if str(save) == "-" else save
+        self.source = source
+        self.annotator = annotator
+        self.inputs = inputs or {}
+        self.sink: ImageSink | VideoSink | None = None
+
+    def _open(self) -> ImageSink | VideoSink:
+        video_source = self.source.live or self.source.fps > 0
+        suffix = self.save.suffix.lower()
+        if suffix in VIDEO_SUFFIXES or (video_source and writes_in_place(self.save)):
+            return VideoSink(self.save, self.source.fps, self.annotator)
+        if video_source:
+            raise OutputError(
+                f"--save {self.save}: a video source needs a .mp4 or .avi output name"
+            )
+        return ImageSink(self.save, self.annotator, self.inputs)
+
+    def write(self, result: FrameResult) -> None:
+        if self.sink is None:
+            self.sink = self._open()
+        self.sink.write(result)
+
+    def close(self, ok: bool = True) -> None:
+        if self.sink is not None:
+            self.sink.close(ok)
+
+    @property
+    def written(self) -> list[Path]:
+        return self.sink.written if self.sink is not None else []
+
+    @property
+    def codec(self) -> str | None:
+        """The saved video's codec (None for images)."""
+        return self.sink.codec if isinstance(self.sink, VideoSink) else None

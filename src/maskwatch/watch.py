@@ -17,9 +17,11 @@ end (or Ctrl-C) and discarded after an error, and the first error is the one rai
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +48,26 @@ if TYPE_CHECKING:
     from maskwatch.pipeline import Pipeline
 
 log = logging.getLogger("maskwatch")
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C during the block reaches its handler when the block ends, so that no output is
+    left half written (an encoder stopped between encoding a frame and storing it fails its own
+    check, and the run's outputs are then discarded). Only the main thread gets signals; an
+    ignored or default SIGINT is left alone."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, None)
 
 
 class FrameOutput(Protocol):
@@ -186,11 +208,12 @@ class Watch:
             result = self.pipeline.process(frame)
         else:
             result = self.pipeline.classify(frame, faces)
-        self.summary.frames += 1
-        self.summary.labels.update(result.faces.labels)
-        self._emit(result)
-        for output in self.frame_outputs:
-            output.write(result)
+        with interrupts_held():  # Ctrl-C lands between frames, never inside an output's write
+            self.summary.frames += 1
+            self.summary.labels.update(result.faces.labels)
+            self._emit(result)
+            for output in self.frame_outputs:
+                output.write(result)
         return result
 
     def run(

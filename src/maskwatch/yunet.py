@@ -12,6 +12,7 @@ added to the graph, instead of converting them here, was measured no faster.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import cv2
@@ -66,13 +67,21 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
     model = _any_size_bytes(original)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        if cached.is_symlink() or (cached.exists() and not cached.is_file()):
+        if cached.is_dir() and not cached.is_symlink():
+            shutil.rmtree(cached)  # in the way of our own file
+        elif cached.is_symlink() or (cached.exists() and not cached.is_file()):
             cached.unlink()  # replaced, never written through (a FIFO would block)
         with atomic_path(cached) as tmp:
             tmp.write_bytes(model)
     except (OSError, OutputError):
         pass  # a read-only cache costs the conversion on every start, nothing else
     return model
+
+
+def _free(shape: list[object]) -> bool:
+    """Whether an NCHW input takes any height and width (ONNX Runtime shows a free dimension as
+    its name or None, a fixed one as a number)."""
+    return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
 
 
 class YuNetSession:
@@ -88,23 +97,26 @@ class YuNetSession:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        for fresh in (False, True):  # a cached copy that will not load is made again
+        wanted = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps")]
+        for fresh in (False, True):  # a cached copy that will not load or fit is made again
             try:
                 self._session = ort.InferenceSession(
                     any_size_model(path, fresh),
                     sess_options=options,
                     providers=["CPUExecutionProvider"],
                 )
-                break
             except ModelError:
                 raise
             except Exception as exc:  # onnxruntime raises its own unexported exception types
                 if fresh:
                     raise ModelError(f"cannot load face detector {path}: {exc}") from exc
-        names = [o.name for o in self._session.get_outputs()]
-        wanted = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps")]
-        if sorted(names) != sorted(wanted) or len(self._session.get_inputs()) != 1:
-            raise ModelError(f"face detector {path} is not YuNet: it outputs {names}")
+                continue
+            names = [o.name for o in self._session.get_outputs()]
+            inputs = self._session.get_inputs()
+            if sorted(names) == sorted(wanted) and len(inputs) == 1 and _free(inputs[0].shape):
+                break
+            if fresh:
+                raise ModelError(f"face detector {path} is not YuNet: it outputs {names}")
         self._outputs = wanted
         self._input = self._session.get_inputs()[0].name
         self._blob = np.zeros((1, 3, 0, 0), np.float32)
@@ -125,7 +137,12 @@ class YuNetSession:
     def run(self, image: np.ndarray, score_threshold: float, nms_threshold: float) -> np.ndarray:
         """Faces in a BGR uint8 image as rows (x, y, w, h, 10 landmark coordinates, score)."""
         blob = self._fill(image)
-        results = self._session.run(self._outputs, {self._input: blob})
+        try:
+            results = self._session.run(self._outputs, {self._input: blob})
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise ModelError(
+                f"the face detector failed on a {image.shape[1]}x{image.shape[0]} image: {exc}"
+            ) from exc
         padded_width = blob.shape[3]
         rows = []
         for k, stride in enumerate(STRIDES):

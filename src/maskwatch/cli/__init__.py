@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from maskwatch import __version__
 from maskwatch.cli import classify, demo, detect, models, serve, stats, train
@@ -28,8 +29,16 @@ QUIET_HELP = "only warnings and errors"
 COMMANDS = (detect, stats, serve, classify, demo, train, models)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (and a pointer to --help), as every other
+    error is, not the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskwatch", description=DESCRIPTION)
+    parser = Parser(prog="maskwatch", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -22,7 +22,7 @@ from maskwatch.draw import Annotator, draw_faces
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.redact import redact
-from maskwatch.sinks import VideoSink
+from maskwatch.sinks import SaveOutput
 from maskwatch.sources import LiveSource, RealTime, Source, open_source
 from maskwatch.types import Frame, FrameResult
 from maskwatch.watch import Watch
@@ -168,7 +168,8 @@ class Camera:
                 watch.on_close(source.close)
                 recording = None
                 if self.record is not None:
-                    recording = VideoSink(self.record, source.fps, self._buffer.annotator)
+                    # opened at the first frame, when a file's frame rate is known
+                    recording = SaveOutput(self.record, source, self._buffer.annotator)
                     watch.add(recording)
                 self._state = CameraState.RUNNING
                 watch.run(self._frames(source))
