@@ -176,8 +176,6 @@ class Camera:
             self._state = CameraState.STOPPED if self._stop.is_set() else CameraState.ENDED
             if recording is not None and recording.written:
                 log.info("%s: wrote %s (%s)", self.name, self.record, recording.codec)
-            if self._state is CameraState.ENDED:
-                log.info("%s: %s ended after %d frames", self.name, self.spec, self.frames)
         except MaskwatchError as exc:
             self._fail(str(exc))
             log.error("%s: %s", self.name, exc)
