@@ -66,11 +66,12 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 
-def _connect(
+def _client(
     target: MqttTarget, prefix: str, will: tuple[str, str] | None = None, **callbacks: Any
 ) -> Any:
     """A paho client with `callbacks` (on_connect=...) and a retained last `will` (topic,
-    payload) if given, connecting in its own thread and reconnecting with 1-30 s backoff."""
+    payload) if given, reconnecting with 1-30 s backoff once `_start`ed. Keep it before starting
+    it: its callbacks may run at once."""
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
@@ -85,9 +86,13 @@ def _connect(
         client.will_set(*will, qos=MQTT_QOS, retain=True)
     for name, callback in callbacks.items():
         setattr(client, name, callback)
+    return client
+
+
+def _start(client: Any, target: MqttTarget) -> None:
+    """Connect in the client's own thread."""
     client.connect_async(target.host, target.port, keepalive=30)
     client.loop_start()
-    return client
 
 
 class MqttPublisher:
@@ -107,13 +112,14 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._connected = False
         self._ever_connected = False
-        self._client = _connect(
+        self._client = _client(
             self.target,
             "maskwatch-camera",
             will=(self.hass.availability_topic, OFFLINE) if self.hass else None,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
         )
+        _start(self._client, self.target)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -248,12 +254,13 @@ class MqttSubscriber:
         self.dropped = 0
         self._warning = ThrottledWarning()
         self._on_message = on_message
-        self._client = _connect(
+        self._client = _client(
             self.target,
             "maskwatch-dashboard",
             on_connect=self._on_connect,
             on_message=self._message,
         )
+        _start(self._client, self.target)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
