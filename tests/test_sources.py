@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
 
 import cv2
@@ -125,3 +126,32 @@ def test_live_source_keeps_only_the_newest_frame(video: Path) -> None:
 def test_file_source_counts_nothing_read_for_empty_list() -> None:
     source = FileSource([], "empty")
     assert list(source.frames()) == [] and source.read == 0
+
+
+class _Camera:
+    """What cv2.VideoCapture gives for a camera that delivers grey frames."""
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return 15.0
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        time.sleep(1 / 15)
+        return True, np.full((48, 64, 3), 90, np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
+    from maskwatch.sources import LiveSource
+
+    source = LiveSource("rtsp://admin:hunter2@10.0.0.7/stream?token=abc", _Camera)
+    try:
+        frame = next(iter(source.frames()))
+    finally:
+        source.close()
+    assert "hunter2" not in frame.source and "abc" not in frame.source
+    assert frame.source == "rtsp://admin:***@10.0.0.7/stream?token=***"

@@ -27,6 +27,7 @@ from maskwatch.cvlog import open_capture, open_video_file, quiet_opencv
 from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
 from maskwatch.errors import SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
+from maskwatch.redact import redact
 from maskwatch.types import Frame, Mode
 
 log = logging.getLogger("maskwatch")
@@ -292,6 +293,7 @@ class LiveSource:
         if max_fps is not None:
             MAX_FPS_RANGE.check("max_fps", max_fps)
         self.name = name
+        self._shown = redact(name)  # what outputs say: a camera URL's password is not theirs
         self.read = 0
         self.dropped = 0
         self.reconnects = 0
@@ -389,7 +391,7 @@ class LiveSource:
                 now = time.monotonic()
             last = now
             self.read += 1
-            yield Frame(image=image, index=index, time=now - self._start, source=self.name)
+            yield Frame(image=image, index=index, time=now - self._start, source=self._shown)
             index += 1
 
     def shortfall(self) -> str | None:
