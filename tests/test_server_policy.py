@@ -69,3 +69,9 @@ def test_the_address_printed_brackets_ipv6_and_encodes_the_token() -> None:
 
     assert address("http", "::1", 8000, token="a b&c=d") == "http://[::1]:8000/?token=a%20b%26c%3Dd"
     assert address("https", "127.0.0.1", 443, "/metrics") == "https://127.0.0.1:443/metrics"
+
+
+@pytest.mark.parametrize("token", ["   ", " secret", "secret\t"])
+def test_a_blank_or_space_padded_token_is_refused(token: str) -> None:
+    with pytest.raises(SettingError, match="--token: a token must not be blank"):
+        server_token("0.0.0.0", token)

@@ -20,7 +20,13 @@ def server_token(
     """The token clients must give: `token`, else $MASKWATCH_TOKEN; none with `no_auth`. A
     server reachable from the network without one is refused unless `no_auth` says so
     (`option` names the address's option in the message)."""
+    where = "--token" if token else f"${TOKEN_ENV}"
     token = token or os.environ.get(TOKEN_ENV) or None
+    if token is not None and (not token.strip() or token != token.strip()):
+        raise SettingError(
+            f"{where}: a token must not be blank nor begin or end with a space "
+            "(a client's copy would not match)"
+        )
     if no_auth:
         return None
     if token is None and host not in LOOPBACK:
