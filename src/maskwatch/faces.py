@@ -136,8 +136,9 @@ class _Turn:
 
 
 class DetectorPool:
-    """`size` face detectors shared by every stream, as one FaceDetector: each `detect` borrows
-    one, waiting its turn in strict arrival order when all are busy."""
+    """`size` face detectors as one FaceDetector, for several threads: each `detect` borrows
+    one, waiting its turn in strict arrival order when all are busy (serve's streams share one
+    pool; detect's successive frames of one stream use another)."""
 
     def __init__(self, make: Callable[[], FaceDetector], size: int) -> None:
         self.size = size
