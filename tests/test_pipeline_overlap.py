@@ -149,3 +149,18 @@ def test_ctrl_c_during_an_outputs_write_reaches_its_handler_after_the_write() ->
         done.append("written")
     assert done == ["written"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_max_fps_spreads_a_videos_frames_over_its_own_time(
+    three_faces: np.ndarray, tmp_path: Path, realtime: bool
+) -> None:
+    import json
+
+    video = render_video(tmp_path / "v.mp4", three_faces, frames=12, fps=15.0)
+    out = tmp_path / "out.jsonl"
+    args = ["detect", "--source", str(video), "--no-show", "--json", str(out), "--max-fps", "5"]
+    proc = run_cli(*args, *(["--realtime"] if realtime else []))
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
+    assert frames == [0, 3, 6, 9]

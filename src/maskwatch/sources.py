@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import stat
 import threading
@@ -98,7 +99,9 @@ class FileSource:
     `incomplete`, with a warning; `shortfall` sums both up once the source is read. Each video
     says when it ends. With `realtime`, videos play at their own frame rate, as a camera
     would deliver them: frames wait for their time, and frames whose time has passed while the
-    previous one was processed are dropped (counted in `dropped`, and said).
+    previous one was processed are dropped (counted in `dropped`, and said). With `max_fps`, a
+    video gives at most that many frames per second of its own time (the others are passed
+    over, not counted as dropped).
     """
 
     paths: list[Path]
@@ -112,6 +115,11 @@ class FileSource:
     fps: float = 0.0
     realtime: bool = False
     dropped: int = 0
+    max_fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_fps is not None:
+            MAX_FPS_RANGE.check("max_fps", self.max_fps)
 
     def frames(self) -> Iterator[Frame]:
         image_index = 0
@@ -153,11 +161,17 @@ class FileSource:
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             self.fps = fps
             clock = _Clock(fps) if self.realtime and fps > 0 else None
+            gap = 1.0 / self.max_fps if self.max_fps else 0.0
             index = dropped = 0
+            taken = -math.inf  # the time of the last frame given
             while True:
                 image = _read_frame(capture)
                 if image is None:
                     break
+                seconds = index / fps if fps > 0 else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                if seconds - taken < gap - 1e-6:
+                    index += 1
+                    continue
                 if clock is not None and not clock.wait(index):
                     if not dropped:
                         log.warning(
@@ -177,7 +191,7 @@ class FileSource:
                     self.incomplete += 1
                     return
                 self.read += 1
-                seconds = index / fps if fps > 0 else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                taken = seconds
                 yield Frame(image=image, index=index, time=seconds, source=str(path))
                 index += 1
             self.dropped += dropped
@@ -455,14 +469,16 @@ def open_source(
         images, unreadable = scan_images(path)
         if not images:
             raise SourceError(f"{path}: folder contains no images")
-        return FileSource(images, str(path), max_pixels, unreadable, realtime=realtime)
+        return FileSource(
+            images, str(path), max_pixels, unreadable, realtime=realtime, max_fps=max_fps
+        )
     if kind == "file":
-        return FileSource([path], str(path), max_pixels, realtime=realtime)
+        return FileSource([path], str(path), max_pixels, realtime=realtime, max_fps=max_fps)
     if _GLOB_CHARS & set(spec):
         matches = _expand_glob(spec)
         if not matches:
             raise SourceError(f"{spec}: no image or video matches this pattern")
-        return FileSource(matches, spec, max_pixels, realtime=realtime)
+        return FileSource(matches, spec, max_pixels, realtime=realtime, max_fps=max_fps)
     raise SourceError(f"{spec}: no such file, folder, camera or stream")
 
 

@@ -153,8 +153,8 @@ def add_parser(sub: Subparsers) -> None:
         "--max-fps",
         type=within(float, MAX_FPS_RANGE),
         default=None,
-        help="process at most this many frames per second of a live source "
-        f"({MAX_FPS_RANGE.describe()})",
+        help="process at most this many frames per second: a camera's newest, a video's spread "
+        f"over its own time ({MAX_FPS_RANGE.describe()})",
     )
     p.add_argument(
         "--realtime",
