@@ -112,7 +112,7 @@ def max_pixels_arg(
         metavar="MP",
         help="largest image to decode, in megapixels, checked from its header before decoding; "
         f"{refused} "
-        f"(default: {MAX_IMAGE_MEGAPIXELS:g}; {MAX_IMAGE_MEGAPIXELS_RANGE.describe()})",
+        f"({MAX_IMAGE_MEGAPIXELS_RANGE.describe()}; default: {MAX_IMAGE_MEGAPIXELS:g})",
     )
 
 

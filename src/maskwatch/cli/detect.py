@@ -154,7 +154,7 @@ def add_parser(sub: Subparsers) -> None:
         type=within(float, MAX_FPS_RANGE),
         default=None,
         help="process at most this many frames per second: a camera's newest, a video's spread "
-        f"over its own time ({MAX_FPS_RANGE.describe()})",
+        f"over its own time ({MAX_FPS_RANGE.describe()}; default: no cap)",
     )
     p.add_argument(
         "--realtime",
