@@ -53,12 +53,13 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
     path = Path(path)
     try:
         if not path.is_file() or path.stat().st_size > MAX_MODEL_BYTES:
-            raise ModelError(f"face detector model {path} is not a file of at most 64 MB")
+            limit = MAX_MODEL_BYTES >> 20
+            raise ModelError(f"face detector model {path} is not a file of at most {limit} MB")
         original = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read face detector model {path}: {exc.strerror}") from exc
     digest = hashlib.sha256(original).hexdigest()[:16]
-    cached = hub.cache_dir() / "derived" / f"{Path(path).stem}-{DERIVED}-{digest}.onnx"
+    cached = hub.cache_dir() / "derived" / f"{path.stem}-{DERIVED}-{digest}.onnx"
     try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
         if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
             return cached.read_bytes()
