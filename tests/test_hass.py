@@ -203,3 +203,12 @@ def test_a_run_that_ends_does_not_warn_that_the_broker_was_lost(broker: Any, vid
                    "--mqtt", f"{broker.url}/site/door", "--mqtt-discovery")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr, proc.stderr
+
+
+def test_a_prefix_and_topic_too_long_together_for_mqtt_are_refused_before_connecting() -> None:
+    from maskwatch.errors import SettingError
+    from maskwatch.hass import HomeAssistant
+
+    HomeAssistant("site/" + "d" * 32000, "p" * 32000)  # each alone, and together, fit
+    with pytest.raises(SettingError, match="more than MQTT's 65535"):
+        HomeAssistant("site/" + "d" * 32760, "p" * 32768)

@@ -14,7 +14,6 @@ import numpy as np
 from maskwatch import hub
 from maskwatch.atomic import make_folder, write_bytes
 from maskwatch.draw import Annotator
-from maskwatch.faces import parallel_frames
 from maskwatch.images import load_image
 from maskwatch.labels import CANONICAL, UNCERTAIN
 from maskwatch.pipeline import Pipeline
@@ -132,7 +131,7 @@ def run_demo(pipeline: Pipeline, out_dir: Path) -> DemoResult:
     output = DemoOutput(out_dir, Annotator())
     with Watch(pipeline) as watch:
         watch.add(output)
-        watch.run(_samples(), workers=parallel_frames(pipeline.detector))
+        watch.run(_samples())
     captions = []
     for result in output.results:
         found = ", ".join(f"{n} {label}" for label, n in sorted(_counts(result).items()))

@@ -15,7 +15,6 @@ from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
 from maskwatch.events import Event, EventLog
-from maskwatch.faces import parallel_frames
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
@@ -113,7 +112,7 @@ def run_detect(
                 counted.watch(watch, events.alerts, events.mqtt)
                 counted.follow(lambda: source)
             ahead = READ_AHEAD if isinstance(source, FileSource) and not source.realtime else 1
-            watch.run(source.frames(), workers=parallel_frames(pipeline.detector), depth=ahead)
+            watch.run(source.frames(), depth=ahead)
             if source.read == 0:
                 raise SourceError(f"{source.name}: nothing could be read")
     except OutputError:

@@ -150,7 +150,10 @@ class Annotator:
         self._last: tuple[FrameResult, np.ndarray] | None = None
 
     def __call__(self, result: FrameResult) -> np.ndarray:
-        """The annotated frame; callers that draw on it must copy it first."""
-        if self._last is None or self._last[0] is not result:
-            self._last = (result, draw_faces(result.frame.image, result.faces, self.blur))
-        return self._last[1]
+        """The annotated frame; callers that draw on it must copy it first. Safe from several
+        threads (a server camera's recording and its MJPEG readers): at worst a frame is drawn
+        twice."""
+        last = self._last
+        if last is None or last[0] is not result:
+            last = self._last = (result, draw_faces(result.frame.image, result.faces, self.blur))
+        return last[1]

@@ -27,7 +27,7 @@ from maskwatch.errors import SettingError
 from maskwatch.events import Event
 from maskwatch.labels import DISPLAY, MASK, NO_MASK
 from maskwatch.presence import IN_VIEW_LABELS, UNSETTLED, InView
-from maskwatch.topics import topic_fault
+from maskwatch.topics import MQTT_TOPIC_BYTES, topic_fault
 
 STATE_ROOT = "maskwatch"
 ONLINE, OFFLINE = "online", "offline"
@@ -68,6 +68,12 @@ class HomeAssistant:
         self.node = node_id(camera)
         self.state_topic = f"{STATE_ROOT}/{self.node}/state"
         self.availability_topic = f"{STATE_ROOT}/{self.node}/availability"
+        longest = max(len(self._config_topic(o).encode()) for o, _ in self._sensors())
+        if longest > MQTT_TOPIC_BYTES:
+            raise SettingError(
+                f"--mqtt-discovery: the prefix and the camera's topic together make discovery "
+                f"topics of {longest} bytes, more than MQTT's {MQTT_TOPIC_BYTES}"
+            )
         self._in_view = InView()
         self._last: Event | None = None
         self._lock = threading.Lock()
@@ -108,6 +114,9 @@ class HomeAssistant:
             },
         )
 
+    def _config_topic(self, object_id: str) -> str:
+        return f"{self.prefix}/sensor/{self.node}/{object_id}/config"
+
     def configs(self) -> list[tuple[str, str]]:
         """(topic, retained JSON payload) of every sensor's discovery config."""
         device = {
@@ -130,8 +139,7 @@ class HomeAssistant:
                 "device": device,
                 "origin": {"name": "maskwatch", "sw_version": __version__},
             }
-            topic = f"{self.prefix}/sensor/{self.node}/{object_id}/config"
-            out.append((topic, json.dumps(config)))
+            out.append((self._config_topic(object_id), json.dumps(config)))
         return out
 
     def update(self, event: Event) -> None:

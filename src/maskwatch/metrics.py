@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -51,13 +51,6 @@ if TYPE_CHECKING:
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of the text format
 SCRAPE_TIMEOUT = 10.0  # seconds a metrics connection may take to ask
 FPS_WINDOW = 10.0  # seconds of frames the frames-per-second figure is measured over
-
-
-class LiveCounts(Protocol):
-    """What a live source counts (sources.LiveSource); files count neither."""
-
-    dropped: int
-    reconnects: int
 
 
 class FrameRate:
@@ -146,7 +139,7 @@ class CameraMetrics:
         self.metrics = metrics
         self.name = name
         self.last_frame: float | None = None
-        self.sources: list[Callable[[], LiveCounts | object | None]] = []
+        self.sources: list[Callable[[], object]] = []
         self.alerts: list[AlertDispatcher] = []
         self.publishers: list[MqttPublisher] = []
         self._runs: list[_Run] = []
@@ -168,7 +161,7 @@ class CameraMetrics:
         watch.add(run)
         watch.add_events(run.events)
 
-    def follow(self, source: Callable[[], LiveCounts | object | None]) -> None:
+    def follow(self, source: Callable[[], object]) -> None:
         """Read dropped frames and reconnects from the source `source()` gives (None before it
         opens; a file source counts neither)."""
         with self._lock:

@@ -252,8 +252,9 @@ class VideoSink:
     written, or the video is an error and is removed.
 
     The video keeps the frames' own timing: where frames were skipped (a camera's frames dropped
-    while processing fell behind, `--realtime`), the last frame is held for the time they would
-    have taken, up to MAX_HOLD_S, so the recording plays at the speed it happened.
+    while processing fell behind, `--realtime`, `--max-fps`), the last frame is held for the
+    time they would have taken, up to MAX_HOLD_S, so the recording plays at the speed it
+    happened.
     """
 
     SPACE_CHECK_FRAMES = 25

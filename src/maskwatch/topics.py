@@ -4,9 +4,8 @@ connection."""
 
 from __future__ import annotations
 
-MAX_TOPIC_BYTES = (
-    32768  # half of MQTT's 65535, so that a discovery prefix and a camera topic fit together
-)
+MAX_TOPIC_BYTES = 32768  # of a topic given; what is built from two must still fit MQTT's:
+MQTT_TOPIC_BYTES = 65535
 
 
 def topic_fault(topic: str, publish: bool = True) -> str | None:

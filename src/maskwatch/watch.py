@@ -217,12 +217,16 @@ class Watch:
         return result
 
     def run(
-        self, frames: Iterable[Frame], overlap: bool = True, workers: int = 1, depth: int = 1
+        self,
+        frames: Iterable[Frame],
+        overlap: bool = True,
+        workers: int | None = None,
+        depth: int = 1,
     ) -> None:
         """Every frame until the end, Stop or Ctrl-C; then the open tracks leave. With
-        `overlap`, the next frames are read and detected meanwhile, `workers` at once (no more
-        than the pipeline's detector can take: faces.parallel_frames), up to `depth` of them
-        finished and waiting (ahead.py)."""
+        `overlap`, the next frames are read and detected meanwhile, `workers` at once (at most,
+        and by default, as many as the pipeline's detector can take: faces.parallel_frames), up
+        to `depth` of them finished and waiting (ahead.py)."""
         try:
             if not overlap:
                 for frame in frames:
@@ -230,7 +234,8 @@ class Watch:
             else:
                 from maskwatch.faces import parallel_frames
 
-                workers = min(workers, parallel_frames(self.pipeline.detector))
+                most = parallel_frames(self.pipeline.detector)
+                workers = most if workers is None else min(workers, most)
                 detecting = ahead(frames, self.pipeline.detect, depth, workers)
                 with closing(detecting) as detected:
                     for frame, faces in detected:

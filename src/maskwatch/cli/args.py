@@ -199,13 +199,14 @@ def detector_args(parser: Options) -> None:
         help=f"minimum face detector score, {SCORE_THRESHOLD_RANGE.describe()} "
         "(default: %(default)s)",
     )
-    parser.add_argument(
+    ranged_arg(
+        parser,
         "--detect-min-side",
-        type=within(int, DETECT_MIN_SIDE_RANGE),
-        default=DETECT_MIN_SIDE,
-        help="photos whose long side is shorter are also searched upscaled to it, so small "
-        f"faces are found; 0: never upscale ({DETECT_MIN_SIDE_RANGE.describe()}; "
-        "default: %(default)s)",
+        int,
+        DETECT_MIN_SIDE_RANGE,
+        DETECT_MIN_SIDE,
+        "photos whose long side is shorter are also searched upscaled to it, so small faces "
+        "are found; 0: never upscale",
     )
     ranged_arg(
         parser,

@@ -41,6 +41,7 @@ from maskwatch.train.loop import (
 from maskwatch.train.metrics import (
     HEADLINE_MIN_FACE,
     Predictions,
+    finite_rounded,
     mask_vs_no_mask,
     precision_recall_curve,
     recall_at_precision,
@@ -116,10 +117,6 @@ def plan_folds(
     return folds
 
 
-def _round(v: float) -> float | None:
-    return None if not np.isfinite(v) else round(float(v), 4)
-
-
 def incorrect_curve(p: Predictions) -> dict[str, Any]:
     """`incorrect` one-vs-rest: precision-recall points, the area under them (average
     precision), recall at precision >= 0.70, and precision / recall at the top class."""
@@ -132,11 +129,11 @@ def incorrect_curve(p: Predictions) -> dict[str, Any]:
     keep = np.unique(np.linspace(0, len(recall) - 1, CURVE_POINTS).round().astype(int))
     return {
         "n": int(positive.sum()),
-        "precision": _round(m.precision()[k]),
-        "recall": _round(m.recall()[k]),
-        "average_precision": _round(float((steps * precision).sum())),
-        f"recall_at_precision_{INCORRECT_MIN_PRECISION}": _round(at_precision),
-        "threshold_for_that": _round(threshold),
+        "precision": finite_rounded(m.precision()[k]),
+        "recall": finite_rounded(m.recall()[k]),
+        "average_precision": finite_rounded(float((steps * precision).sum())),
+        f"recall_at_precision_{INCORRECT_MIN_PRECISION}": finite_rounded(at_precision),
+        "threshold_for_that": finite_rounded(threshold),
         "curve": {
             "precision": [round(float(v), 4) for v in precision[keep]],
             "recall": [round(float(v), 4) for v in recall[keep]],
@@ -156,21 +153,21 @@ def fold_figures(
     out: dict[str, Any] = {
         "n": len(p.y),
         "n_by_class": {c: int((p.y == k).sum()) for k, c in enumerate(p.classes)},
-        "mask_vs_no_mask_balanced_accuracy": _round(balanced),
+        "mask_vs_no_mask_balanced_accuracy": finite_rounded(balanced),
         "mask_vs_no_mask_n": n_binary,
         "accuracy_by_framing": {
-            name: _round(q.metrics().accuracy) for name, q in by_framing.items()
+            name: finite_rounded(q.metrics().accuracy) for name, q in by_framing.items()
         },
         "mask_vs_no_mask_by_framing": {
-            name: _round(mask_vs_no_mask(q)[0]) for name, q in by_framing.items()
+            name: finite_rounded(mask_vs_no_mask(q)[0]) for name, q in by_framing.items()
         },
-        "ece_before_calibration": _round(expected_calibration_error(raw.probs, raw.y)),
-        "ece": _round(expected_calibration_error(p.probs, p.y)),
+        "ece_before_calibration": finite_rounded(expected_calibration_error(raw.probs, raw.y)),
+        "ece": finite_rounded(expected_calibration_error(p.probs, p.y)),
         f"n_at_least_{TRUSTED_FACE_SIDE}px": len(big.y),
-        f"uncertain_share_at_least_{TRUSTED_FACE_SIDE}px": _round(1 - labelled)
+        f"uncertain_share_at_least_{TRUSTED_FACE_SIDE}px": finite_rounded(1 - labelled)
         if len(big.y)
         else None,
-        f"labelled_accuracy_at_least_{TRUSTED_FACE_SIDE}px": _round(right),
+        f"labelled_accuracy_at_least_{TRUSTED_FACE_SIDE}px": finite_rounded(right),
     }
     if INCORRECT in p.classes and (p.y == p.classes.index(INCORRECT)).any():
         out["incorrect"] = incorrect_curve(p)

@@ -216,7 +216,7 @@ def reframe(
     (0 = the face box alone), the window's centre moved by `offsets` (N, 2) times the box side,
     aligned by their landmarks where `framed` was; and their landmarks in the new crops' pixels.
     Each photo is read once."""
-    n, size = len(framed.samples), framed.crops.shape[1] if len(framed.crops) else 224
+    n, size = len(framed.samples), framed.crops.shape[1] if len(framed.crops) else 0
     crops = np.zeros((n, size, size, 3), np.uint8)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)
     shift = np.zeros((n, 2), np.float32) if offsets is None else offsets

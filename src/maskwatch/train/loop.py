@@ -254,9 +254,10 @@ def training_views(
     augment = augmenter(config.augment)
     maps = np.zeros((config.views, len(framed.samples), *extractor.shape), np.float16)
     y = np.zeros((config.views, len(framed.samples)), np.int64)
+    faces = faces_key(framed)
     for v in range(config.views):
         key = {
-            "faces": faces_key(framed),
+            "faces": faces,
             "view": v,
             "seed": config.seed,
             "augment": str(config.augment),

@@ -64,6 +64,12 @@ class Metrics:
         }
 
 
+def finite_rounded(value: float) -> float | None:
+    """`value` to 4 decimals for a report or JSON, None where it is not a number (JSON has no
+    NaN)."""
+    return None if not np.isfinite(value) else round(float(value), 4)
+
+
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> Metrics:
     k = len(classes)
     confusion = np.zeros((k, k), np.int64)

@@ -34,7 +34,7 @@ from maskwatch.train.data import (
 )
 from maskwatch.train.featurecache import FeatureCache
 from maskwatch.train.framing import FramedSet, frame_samples
-from maskwatch.train.metrics import Predictions, headline_sets, summarise
+from maskwatch.train.metrics import Predictions, finite_rounded, headline_sets, summarise
 from maskwatch.train.report import write_history, write_report
 from maskwatch.train.split import SplitPlan, plan_split
 
@@ -113,8 +113,8 @@ def train(config: TrainConfig) -> TrainResult:
         "leaked_test_fraction": round(plan.leaked_fraction, 4),
         "onnx_vs_torch_max_diff": export_diff,
         "validation_ece": {
-            "before_calibration": round(fitted.validation_ece[0], 4),
-            "after_calibration": round(fitted.validation_ece[1], 4),
+            "before_calibration": finite_rounded(fitted.validation_ece[0]),
+            "after_calibration": finite_rounded(fitted.validation_ece[1]),
         },
     }
     write_metadata(model_path, meta)
@@ -152,14 +152,18 @@ def _notes(
     """The lines that open the training report: what was trained on what, and how honest."""
     leaked = plan.leaked_fraction
     before, after = fitted.validation_ece
+    calibration = (
+        f"Temperature {fitted.temperature:.3f} (validation ECE {before:.4f} -> {after:.4f}); "
+        f"uncertain below {fitted.uncertain_below:.2f} (both chosen on validation)."
+        if np.isfinite(before)
+        else "No validation faces: no temperature scaling and no `uncertain` threshold."
+    )
     return [
         f"Model `{model_path.name}`, recipe `{config.recipe}`, {config.split} split: "
         f"{int(plan.train.sum())} training, {int(plan.val.sum())} validation and "
         f"{int(plan.test.sum())} held-out faces; {seconds:.0f} s.",
         f"Held-out faces with a near-copy or group-mate in training: {plan.leaked} "
-        f"({100 * leaked:.1f}%). Fine-tuning: {fitted.finetuning}. "
-        f"Temperature {fitted.temperature:.3f} (validation ECE {before:.4f} -> {after:.4f}); "
-        f"uncertain below {fitted.uncertain_below:.2f} (both chosen on validation).",
+        f"({100 * leaked:.1f}%). Fine-tuning: {fitted.finetuning}. " + calibration,
         f"`real` excludes the synthetic sources ({', '.join(config.synthetic_sources)}).",
     ]
 

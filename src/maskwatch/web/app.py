@@ -37,7 +37,7 @@ from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.web.docs import PAGES as DOCS_PAGES
 from maskwatch.web.docs import add_docs
 from maskwatch.web.guard import Guard, GuardSettings
-from maskwatch.web.service import ServeSettings, Service
+from maskwatch.web.service import ServeSettings, Service, camera_name
 from maskwatch.web.session import Session
 
 log = logging.getLogger("maskwatch")
@@ -254,7 +254,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/api/v1/cameras/{index}/mjpeg", dependencies=token, responses=api_errors)
     def mjpeg(index: int) -> StreamingResponse:
-        camera = service.cameras.get(f"camera {index}")
+        camera = service.cameras.get(camera_name(index))
         if camera is None:
             raise HTTPException(404, "no such camera")
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from maskwatch.defaults import Blur
-from maskwatch.draw import Annotator, draw_faces
+from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.redact import redact
@@ -80,7 +80,7 @@ class JpegBuffer:
 
     def _encode(self, number: int, result: FrameResult) -> bytes | None:
         """Frame `number` as JPEG (None if OpenCV cannot encode it), kept for other readers."""
-        image = draw_faces(result.frame.image, result.faces, self.annotator.blur)
+        image = self.annotator(result)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return None
@@ -172,7 +172,7 @@ class Camera:
                     recording = SaveOutput(self.record, source, self._buffer.annotator)
                     watch.add(recording)
                 self._state = CameraState.RUNNING
-                watch.run(self._frames(source))
+                watch.run(self._frames(source), workers=1)  # one frame in flight a stream
             self._state = CameraState.STOPPED if self._stop.is_set() else CameraState.ENDED
             if recording is not None and recording.written:
                 log.info("%s: wrote %s (%s)", self.name, self.record, recording.codec)

@@ -162,9 +162,10 @@ def check_recordings(save: Path, sources: list[str]) -> None:
 
 
 class Service:
-    """The models and cameras behind the app. Every stream (camera, browser session, upload)
-    runs its own `Watch` (its own tracker) over the shared inference (inference.py): a pool of
-    detectors taken in turn and one batching classifier. Server cameras also feed alerts and
+    """The models and cameras behind the app. Every stream (camera, browser session) runs its
+    own `Watch` (its own tracker), and uploads one untracked pipeline, over the shared
+    inference: a pool of detectors taken in turn (faces.DetectorPool) and one batching
+    classifier (inference.py). Server cameras also feed alerts and
     MQTT, as detect's."""
 
     def __init__(self, settings: ServeSettings) -> None:
