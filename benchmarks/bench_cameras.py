@@ -113,7 +113,7 @@ def trial(cameras: int, jpegs: list[np.ndarray], warmup: float, seconds: float) 
                 watch.add_events(BoardEvents(board, name))
                 watch.add(timing)
                 watch.on_close(source.close)
-                watch.run(source.frames())
+                watch.run(source.frames(), workers=1)  # as a server camera runs
 
         thread = threading.Thread(target=run, daemon=True)
         streams.append((source, captured, timing, thread))
