@@ -274,6 +274,9 @@ def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path)
         frame = cv2.imdecode(np.frombuffer(body[start : body.index(b"\xff\xd9") + 2], np.uint8), 1)
         assert frame.shape == (480, 640, 3)
         assert client.get("/api/v1/cameras/9/mjpeg").status_code == 404
+        failed = client.get("/api/v1/cameras/2/mjpeg")  # no empty 200 for a failed camera
+        assert failed.status_code == 503
+        assert failed.json() == {"error": f"camera 2 failed: {cameras[1]['error']}"}
 
 
 def test_serve_refuses_an_open_bind_without_a_token() -> None:

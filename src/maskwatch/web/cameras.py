@@ -193,6 +193,10 @@ class Camera:
         """Each new annotated frame as JPEG, until the camera stops or its source ends."""
         return self._buffer.jpegs(self._stop)
 
+    def unavailable(self) -> str:
+        """Why the camera has no frame to stream, for a stream that ended before its first."""
+        return f"{self.name} failed: {self.error}" if self.error else f"{self.name} {self.state}"
+
     def status(self) -> dict[str, object]:
         return {
             "name": self.name,
