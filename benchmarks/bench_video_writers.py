@@ -46,7 +46,7 @@ def measure(kind: str, images: list[np.ndarray], folder: Path) -> tuple[float, f
     if kind == "H.264":
         av = pyav_with_x264()
         assert av is not None, "needs PyAV with libx264"
-        encoder: H264Encoder | OpenCVEncoder = H264Encoder(av, path, 15.0, size)
+        encoder: H264Encoder | OpenCVEncoder = H264Encoder(av, path, suffix, 15.0, size)
     else:
         encoder = OpenCVEncoder(path, suffix, 15.0, size)
     for image in images:

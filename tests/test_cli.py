@@ -156,6 +156,28 @@ def test_models_lists_and_verifies_everything(tmp_path: Path) -> None:
     assert "CORRUPT" not in proc.stdout and "not downloaded" not in proc.stdout
 
 
+def test_models_lists_and_verifies_the_derived_detector_copy(tmp_path: Path) -> None:
+    env = {**os.environ, "MASKWATCH_HOME": str(tmp_path)}
+    copy = tmp_path / "derived" / "face_detection_yunet_2023mar-any-size-v1-8f2383e4dd3cfbb4.onnx"
+
+    def derived_row(*args: str) -> tuple[int, str]:
+        proc = run_cli("models", *args, env=env)
+        rows = [line.split(maxsplit=3) for line in proc.stdout.splitlines()]
+        [(_, kind, rest)] = [(r[0], r[1:3], r[3]) for r in rows if r[0] == "yunet-any-size-v1"]
+        assert kind == ["detector", "(derived)"] and rest.endswith(f"  {copy}")
+        return proc.returncode, rest.removesuffix(str(copy)).strip()
+
+    assert derived_row() == (0, "waits for a verified yunet")
+    made = derived_row("--fetch")
+    size = round(copy.stat().st_size / 1024)
+    assert made == derived_row() == (0, f"ok ({size} KB, from the verified yunet)")
+    copy.write_bytes(b"junk")
+    assert derived_row() == (1, "CORRUPT (differs from yunet converted)")
+    assert derived_row("--fetch") == (0, f"ok ({size} KB, from the verified yunet)")
+    copy.unlink()
+    assert derived_row() == (0, "not made yet (made on first use)")
+
+
 def test_detect_and_import_do_not_load_torch(tmp_path: Path) -> None:
     code = (
         "import sys, maskwatch.cli as c\n"

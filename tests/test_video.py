@@ -59,6 +59,16 @@ def save(clip: Path, out: Path, env: dict[str, str] | None = None) -> str:
     return proc.stderr
 
 
+def container_of(path: Path) -> str:
+    """The container `path` really is, by its first bytes (not its name)."""
+    head = path.read_bytes()[:12]
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return "mp4" if head[4:8] == b"ftyp" else repr(head)
+
+
 @pytest.fixture
 def loopback(tmp_path: Path) -> Iterator[str]:
     """A plain HTTP server of `tmp_path` on 127.0.0.1; its base URL."""
@@ -77,7 +87,7 @@ def test_mp4_is_h264_with_every_frame_and_says_so(clip: Path, tmp_path: Path) ->
     out = tmp_path / "out.mp4"
     said = save(clip, out)
     assert f"wrote {out} (H.264)" in said
-    assert video_codec(out) == ("h264", FRAMES)
+    assert (container_of(out), video_codec(out)) == ("mp4", ("h264", FRAMES))
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
@@ -92,7 +102,31 @@ def test_without_pyav_mp4_falls_back_to_opencv_and_says_so(clip: Path, tmp_path:
 def test_avi_stays_motion_jpeg(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.avi"
     assert f"wrote {out} (Motion JPEG (MJPG))" in save(clip, out)
-    assert video_codec(out) == ("mjpeg", FRAMES)
+    assert (container_of(out), video_codec(out)) == ("avi", ("mjpeg", FRAMES))
+
+
+def test_mkv_is_matroska_h264_or_without_pyav_motion_jpeg(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mkv"
+    assert f"wrote {out} (H.264)" in save(clip, out)
+    assert (container_of(out), video_codec(out)) == ("matroska", ("h264", FRAMES))
+    fallback = tmp_path / "fallback.mkv"
+    said = save(clip, fallback, env=without_pyav(tmp_path / "env"))
+    assert f"wrote {fallback} (Motion JPEG (MJPG))" in said
+    assert (container_of(fallback), video_codec(fallback)) == ("matroska", ("mjpeg", FRAMES))
+    read = cv2.VideoCapture(str(fallback))
+    assert read.get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES and read.read()[0]
+    read.release()
+
+
+@pytest.mark.parametrize("name", ["out.webm", "out.MOV", "out.wmv", "out.mpg"])
+def test_a_video_name_never_written_is_refused_before_any_work(name: str, tmp_path: Path) -> None:
+    out = tmp_path / name
+    proc = run_cli("detect", "--source", "no/such/clip.mp4", "--no-show", "--save", str(out))
+    suffix = out.suffix.lower()
+    assert_one_line_error(
+        proc, f"--save: cannot write a {suffix} video; a video is written as .mp4, .mkv or .avi"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -259,6 +259,21 @@ def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path)
             what="the missing camera's error",
         )
         assert cameras[0]["name"] == "camera 1" and "missing.mp4" in cameras[1]["error"]
+        assert [list(c) for c in cameras] == [["name", "state", "frames", "dropped", "error"]] * 2
+        assert cameras[1] == {
+            "name": "camera 2",
+            "state": "failed",
+            "frames": 0,
+            "dropped": 0,
+            "error": cameras[1]["error"],
+        }
+        health = client.get("/api/v1/health").json()["cameras"]
+        assert [list(c) for c in health] == [
+            ["name", "state", "error", "frames", "last_frame", "fps"]
+        ] * 2
+        assert {k: health[1][k] for k in ("name", "state", "error", "frames")} == {
+            k: cameras[1][k] for k in ("name", "state", "error", "frames")
+        }
         board = client.get("/api/v1/stats").json()["cameras"]
         assert list(board) == ["camera 1", "camera 2"]
         assert board["camera 2"]["error"] == cameras[1]["error"]
@@ -274,6 +289,9 @@ def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path)
         frame = cv2.imdecode(np.frombuffer(body[start : body.index(b"\xff\xd9") + 2], np.uint8), 1)
         assert frame.shape == (480, 640, 3)
         assert client.get("/api/v1/cameras/9/mjpeg").status_code == 404
+        failed = client.get("/api/v1/cameras/2/mjpeg")  # no empty 200 for a failed camera
+        assert failed.status_code == 503
+        assert failed.json() == {"error": f"camera 2 failed: {cameras[1]['error']}"}
 
 
 def test_serve_refuses_an_open_bind_without_a_token() -> None:

@@ -1,6 +1,7 @@
 """Video encoders behind `VideoSink`: H.264 through PyAV (FFmpeg's libx264, which browsers
-play) for .mp4 where PyAV is installed, else OpenCV's writer: MPEG-4 Part 2 (mp4v) in .mp4,
-Motion JPEG in .avi. Each says its codec, for the "wrote ..." line."""
+play) for .mp4 and .mkv where PyAV is installed, else OpenCV's writer: MPEG-4 Part 2 (mp4v) in
+.mp4, Motion JPEG in .mkv and .avi. The container is the suffix's; no other suffix is written.
+Each encoder says its codec, for the "wrote ..." line."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ import numpy as np
 
 from maskwatch.cvlog import quiet_opencv
 
-OPENCV_CODECS = {".mp4": ("mp4v", "MPEG-4 Part 2"), ".avi": ("MJPG", "Motion JPEG")}
+OPENCV_CODECS = {
+    ".mp4": ("mp4v", "MPEG-4 Part 2"),
+    ".mkv": ("MJPG", "Motion JPEG"),
+    ".avi": ("MJPG", "Motion JPEG"),
+}
+VIDEO_OUT_SUFFIXES = tuple(OPENCV_CODECS)  # the containers a video is written in
+VIDEO_OUT_NAMES = f"{', '.join(VIDEO_OUT_SUFFIXES[:-1])} or {VIDEO_OUT_SUFFIXES[-1]}"
+# FFmpeg's muxer for H.264 by suffix, and its options: an MP4's index first, so that a page can
+# start playing it before it has all of it.
+H264_CONTAINERS: dict[str, tuple[str, dict[str, str]]] = {
+    ".mp4": ("mp4", {"movflags": "+faststart"}),
+    ".mkv": ("matroska", {}),
+}
 H264 = "H.264"
 # libx264's speed/size trade-off: about twice as fast as its default ("medium") at about the
 # same size (benchmarks/bench_video_writers.py), so a live camera's frame rate holds.
@@ -49,18 +62,17 @@ def even(size: tuple[int, int]) -> tuple[int, int]:
 
 
 class H264Encoder:
-    """H.264 (yuv420p, what every browser plays) in an MP4 whose index comes first, so that a
-    page can start playing it before it has all of it. Odd sides are padded by a pixel."""
+    """H.264 (yuv420p, what every browser plays) in the container of `suffix` (H264_CONTAINERS).
+    Odd sides are padded by a pixel."""
 
     codec = H264
 
-    def __init__(self, av: Any, path: Path, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, av: Any, path: Path, suffix: str, fps: float, size: tuple[int, int]) -> None:
         self._av = av
         self._size = even(size)
+        muxer, options = H264_CONTAINERS[suffix]
         try:
-            self._container = av.open(
-                str(path), mode="w", format="mp4", container_options={"movflags": "+faststart"}
-            )
+            self._container = av.open(str(path), mode="w", format=muxer, container_options=options)
         except av.error.FFmpegError as exc:
             raise EncodeError(exc.strerror or str(exc)) from exc
         try:
@@ -118,8 +130,8 @@ class OpenCVEncoder:
 
 
 def open_encoder(path: Path, suffix: str, fps: float, size: tuple[int, int]) -> Encoder:
-    """H.264 for an .mp4 where PyAV can write it, else OpenCV's codec for `suffix`."""
-    av = pyav_with_x264() if suffix == ".mp4" else None
+    """H.264 for an .mp4 or .mkv where PyAV can write it, else OpenCV's codec for `suffix`."""
+    av = pyav_with_x264() if suffix in H264_CONTAINERS else None
     if av is not None:
-        return H264Encoder(av, path, fps, size)
+        return H264Encoder(av, path, suffix, fps, size)
     return OpenCVEncoder(path, suffix, fps, size)

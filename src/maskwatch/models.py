@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from maskwatch import hub
+from maskwatch import hub, yunet
 from maskwatch.classifier import (
     BUNDLED_MODELS,
     bundled_model_path,
@@ -16,6 +16,31 @@ def _status(path_ok: bool, exists: bool) -> str:
     if path_ok:
         return "ok"
     return "CORRUPT (sha256 mismatch)" if exists else "not downloaded"
+
+
+def _any_size_row(fetch: bool) -> tuple[tuple[str, str, str, str], bool]:
+    """The row of YuNet's free-size copy (yunet.py) and whether it verifies: it must be what the
+    verified original converts to. With `fetch` a missing or wrong copy is made again."""
+    original = hub.cache_dir() / hub.YUNET.filename
+    copy = yunet.any_size_path(original, hub.YUNET.sha256)
+    row = (f"{hub.YUNET.name}-{yunet.DERIVED}", f"{hub.YUNET.kind} (derived)")
+    if not hub.is_verified(original, hub.YUNET):
+        return (*row, f"waits for a verified {hub.YUNET.name}", str(copy)), not fetch
+    if fetch and not yunet.is_any_size_copy(copy, original):
+        try:
+            yunet.any_size_model(original, fresh=True)
+        except MaskwatchError as exc:
+            return (*row, f"FAILED: {exc}", str(copy)), False
+    if yunet.is_any_size_copy(copy, original):
+        size = copy.stat().st_size
+        return (
+            *row,
+            f"ok ({size / 1024:.0f} KB, from the verified {hub.YUNET.name})",
+            str(copy),
+        ), True
+    if copy.exists():
+        return (*row, f"CORRUPT (differs from {hub.YUNET.name} converted)", str(copy)), False
+    return (*row, "not made yet (made on first use)", str(copy)), not fetch
 
 
 def model_table(fetch: bool = False) -> tuple[str, bool]:
@@ -37,6 +62,10 @@ def model_table(fetch: bool = False) -> tuple[str, bool]:
         ok = hub.is_verified(path, entry)
         all_ok &= ok or not fetch
         rows.append((entry.name, entry.kind, _status(ok, path.exists()), str(path)))
+        if entry is hub.YUNET:
+            derived, ok = _any_size_row(fetch)
+            rows.append(derived)
+            all_ok &= ok
     default = default_model_path()
     for name in BUNDLED_MODELS:
         bundled = bundled_model_path(name)

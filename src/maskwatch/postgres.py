@@ -39,6 +39,7 @@ from maskwatch.events import (
     event_values,
 )
 from maskwatch.outbox import Outbox
+from maskwatch.redact import redact
 
 log = logging.getLogger("maskwatch")
 
@@ -76,23 +77,24 @@ class DatabaseUrl:
         found = {form for secret in written for form in (secret, unquote(secret)) if form}
         return sorted(found, key=len, reverse=True)
 
-    def mask(self, text: str) -> str:
-        """`text` with this URL shown masked and each of its passwords replaced by *** where it
-        stands as a token of its own (a one-letter password leaves other words alone)."""
-        text = text.replace(self.url, str(self))
+    def _hidden(self, text: str) -> str:
+        """`text` with each of this URL's passwords replaced by *** where it stands as a token
+        of its own (a one-letter password leaves other words alone)."""
         for secret in self._secrets():
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
         return text
 
+    def mask(self, text: str) -> str:
+        """`text` with this URL shown masked and each of its passwords replaced by ***."""
+        return self._hidden(text.replace(self.url, str(self)))
+
     def __str__(self) -> str:
-        shown = _QUERY_PASSWORD.sub("***", self.url)
-        authority = _authority(shown)
-        userinfo, at, hosts = authority.rpartition("@")
-        if at and ":" in userinfo:
-            user = userinfo.partition(":")[0]
-            start = shown.index(authority)
-            shown = f"{shown[:start]}{user}:***@{hosts}{shown[start + len(authority) :]}"
-        return shown
+        shown = redact(self.url)
+        if DatabaseUrl(shown)._secrets() in ([], ["***"]):  # no password left
+            return shown
+        # redact() reads free text, where a space or a second @ ends a URL's password: here a
+        # password holding one is masked as a token of its own
+        return redact(self._hidden(self.url))
 
     def __repr__(self) -> str:
         return f"DatabaseUrl({str(self)!r})"

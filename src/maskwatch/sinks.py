@@ -33,7 +33,14 @@ from maskwatch.atomic import (
 )
 from maskwatch.cvlog import open_video_file, quiet_opencv
 from maskwatch.draw import Annotator, draw_fps
-from maskwatch.encoders import OPENCV_CODECS, EncodeError, Encoder, open_encoder
+from maskwatch.encoders import (
+    OPENCV_CODECS,
+    VIDEO_OUT_NAMES,
+    VIDEO_OUT_SUFFIXES,
+    EncodeError,
+    Encoder,
+    open_encoder,
+)
 from maskwatch.errors import OutputError
 from maskwatch.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source
 from maskwatch.types import FrameResult
@@ -243,9 +250,9 @@ class ImageSink:
 
 class VideoSink:
     """An annotated video into a temporary file that is checked and put in place on close:
-    H.264 for .mp4 where PyAV is installed, else OpenCV's mp4v; Motion JPEG for .avi and for a
-    device or pipe without a video suffix (see encoders.py). `codec` says which, once the first
-    frame is written.
+    H.264 for .mp4 and .mkv where PyAV is installed, else OpenCV's mp4v and Motion JPEG; Motion
+    JPEG for .avi and for a device or pipe without a video suffix (see encoders.py). `codec`
+    says which, once the first frame is written.
 
     OpenCV's writer reports no write errors, so free space is checked every
     `SPACE_CHECK_FRAMES` frames and the finished file is reopened: it must hold every frame
@@ -348,6 +355,14 @@ class VideoSink:
         self.written.append(self.out)
 
 
+def video_name_problem(path: Path) -> str | None:
+    """Why `path` cannot be saved to: a video container never written; None when it can."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES and suffix not in VIDEO_OUT_SUFFIXES:
+        return f"cannot write a {suffix} video; a video is written as {VIDEO_OUT_NAMES}"
+    return None
+
+
 class SaveOutput:
     """`--save`: an annotated video or images, chosen at the first frame, when the source
     knows its frame rate."""
@@ -363,12 +378,15 @@ class SaveOutput:
 
     def _open(self) -> ImageSink | VideoSink:
         video_source = self.source.live or self.source.fps > 0
+        problem = video_name_problem(self.save)
+        if problem is not None:
+            raise OutputError(f"--save {self.save}: {problem}")
         suffix = self.save.suffix.lower()
         if suffix in VIDEO_SUFFIXES or (video_source and writes_in_place(self.save)):
             return VideoSink(self.save, self.source.fps, self.annotator)
         if video_source:
             raise OutputError(
-                f"--save {self.save}: a video source needs a .mp4 or .avi output name"
+                f"--save {self.save}: a video source needs a {VIDEO_OUT_NAMES} output name"
             )
         return ImageSink(self.save, self.annotator, self.inputs)
 

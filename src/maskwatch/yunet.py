@@ -44,6 +44,21 @@ def _any_size_bytes(model: bytes) -> bytes:
         raise ModelError(f"the face detector model is not a YuNet ONNX file ({exc})") from exc
 
 
+def any_size_path(original: Path, sha256: str) -> Path:
+    """Where the free-size copy of the model at `original`, whose sha256 is `sha256`, is cached."""
+    return hub.cache_dir() / "derived" / f"{original.stem}-{DERIVED}-{sha256[:16]}.onnx"
+
+
+def is_any_size_copy(copy: Path, original: Path) -> bool:
+    """Whether `copy` is a regular file holding exactly what `original` converts to."""
+    try:
+        if not copy.is_file() or copy.stat().st_size > MAX_MODEL_BYTES:
+            return False
+        return copy.read_bytes() == _any_size_bytes(original.read_bytes())
+    except (OSError, ModelError):
+        return False
+
+
 def any_size_model(path: Path, fresh: bool = False) -> bytes:
     """The bytes of YuNet at `path` with a free input size, from the cache when made before
     (unless `fresh`: made again, and the cached copy replaced).
@@ -58,8 +73,7 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
         original = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read face detector model {path}: {exc.strerror}") from exc
-    digest = hashlib.sha256(original).hexdigest()[:16]
-    cached = hub.cache_dir() / "derived" / f"{path.stem}-{DERIVED}-{digest}.onnx"
+    cached = any_size_path(path, hashlib.sha256(original).hexdigest())
     try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
         if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
             return cached.read_bytes()

@@ -330,6 +330,17 @@ def output_path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def save_path(text: str) -> Path:
+    """--save: an output path, refused at once when it names a video container never written."""
+    from maskwatch.sinks import video_name_problem
+
+    path = output_path(text)
+    problem = video_name_problem(path)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
 def event_target(text: str) -> Path | DatabaseUrl:
     """--events: an SQLite file, or a postgresql:// URL (its password masked in any error)."""
     from maskwatch.errors import MaskwatchError

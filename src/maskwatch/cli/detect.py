@@ -16,6 +16,7 @@ from maskwatch.cli.args import (
     output_path,
     output_target,
     partial,
+    save_path,
     source_spec,
     watch_args,
     watching,
@@ -136,10 +137,10 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--save",
-        type=output_path,
+        type=save_path,
         default=None,
         metavar="OUT",
-        help="write annotated output: a .mp4/.avi for videos and cameras, a folder "
+        help="write annotated output: a .mp4, .mkv or .avi for videos and cameras, a folder "
         "(or one image file) for images",
     )
     p.add_argument(

@@ -15,8 +15,9 @@ stored unless the server was given an event log.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -252,17 +253,28 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def cameras() -> list[dict[str, object]]:
         return [camera.status() for camera in service.cameras.values()]
 
-    @app.get("/api/v1/cameras/{index}/mjpeg", dependencies=token, responses=api_errors)
+    @app.get(
+        "/api/v1/cameras/{index}/mjpeg",
+        dependencies=token,
+        responses={**api_errors, **_errors(503)},
+    )
     def mjpeg(index: int) -> StreamingResponse:
+        """The camera's annotated frames as an MJPEG stream, from its first frame (waited for);
+        503 with the reason when it has none to give (it failed, or the server is stopping)."""
         camera = service.cameras.get(camera_name(index))
         if camera is None:
             raise HTTPException(404, "no such camera")
-
-        def parts() -> Iterator[bytes]:
-            for data in camera.jpegs():
-                yield b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n"
-
-        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame")
+        parts = (
+            b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n"
+            for data in camera.jpegs()
+        )
+        first = next(parts, None)  # the status must say whether there is a stream
+        if first is None:
+            raise HTTPException(503, camera.unavailable())
+        return StreamingResponse(
+            itertools.chain([first], parts),
+            media_type="multipart/x-mixed-replace; boundary=frame",
+        )
 
     @app.websocket("/ws/detect")
     async def browser_camera(socket: WebSocket) -> None:

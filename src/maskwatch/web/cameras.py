@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +30,7 @@ from maskwatch.web.board import Board
 log = logging.getLogger("maskwatch")
 
 JPEG_QUALITY = 80
+HEALTH_KEYS = ("name", "state", "error", "frames")  # in /api/v1/health's order
 
 
 class BoardEvents:
@@ -137,7 +137,6 @@ class Camera:
         self.error: str | None = None  # without any URL's credentials
         self.source: Source | None = None  # once opened
         self._state = CameraState.STARTING
-        self._dropped: Callable[[], int] = lambda: 0
         self._make_watch = make_watch
         self._buffer = JpegBuffer(Annotator(blur))
         self._stop = threading.Event()
@@ -151,9 +150,7 @@ class Camera:
     def _frames(self, source: Source) -> Iterator[Frame]:
         """The source's frames until the camera stops; a file's at its own frame rate."""
         frames: Iterable[Frame] = source.frames()
-        if isinstance(source, LiveSource):
-            self._dropped = lambda: source.dropped
-        else:
+        if not isinstance(source, LiveSource):
             frames = RealTime(frames, wait=self._stop.wait)
         for frame in frames:
             if self._stop.is_set():
@@ -193,12 +190,22 @@ class Camera:
         """Each new annotated frame as JPEG, until the camera stops or its source ends."""
         return self._buffer.jpegs(self._stop)
 
+    def unavailable(self) -> str:
+        """Why the camera has no frame to stream, for a stream that ended before its first."""
+        return f"{self.name} failed: {self.error}" if self.error else f"{self.name} {self.state}"
+
+    @property
+    def dropped(self) -> int:
+        """Frames a live source dropped for newer ones (a file's are all watched)."""
+        return self.source.dropped if isinstance(self.source, LiveSource) else 0
+
     def status(self) -> dict[str, object]:
+        """Its state for /api/v1/cameras."""
         return {
             "name": self.name,
             "state": str(self.state),
             "frames": self.frames,
-            "dropped": self._dropped(),
+            "dropped": self.dropped,
             "error": self.error,
         }
 
@@ -212,14 +219,10 @@ class Camera:
             return CameraState.RECONNECTING
         return self._state
 
-    def health(self) -> dict[str, Any]:
-        """Its state for /api/v1/health, which needs no token."""
-        return {
-            "name": self.name,
-            "state": str(self.state),
-            "error": self.error,
-            "frames": self.frames,
-        }
+    def health(self) -> dict[str, object]:
+        """Its state for /api/v1/health, which needs no token: `status` without `dropped`."""
+        status = self.status()
+        return {key: status[key] for key in HEALTH_KEYS}
 
     def current_error(self) -> str | None:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""

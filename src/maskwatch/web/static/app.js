@@ -217,7 +217,8 @@
         if (!figure) {
           figure = document.createElement("figure");
           const img = document.createElement("img");
-          img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
+          // a failed camera has no stream (503): its caption says why
+          if (!camera.error) img.src = maskwatch.withToken(`api/v1/cameras/${i + 1}/mjpeg`);
           img.alt = camera.name;
           const caption = document.createElement("figcaption");
           caption.id = `camera-${i + 1}`;
