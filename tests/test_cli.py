@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import MIRROR, THREE_FACES, assert_one_line_error, run_cli, without_package
-from maskwatch.cli import main
+from maskwatch.cli import build_parser, main
 
 
 def test_detect_json_lines_for_a_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -260,6 +263,21 @@ def test_quiet_may_come_before_or_after_the_command(tmp_path: Path) -> None:
     for quiet in (["-q", *args], [*args, "-q"], [*args, "--quiet"]):
         proc = run_cli(*quiet)
         assert proc.returncode == 0 and proc.stderr == "", quiet
+
+
+def test_every_command_and_sub_command_takes_q_and_says_what_it_does() -> None:
+    def commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, Any]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, command in action.choices.items():
+                    yield f"{path} {name}", command
+                    yield from commands(command, f"{path} {name}")
+
+    found = dict(commands(build_parser(), "maskwatch"))
+    assert "maskwatch data audit" in found
+    for name, command in found.items():
+        assert command.description, name
+        assert "-q, --quiet" in command.format_help(), name
 
 
 @pytest.mark.parametrize("command", [["data", "audit"], ["train"]])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from maskwatch.errors import SourceError
-from maskwatch.sources import FileSource, LiveSource, open_source
+from maskwatch.sources import FileSource, LiveSource, Pacer, open_source
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -155,3 +155,31 @@ def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
         source.close()
     assert "hunter2" not in frame.source and "abc" not in frame.source
     assert frame.source == "rtsp://admin:***@10.0.0.7/stream?token=***"
+
+
+@pytest.mark.parametrize(
+    ("drop_after", "expected"),
+    [
+        (0.1, [(0, 0.0), (1, 0.1), (2, 0.2), (4, 0.45), (5, 0.5), (6, 0.6)]),
+        (None, [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.45), (4, 0.55), (5, 0.65), (6, 0.75)]),
+    ],
+    ids=["drop (detect --realtime)", "keep (serve's file cameras)"],
+)
+def test_a_pacer_holds_frames_to_their_time_and_drops_or_keeps_late_ones(
+    drop_after: float | None, expected: list[tuple[int, float]]
+) -> None:
+    """On a simulated clock, a 10 frames/s video whose frame 2 takes 0.25 s of work: dropping,
+    frame 3 (late by more than a frame) is dropped and the video stays on its schedule;
+    keeping, every frame is given and the video goes on from where it is."""
+    now = [0.0]
+
+    def wait(seconds: float) -> None:
+        now[0] += seconds
+
+    pacer = Pacer(drop_after, lambda: now[0], wait)
+    given = []
+    for index in range(7):
+        if pacer.due(index / 10):
+            given.append((index, now[0]))
+            now[0] += 0.25 if index == 2 else 0.0
+    assert given == [(i, pytest.approx(t)) for i, t in expected]

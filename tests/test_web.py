@@ -38,7 +38,10 @@ from conftest import (
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.mqtt import MqttPublisher, MqttSubscriber, parse_mqtt_url
+from maskwatch.postgres import EventTarget
+from maskwatch.stats import Row, log_rows
 from maskwatch.types import APPEAR, LEAVE, SETTLE
+from maskwatch.web import board as board_module
 from maskwatch.web.app import ServeSettings, create_app
 from maskwatch.web.board import Board
 
@@ -249,6 +252,52 @@ def test_the_board_reports_mask_compliance_per_camera_over_the_last_hour(
     assert door["settled"] == [0, 0, 1, *[0] * 8, 2] and door["mask"] == [0, 0, 1, *[0] * 8, 1]
     assert door["share"] == [None, None, 1.0, *[None] * 8, 0.5]
     assert got["hall"]["share"] == [None] * 12
+
+
+def test_the_dashboards_poll_reads_the_event_log_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[EventTarget] = []
+
+    def counted(log: EventTarget, since: float | None = None) -> list[Row]:
+        reads.append(log)
+        return log_rows(log, since)
+
+    monkeypatch.setattr(board_module, "log_rows", counted)
+    with TestClient(create_app(ServeSettings(events=tmp_path / "ev.db"))) as client:
+        stats = client.get("/api/v1/stats").json()
+    assert reads == [tmp_path / "ev.db"]
+    assert list(stats) == ["cameras", "people_seen", "recent", "timeline", "compliance", "stored"]
+
+
+def test_an_impossible_time_in_the_log_leaves_the_compliance_as_it_was(tmp_path: Path) -> None:
+    """Rows no calendar can show are left out of the compliance as of the timeline, rather
+    than failing every poll."""
+    now = time.time()
+    board = Board(tmp_path / "ev.db")
+    board.camera("door")
+    box = (0.0, 0.0, 9.0, 9.0)
+    for track, label in ((1, "mask"), (2, "no_mask")):
+        appear = Event(now - 60, "door", track, APPEAR, track, None, 0.0, box)
+        board.add("door", [appear, Event(now - 55, "door", track, SETTLE, track, label, 0.9, box)])
+    with closing(sqlite3.connect(tmp_path / "ev.db")) as db, db:
+        db.execute("UPDATE events SET time = 9e999 WHERE track = 2")
+    door = board.compliance(now)["door"]
+    timeline = board.timeline()
+    board.close()
+    assert door["settled"][-1] == 1 and door["mask"][-1] == 1
+    assert timeline["total"]["people"] == 1
+
+
+def test_a_camera_met_mid_run_shows_who_settles_in_view_without_counting_them_seen() -> None:
+    """An MQTT camera that started before the server: a settle of a track whose appear was
+    never received puts the person in view; the leave takes them out."""
+    board = Board()
+    box = (0.0, 0.0, 9.0, 9.0)
+    board.add("door", [Event(time.time(), "door", 7, SETTLE, 7, "mask", 0.9, box)], run="mqtt")
+    assert board.live()["cameras"]["door"] == {"in_view": {"mask": 1}, "people_seen": 0}
+    board.add("door", [Event(time.time(), "door", 7, LEAVE, 7, "mask", 0.9, box)], run="mqtt")
+    assert board.live()["cameras"]["door"] == {"in_view": {}, "people_seen": 0}
 
 
 def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path) -> None:

@@ -14,6 +14,9 @@ IN_VIEW_LABELS = STATS_COLUMNS  # mask, no_mask, incorrect, unsettled
 
 
 class InView:
+    """Follows one camera's events. A settle or change of a track never seen appearing (a
+    camera reporting over MQTT that started before the server) puts it in view, unseen."""
+
     def __init__(self) -> None:
         self.labels: dict[int, str] = {}  # track in view -> settled label or UNSETTLED
         self.seen = 0
@@ -23,10 +26,14 @@ class InView:
             if event.kind == APPEAR:
                 self.labels[event.track] = UNSETTLED
                 self.seen += 1
-            elif event.kind in (SETTLE, CHANGE) and event.track in self.labels:
+            elif event.kind in (SETTLE, CHANGE):
                 self.labels[event.track] = event.label or UNSETTLED
             elif event.kind == LEAVE:
                 self.labels.pop(event.track, None)
+
+    def clear(self) -> None:
+        """Nobody is in view any more (the source ended)."""
+        self.labels.clear()
 
     def counts(self) -> dict[str, int]:
         """People in view by label, every label of IN_VIEW_LABELS present."""

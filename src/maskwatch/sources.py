@@ -160,7 +160,7 @@ class FileSource:
             declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
             self.fps = fps
-            clock = _Clock(fps) if self.realtime and fps > 0 else None
+            pacer = Pacer(drop_after=1.0 / fps) if self.realtime and fps > 0 else None
             gap = 1.0 / self.max_fps if self.max_fps else 0.0
             index = dropped = 0
             taken = -math.inf  # the time of the last frame given
@@ -172,7 +172,7 @@ class FileSource:
                 if seconds - taken < gap - 1e-6:
                     index += 1
                     continue
-                if clock is not None and not clock.wait(index):
+                if pacer is not None and not pacer.due(seconds):
                     if not dropped:
                         log.warning(
                             "%s: processing is slower than the video's %g frames/s; dropping "
@@ -236,23 +236,36 @@ class FileSource:
         pass
 
 
-class _Clock:
-    """Paces a video at `fps` from the first frame asked for."""
+class Pacer:
+    """Plays one video at its own frame rate on `clock`, from its first frame: `due(seconds)`
+    waits (with `wait`) until that moment of the video has come. A frame late by `drop_after`
+    seconds or more is dropped (`due` says False at once); with `drop_after` None every frame
+    is kept, and a late one moves the video on from where it is, with no burst to catch up."""
 
-    def __init__(self, fps: float) -> None:
-        self.interval = 1.0 / fps
-        self.start: float | None = None
+    def __init__(
+        self,
+        drop_after: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._drop_after = drop_after
+        self._clock = clock
+        self._wait = wait
+        self._origin: float | None = None  # the clock's reading at the video's time 0
 
-    def wait(self, index: int) -> bool:
-        """Wait for frame `index`'s time; False (at once) when the next frame's has come too."""
-        now = time.monotonic()
-        if self.start is None:
-            self.start = now
-        due = self.start + index * self.interval
-        if now >= due + self.interval:
+    def due(self, seconds: float) -> bool:
+        """Wait until the video's moment `seconds` has come; False, at once, for a frame to
+        drop."""
+        now = self._clock()
+        if self._origin is None:
+            self._origin = now - seconds  # the first frame
+        late = now - (self._origin + seconds)
+        if late < 0:
+            self._wait(-late)
+        elif self._drop_after is None:
+            self._origin = now - seconds  # late and kept: on from here
+        elif late >= self._drop_after:
             return False
-        if now < due:
-            time.sleep(due - now)
         return True
 
 
@@ -499,18 +512,16 @@ class RealTime:
         self._wait = wait
 
     def __iter__(self) -> Iterator[Frame]:
-        origin: float | None = None  # the clock's reading at the current video's time 0
+        pacer = Pacer(None, self._clock, self._wait)
         previous: Frame | None = None
         for frame in self._frames:
             if frame.mode is Mode.PHOTO:
                 yield frame
                 continue
-            if previous is None or frame.source != previous.source or frame.time < previous.time:
-                origin = None  # a new video
+            if previous is not None and (
+                frame.source != previous.source or frame.time < previous.time
+            ):
+                pacer = Pacer(None, self._clock, self._wait)  # a new video
             previous = frame
-            now = self._clock()
-            if origin is None or now > origin + frame.time:
-                origin = now - frame.time  # its first frame, or late: on from here
-            elif (early := origin + frame.time - now) > 0:
-                self._wait(early)
+            pacer.due(frame.time)
             yield frame

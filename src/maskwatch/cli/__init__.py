@@ -44,34 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
-    _describe(sub)
-    _quiet_after_the_command(sub)
+    _finish_commands(sub)
     return parser
 
 
-def _quiet_after_the_command(sub: Subparsers) -> None:
-    """Let -q also follow the command (`maskwatch detect ... -q`), in every command and
-    sub-command; given there, it leaves the top-level value alone unless set."""
-    for command in sub.choices.values():
+def _finish_commands(sub: Subparsers) -> None:
+    """For every command and sub-command: -q may also follow it (`maskwatch detect ... -q`;
+    given there, it leaves the top-level value alone unless set), and its own --help gets its
+    one-line summary from the command list, unless it has a longer description of its own."""
+    summaries = {action.dest: action.help for action in sub._choices_actions}
+    for name, command in sub.choices.items():
         command.add_argument(
             "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
         )
-        if command._subparsers is not None:
-            for action in command._subparsers._group_actions:
-                if isinstance(action, argparse._SubParsersAction):
-                    _quiet_after_the_command(action)
-
-
-def _describe(sub: Subparsers) -> None:
-    """Give each command's own --help its one-line summary from the command list, unless it
-    has a longer description of its own."""
-    for summary in sub._choices_actions:
-        command = sub.choices[summary.dest]
-        if command.description is None and summary.help:
-            command.description = summary.help[0].upper() + summary.help[1:] + "."
+        summary = summaries.get(name)
+        if command.description is None and summary:
+            command.description = summary[0].upper() + summary[1:] + "."
         for action in command._subparsers._group_actions if command._subparsers else ():
             if isinstance(action, argparse._SubParsersAction):
-                _describe(action)
+                _finish_commands(action)
 
 
 class _Formatter(logging.Formatter):

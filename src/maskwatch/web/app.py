@@ -244,8 +244,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(422, f"by must be one of {', '.join(STATS_PERIODS)}")
         return {
             **service.board.live(),
-            "timeline": service.board.timeline(by, camera),
-            "compliance": service.board.compliance(),
+            **service.board.history(by, camera),
             "stored": settings.events is not None,
         }
 

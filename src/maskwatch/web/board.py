@@ -34,8 +34,8 @@ from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event, EventLog, connect
 from maskwatch.outbox import ThrottledWarning
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog
+from maskwatch.presence import InView
 from maskwatch.stats import (
-    UNSETTLED,
     Compliance,
     Row,
     compliance,
@@ -43,7 +43,6 @@ from maskwatch.stats import (
     plausible_rows,
     summarise_rows,
 )
-from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE
 
 logger = logging.getLogger("maskwatch")
 
@@ -66,14 +65,13 @@ class LiveCamera:
     while it runs well) each time the board is shown; the JSON has "error" only when there is
     one, so a camera that works reads as it always did."""
 
-    in_view: dict[int, str | None] = field(default_factory=dict)  # track -> settled label
-    seen: int = 0
+    in_view: InView = field(default_factory=InView)
     error: Callable[[], str | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
-            "in_view": dict(Counter(label or UNSETTLED for label in self.in_view.values())),
-            "people_seen": self.seen,
+            "in_view": dict(Counter(self.in_view.labels.values())),
+            "people_seen": self.in_view.seen,
         }
         error = self.error() if self.error is not None else None
         return shown if error is None else {**shown, "error": error}
@@ -163,16 +161,11 @@ class Board:
         if not events:
             return
         with self._lock:
-            live = self._touch(camera)
+            in_view = self._touch(camera).in_view
+            seen = in_view.seen
+            in_view.update(events)
+            self._people += in_view.seen - seen
             for event in events:
-                if event.kind == APPEAR:
-                    live.in_view[event.track] = None
-                    live.seen += 1
-                    self._people += 1
-                elif event.kind in (SETTLE, CHANGE):
-                    live.in_view[event.track] = event.label
-                elif event.kind == LEAVE:
-                    live.in_view.pop(event.track, None)
                 self._rows.append(
                     Row((camera, run), event.track, event.time, event.kind, event.label, camera)
                 )
@@ -216,28 +209,43 @@ class Board:
             }
             return {"cameras": cameras, "people_seen": self._people, "recent": list(self._recent)}
 
-    def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
-        """People per period; rows with an impossible time (which no calendar can show) are
-        left out rather than failing every request."""
-        return summarise_rows(plausible_rows(self._stored_rows()), by, camera).to_dict()
+    def history(
+        self, by: str = "minute", camera: str | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        """The dashboard's poll: the timeline and the mask compliance, from one read of the
+        log (one connection to a database)."""
+        rows = self._stored_rows()
+        return {
+            "timeline": summarise_rows(rows, by, camera).to_dict(),
+            "compliance": self._compliance(rows, now),
+        }
 
-    def _stored_rows(self, since: float | None = None) -> list[Row]:
-        """The log's events (from `since`); this server's own events when it has no log, or
-        while its database cannot be read."""
+    def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
+        """People per period, as `history` gives them."""
+        return self.history(by, camera)["timeline"]
+
+    def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
+        """Mask compliance per camera, as `history` gives it."""
+        return self.history(now=now)["compliance"]
+
+    def _stored_rows(self) -> list[Row]:
+        """The log's events with a possible time; this server's own events when it has no
+        log, or while its database cannot be read. Rows with an impossible time (which no
+        calendar can show) are left out rather than failing every request."""
         rows = None
         if isinstance(self.log, DatabaseUrl):
             try:
-                rows = log_rows(self.log, since)
+                rows = log_rows(self.log)
             except MaskwatchError as exc:
                 self._warning.warn(f"the dashboard shows this server's events only: {exc}")
         elif self.log is not None and self.log.exists():
-            rows = log_rows(self.log, since)
+            rows = log_rows(self.log)
         if rows is None:
             with self._lock:
-                rows = [r for r in self._rows if since is None or r.time >= since]
-        return rows
+                rows = list(self._rows)
+        return plausible_rows(rows)
 
-    def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
+    def _compliance(self, rows: list[Row], now: float | None) -> dict[str, dict[str, object]]:
         """Per camera on the board, the share of its settled people with a mask in each
         COMPLIANCE_STEP of the last COMPLIANCE_WINDOW seconds (people counted in the period
         they were first seen within the window)."""
@@ -245,9 +253,8 @@ class Board:
         start = now - COMPLIANCE_WINDOW
         with self._lock:
             cameras = list(self._cameras)
-        rows = self._stored_rows(since=start)
         periods = round(COMPLIANCE_WINDOW / COMPLIANCE_STEP)
-        found = compliance(rows, start, COMPLIANCE_STEP, periods)
+        found = compliance([r for r in rows if r.time >= start], start, COMPLIANCE_STEP, periods)
         empty = Compliance(start, COMPLIANCE_STEP, [0] * periods, [0] * periods)
         return {name: found.get(name, empty).to_dict() for name in cameras}
 
