@@ -5,6 +5,9 @@ three-faces photo (660x281) again and again for `--seconds`; printed per level: 
 only), p50 and p95 latency, and any 503s. The WebSocket clients each stream a 640x480 frame of the
 same faces as the page does, one frame in flight (send, wait for the answer, send again); printed:
 answered frames/s in all and of the slowest and fastest client, and the median and p95 round trip.
+For the API, also the CPU time the server spent per request and the cores kept busy by server and
+clients together: with one client already using more than one core (a request's classification
+runs on both), that share bounds how far more clients can scale on this machine.
 Each level runs `--repeats` times; the median run is shown. `--before SRC` runs the same levels
 against a server importing maskwatch from SRC (e.g. another checkout's src/), side by side.
 
@@ -37,8 +40,14 @@ from machine import describe_machine
 LEVELS = (1, 4, 8)
 
 
+@dataclass
+class Server:
+    base: str
+    pid: int
+
+
 @contextmanager
-def server(src: str | None) -> Iterator[str]:
+def server(src: str | None) -> Iterator[Server]:
     """A `maskwatch serve` on a free port (importing maskwatch from `src` when given)."""
     port = free_port()
     env = dict(os.environ)
@@ -52,7 +61,7 @@ def server(src: str | None) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, process)
-        yield base
+        yield Server(base, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -87,7 +96,15 @@ def p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))] if values else float("nan")
 
 
-def api_level(base: str, photo: bytes, clients: int, seconds: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_level(served: Server, photo: bytes, clients: int, seconds: float) -> dict[str, float]:
+    base = served.base
+
     def work(client: Client, deadline: float) -> None:
         with httpx.Client(base_url=base, timeout=60) as http:
             while time.monotonic() < deadline:
@@ -99,18 +116,25 @@ def api_level(base: str, photo: bytes, clients: int, seconds: float) -> dict[str
                     client.refused += 1
                     time.sleep(float(reply.headers.get("retry-after", "1")))
 
+    server_before, clients_before = cpu_seconds(served.pid), time.process_time()
+    started = time.monotonic()
     results = run_clients(clients, seconds, work)
+    elapsed = time.monotonic() - started
+    server_cpu = cpu_seconds(served.pid) - server_before
+    clients_cpu = time.process_time() - clients_before
     latencies = [x for c in results for x in c.latencies]
     return {
         "rate": len(latencies) / seconds,
+        "server_ms": 1000 * server_cpu / max(1, len(latencies)),
+        "cores": (server_cpu + clients_cpu) / elapsed,
         "p50": 1000 * statistics.median(latencies),
         "p95": 1000 * p95(latencies),
         "refused": sum(c.refused for c in results),
     }
 
 
-def ws_level(base: str, frame: bytes, clients: int, seconds: float) -> dict[str, float]:
-    url = base.replace("http:", "ws:") + "/ws/detect"
+def ws_level(served: Server, frame: bytes, clients: int, seconds: float) -> dict[str, float]:
+    url = served.base.replace("http:", "ws:") + "/ws/detect"
 
     def work(client: Client, deadline: float) -> None:
         with connect(url, max_size=None) as ws:
@@ -149,26 +173,29 @@ def measure(src: str | None, args: argparse.Namespace) -> dict[str, dict[int, di
         1
     ].tobytes()
     out: dict[str, dict[int, dict[str, float]]] = {"api": {}, "ws": {}}
-    with server(src) as base:
-        api_level(base, photo, 1, 1.0)  # warm up
+    with server(src) as served:
+        api_level(served, photo, 1, 1.0)  # warm up
         for clients in LEVELS:
-            runs = [api_level(base, photo, clients, args.seconds) for _ in range(args.repeats)]
+            runs = [api_level(served, photo, clients, args.seconds) for _ in range(args.repeats)]
             out["api"][clients] = median_run(runs)
         for clients in LEVELS:
-            runs = [ws_level(base, frame, clients, args.seconds) for _ in range(args.repeats)]
+            runs = [ws_level(served, frame, clients, args.seconds) for _ in range(args.repeats)]
             out["ws"][clients] = median_run(runs)
     return out
 
 
 def report(name: str, result: dict[str, dict[int, dict[str, float]]]) -> None:
     print(f"\n{name}")
-    print("| API clients | requests/s | p50 ms | p95 ms | 503s |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| API clients | requests/s | p50 ms | p95 ms | 503s | server CPU ms/request | "
+          "cores busy |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for clients, r in result["api"].items():
         print(f"| {clients} | {r['rate']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | "
-              f"{r['refused']:.0f} |")  # fmt: skip
+              f"{r['refused']:.0f} | {r['server_ms']:.1f} | {r['cores']:.2f} |")  # fmt: skip
     one = result["api"][1]["rate"]
-    print(f"API with 8 clients: {result['api'][8]['rate'] / one:.2f}x one client")
+    print(f"API with 8 clients: {result['api'][8]['rate'] / one:.2f}x one client; at most "
+          f"{os.cpu_count() / result['api'][1]['cores']:.2f}x on {os.cpu_count()} cores at one "
+          "client's CPU per request")  # fmt: skip
     print("| WebSocket clients | answered fps, all | slowest client | fastest | "
           "round trip p50 ms | p95 ms |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
