@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import cv2
 import httpx
@@ -163,6 +164,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterato
     assert "Traceback" not in s.log.read_text(), s.log.read_text()
 
 
+def test_the_start_line_is_the_users_own_link_with_its_token(server: Server) -> None:
+    """Every message is redacted but the one that hands the user the link they need."""
+    lines = [x for x in server.log.read_text().splitlines() if "open http" in x]
+    assert len(lines) == 1 and f"/?token={quote(TOKEN)} " in lines[0], lines
+
+
 def assert_error(response: httpx.Response, status: int, *words: str) -> str:
     assert response.status_code == status, response.text
     body = response.json()
@@ -233,7 +240,7 @@ BIG = 50 * 2**20
 def test_a_wrong_token_is_refused_before_the_body_is_read(server: Server) -> None:
     with raw_head(server, upload_head("wrong")) as sock:
         status, body, head = read_response(sock)  # answered with nothing of the body sent
-        assert status == 401 and "needs a token" in body["error"]
+        assert status == 401 and "not this server's" in body["error"]
         assert b"connection: close" in head.lower()
         sent = stream_until_answered(sock, BIG)
     assert sent < BIG, "the server kept reading a refused body"

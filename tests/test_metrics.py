@@ -281,7 +281,7 @@ def test_detect_prints_an_ipv6_metrics_address_a_browser_opens(video: Path) -> N
 
 
 def test_a_camera_url_password_is_never_printed() -> None:
-    proc = run_cli("detect", "--source", "http://admin:hunter2@127.0.0.1:1/cam", "--no-show",
-                   "--json", "-")  # fmt: skip
-    assert_one_line_error(proc, "cannot open http://admin:***@127.0.0.1:1/cam")
-    assert "hunter2" not in proc.stderr
+    proc = run_cli("detect", "--source", "http://admin:hunter2@127.0.0.1:1/cam?pwd=qwerty9&x=1",
+                   "--no-show", "--json", "-")  # fmt: skip
+    assert_one_line_error(proc, "cannot open http://admin:***@127.0.0.1:1/cam?pwd=***&x=1")
+    assert "hunter2" not in proc.stderr and "qwerty9" not in proc.stderr

@@ -15,7 +15,7 @@ from maskwatch import __version__
 from maskwatch.cli import classify, demo, detect, models, serve, stats, train
 from maskwatch.cli.args import Handler, Subparsers, within
 from maskwatch.errors import MaskwatchError
-from maskwatch.redact import without_password
+from maskwatch.redact import OWN_SECRET, redact
 
 __all__ = ["build_parser", "main", "within"]
 
@@ -70,7 +70,10 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        return f"maskwatch: {prefix}{without_password(record.getMessage())}"
+        message = record.getMessage()
+        if not getattr(record, OWN_SECRET, False):
+            message = redact(message)
+        return f"maskwatch: {prefix}{message}"
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except MaskwatchError as exc:
-        print(f"maskwatch: error: {without_password(str(exc))}", file=sys.stderr)
+        print(f"maskwatch: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("maskwatch: interrupted", file=sys.stderr)

@@ -38,6 +38,7 @@ TOKEN_NEEDED = "this server needs a token"
 # The close reason must fit a WebSocket control frame (123 bytes).
 WS_TOKEN_REASON = f"{TOKEN_NEEDED}: open the address maskwatch serve printed (with ?token=)"
 HTTP_TOKEN_MESSAGE = f"{TOKEN_NEEDED}: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"
+HTTP_WRONG_TOKEN = "the token sent is not this server's: send the one maskwatch serve was given"
 POLICY_VIOLATION = 1008
 NORMAL_CLOSURE = 1000
 TRY_AGAIN_LATER = 1013
@@ -165,7 +166,8 @@ class Guard:
         settings = self.settings
         pending = _has_body(scope)  # body bytes the client may still be sending
         if not self._allowed(scope):
-            status, message = 401, HTTP_TOKEN_MESSAGE
+            wrong = given_token(scope) is not None
+            status, message = 401, HTTP_WRONG_TOKEN if wrong else HTTP_TOKEN_MESSAGE
         elif (_declared_length(scope) or 0) > settings.max_body:
             status, message = 413, settings.too_large
         else:

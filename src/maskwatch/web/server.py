@@ -16,6 +16,7 @@ import uvicorn
 from maskwatch.access import LOOPBACK, TOKEN_ENV, address, server_token
 from maskwatch.defaults import LOOPBACK_HOST, SERVE_IDLE_TIMEOUT, SERVE_PORT, SERVE_SHUTDOWN_TIMEOUT
 from maskwatch.errors import SettingError
+from maskwatch.redact import OWN_SECRET
 from maskwatch.web.app import create_app
 from maskwatch.web.guard import guarded_h11, listen
 from maskwatch.web.service import ServeSettings
@@ -76,7 +77,7 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
             timeout_graceful_shutdown=SERVE_SHUTDOWN_TIMEOUT,
         )
         url = address(listener.scheme, listener.host, listener.port, token=settings.token)
-        log.info("open %s (dashboard: /dashboard, API docs: /docs)", url)
+        log.info("open %s (dashboard: /dashboard, API docs: /docs)", url, extra={OWN_SECRET: True})
         _Server(config, app.state.service.stopping).run(sockets=[sock])
     finally:
         sock.close()
