@@ -177,6 +177,34 @@ def test_health_follows_a_server_camera_through_an_outage() -> None:
 
 
 @pytest.mark.slow
+def test_a_stopping_server_says_so_on_mjpeg_and_a_camera_failed_after_frames_answers_503(
+    video: Path,
+) -> None:
+    """No stale last frame passed off as a stream: a camera that failed once it had frames, and
+    any camera while the server stops, answer 503 with the reason."""
+    stream = MjpegServer()
+    try:
+        app = create_app(ServeSettings(sources=[str(video), stream.url]))
+        with TestClient(app) as client:
+
+            def camera(index: int) -> dict[str, Any]:
+                return dict(client.get("/api/v1/cameras").json()[index])
+
+            wait_for(lambda: camera(1)["frames"] >= 2, 60, "frames from the stream")
+            stream.stop()
+            wait_for(lambda: camera(1)["state"] == "failed", 60, "the stream to fail")
+            failed = client.get("/api/v1/cameras/2/mjpeg")
+            assert failed.status_code == 503
+            assert failed.json() == {"error": f"camera 2 failed: {camera(1)['error']}"}
+            app.state.service.stopping()  # as at Ctrl-C
+            stopping = client.get("/api/v1/cameras/1/mjpeg")
+            assert stopping.status_code == 503
+            assert stopping.json() == {"error": "the server is stopping"}
+    finally:
+        stream.stop()
+
+
+@pytest.mark.slow
 def test_detect_serves_metrics_of_a_live_stream_through_an_outage(tmp_path: Path) -> None:
     stream = MjpegServer()
     port = free_port()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import THREE_FACES, free_port, render_video, wait_for
 from maskwatch.classifier import MaskClassifier
+from maskwatch.defaults import SERVE_MJPEG_READERS
 from maskwatch.faces import DetectorPool, crop_faces
 from maskwatch.sources import FileSource, RealTime
 from maskwatch.web.inference import BatchingClassifier
@@ -312,6 +314,41 @@ def test_the_detector_pool_serves_streams_in_the_order_they_asked(
         thread.join(timeout=60)
     assert gated.order == ["first", "b", "c", "d", "e"]
     assert set(found.values()) == {3}
+
+
+def test_mjpeg_readers_waiting_for_frames_hold_no_thread_and_are_bounded(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    """More MJPEG readers than the server has worker threads, of a camera without new frames
+    (its next one is 100 s away), then hanging up: the server keeps answering health, at most
+    SERVE_MJPEG_READERS streams of the camera are open (503 with Retry-After beyond), and the
+    streams of readers who left end."""
+    clip = render_video(tmp_path / "slow.mp4", three_faces, 3, (160, 120), fps=0.01)
+    with served(tmp_path, "--source", str(clip)) as server:
+        wait_for(lambda: server.cameras()[0]["frames"] >= 1, timeout=60, what="the first frame")
+        request = b"GET /api/v1/cameras/1/mjpeg HTTP/1.1\r\nHost: x\r\n\r\n"
+        readers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
+        try:
+            for reader in readers:
+                reader.settimeout(30)
+                reader.sendall(request)
+            heads = [reader.recv(4096) for reader in readers]
+            assert httpx.get(server.base + "/api/v1/health", timeout=10).status_code == 200
+            statuses = [head.split(b"\r\n", 1)[0] for head in heads]
+            assert statuses.count(b"HTTP/1.1 200 OK") == SERVE_MJPEG_READERS
+            refused = [head for head in heads if head.startswith(b"HTTP/1.1 503")]
+            assert len(refused) == 60 - SERVE_MJPEG_READERS
+            assert all(b"retry-after: 5" in head.lower() for head in refused)
+        finally:
+            for reader in readers:
+                reader.close()
+        assert httpx.get(server.base + "/api/v1/health", timeout=10).status_code == 200
+
+        def admitted() -> bool:
+            with httpx.stream("GET", server.base + "/api/v1/cameras/1/mjpeg", timeout=10) as r:
+                return r.status_code == 200
+
+        wait_for(admitted, timeout=30, what="the streams of readers who left to end")
 
 
 def test_stopping_the_server_ends_a_cameras_mjpeg_stream_instead_of_cutting_it(

@@ -35,6 +35,7 @@ from conftest import (
     run_cli,
     wait_for,
 )
+from maskwatch.defaults import IN_VIEW_MAX
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.mqtt import MqttPublisher, MqttSubscriber, parse_mqtt_url
@@ -270,6 +271,28 @@ def test_the_dashboards_poll_reads_the_event_log_once(
     assert list(stats) == ["cameras", "people_seen", "recent", "timeline", "compliance", "stored"]
 
 
+def test_a_damaged_event_log_shows_the_servers_own_events_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SQLite log overwritten with junk, or replaced by a folder, while the server runs:
+    the dashboard's poll falls back to this server's events, as for a database away."""
+    log = tmp_path / "ev.db"
+    board = Board(log)
+    box = (0.0, 0.0, 9.0, 9.0)
+    board.add("door", [Event(time.time(), "door", 1, APPEAR, 1, None, 0.0, box)])
+    try:
+        log.write_bytes(b"junk" * 1000)
+        assert board.history()["timeline"]["total"]["people"] == 1
+        log.unlink()
+        log.mkdir()
+        assert board.history()["timeline"]["total"]["people"] == 1
+    finally:
+        board.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, "throttled"
+    assert "the dashboard shows this server's events only" in warnings[0]
+
+
 def test_an_impossible_time_in_the_log_leaves_the_compliance_as_it_was(tmp_path: Path) -> None:
     """Rows no calendar can show are left out of the compliance as of the timeline, rather
     than failing every poll."""
@@ -289,15 +312,32 @@ def test_an_impossible_time_in_the_log_leaves_the_compliance_as_it_was(tmp_path:
     assert timeline["total"]["people"] == 1
 
 
-def test_a_camera_met_mid_run_shows_who_settles_in_view_without_counting_them_seen() -> None:
+def test_a_camera_met_mid_run_counts_who_settles_in_view_as_seen() -> None:
     """An MQTT camera that started before the server: a settle of a track whose appear was
-    never received puts the person in view; the leave takes them out."""
+    never received puts the person in view and counts them seen, once; the leave takes them
+    out."""
     board = Board()
     box = (0.0, 0.0, 9.0, 9.0)
-    board.add("door", [Event(time.time(), "door", 7, SETTLE, 7, "mask", 0.9, box)], run="mqtt")
-    assert board.live()["cameras"]["door"] == {"in_view": {"mask": 1}, "people_seen": 0}
+    settle = Event(time.time(), "door", 7, SETTLE, 7, "mask", 0.9, box)
+    board.add("door", [settle, settle], run="mqtt")
+    assert board.live()["cameras"]["door"] == {"in_view": {"mask": 1}, "people_seen": 1}
     board.add("door", [Event(time.time(), "door", 7, LEAVE, 7, "mask", 0.9, box)], run="mqtt")
-    assert board.live()["cameras"]["door"] == {"in_view": {}, "people_seen": 0}
+    assert board.live()["cameras"]["door"] == {"in_view": {}, "people_seen": 1}
+    assert board.live()["people_seen"] == 1
+
+
+def test_settles_that_never_leave_keep_at_most_in_view_max_people_in_view() -> None:
+    """Anyone publishing settles without leaves cannot grow the board without limit: the
+    people in view the longest are dropped beyond IN_VIEW_MAX."""
+    board = Board()
+    box = (0.0, 0.0, 9.0, 9.0)
+    now = time.time()
+    settles = [Event(now, "door", t, SETTLE, t, "mask", 0.9, box) for t in range(IN_VIEW_MAX + 5)]
+    board.add("door", settles, run="mqtt")
+    door = board.live()["cameras"]["door"]
+    assert door == {"in_view": {"mask": IN_VIEW_MAX}, "people_seen": IN_VIEW_MAX + 5}
+    board.add("door", [Event(now, "door", t, LEAVE, t, "mask", 0.9, box) for t in range(5)])
+    assert board.live()["cameras"]["door"]["in_view"] == {"mask": IN_VIEW_MAX}, "already gone"
 
 
 def test_server_side_source_streams_annotated_mjpeg(tmp_path: Path, video: Path) -> None:

@@ -130,6 +130,9 @@ SERVE_SESSION_IDLE_RANGE = Range(1, 86400)
 SERVE_UPLOADS_RANGE = Range(1, 1000)
 SERVE_DETECTORS_RANGE = Range(1, 64)
 SERVE_MAX_CAMERAS = 256  # cameras the dashboard keeps; beyond, the least recently seen is forgotten
+SERVE_MJPEG_READERS = 16  # MJPEG streams of one camera at once; beyond, 503 with Retry-After
+SERVE_MJPEG_POLL = 0.05  # seconds between an MJPEG stream's looks for a new frame
+IN_VIEW_MAX = 1_000  # people one camera keeps in view; beyond, the longest in view is dropped
 
 # Events written to PostgreSQL (--events postgresql://...) while the database may be away
 EVENTS_QUEUE = 10_000  # events kept while it is away; beyond, the oldest are dropped (warned)

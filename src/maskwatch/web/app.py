@@ -15,7 +15,6 @@ stored unless the server was given an event log.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -32,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maskwatch import __version__
-from maskwatch.defaults import STATS_PERIODS
+from maskwatch.defaults import SERVE_MJPEG_READERS, STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
 from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.web.docs import PAGES as DOCS_PAGES
@@ -43,6 +42,7 @@ from maskwatch.web.session import Session
 
 log = logging.getLogger("maskwatch")
 
+MJPEG_PART = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"
 STATIC = Path(str(resources.files("maskwatch") / "web" / "static"))
 PUBLIC_PATHS = frozenset(
     {"/", "/dashboard", "/favicon.ico", "/api/v1/health", "/openapi.json", *DOCS_PAGES}
@@ -257,23 +257,30 @@ def create_app(settings: ServeSettings) -> FastAPI:
         dependencies=token,
         responses={**api_errors, **_errors(503)},
     )
-    def mjpeg(index: int) -> StreamingResponse:
+    async def mjpeg(index: int, request: Request) -> StreamingResponse:
         """The camera's annotated frames as an MJPEG stream, from its first frame (waited for);
-        503 with the reason when it has none to give (it failed, or the server is stopping)."""
+        503 with the reason when it has none to give (it failed, or the server is stopping),
+        and with Retry-After when SERVE_MJPEG_READERS streams of it are open."""
         camera = service.cameras.get(camera_name(index))
         if camera is None:
             raise HTTPException(404, "no such camera")
-        parts = (
-            b"--frame\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n"
-            for data in camera.jpegs()
-        )
-        first = next(parts, None)  # the status must say whether there is a stream
+        reason = camera.unavailable()
+        if reason is not None:
+            raise HTTPException(503, reason)
+        if camera.readers >= SERVE_MJPEG_READERS:
+            busy = f"{camera.name} has {SERVE_MJPEG_READERS} streams open; try again"
+            raise HTTPException(503, busy, {"Retry-After": "5"})
+        frames = camera.jpegs(request.is_disconnected)
+        first = await anext(frames, None)  # the status must say whether there is a stream
         if first is None:
-            raise HTTPException(503, camera.unavailable())
-        return StreamingResponse(
-            itertools.chain([first], parts),
-            media_type="multipart/x-mixed-replace; boundary=frame",
-        )
+            raise HTTPException(503, camera.unavailable() or f"{camera.name} {camera.state}")
+
+        async def parts() -> AsyncIterator[bytes]:
+            yield MJPEG_PART + first + b"\r\n"
+            async for data in frames:
+                yield MJPEG_PART + data + b"\r\n"
+
+        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame")
 
     @app.websocket("/ws/detect")
     async def browser_camera(socket: WebSocket) -> None:

@@ -230,16 +230,15 @@ class Board:
 
     def _stored_rows(self) -> list[Row]:
         """The log's events with a possible time; this server's own events when it has no
-        log, or while its database cannot be read. Rows with an impossible time (which no
-        calendar can show) are left out rather than failing every request."""
+        log, or while it cannot be read (a database away, a damaged file). Rows with an
+        impossible time (which no calendar can show) are left out rather than failing every
+        request."""
         rows = None
-        if isinstance(self.log, DatabaseUrl):
+        if isinstance(self.log, DatabaseUrl) or (self.log is not None and self.log.exists()):
             try:
                 rows = log_rows(self.log)
             except MaskwatchError as exc:
                 self._warning.warn(f"the dashboard shows this server's events only: {exc}")
-        elif self.log is not None and self.log.exists():
-            rows = log_rows(self.log)
         if rows is None:
             with self._lock:
                 rows = list(self._rows)

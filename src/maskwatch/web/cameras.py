@@ -7,16 +7,18 @@ the annotated video (H.264 where PyAV is installed; see sinks.VideoSink)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 
+import anyio.to_thread
 import cv2
 import numpy as np
 
-from maskwatch.defaults import Blur
+from maskwatch.defaults import SERVE_MJPEG_POLL, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
@@ -52,31 +54,28 @@ class BoardEvents:
 class JpegBuffer:
     """The newest annotated frame as JPEG, for any number of MJPEG readers (a frame output).
 
-    A frame is drawn and encoded only when a reader asks for it, on the reader's thread, once
+    A frame is drawn and encoded only when a reader asks for it, on a worker thread, once
     however many read it: a camera nobody watches spends nothing on JPEG, and one watched
-    never waits for the encoder."""
+    never waits for the encoder. Readers wait for frames on the event loop, holding no
+    thread."""
 
     def __init__(self, annotator: Annotator) -> None:
         self.annotator = annotator
         self.frames = 0
         self.closed = False
+        self.readers = 0  # MJPEG streams reading it now
         self._latest: FrameResult | None = None
         self._jpeg: tuple[int, bytes] | None = None  # (frame number, its JPEG)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._encoding = asyncio.Lock()  # one encoder at a time; the others take its JPEG
 
     def write(self, result: FrameResult) -> None:
-        with self._cond:
+        with self._lock:
             self.frames += 1
             self._latest = result
-            self._cond.notify_all()
 
     def close(self, ok: bool = True) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def _changed(self, seen: int) -> Callable[[], bool]:
-        return lambda: self.frames != seen or self.closed
+        self.closed = True
 
     def _encode(self, number: int, result: FrameResult) -> bytes | None:
         """Frame `number` as JPEG (None if OpenCV cannot encode it), kept for other readers."""
@@ -85,25 +84,37 @@ class JpegBuffer:
         if not ok:
             return None
         jpeg = data.tobytes()
-        with self._cond:
-            if self._jpeg is None or self._jpeg[0] < number:
-                self._jpeg = (number, jpeg)
+        if self._jpeg is None or self._jpeg[0] < number:
+            self._jpeg = (number, jpeg)
         return jpeg
 
-    def jpegs(self, stop: threading.Event) -> Iterator[bytes]:
-        """Each new frame as JPEG, until the buffer closes or `stop` is set."""
-        seen = -1
-        while not stop.is_set():
-            with self._cond:
-                self._cond.wait_for(self._changed(seen), timeout=1.0)
-                if self._latest is None or self.frames == seen:
-                    if self.closed:
+    async def _jpeg_of(self, number: int, result: FrameResult) -> bytes | None:
+        async with self._encoding:
+            cached = self._jpeg
+            if cached is not None and cached[0] == number:
+                return cached[1]
+            return await anyio.to_thread.run_sync(self._encode, number, result)
+
+    async def jpegs(
+        self, stop: threading.Event, left: Callable[[], Awaitable[bool]]
+    ) -> AsyncIterator[bytes]:
+        """Each new frame as JPEG, until the buffer closes, `stop` is set or, before the
+        first frame, the reader has `left` (after it, cancelling the stream ends it)."""
+        self.readers += 1
+        try:
+            seen = 0
+            while not stop.is_set():
+                if self.frames == seen:
+                    if self.closed or (seen == 0 and await left()):
                         return
+                    await asyncio.sleep(SERVE_MJPEG_POLL)
                     continue
-                seen, latest, cached = self.frames, self._latest, self._jpeg
-            data = cached[1] if cached and cached[0] == seen else self._encode(seen, latest)
-            if data is not None:
-                yield data
+                with self._lock:
+                    seen, latest = self.frames, self._latest
+                if latest is not None and (data := await self._jpeg_of(seen, latest)):
+                    yield data
+        finally:
+            self.readers -= 1
 
 
 class CameraState(StrEnum):
@@ -186,13 +197,24 @@ class Camera:
         self.error = redact(error)  # shown by the API, the page and the dashboard
         self._state = CameraState.FAILED
 
-    def jpegs(self) -> Iterator[bytes]:
-        """Each new annotated frame as JPEG, until the camera stops or its source ends."""
-        return self._buffer.jpegs(self._stop)
+    def jpegs(self, left: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
+        """Each new annotated frame as JPEG, until the camera stops, fails or its source ends,
+        or the reader has `left` before its first frame."""
+        return self._buffer.jpegs(self._stop, left)
 
-    def unavailable(self) -> str:
-        """Why the camera has no frame to stream, for a stream that ended before its first."""
-        return f"{self.name} failed: {self.error}" if self.error else f"{self.name} {self.state}"
+    @property
+    def readers(self) -> int:
+        """Its MJPEG streams now."""
+        return self._buffer.readers
+
+    def unavailable(self) -> str | None:
+        """Why the camera has no frames to stream (None while it may have): it failed, or it
+        or the server is stopping."""
+        if self.state is CameraState.FAILED:
+            return f"{self.name} failed: {self.error}"
+        if self._stop.is_set() or self.state is CameraState.STOPPED:
+            return "the server is stopping"
+        return None
 
     @property
     def dropped(self) -> int:
