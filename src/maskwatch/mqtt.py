@@ -112,6 +112,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._connected = False
         self._ever_connected = False
+        self._unacknowledged: list[Any] = []  # paho's MQTTMessageInfo of events sent, not acked
         self._client = _client(
             self.target,
             "maskwatch-camera",
@@ -153,6 +154,9 @@ class MqttPublisher:
         info = self._client.publish(self.target.topic, payload, qos=MQTT_QOS)
         if info.rc == 0:
             self.sent += 1
+            with self._lock:
+                self._unacknowledged = [i for i in self._unacknowledged if not i.is_published()]
+                self._unacknowledged.append(info)
         else:
             self._pending.put(payload)
 
@@ -169,9 +173,16 @@ class MqttPublisher:
         return len(self._pending)
 
     @property
+    def unacknowledged(self) -> int:
+        """Events handed to the connection that the broker has not acknowledged yet."""
+        with self._lock:
+            return sum(not info.is_published() for info in self._unacknowledged)
+
+    @property
     def unsent(self) -> int:
-        """Events that never reached the broker: still queued, or pushed out of the queue."""
-        return self.queued + self.dropped
+        """Events that never reached the broker: still queued, pushed out of the queue, or
+        sent without the broker's acknowledgement (by the time of asking)."""
+        return self.queued + self.dropped + self.unacknowledged
 
     def unsent_message(self) -> str:
         """One line for a person: how many events were not delivered, and why."""
@@ -210,8 +221,10 @@ class MqttPublisher:
                 self._client.publish(
                     self.hass.availability_topic, OFFLINE, qos=MQTT_QOS, retain=True
                 )
-            deadline = time.monotonic() + wait
-            while self._client.want_write() and time.monotonic() < deadline:
+            deadline = time.monotonic() + wait  # until the broker has acknowledged every event
+            while (self.unacknowledged or self._client.want_write()) and (
+                time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
         with self._lock:  # leaving is not losing the broker: no warning from _on_disconnect
             self._connected = False

@@ -104,7 +104,7 @@ def _detect(args: argparse.Namespace, settings: WatchSettings, metrics: Metrics 
     )
     log.info("%s", summary.describe())
     if mqtt is not None:
-        log.info("mqtt: %d events sent, %d never sent", mqtt.sent, mqtt.queued + mqtt.dropped)
+        log.info("mqtt: %d events sent, %d never sent", mqtt.sent, mqtt.unsent)
     if events.alerts is not None:
         log.info("%s", events.alerts.counts.describe())
     if len(summary.written) > 5:
