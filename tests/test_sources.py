@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import video_declaring
 from maskwatch.errors import SourceError
-from maskwatch.sources import FileSource, LiveSource, Pacer, open_source
+from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, open_source
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -143,6 +144,30 @@ class _Camera:
 
     def release(self) -> None:
         pass
+
+
+@pytest.mark.parametrize(("scale", "rate"), [(1_000_000, 1), (1, 1_000_000_000)])
+def test_an_absurd_declared_frame_rate_is_taken_as_unknown_with_one_warning(
+    tmp_path: Path,
+    three_faces: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+    scale: int,
+    rate: int,
+) -> None:
+    clip = video_declaring(tmp_path / "odd.avi", three_faces, scale, rate)
+    source = open_source(str(clip), realtime=True)
+    waits: list[float] = []
+    with caplog.at_level(logging.WARNING, logger="maskwatch"):
+        # serve's file cameras; detect --realtime's Pacer would wait 11.6 days a frame at 1e-6
+        frames = list(RealTime(source.frames(), wait=waits.append))
+    assert source.fps == 0 and source.dropped == 0
+    assert [f.time for f in frames] == [0.0, 0.04, 0.08, 0.12]  # at the default 25 frames/s
+    assert max(waits) <= 0.12  # not 1e6 s apart
+    said = [r.getMessage() for r in caplog.records if "frames/s" in r.getMessage()]
+    assert said == [
+        f"{clip} declares {rate / scale:g} frames/s, not from 0.5 to 1000: its rate is taken "
+        "as unknown (no --realtime pacing; frames timed and recorded at 25 frames/s)"
+    ]
 
 
 def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
