@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from maskwatch import hub
-from maskwatch.atomic import atomic_path
+from maskwatch.atomic import atomic_path, cannot_write
 from maskwatch.errors import ModelError, OutputError
 
 STRIDES = (8, 16, 32)
@@ -68,6 +68,23 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
 
     Only a known original's copy is cached, and used only when it hashes to the sha256 pinned in
     hub.py; other models, and caches that cannot be written, cost the conversion each time."""
+    model, unwritten = _any_size(path, fresh)
+    if unwritten is not None and "is a folder" in str(unwritten):  # else: a read-only cache
+        _say_once(logging.WARNING, f"{unwritten}; the face detector is converted in memory")
+    return model
+
+
+def make_any_size_copy(path: Path) -> None:
+    """Make the cached free-size copy of YuNet at `path` again (`models --fetch`): a ModelError
+    or an OutputError (with the system's reason) when it cannot be."""
+    unwritten = _any_size(path, fresh=True)[1]
+    if unwritten is not None:
+        raise unwritten
+
+
+def _any_size(path: Path, fresh: bool) -> tuple[bytes, OutputError | None]:
+    """The free-size model, and why the cache could not take it (None when it did, or when
+    nothing is cached for it)."""
     path = Path(path)
     try:
         if not path.is_file() or path.stat().st_size > MAX_MODEL_BYTES:
@@ -80,12 +97,12 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
     cached = any_size_path(path, digest)
     expected = hub.ANY_SIZE_SHA256.get(digest)
     if expected is None:  # not a model we know: nothing to check a cached copy against
-        return _any_size_bytes(original)
+        return _any_size_bytes(original), None
     try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
         if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
             model = cached.read_bytes()
             if hashlib.sha256(model).hexdigest() == expected:
-                return model
+                return model, None
     except OSError:
         pass
     model = _any_size_bytes(original)
@@ -95,14 +112,12 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
             f"this machine's onnx converts {path} differently from the pinned copy; "
             "the conversion is used from memory, not cached",
         )
-    elif cached.is_dir() and not cached.is_symlink():
-        _say_once(
-            logging.WARNING,
-            f"{cached} is a folder, left alone; the face detector is converted in memory",
-        )
-    else:
+        return model, None
+    try:
         _store(cached, model)
-    return model
+    except OutputError as exc:
+        return model, exc
+    return model, None
 
 
 _said: set[str] = set()
@@ -115,15 +130,17 @@ def _say_once(level: int, message: str) -> None:
 
 
 def _store(cached: Path, model: bytes) -> None:
-    """Write the free-size copy; where the cache cannot be written the model stays in memory."""
+    """Write the free-size copy in place of whatever is there, except a folder: OutputError."""
+    if cached.is_dir() and not cached.is_symlink():
+        raise OutputError(f"{cached} is a folder, left alone")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         if cached.is_symlink() or (cached.exists() and not cached.is_file()):
             cached.unlink()  # replaced, never written through (a FIFO would block)
-        with atomic_path(cached) as tmp:
-            tmp.write_bytes(model)
-    except (OSError, OutputError):
-        pass  # a read-only cache costs the conversion on every start, nothing else
+    except OSError as exc:
+        raise cannot_write(exc.filename or cached, exc) from exc
+    with atomic_path(cached) as tmp:
+        tmp.write_bytes(model)
 
 
 def _free(shape: list[object]) -> bool:
