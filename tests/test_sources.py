@@ -13,6 +13,7 @@ import pytest
 
 from conftest import video_declaring
 from maskwatch.errors import SourceError
+from maskwatch.redact import redact
 from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, open_source
 
 
@@ -180,6 +181,26 @@ def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
         source.close()
     assert "hunter2" not in frame.source and "abc" not in frame.source
     assert frame.source == "rtsp://admin:***@10.0.0.7/stream?token=***"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://cam.example/live#token=abc", "https://cam.example/live#token=***"),
+        (
+            "https://cam.example/v#access_token=abc&expires=60",
+            "https://cam.example/v#access_token=***&expires=60",
+        ),
+        ("https://b.example/s.m3u8?sig=abc&se=1", "https://b.example/s.m3u8?sig=***&se=1"),
+        ("https://b.example/s?Signature=abc&x=1", "https://b.example/s?Signature=***&x=1"),
+        (
+            "https://b.example/s?X-Amz-Credential=abc/20260101&X-Amz-Date=1",
+            "https://b.example/s?X-Amz-Credential=***&X-Amz-Date=1",
+        ),
+    ],
+)
+def test_signed_urls_and_fragment_tokens_are_redacted(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 @pytest.mark.parametrize(
