@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -98,13 +99,25 @@ def render_video(
     frames: int = 30,
     size: tuple[int, int] = (640, 480),
     fps: float = 15.0,
+    fourcc: str = "mp4v",
 ) -> Path:
     """A short video of `photo` fitted into `size` and panning slowly, written with OpenCV."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     assert writer.isOpened()
     for canvas in panning_frames(photo, frames, size):
         writer.write(canvas)
     writer.release()
+    return path
+
+
+def video_declaring(path: Path, photo: np.ndarray, scale: int, rate: int, frames: int = 4) -> Path:
+    """A Motion JPEG .avi of `photo` whose header declares `rate`/`scale` frames/s (its stream
+    header rewritten: OpenCV's writer refuses such rates)."""
+    render_video(path, photo, frames, size=(320, 240), fourcc="MJPG")
+    data = bytearray(path.read_bytes())
+    header = data.find(b"strh") + 8  # AVISTREAMHEADER: dwScale, dwRate at 20 and 24
+    struct.pack_into("<II", data, header + 20, scale, rate)
+    path.write_bytes(bytes(data))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -179,6 +180,18 @@ def test_models_lists_and_verifies_the_derived_detector_copy(tmp_path: Path) -> 
     assert derived_row("--fetch") == (0, f"ok ({size} KB, from the verified yunet)")
     copy.unlink()
     assert derived_row() == (0, "not made yet (made on first use)")
+    copy.symlink_to(copy)  # a loop of links is a problem, not a copy still to make
+    assert derived_row() == (1, "CORRUPT (differs from yunet converted)")
+    assert derived_row("--fetch") == (0, f"ok ({size} KB, from the verified yunet)")
+    shutil.rmtree(copy.parent)
+    copy.parent.write_text("a file where the folder goes")
+    failed = derived_row("--fetch")
+    assert failed == (1, f"FAILED: cannot write {copy.parent}: File exists"), failed
+    copy.parent.unlink()
+    (copy / "mine").mkdir(parents=True)  # a folder in its place, with a user's files
+    failed = derived_row("--fetch")
+    assert failed == (1, f"FAILED: {copy} is a folder, left alone"), failed
+    assert (copy / "mine").is_dir()
 
 
 def test_detect_and_import_do_not_load_torch(tmp_path: Path) -> None:

@@ -284,6 +284,12 @@ def test_a_url_shows_as_redact_shows_urls_and_no_password_escapes(url: str, show
         assert redact(url) == shown
 
 
+def test_pieces_of_a_password_that_libpq_may_echo_are_masked() -> None:
+    url = DatabaseUrl("postgresql://u:p@db.example/site?password=correct%20horse:staple@now")
+    said = 'invalid connection option "horse:staple@now"; near "correct", at "now"'
+    assert url.mask(said) == 'invalid connection option "***:***@now"; near "***", at "now"'
+
+
 def test_a_one_letter_password_masks_only_itself() -> None:
     shown = DatabaseUrl("postgresql://u:p@db.example/dbp")
     assert str(shown) == "postgresql://u:***@db.example/dbp"

@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import video_declaring
 from maskwatch.errors import SourceError
-from maskwatch.sources import FileSource, LiveSource, Pacer, open_source
+from maskwatch.redact import redact
+from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, open_source
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -145,6 +147,30 @@ class _Camera:
         pass
 
 
+@pytest.mark.parametrize(("scale", "rate"), [(1_000_000, 1), (1, 1_000_000_000)])
+def test_an_absurd_declared_frame_rate_is_taken_as_unknown_with_one_warning(
+    tmp_path: Path,
+    three_faces: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+    scale: int,
+    rate: int,
+) -> None:
+    clip = video_declaring(tmp_path / "odd.avi", three_faces, scale, rate)
+    source = open_source(str(clip), realtime=True)
+    waits: list[float] = []
+    with caplog.at_level(logging.WARNING, logger="maskwatch"):
+        # serve's file cameras; detect --realtime's Pacer would wait 11.6 days a frame at 1e-6
+        frames = list(RealTime(source.frames(), wait=waits.append))
+    assert source.fps == 0 and source.dropped == 0
+    assert [f.time for f in frames] == [0.0, 0.04, 0.08, 0.12]  # at the default 25 frames/s
+    assert max(waits) <= 0.12  # not 1e6 s apart
+    said = [r.getMessage() for r in caplog.records if "frames/s" in r.getMessage()]
+    assert said == [
+        f"{clip} declares {rate / scale:g} frames/s, not from 0.5 to 1000: its rate is taken "
+        "as unknown (no --realtime pacing; frames timed and recorded at 25 frames/s)"
+    ]
+
+
 def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
     from maskwatch.sources import LiveSource
 
@@ -155,6 +181,26 @@ def test_frames_of_a_camera_url_do_not_carry_its_password() -> None:
         source.close()
     assert "hunter2" not in frame.source and "abc" not in frame.source
     assert frame.source == "rtsp://admin:***@10.0.0.7/stream?token=***"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://cam.example/live#token=abc", "https://cam.example/live#token=***"),
+        (
+            "https://cam.example/v#access_token=abc&expires=60",
+            "https://cam.example/v#access_token=***&expires=60",
+        ),
+        ("https://b.example/s.m3u8?sig=abc&se=1", "https://b.example/s.m3u8?sig=***&se=1"),
+        ("https://b.example/s?Signature=abc&x=1", "https://b.example/s?Signature=***&x=1"),
+        (
+            "https://b.example/s?X-Amz-Credential=abc/20260101&X-Amz-Date=1",
+            "https://b.example/s?X-Amz-Credential=***&X-Amz-Date=1",
+        ),
+    ],
+)
+def test_signed_urls_and_fragment_tokens_are_redacted(url: str, shown: str) -> None:
+    assert redact(url) == shown
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from conftest import (
     run_browser,
     run_cli,
     video_codec,
+    video_declaring,
     wait_for,
     without_pyav,
 )
@@ -164,6 +165,18 @@ def test_serve_records_each_server_camera_as_h264(clip: Path, tmp_path: Path) ->
     recorded = cv2.VideoCapture(str(folder / "camera-1.mp4"))
     assert recorded.get(cv2.CAP_PROP_FPS) == pytest.approx(15), "the clip's own rate, not 25"
     recorded.release()
+
+
+def test_a_video_declaring_1e9_frames_per_second_is_recorded_at_the_default_rate(
+    three_faces: np.ndarray, tmp_path: Path
+) -> None:
+    clip = video_declaring(tmp_path / "fast.avi", three_faces, 1, 1_000_000_000)
+    out = tmp_path / "out.mp4"
+    assert "declares 1e+09 frames/s" in save(clip, out)
+    recorded = cv2.VideoCapture(str(out))
+    assert recorded.get(cv2.CAP_PROP_FPS) == pytest.approx(25)
+    recorded.release()
+    assert video_codec(out) == ("h264", 4)
 
 
 def test_a_video_keeps_its_frames_timing_where_frames_were_skipped(

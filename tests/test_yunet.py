@@ -113,7 +113,7 @@ def test_a_damaged_cached_copy_is_made_again(tmp_path: Path) -> None:
     assert cached.read_bytes() == good
 
 
-@pytest.mark.parametrize("planted", ["fifo", "huge", "folder", "fixed-size original"])
+@pytest.mark.parametrize("planted", ["fifo", "huge", "fixed-size original", "tampered"])
 def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
     tmp_path: Path, planted: str
 ) -> None:
@@ -134,8 +134,14 @@ def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
     elif planted == "huge":
         with open(cached, "wb") as junk:
             junk.truncate(100 << 20)  # sparse: 100 MB of zeros
-    elif planted == "folder":
-        (cached / "inside").mkdir(parents=True)
+    elif planted == "tampered":  # a free-size copy that loads, but not the pinned one
+        import onnx
+
+        from maskwatch.yunet import _any_size_bytes
+
+        proto = onnx.load_from_string(_any_size_bytes(original))
+        proto.doc_string = "changed"
+        cached.write_bytes(proto.SerializeToString())
     else:  # loads and has YuNet's outputs, but takes only 640x640
         cached.write_bytes(original)
     detect = (
@@ -147,7 +153,27 @@ def test_a_fifo_or_junk_where_the_cached_copy_goes_is_replaced_not_read(
     )
     assert proc.returncode == 0 and int(proc.stdout) >= 3, proc.stderr
     assert cached.is_file() and cached.stat().st_size < 1 << 20
-    assert cached.read_bytes() != original
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == hub.ANY_SIZE_SHA256[hub.YUNET.sha256]
+
+
+def test_a_folder_where_the_cached_copy_goes_is_left_alone_and_said_once(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**_env(), "MASKWATCH_HOME": str(home)}
+    fetch = "from maskwatch import hub; hub.fetch(hub.YUNET.name)"
+    subprocess.run([sys.executable, "-c", fetch], env=env, check=True)
+    derived = home / "derived"
+    folder = derived / f"face_detection_yunet_2023mar-any-size-v1-{hub.YUNET.sha256[:16]}.onnx"
+    (folder / "mine").mkdir(parents=True)
+    (folder / "mine" / "notes.txt").write_text("the user's")
+    detect = (
+        "import logging, cv2\nfrom maskwatch.faces import YuNetDetector\nlogging.basicConfig()\n"
+        f"print(len(YuNetDetector().detect(cv2.imread({str(THREE_FACES)!r}))))\n"
+        f"print(len(YuNetDetector().detect(cv2.imread({str(THREE_FACES)!r}))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", detect], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and int(proc.stdout.split()[0]) >= 3, proc.stderr
+    assert (folder / "mine" / "notes.txt").read_text() == "the user's"
+    assert proc.stderr.count(f"{folder} is a folder, left alone") == 1, proc.stderr
 
 
 def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path: Path) -> None:

@@ -105,6 +105,10 @@ SETTLE_FRAMES_RANGE = Range(1, 1000)
 CLASSIFY_EVERY_RANGE = Range(1, 1000)  # 1: every face of every frame
 RECONNECT_RANGE = Range(0, 1000)
 MAX_FPS_RANGE = Range(0, 1000, low_open=True)
+# A video's declared frame rate outside this is not believed (a crafted header can declare 1e-6,
+# a frame every 11.6 days, or 1e9): the video is read as one of unknown rate.
+VIDEO_FPS_RANGE = Range(0.5, 1000)
+DEFAULT_VIDEO_FPS = 25.0  # frames/s of a recording, and the timing of frames, when it is unknown
 ALERT_INTERVAL_RANGE = Range(0, 7 * 86400)  # seconds, up to a week
 PORT_RANGE = Range(1, 65535)  # serve --port, detect --metrics-port
 # Pillow refuses outright anything over twice its MAX_IMAGE_PIXELS (179 megapixels).

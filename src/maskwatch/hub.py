@@ -48,6 +48,11 @@ YUNET = HubFile(
     licence="MIT (OpenCV Zoo)",
     description="YuNet 2023mar face detector (run by ONNX Runtime: yunet.py)",
 )
+# sha256 of each known original's free-size copy as yunet.py converts it: a cached copy is used
+# only when it hashes to this, and only a conversion that does is cached
+ANY_SIZE_SHA256 = {
+    YUNET.sha256: "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0",
+}
 
 MOBILENET_V2 = HubFile(
     name="mobilenet_v2",

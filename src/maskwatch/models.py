@@ -28,7 +28,7 @@ def _any_size_row(fetch: bool) -> tuple[tuple[str, str, str, str], bool]:
         return (*row, f"waits for a verified {hub.YUNET.name}", str(copy)), not fetch
     if fetch and not yunet.is_any_size_copy(copy, original):
         try:
-            yunet.any_size_model(original, fresh=True)
+            yunet.make_any_size_copy(original)
         except MaskwatchError as exc:
             return (*row, f"FAILED: {exc}", str(copy)), False
     if yunet.is_any_size_copy(copy, original):
@@ -38,7 +38,7 @@ def _any_size_row(fetch: bool) -> tuple[tuple[str, str, str, str], bool]:
             f"ok ({size / 1024:.0f} KB, from the verified {hub.YUNET.name})",
             str(copy),
         ), True
-    if copy.exists():
+    if copy.is_symlink() or copy.exists():  # a loop of links does not exist
         return (*row, f"CORRUPT (differs from {hub.YUNET.name} converted)", str(copy)), False
     return (*row, "not made yet (made on first use)", str(copy)), not fetch
 

@@ -70,12 +70,15 @@ class DatabaseUrl:
         return userinfo.partition(":")[2]
 
     def _secrets(self) -> list[str]:
-        """Every password in the URL, as written and percent-decoded, longest first."""
+        """Every password in the URL, as written and percent-decoded, and each piece of 4 or
+        more characters between its spaces, @ and : (libpq may echo one piece), longest
+        first."""
         written = _QUERY_PASSWORD.findall(self.url)
         if self.password is not None:
             written.append(self.password)
         found = {form for secret in written for form in (secret, unquote(secret)) if form}
-        return sorted(found, key=len, reverse=True)
+        pieces = {p for form in found for p in re.split(r"[\s@:]+", form) if len(p) >= 4}
+        return sorted(found | pieces, key=len, reverse=True)
 
     def _hidden(self, text: str) -> str:
         """`text` with each of this URL's passwords replaced by *** where it stands as a token

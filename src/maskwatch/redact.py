@@ -1,5 +1,5 @@
 """Credentials kept out of what maskwatch shows: URLs of cameras, brokers and databases may
-carry a user:password or a secret query option."""
+carry a user:password or a secret query or fragment option (`?sig=`, `#access_token=`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ _PASSWORD = re.compile(
     r"(?<=://)([^/?#\s:@]*):[^/?#\s]*@"
 )  # to the last @: a password may hold one
 _SECRET_QUERY = re.compile(
-    r"(?i)(?<=[?&;])([^=&#\s]*(?:pass|pwd|secret|token|key|auth)[^=&#\s]*=)[^&#\s]*"
+    r"(?i)(?<=[?&;#])([^=&#\s]*(?:pass|pwd|secret|token|key|auth|sig|cred)[^=&#\s]*=)[^&#\s]*"
 )
 
 

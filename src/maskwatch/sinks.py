@@ -32,6 +32,7 @@ from maskwatch.atomic import (
     writes_in_place,
 )
 from maskwatch.cvlog import open_video_file, quiet_opencv
+from maskwatch.defaults import DEFAULT_VIDEO_FPS
 from maskwatch.draw import Annotator, draw_fps
 from maskwatch.encoders import (
     OPENCV_CODECS,
@@ -270,7 +271,7 @@ class VideoSink:
     def __init__(self, out: Path, fps: float, annotator: Annotator | None = None) -> None:
         self.out = out
         self.annotator = annotator or Annotator()
-        self.fps = fps if math.isfinite(fps) and fps > 0 else 25.0
+        self.fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_VIDEO_FPS
         suffix = out.suffix.lower()
         self.suffix = suffix if suffix in OPENCV_CODECS else ".avi"
         self._pending = PendingFile(out, suffix=self.suffix)

@@ -25,7 +25,14 @@ import cv2
 import numpy as np
 
 from maskwatch.cvlog import open_capture, open_video_file, quiet_opencv
-from maskwatch.defaults import MAX_FPS_RANGE, MAX_IMAGE_PIXELS, RECONNECT_ATTEMPTS, RECONNECT_RANGE
+from maskwatch.defaults import (
+    DEFAULT_VIDEO_FPS,
+    MAX_FPS_RANGE,
+    MAX_IMAGE_PIXELS,
+    RECONNECT_ATTEMPTS,
+    RECONNECT_RANGE,
+    VIDEO_FPS_RANGE,
+)
 from maskwatch.errors import SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
 from maskwatch.redact import redact
@@ -159,6 +166,19 @@ class FileSource:
                 return
             declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+            # Seconds from one frame to the next; None: by the container's clock
+            step: float | None = 1.0 / fps if fps in VIDEO_FPS_RANGE else None
+            if fps and step is None:  # its timestamps follow the same absurd rate
+                step = 1.0 / DEFAULT_VIDEO_FPS
+                log.warning(
+                    "%s declares %g frames/s, not %s: its rate is taken as unknown (no "
+                    "--realtime pacing; frames timed and recorded at %g frames/s)",
+                    path,
+                    fps,
+                    VIDEO_FPS_RANGE.describe(),
+                    DEFAULT_VIDEO_FPS,
+                )
+                fps = 0.0
             self.fps = fps
             pacer = Pacer(drop_after=1.0 / fps) if self.realtime and fps > 0 else None
             gap = 1.0 / self.max_fps if self.max_fps else 0.0
@@ -168,7 +188,7 @@ class FileSource:
                 image = _read_frame(capture)
                 if image is None:
                     break
-                seconds = index / fps if fps > 0 else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                seconds = index * step if step else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 if seconds - taken < gap - 1e-6:
                     index += 1
                     continue

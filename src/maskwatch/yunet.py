@@ -4,27 +4,30 @@ ONNX Runtime runs YuNet about twice as fast as OpenCV's DNN module on a CPU
 (`benchmarks/bench_detect.py --detectors`), and detection is most of a video frame's cost. The
 published model declares a fixed 640x640 input, which ONNX Runtime enforces; a copy with a free
 height and width is made once (with the `onnx` package) and kept in the model cache beside the
-original. The faces are cv2.FaceDetectorYN's (tested; OpenCV's Winograd convolutions differ in
-the second decimal of a score). Feeding the network uint8 pixels through a Transpose and a Cast
-added to the graph, instead of converting them here, was measured no faster.
+original, used only when it hashes to the sha256 pinned in hub.py (else the conversion is used
+from memory: importing onnx and converting take about 0.05 s). The faces are
+cv2.FaceDetectorYN's (tested; OpenCV's Winograd convolutions differ in the second decimal of a
+score). Feeding the network uint8 pixels through a Transpose and a Cast added to the graph,
+instead of converting them here, was measured no faster.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from maskwatch import hub
-from maskwatch.atomic import atomic_path
+from maskwatch.atomic import atomic_path, cannot_write
 from maskwatch.errors import ModelError, OutputError
 
 STRIDES = (8, 16, 32)
 MAX_MODEL_BYTES = 64 << 20  # YuNet is 0.23 MB
 DERIVED = "any-size-v1"  # names the cached copy; change it when _any_size_bytes changes
+log = logging.getLogger("maskwatch")
 TOP_K = 5000  # candidates kept for non-maximum suppression, as cv2.FaceDetectorYN's default
 
 
@@ -63,8 +66,25 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
     """The bytes of YuNet at `path` with a free input size, from the cache when made before
     (unless `fresh`: made again, and the cached copy replaced).
 
-    The cached copy is named by the original's sha256, so another model never gets it; where the
-    cache cannot be written the model is made in memory each time."""
+    Only a known original's copy is cached, and used only when it hashes to the sha256 pinned in
+    hub.py; other models, and caches that cannot be written, cost the conversion each time."""
+    model, unwritten = _any_size(path, fresh)
+    if unwritten is not None and "is a folder" in str(unwritten):  # else: a read-only cache
+        _say_once(logging.WARNING, f"{unwritten}; the face detector is converted in memory")
+    return model
+
+
+def make_any_size_copy(path: Path) -> None:
+    """Make the cached free-size copy of YuNet at `path` again (`models --fetch`): a ModelError
+    or an OutputError (with the system's reason) when it cannot be."""
+    unwritten = _any_size(path, fresh=True)[1]
+    if unwritten is not None:
+        raise unwritten
+
+
+def _any_size(path: Path, fresh: bool) -> tuple[bytes, OutputError | None]:
+    """The free-size model, and why the cache could not take it (None when it did, or when
+    nothing is cached for it)."""
     path = Path(path)
     try:
         if not path.is_file() or path.stat().st_size > MAX_MODEL_BYTES:
@@ -73,24 +93,54 @@ def any_size_model(path: Path, fresh: bool = False) -> bytes:
         original = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read face detector model {path}: {exc.strerror}") from exc
-    cached = any_size_path(path, hashlib.sha256(original).hexdigest())
+    digest = hashlib.sha256(original).hexdigest()
+    cached = any_size_path(path, digest)
+    expected = hub.ANY_SIZE_SHA256.get(digest)
+    if expected is None:  # not a model we know: nothing to check a cached copy against
+        return _any_size_bytes(original), None
     try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
         if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
-            return cached.read_bytes()
+            model = cached.read_bytes()
+            if hashlib.sha256(model).hexdigest() == expected:
+                return model, None
     except OSError:
         pass
     model = _any_size_bytes(original)
+    if hashlib.sha256(model).hexdigest() != expected:
+        _say_once(
+            logging.INFO,
+            f"this machine's onnx converts {path} differently from the pinned copy; "
+            "the conversion is used from memory, not cached",
+        )
+        return model, None
+    try:
+        _store(cached, model)
+    except OutputError as exc:
+        return model, exc
+    return model, None
+
+
+_said: set[str] = set()
+
+
+def _say_once(level: int, message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.log(level, message)
+
+
+def _store(cached: Path, model: bytes) -> None:
+    """Write the free-size copy in place of whatever is there, except a folder: OutputError."""
+    if cached.is_dir() and not cached.is_symlink():
+        raise OutputError(f"{cached} is a folder, left alone")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        if cached.is_dir() and not cached.is_symlink():
-            shutil.rmtree(cached)  # in the way of our own file
-        elif cached.is_symlink() or (cached.exists() and not cached.is_file()):
+        if cached.is_symlink() or (cached.exists() and not cached.is_file()):
             cached.unlink()  # replaced, never written through (a FIFO would block)
-        with atomic_path(cached) as tmp:
-            tmp.write_bytes(model)
-    except (OSError, OutputError):
-        pass  # a read-only cache costs the conversion on every start, nothing else
-    return model
+    except OSError as exc:
+        raise cannot_write(exc.filename or cached, exc) from exc
+    with atomic_path(cached) as tmp:
+        tmp.write_bytes(model)
 
 
 def _free(shape: list[object]) -> bool:
