@@ -135,6 +135,10 @@
   maskwatch.legend($("timeline-legend"), LABELS);
   $("by").addEventListener("change", refresh);
   $("camera").addEventListener("change", refresh);
-  refresh();
-  setInterval(refresh, 2000);
+  async function poll() {
+    await refresh();
+    setTimeout(poll, 2000); // after the answer: a slow server gets one poll of a page at a time
+  }
+
+  poll();
 })();
