@@ -176,19 +176,21 @@ def test_models_lists_and_verifies_the_derived_detector_copy(tmp_path: Path) -> 
     size = round(copy.stat().st_size / 1024)
     assert made == derived_row() == (0, f"ok ({size} KB, from the verified yunet)")
     copy.write_bytes(b"junk")
-    assert derived_row() == (1, "CORRUPT (differs from yunet converted)")
+    assert derived_row() == (1, "CORRUPT (not the conversion of the verified yunet)")
     assert derived_row("--fetch") == (0, f"ok ({size} KB, from the verified yunet)")
     copy.unlink()
     assert derived_row() == (0, "not made yet (made on first use)")
     copy.symlink_to(copy)  # a loop of links is a problem, not a copy still to make
-    assert derived_row() == (1, "CORRUPT (differs from yunet converted)")
+    assert derived_row() == (1, "CORRUPT (not the conversion of the verified yunet)")
     assert derived_row("--fetch") == (0, f"ok ({size} KB, from the verified yunet)")
     shutil.rmtree(copy.parent)
     copy.parent.write_text("a file where the folder goes")
+    assert derived_row() == (1, f"CORRUPT ({copy.parent} is not a folder)")
     failed = derived_row("--fetch")
     assert failed == (1, f"FAILED: cannot write {copy.parent}: File exists"), failed
     copy.parent.unlink()
     (copy / "mine").mkdir(parents=True)  # a folder in its place, with a user's files
+    assert derived_row() == (1, "CORRUPT (a folder is in its place, left alone)")
     failed = derived_row("--fetch")
     assert failed == (1, f"FAILED: {copy} is a folder, left alone"), failed
     assert (copy / "mine").is_dir()

@@ -38,8 +38,13 @@ def _any_size_row(fetch: bool) -> tuple[tuple[str, str, str, str], bool]:
             f"ok ({size / 1024:.0f} KB, from the verified {hub.YUNET.name})",
             str(copy),
         ), True
+    if copy.is_dir():
+        return (*row, "CORRUPT (a folder is in its place, left alone)", str(copy)), False
     if copy.is_symlink() or copy.exists():  # a loop of links does not exist
-        return (*row, f"CORRUPT (differs from {hub.YUNET.name} converted)", str(copy)), False
+        what = "not a file" if copy.exists() and not copy.is_file() else "not the conversion"
+        return (*row, f"CORRUPT ({what} of the verified {hub.YUNET.name})", str(copy)), False
+    if copy.parent.exists() and not copy.parent.is_dir():
+        return (*row, f"CORRUPT ({copy.parent} is not a folder)", str(copy)), False
     return (*row, "not made yet (made on first use)", str(copy)), not fetch
 
 
