@@ -204,31 +204,23 @@ def test_cross_source_draws_incorrect_precision_recall_from_its_json(
     assert _drawn_in(image, colours, anywhere) < 0.2 * len(anywhere)
 
 
+def _cross_source_of_one_real_source(
+    out: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`train --cross-source` on observations and kary (one real source) into `out`."""
+    data = [str(DATASETS / "observations"), str(DATASETS / "kary")]
+    return run_cli("train", *data, "--cross-source", *options, "--out", str(out), env=env)
+
+
 def test_cross_source_without_matplotlib_is_one_clear_line(tmp_path: Path) -> None:
-    proc = run_cli(
-        "train",
-        str(DATASETS / "observations"),
-        str(DATASETS / "kary"),
-        "--cross-source",
-        "--out",
-        str(tmp_path / "xs"),
-        env=without_package("matplotlib", tmp_path),
-    )
+    env = without_package("matplotlib", tmp_path)
+    proc = _cross_source_of_one_real_source(tmp_path / "xs", env=env)
     assert_one_line_error(proc, "--cross-source needs the train extra")
     assert not (tmp_path / "xs").exists()
 
 
 def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
-    proc = run_cli(
-        "train",
-        str(DATASETS / "observations"),
-        str(DATASETS / "kary"),
-        "--cross-source",
-        "--limit-per-class",
-        "2",
-        "--out",
-        str(tmp_path / "xs"),
-    )
+    proc = _cross_source_of_one_real_source(tmp_path / "xs", "--limit-per-class", "2")
     assert_one_line_error(proc, "two real")
 
 

@@ -13,9 +13,8 @@ _SECRET_QUERY = re.compile(
 )
 
 
-OWN_SECRET = (
-    "shows_own_secret"  # a log record's extra: a message that hands the user their own link
-)
+# A log record's extra: a message that hands the user their own link (serve's, with its token)
+OWN_SECRET = "shows_own_secret"
 
 
 def redact(text: str) -> str:

@@ -9,6 +9,7 @@ processing is slower than the camera; a stream that drops is reopened with backo
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import math
@@ -497,21 +498,20 @@ def open_source(
             max_fps=max_fps,
         )
     path = Path(spec).expanduser()
+    files = functools.partial(FileSource, max_pixels=max_pixels, realtime=realtime, max_fps=max_fps)
     kind = _kind(path)
     if kind == "folder":
         images, unreadable = scan_images(path)
         if not images:
             raise SourceError(f"{path}: folder contains no images")
-        return FileSource(
-            images, str(path), max_pixels, unreadable, realtime=realtime, max_fps=max_fps
-        )
+        return files(images, str(path), unreadable_folders=unreadable)
     if kind == "file":
-        return FileSource([path], str(path), max_pixels, realtime=realtime, max_fps=max_fps)
+        return files([path], str(path))
     if _GLOB_CHARS & set(spec):
         matches = _expand_glob(spec)
         if not matches:
             raise SourceError(f"{spec}: no image or video matches this pattern")
-        return FileSource(matches, spec, max_pixels, realtime=realtime, max_fps=max_fps)
+        return files(matches, spec)
     raise SourceError(f"{spec}: no such file, folder, camera or stream")
 
 
@@ -528,11 +528,10 @@ class RealTime:
         wait: Callable[[float], object] = time.sleep,
     ) -> None:
         self._frames = frames
-        self._clock = clock
-        self._wait = wait
+        self._pacer = functools.partial(Pacer, None, clock, wait)  # keeps every frame
 
     def __iter__(self) -> Iterator[Frame]:
-        pacer = Pacer(None, self._clock, self._wait)
+        pacer = self._pacer()
         previous: Frame | None = None
         for frame in self._frames:
             if frame.mode is Mode.PHOTO:
@@ -541,7 +540,7 @@ class RealTime:
             if previous is not None and (
                 frame.source != previous.source or frame.time < previous.time
             ):
-                pacer = Pacer(None, self._clock, self._wait)  # a new video
+                pacer = self._pacer()  # a new video
             previous = frame
             pacer.due(frame.time)
             yield frame

@@ -53,13 +53,26 @@ def any_size_path(original: Path, sha256: str) -> Path:
 
 
 def is_any_size_copy(copy: Path, original: Path) -> bool:
-    """Whether `copy` is a regular file holding exactly what `original` converts to."""
+    """Whether `copy` is what detection would use for `original`: a regular file hashing to
+    the sha256 pinned for the original's copy in hub.py."""
     try:
-        if not copy.is_file() or copy.stat().st_size > MAX_MODEL_BYTES:
-            return False
-        return copy.read_bytes() == _any_size_bytes(original.read_bytes())
-    except (OSError, ModelError):
+        expected = hub.ANY_SIZE_SHA256.get(hashlib.sha256(original.read_bytes()).hexdigest())
+    except OSError:
         return False
+    return expected is not None and _pinned_copy(copy, expected) is not None
+
+
+def _pinned_copy(cached: Path, expected: str) -> bytes | None:
+    """The bytes of `cached` when it is a regular file of a sane size hashing to `expected`
+    (a FIFO put there would block, junk fill memory); None otherwise."""
+    try:
+        if cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
+            model = cached.read_bytes()
+            if hashlib.sha256(model).hexdigest() == expected:
+                return model
+    except OSError:
+        pass
+    return None
 
 
 def any_size_model(path: Path, fresh: bool = False) -> bytes:
@@ -98,13 +111,8 @@ def _any_size(path: Path, fresh: bool) -> tuple[bytes, OutputError | None]:
     expected = hub.ANY_SIZE_SHA256.get(digest)
     if expected is None:  # not a model we know: nothing to check a cached copy against
         return _any_size_bytes(original), None
-    try:  # only a regular file of a sane size: a FIFO put there would block, junk fill memory
-        if not fresh and cached.is_file() and cached.stat().st_size <= MAX_MODEL_BYTES:
-            model = cached.read_bytes()
-            if hashlib.sha256(model).hexdigest() == expected:
-                return model, None
-    except OSError:
-        pass
+    if not fresh and (model := _pinned_copy(cached, expected)) is not None:
+        return model, None
     model = _any_size_bytes(original)
     if hashlib.sha256(model).hexdigest() != expected:
         _say_once(

@@ -222,11 +222,11 @@ class Board:
 
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
         """People per period, as `history` gives them."""
-        return self.history(by, camera)["timeline"]
+        return summarise_rows(self._stored_rows(), by, camera).to_dict()
 
     def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
         """Mask compliance per camera, as `history` gives it."""
-        return self.history(now=now)["compliance"]
+        return self._compliance(self._stored_rows(), now)
 
     def _stored_rows(self) -> list[Row]:
         """The log's events with a possible time; this server's own events when it has no
