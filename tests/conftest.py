@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,26 @@ def render_video(
     for canvas in panning_frames(photo, frames, size):
         writer.write(canvas)
     writer.release()
+    return path
+
+
+def render_vfr_video(
+    path: Path, photo: np.ndarray, times: list[float], size: tuple[int, int] = (320, 240)
+) -> Path:
+    """A variable-frame-rate H.264 video (Matroska for .mkv) of `photo` panning, its frames
+    stamped at `times` (seconds), as a phone records a pause: written with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=15)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for seconds, canvas in zip(times, panning_frames(photo, len(times), size), strict=True):
+            frame = av.VideoFrame.from_ndarray(canvas, format="bgr24")
+            frame.pts, frame.time_base = round(seconds * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return path
 
 

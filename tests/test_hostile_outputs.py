@@ -570,3 +570,51 @@ def test_serve_refuses_a_recording_folder_it_cannot_write(clip: Path, tiny_disk:
     assert_one_line_error(
         run_cli(*serve, timeout=60), f"--save {full}: cannot write there: {EROFS}"
     )
+
+
+def _save(source: Path, out: Path | str) -> subprocess.CompletedProcess[str]:
+    return run_cli("detect", "--source", str(source), "--no-show", "--save", str(out))
+
+
+def test_a_save_name_with_a_trailing_slash_is_a_folder_never_a_file(
+    clip: Path, tmp_path: Path
+) -> None:
+    """`--save y.mp4/` once wrote the file y.mp4: a name that says both is refused."""
+    for source, name in ((clip, "y.mp4/"), (THREE_FACES, "y.jpg/"), (THREE_FACES, "y.mkv/.")):
+        proc = _save(source, f"{tmp_path}/{name}")
+        stem = name.split("/")[0]
+        assert_one_line_error(proc, f"{tmp_path}/{stem}/ names a folder, but {stem} is named like")
+    assert os.listdir(tmp_path) == []
+    proc = _save(THREE_FACES, f"{tmp_path}/out/")
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "out") == [THREE_FACES.name]
+
+
+def test_a_link_named_for_another_format_is_refused_and_one_alike_is_written_through(
+    clip: Path, tmp_path: Path
+) -> None:
+    """`--save link.mkv` to target.mp4 once wrote Matroska into target.mp4."""
+    target = tmp_path / "target.mp4"
+    target.write_bytes(b"old")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"old")
+    for source, link, to in ((clip, "link.mkv", target), (THREE_FACES, "link.png", photo)):
+        (tmp_path / link).symlink_to(to)
+        proc = _save(source, tmp_path / link)
+        theirs = to.suffix
+        assert_one_line_error(
+            proc,
+            f"{tmp_path / link} is a link to {to}: a {Path(link).suffix} file would be written "
+            f"into a {theirs} one; save to {to} or to a link that ends in {theirs}",
+        )
+        assert to.read_bytes() == b"old" and os.readlink(tmp_path / link) == str(to)
+    for source, link, to in ((clip, "alike.MP4", target), (THREE_FACES, "alike.jpeg", photo)):
+        (tmp_path / link).symlink_to(to)
+        proc = _save(source, tmp_path / link)
+        assert proc.returncode == 0, proc.stderr
+        assert os.readlink(tmp_path / link) == str(to), "the link stays; its target is replaced"
+    assert video_codec(target) == ("h264", FRAMES)
+    assert cv2.imread(str(photo)) is not None
+    assert sorted(os.listdir(tmp_path)) == [
+        "alike.MP4", "alike.jpeg", "link.mkv", "link.png", "photo.jpg", "target.mp4"
+    ]  # fmt: skip

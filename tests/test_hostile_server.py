@@ -412,6 +412,9 @@ def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
         {**good, "camera": "c" * 5000},
         {**good, "box": [1, 2, 3]},
         {**good, "track": "inf"},
+        {**good, "track": True},
+        {**good, "frame": "2"},
+        {**good, "time": str(now)},
     ]
     for payload in hostile:
         publisher.publish("site/door", json.dumps(payload), qos=1).wait_for_publish(10)
@@ -433,6 +436,35 @@ def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
     assert times == [pytest.approx(now, abs=1)]
     warnings = server.log.read_text().count("ignoring an invalid event")
     assert warnings == 1, "invalid events are warned about at most once per interval"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("track", True, "track must be a whole number, not a boolean"),
+        ("frame", 1.5, "frame must be a whole number, not a fraction"),
+        ("frame", "1", "frame must be a whole number, not a string"),
+        ("time", "1800000000", "time must be a number, not a string"),
+        ("confidence", "0.9", "confidence must be a number, not a string"),
+        ("confidence", False, "confidence must be a number, not a boolean"),
+        ("source", 5, "source must be a string, not a whole number"),
+        ("label", ["no_mask"], "label must be a string or null, not an array"),
+        ("previous", {}, "previous must be a string or null, not an object"),
+        ("box", [1, "2", 3, 4], "box must be an array of 4 numbers"),
+        ("box", [True, 2, 3, 4], "box must be an array of 4 numbers"),
+        ("box", [1, 2, 3, 4, 5], "box must be an array of 4 numbers"),
+        ("box", "1,2,3,4", "box must be an array of 4 numbers"),
+    ],
+)
+def test_mqtt_event_fields_must_have_their_json_types(
+    field: str, value: object, message: str
+) -> None:
+    """Numbers once came as strings or booleans (`track: true` was stored as track 1)."""
+    good = mqtt_event("door", time.time())
+    assert remote_event("site/door", good)[1].track == 1
+    with pytest.raises(ValueError) as refused:
+        remote_event("site/door", {**good, field: value})
+    assert str(refused.value) == message
 
 
 def test_many_mqtt_camera_names_hold_neither_files_nor_memory(

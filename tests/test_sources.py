@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -11,10 +14,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import video_declaring
-from maskwatch.errors import SourceError
+from conftest import (
+    assert_one_line_error,
+    render_vfr_video,
+    render_video,
+    run_cli,
+    video_declaring,
+)
+from maskwatch.errors import SettingError, SourceError
 from maskwatch.redact import redact
-from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, open_source
+from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, VideoClock, open_source
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -229,3 +238,71 @@ def test_a_pacer_holds_frames_to_their_time_and_drops_or_keeps_late_ones(
             given.append((index, now[0]))
             now[0] += 0.25 if index == 2 else 0.0
     assert given == [(i, pytest.approx(t)) for i, t in expected]
+
+
+# A phone's recording paused for 40 s after its fourth frame (15 frames/s either side).
+PAUSED = [0.0, 1 / 15, 2 / 15, 3 / 15, 40.0, 40 + 1 / 15, 40 + 2 / 15]
+
+
+def test_a_variable_frame_rate_video_keeps_its_pause_in_frame_and_event_times(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    clip = render_vfr_video(tmp_path / "phone.mkv", three_faces, PAUSED)
+    out, events = tmp_path / "frames.jsonl", tmp_path / "events.db"
+    proc = run_cli(
+        "detect", "--source", str(clip), "--no-show", "--json", str(out), "--events", str(events)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+    times = [json.loads(line)["time"] for line in out.read_text().splitlines()]
+    assert times == pytest.approx(PAUSED, abs=0.002)  # was 4/15 s for the fifth frame
+    with sqlite3.connect(events) as db:
+        stamped = db.execute("SELECT time, frame FROM events").fetchall()
+    assert min(f for _, f in stamped) < 4 < max(f for _, f in stamped)  # either side of it
+    starts = [at - PAUSED[frame] for at, frame in stamped]  # the run's start, by each event
+    assert max(starts) - min(starts) < 0.01
+
+
+def test_realtime_and_served_files_wait_out_a_variable_frame_rate_videos_pause(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    clip = render_vfr_video(tmp_path / "phone.mkv", three_faces, [0.0, 1 / 15, 1.5, 1.5 + 1 / 15])
+    now = [0.0]
+
+    def wait(seconds: float) -> None:
+        now[0] += seconds
+
+    # serve's file cameras, on a simulated clock
+    list(RealTime(open_source(str(clip)).frames(), lambda: now[0], wait))
+    assert now[0] == pytest.approx(1.5 + 1 / 15, abs=0.002)
+    # detect --realtime: the frame after the pause is not given before its time
+    source = open_source(str(clip), realtime=True)
+    given = [time.monotonic() for _ in source.frames()]
+    assert given[2] - given[0] >= 1.4 and source.dropped == 0
+
+
+def test_frames_without_usable_timestamps_are_timed_by_the_frame_rate() -> None:
+    clock = VideoClock(Path("clip.mp4"), step=0.1)
+    stamps = [0.0, 100.0, 200.0, 150.0, math.nan, 900.0]  # goes back at the fourth
+    assert [clock.time(ms) for ms in stamps] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+@pytest.mark.parametrize("kind", ["folder", "photo"])
+def test_realtime_without_a_video_is_one_line_error(
+    tmp_path: Path, three_faces: np.ndarray, kind: str
+) -> None:
+    photo = _write(tmp_path / "a.jpg", three_faces)
+    spec = tmp_path if kind == "folder" else photo
+    proc = run_cli("detect", "--source", str(spec), "--no-show", "--json", "-", "--realtime")
+    assert_one_line_error(proc, f"--realtime plays videos at their own pace, and {spec} has no")
+    assert proc.stdout == ""
+
+
+def test_realtime_takes_a_glob_with_a_video_among_photos(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    _write(tmp_path / "a.jpg", three_faces)
+    render_video(tmp_path / "b.mp4", three_faces, frames=2)
+    assert open_source(str(tmp_path / "*"), realtime=True).realtime
+    with pytest.raises(SettingError, match="has no video"):
+        open_source(str(tmp_path / "*.jpg"), realtime=True)

@@ -50,6 +50,7 @@ from maskwatch.watch import Stop
 STDOUT = Path("/dev/stdout")
 Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
+SAME_FORMAT = {".jpeg": ".jpg", ".tif": ".tiff"}  # suffixes of one format, to the usual one
 QUIT_KEYS = frozenset({ord("q"), ord("Q"), 27})
 SYSTEM_FONTS = "/usr/share/fonts/truetype/dejavu"
 
@@ -356,11 +357,28 @@ class VideoSink:
         self.written.append(self.out)
 
 
-def video_name_problem(path: Path) -> str | None:
-    """Why `path` cannot be saved to: a video container never written; None when it can."""
+def save_name_problem(path: Path, folder: bool = False) -> str | None:
+    """Why `path` cannot be saved to, or None when it can: a video container never written; a
+    name of a file given as a folder (`folder`: it ended in a slash); a link to a file named
+    for another format (the format follows the name given, and would belie its target's)."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES and suffix not in VIDEO_OUT_SUFFIXES:
         return f"cannot write a {suffix} video; a video is written as {VIDEO_OUT_NAMES}"
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    if folder and suffix in media:
+        return (
+            f"{path}/ names a folder, but {path.name} is named like a file: give {path} for a "
+            f"file, or a folder name without {path.suffix}"
+        )
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        theirs = target.suffix.lower()
+        same = SAME_FORMAT.get(suffix, suffix) == SAME_FORMAT.get(theirs, theirs)
+        if suffix in media and theirs in media and not same:
+            return (
+                f"{path} is a link to {target}: a {suffix} file would be written into a "
+                f"{theirs} one; save to {target} or to a link that ends in {theirs}"
+            )
     return None
 
 
@@ -379,7 +397,7 @@ class SaveOutput:
 
     def _open(self) -> ImageSink | VideoSink:
         video_source = self.source.live or self.source.fps > 0
-        problem = video_name_problem(self.save)
+        problem = save_name_problem(self.save)
         if problem is not None:
             raise OutputError(f"--save {self.save}: {problem}")
         suffix = self.save.suffix.lower()

@@ -34,7 +34,7 @@ from maskwatch.defaults import (
     RECONNECT_RANGE,
     VIDEO_FPS_RANGE,
 )
-from maskwatch.errors import SourceError
+from maskwatch.errors import SettingError, SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
 from maskwatch.redact import redact
 from maskwatch.types import Frame, Mode
@@ -105,11 +105,12 @@ class FileSource:
     A file that cannot be read is skipped with a warning (an error when it is the only one),
     and a video that ends before the frame count its header declares is counted in
     `incomplete`, with a warning; `shortfall` sums both up once the source is read. Each video
-    says when it ends. With `realtime`, videos play at their own frame rate, as a camera
-    would deliver them: frames wait for their time, and frames whose time has passed while the
-    previous one was processed are dropped (counted in `dropped`, and said). With `max_fps`, a
-    video gives at most that many frames per second of its own time (the others are passed
-    over, not counted as dropped).
+    says when it ends. A video frame's time is its container's timestamp (`VideoClock`), so a
+    variable-frame-rate video keeps its pauses. With `realtime`, videos play at their own
+    pace, as a camera would deliver them: frames wait for their time, and frames whose time
+    has passed while the previous one was processed are dropped (counted in `dropped`, and
+    said). With `max_fps`, a video gives at most that many frames per second of its own time
+    (the others are passed over, not counted as dropped).
     """
 
     paths: list[Path]
@@ -167,10 +168,9 @@ class FileSource:
                 return
             declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-            # Seconds from one frame to the next; None: by the container's clock
-            step: float | None = 1.0 / fps if fps in VIDEO_FPS_RANGE else None
-            if fps and step is None:  # its timestamps follow the same absurd rate
-                step = 1.0 / DEFAULT_VIDEO_FPS
+            stamped = True  # whether the container's timestamps may be believed
+            if fps and fps not in VIDEO_FPS_RANGE:  # its timestamps follow the same absurd rate
+                stamped = False
                 log.warning(
                     "%s declares %g frames/s, not %s: its rate is taken as unknown (no "
                     "--realtime pacing; frames timed and recorded at %g frames/s)",
@@ -181,6 +181,7 @@ class FileSource:
                 )
                 fps = 0.0
             self.fps = fps
+            clock = VideoClock(path, 1.0 / (fps or DEFAULT_VIDEO_FPS), stamped)
             pacer = Pacer(drop_after=1.0 / fps) if self.realtime and fps > 0 else None
             gap = 1.0 / self.max_fps if self.max_fps else 0.0
             index = dropped = 0
@@ -189,7 +190,7 @@ class FileSource:
                 image = _read_frame(capture)
                 if image is None:
                     break
-                seconds = index * step if step else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                seconds = clock.time(capture.get(cv2.CAP_PROP_POS_MSEC))
                 if seconds - taken < gap - 1e-6:
                     index += 1
                     continue
@@ -255,6 +256,36 @@ class FileSource:
 
     def close(self) -> None:
         pass
+
+
+class VideoClock:
+    """Each frame's time in its video, in seconds from the first frame: the container's
+    timestamp of the frame (milliseconds) while every one is finite and later than the one
+    before, so that a variable-frame-rate video (a phone's, paused for a while) keeps its
+    pauses. Missing or garbage timestamps, or `stamped` False, time the frames `step` seconds
+    apart from the last good time on."""
+
+    def __init__(self, path: Path, step: float, stamped: bool = True) -> None:
+        self._path = path
+        self._step = step
+        self._stamped = stamped
+        self._first: float | None = None  # the first frame's timestamp
+        self._last: float | None = None  # the last frame's time
+
+    def time(self, stamp_ms: float) -> float:
+        """The time of the frame whose container timestamp is `stamp_ms`."""
+        stamp = stamp_ms / 1000.0
+        if self._stamped and math.isfinite(stamp):
+            if self._first is None:
+                self._first = stamp
+            if self._last is None or stamp - self._first > self._last:
+                self._last = stamp - self._first
+                return self._last
+        if self._stamped:
+            self._stamped = False
+            log.debug("%s: no usable frame timestamps; frames timed by its frame rate", self._path)
+        self._last = 0.0 if self._last is None else self._last + self._step
+        return self._last
 
 
 class Pacer:
@@ -476,7 +507,7 @@ def open_source(
 ) -> Source:
     """Resolve a --source string: a camera index, a stream URL, a file, a folder or a glob.
     Images larger than `max_pixels` are refused before they are decoded; videos are played at
-    their own frame rate when `realtime` (see FileSource)."""
+    their own pace when `realtime` (see FileSource), which files without a video refuse."""
     spec = spec.strip()
     if not spec:
         raise SourceError("an empty source names no file, folder, camera or stream")
@@ -498,21 +529,30 @@ def open_source(
             max_fps=max_fps,
         )
     path = Path(spec).expanduser()
-    files = functools.partial(FileSource, max_pixels=max_pixels, realtime=realtime, max_fps=max_fps)
     kind = _kind(path)
+    unreadable = 0
     if kind == "folder":
-        images, unreadable = scan_images(path)
-        if not images:
+        paths, unreadable = scan_images(path)
+        if not paths:
             raise SourceError(f"{path}: folder contains no images")
-        return files(images, str(path), unreadable_folders=unreadable)
-    if kind == "file":
-        return files([path], str(path))
-    if _GLOB_CHARS & set(spec):
-        matches = _expand_glob(spec)
-        if not matches:
+    elif kind == "file":
+        paths = [path]
+    elif _GLOB_CHARS & set(spec):
+        paths = _expand_glob(spec)
+        if not paths:
             raise SourceError(f"{spec}: no image or video matches this pattern")
-        return files(matches, spec)
-    raise SourceError(f"{spec}: no such file, folder, camera or stream")
+    else:
+        raise SourceError(f"{spec}: no such file, folder, camera or stream")
+    if realtime and all(p.suffix.lower() in IMAGE_SUFFIXES or is_image_file(p) for p in paths):
+        raise SettingError(f"--realtime plays videos at their own pace, and {spec} has no video")
+    return FileSource(
+        paths,
+        str(path) if kind else spec,
+        max_pixels=max_pixels,
+        unreadable_folders=unreadable,
+        realtime=realtime,
+        max_fps=max_fps,
+    )
 
 
 class RealTime:

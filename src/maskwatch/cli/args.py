@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -331,11 +332,12 @@ def output_path(text: str) -> Path:
 
 
 def save_path(text: str) -> Path:
-    """--save: an output path, refused at once when it names a video container never written."""
-    from maskwatch.sinks import video_name_problem
+    """--save: an output path, refused at once when it cannot be saved to (see
+    `save_name_problem`; a trailing slash asks for a folder)."""
+    from maskwatch.sinks import save_name_problem
 
     path = output_path(text)
-    problem = video_name_problem(path)
+    problem = save_name_problem(path, folder=os.path.basename(text) in ("", "."))
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return path

@@ -160,9 +160,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--realtime",
         action="store_true",
-        help="play a video file at its own frame rate, as a camera would deliver it, dropping "
-        "frames (and saying so) when processing falls behind (default: every frame, as fast "
-        "as it goes)",
+        help="play a video file at its own pace (its frames' timestamps), as a camera would "
+        "deliver it, dropping frames (and saying so) when processing falls behind (default: "
+        "every frame, as fast as it goes)",
     )
     p.add_argument(
         "--reconnect",

@@ -1,8 +1,9 @@
 """Events from other machines (`serve --mqtt`), checked before they reach the board or the log.
 
 Anyone who can publish to the broker can send anything, so an event is kept only when every
-field is of the right type and within bounds: a time between 2000-01-01 and a day from now, a
-known kind and label, short strings, finite numbers."""
+field has its JSON type (a number is never a string or a boolean, a whole number never has a
+fraction) and is within bounds: a time between 2000-01-01 and a day from now, a known kind and
+label, short strings, finite numbers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,29 @@ from maskwatch.labels import CANONICAL, UNCERTAIN
 MAX_TEXT = 200  # characters of a camera or source name
 MAX_COORDINATE = 1e6
 LABELS = (*CANONICAL, UNCERTAIN)
+NUMBER = "a number"
+WHOLE = "a whole number"
+TEXT = "a string"
+TEXT_OR_NULL = "a string or null"
+FIELD_TYPES = {
+    "time": NUMBER,
+    "source": TEXT,
+    "frame": WHOLE,
+    "kind": TEXT,
+    "track": WHOLE,
+    "label": TEXT_OR_NULL,
+    "previous": TEXT_OR_NULL,
+    "confidence": NUMBER,
+}
+JSON_TYPES = {
+    bool: "a boolean",
+    int: WHOLE,
+    float: "a fraction",
+    str: TEXT,
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _text(value: object, what: str) -> str:
@@ -23,9 +47,34 @@ def _text(value: object, what: str) -> str:
     return value
 
 
+def _has_type(value: object, kind: str) -> bool:
+    """Whether `value` (as json.loads gives it) is of the JSON type `kind`."""
+    if kind == TEXT_OR_NULL:
+        return value is None or isinstance(value, str)
+    if kind == TEXT:
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind == WHOLE else isinstance(value, int | float)
+
+
+def _check_types(payload: dict[str, Any]) -> None:
+    """ValueError naming the first field whose value is not of its JSON type."""
+    for name, kind in FIELD_TYPES.items():
+        if name in payload and not _has_type(payload[name], kind):
+            found = type(payload[name])
+            raise ValueError(f"{name} must be {kind}, not {JSON_TYPES.get(found, found.__name__)}")
+    box = payload.get("box")
+    if "box" in payload and not (
+        isinstance(box, list) and len(box) == 4 and all(_has_type(v, NUMBER) for v in box)
+    ):
+        raise ValueError("box must be an array of 4 numbers")
+
+
 def remote_event(topic: str, payload: dict[str, Any]) -> tuple[str, Event]:
     """The camera name and the event in an MQTT message; ValueError saying what is wrong."""
     camera = _text(payload.get("camera", topic), "camera")
+    _check_types(payload)
     try:
         event = Event.from_dict(payload)
     except KeyError as exc:
