@@ -9,7 +9,8 @@ For the API, also the CPU time the server spent per request and the cores kept b
 clients together: with one client already using more than one core (a request's classification
 runs on both), that share bounds how far more clients can scale on this machine.
 Each level runs `--repeats` times; the median run is shown. `--before SRC` runs the same levels
-against a server importing maskwatch from SRC (e.g. another checkout's src/), side by side.
+against a server importing maskwatch from SRC (e.g. another checkout's src/), side by side: both
+servers up at once, taking turns run by run. `--only api` or `--only ws` measures one of the two.
 
     python benchmarks/bench_serve.py                        # about 1.5 minutes
     python benchmarks/bench_serve.py --before ../main/src --seconds 5
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from bench_serve_memory import free_port, photo_path, wait_until_up
 from machine import describe_machine
 
 LEVELS = (1, 4, 8)
+Result = dict[str, dict[int, dict[str, float]]]  # "api" / "ws" -> clients -> figures
 
 
 @dataclass
@@ -164,7 +166,9 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     return sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
 
 
-def measure(src: str | None, args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
+def measure(srcs: dict[str, str | None], args: argparse.Namespace) -> dict[str, Result]:
+    """Every level on every server (`srcs`: name -> src/), the servers running side by side and
+    taking turns run by run, so that a slow minute of the machine falls on all of them alike."""
     photo = photo_path().read_bytes()
     image = cv2.imread(str(photo_path()))
     if image is None:
@@ -172,34 +176,53 @@ def measure(src: str | None, args: argparse.Namespace) -> dict[str, dict[int, di
     frame = cv2.imencode(".jpg", cv2.resize(image, (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 75])[
         1
     ].tobytes()
-    out: dict[str, dict[int, dict[str, float]]] = {"api": {}, "ws": {}}
-    with server(src) as served:
-        api_level(served, photo, 1, 1.0)  # warm up
-        for clients in LEVELS:
-            runs = [api_level(served, photo, clients, args.seconds) for _ in range(args.repeats)]
-            out["api"][clients] = median_run(runs)
-        for clients in LEVELS:
-            runs = [ws_level(served, frame, clients, args.seconds) for _ in range(args.repeats)]
-            out["ws"][clients] = median_run(runs)
+    levels = {
+        "api": lambda served, clients: api_level(served, photo, clients, args.seconds),
+        "ws": lambda served, clients: ws_level(served, frame, clients, args.seconds),
+    }
+    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(server(src)) for name, src in srcs.items()}
+        for served in servers.values():
+            api_level(served, photo, 1, 1.0)  # warm up
+        for kind, level in levels.items():
+            if args.only not in (None, kind):
+                continue
+            for clients in LEVELS:
+                for _ in range(args.repeats):
+                    for name, served in servers.items():
+                        runs.setdefault((name, kind, clients), []).append(level(served, clients))
+    out: dict[str, Result] = {name: {"api": {}, "ws": {}} for name in srcs}
+    for (name, kind, clients), results in runs.items():
+        out[name][kind][clients] = median_run(results)
     return out
 
 
-def report(name: str, result: dict[str, dict[int, dict[str, float]]]) -> None:
+def report(name: str, result: Result) -> None:
     print(f"\n{name}")
+    if result["api"]:
+        report_api(result["api"])
+    if result["ws"]:
+        report_ws(result["ws"])
+
+
+def report_api(api: dict[int, dict[str, float]]) -> None:
     print("| API clients | requests/s | p50 ms | p95 ms | 503s | server CPU ms/request | "
           "cores busy |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for clients, r in result["api"].items():
+    for clients, r in api.items():
         print(f"| {clients} | {r['rate']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | "
               f"{r['refused']:.0f} | {r['server_ms']:.1f} | {r['cores']:.2f} |")  # fmt: skip
-    one = result["api"][1]["rate"]
-    print(f"API with 8 clients: {result['api'][8]['rate'] / one:.2f}x one client; at most "
-          f"{os.cpu_count() / result['api'][1]['cores']:.2f}x on {os.cpu_count()} cores at one "
+    print(f"API with 8 clients: {api[8]['rate'] / api[1]['rate']:.2f}x one client; at most "
+          f"{os.cpu_count() / api[1]['cores']:.2f}x on {os.cpu_count()} cores at one "
           "client's CPU per request")  # fmt: skip
+
+
+def report_ws(ws: dict[int, dict[str, float]]) -> None:
     print("| WebSocket clients | answered fps, all | slowest client | fastest | "
           "round trip p50 ms | p95 ms |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
-    for clients, r in result["ws"].items():
+    for clients, r in ws.items():
         print(f"| {clients} | {r['rate']:.1f} | {r['slowest']:.1f} | {r['fastest']:.1f} | "
               f"{r['p50']:.0f} | {r['p95']:.0f} |")  # fmt: skip
 
@@ -209,12 +232,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="per level and run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per level (median shown)")
     parser.add_argument("--before", default=None, metavar="SRC", help="also measure this src/")
+    parser.add_argument(
+        "--only", choices=("api", "ws"), help="measure the HTTP API or WebSocket only"
+    )
     args = parser.parse_args()
     print(f"machine: {describe_machine()}")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
-    if args.before:
-        report(f"before ({args.before})", measure(args.before, args))
-    report("this checkout", measure(None, args))
+    srcs = {f"before ({args.before})": args.before} if args.before else {}
+    for name, result in measure({**srcs, "this checkout": None}, args).items():
+        report(name, result)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
