@@ -3,6 +3,7 @@ small subsets of the real datasets and the real models."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ from maskwatch.faces import (
 )
 from maskwatch.train.calibration import expected_calibration_error, fit_temperature
 from maskwatch.train.crosssource import (
+    FACES_CSV,
+    FRAMINGS,
     PR_AXES,
     PR_COLOURS,
     PR_DPI,
@@ -35,9 +38,10 @@ from maskwatch.train.crosssource import (
     PR_IMAGE,
     PR_LIMITS,
 )
-from maskwatch.train.data import load_dataset
+from maskwatch.train.data import load_dataset, read_faces_csv
 from maskwatch.train.featurecache import faces_key
 from maskwatch.train.framing import frame_face, frame_samples, jittered_framing, reframe
+from maskwatch.train.metrics import HEADLINE_MIN_FACE
 
 
 def test_kary_loads_its_three_classes_from_its_folders() -> None:
@@ -162,6 +166,38 @@ def test_cross_source_protocol_writes_its_table(
     assert "rmfd" in (out / "cross_source.md").read_text()
     assert "| kary |" in proc.stdout
     assert any((out.parent / "cache").glob("*.npy"))
+
+
+def test_cross_source_lists_every_tested_face_and_its_figures_by_face_size(
+    cross_source_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = cross_source_run
+    sources = json.loads((out / "cross_source.json").read_text())["sources"]
+    with open(out / FACES_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(read_faces_csv(out / FACES_CSV)) == len(rows)  # evaluate --faces reads it
+    classes = ["incorrect", "mask", "no_mask"]
+    for source, figures in sources.items():
+        mine = [r for r in rows if r["source"] == source]
+        assert len(mine) == figures["n"], source
+        sizes = np.array([float(r["face_size"]) for r in mine])
+        assert sizes.min() >= HEADLINE_MIN_FACE
+        for framing in FRAMINGS:
+            probs = np.array([[float(r[f"{framing}:{c}"]) for c in classes] for r in mine])
+            np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-3)
+            right = np.array(classes)[probs.argmax(axis=1)] == [r["label"] for r in mine]
+            assert round(float(right.mean()), 4) == figures["accuracy_by_framing"][framing]
+        bands = figures["by_face_size"]
+        assert list(bands) == ["24-48", "48-96", "96+"]
+        assert sum(b["n"] for b in bands.values()) == figures["n"]
+        big = sizes >= 96
+        assert bands["96+"]["n"] == int(big.sum())
+        if big.any():
+            probs = np.array([[float(r[f"detector:{c}"]) for c in classes] for r in mine])
+            truth = np.array([r["label"] for r in mine])
+            right = np.array(classes)[probs[big].argmax(axis=1)] == truth[big]
+            assert round(float(right.mean()), 4) == bands["96+"]["accuracy"]
+    assert "By face size" in (out / "cross_source.md").read_text()
 
 
 def _drawn_in(image: np.ndarray, colours: list[str], points: list[tuple[float, float]]) -> int:

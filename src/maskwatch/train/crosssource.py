@@ -28,7 +28,7 @@ from maskwatch.errors import DatasetError, MissingExtraError
 from maskwatch.labels import INCORRECT
 from maskwatch.train.calibration import expected_calibration_error
 from maskwatch.train.config import TrainConfig
-from maskwatch.train.data import check_classes
+from maskwatch.train.data import Sample, check_classes, faces_csv
 from maskwatch.train.loop import (
     CUT,
     MapExtractor,
@@ -54,6 +54,8 @@ from maskwatch.train.split import grouped, split_groups
 log = logging.getLogger("maskwatch")
 
 FRAMINGS = {"tight": TIGHT_MARGIN, "detector": CROP_MARGIN, "loose": LOOSE_MARGIN}
+FACE_SIZE_BINS = (HEADLINE_MIN_FACE, TRUSTED_FACE_SIDE, 2 * TRUSTED_FACE_SIDE)  # px, lower ends
+FACES_CSV = "cross_source_faces.csv"
 INCORRECT_MIN_PRECISION = 0.70
 CURVE_POINTS = 101
 PR_IMAGE = "cross_source_incorrect_pr.png"
@@ -171,7 +173,38 @@ def fold_figures(
     }
     if INCORRECT in p.classes and (p.y == p.classes.index(INCORRECT)).any():
         out["incorrect"] = incorrect_curve(p)
+    out["by_face_size"] = by_face_size(p, threshold)
     return out
+
+
+def by_face_size(p: Predictions, threshold: float) -> dict[str, dict[str, Any]]:
+    """The detector framing's figures per band of face size (shorter side, px): from what size
+    on labels can be trusted on a source the model never saw."""
+    bands: dict[str, dict[str, Any]] = {}
+    for low, high in zip(FACE_SIZE_BINS, (*FACE_SIZE_BINS[1:], None), strict=True):
+        inside = (p.face_sizes >= low) & (True if high is None else p.face_sizes < high)
+        q = p.subset(inside)
+        labelled, right = selective(q, threshold)
+        bands[f"{low}-{high}" if high else f"{low}+"] = {
+            "n": len(q.y),
+            "mask_vs_no_mask_balanced_accuracy": finite_rounded(mask_vs_no_mask(q)[0]),
+            "accuracy": finite_rounded(q.metrics().accuracy) if len(q.y) else None,
+            "uncertain_share": finite_rounded(1 - labelled) if len(q.y) else None,
+            "labelled_accuracy": finite_rounded(right),
+        }
+    return bands
+
+
+def tested_faces_csv(
+    samples: list[Sample], sizes: np.ndarray, probs: dict[str, np.ndarray], classes: list[str]
+) -> str:
+    """Every tested face (as test_faces.csv lists faces) with its size and its calibrated
+    probabilities at each framing (FRAMING:CLASS columns), for analyses after the run."""
+    extra = {"face_size": [f"{v:.1f}" for v in sizes]}
+    for name, p in probs.items():
+        for k, c in enumerate(classes):
+            extra[f"{name}:{c}"] = [f"{v:.5f}" for v in p[:, k]]
+    return faces_csv(samples, extra)
 
 
 def cross_source(config: TrainConfig) -> dict[str, Any]:
@@ -206,6 +239,9 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     rows_of = np.cumsum(tested) - 1  # a tested face's row in the judged maps
     y = np.array([classes.index(s) for s in labels], np.int64)
     results: dict[str, Any] = {}
+    tested_samples: list[Sample] = []
+    tested_sizes: list[np.ndarray] = []
+    tested_probs: dict[str, list[np.ndarray]] = {name: [] for name in FRAMINGS}
     for fold in folds:
         log.info("leaving %s out: %d faces to test", fold.left_out, int(fold.test.sum()))
         backbone = copy.deepcopy(initial)
@@ -253,6 +289,10 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
             }
         )
         results[fold.left_out] = figures
+        tested_samples += [framed.samples[i] for i in test_idx[usable]]
+        tested_sizes.append(faces.face_sizes)
+        for name, q in by_framing.items():
+            tested_probs[name].append(q.probs)
     payload = {
         "protocol": (
             "leave one real source out: train on the others (synthetic sources always in), "
@@ -268,6 +308,15 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     write_text(out / "cross_source.json", json.dumps(payload, indent=2) + "\n")
     write_text(out / "cross_source.md", "\n".join(markdown_table(payload)) + "\n")
     write_bytes(out / PR_IMAGE, incorrect_pr_png(payload))
+    write_text(
+        out / FACES_CSV,
+        tested_faces_csv(
+            tested_samples,
+            np.concatenate(tested_sizes),
+            {name: np.concatenate(p) for name, p in tested_probs.items()},
+            classes,
+        ),
+    )
     return payload
 
 
@@ -355,5 +404,18 @@ def markdown_table(payload: dict[str, Any]) -> list[str]:
             f"{s} {f['cross_source_duplicates_left_out']}" for s, f in payload["sources"].items()
         )
         + ".",
+        "",
+        "By face size (shorter side, detector framing): from what size on labels can be trusted.",
+        "",
+        "| left out | face size px | n | mask vs no mask | three-class | uncertain | "
+        "labelled right |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for source, f in payload["sources"].items():
+        for band, b in f.get("by_face_size", {}).items():
+            lines.append(
+                f"| {source} | {band} | {b['n']} | "
+                f"{_fmt(b['mask_vs_no_mask_balanced_accuracy'])} | {_fmt(b['accuracy'])} | "
+                f"{_fmt(b['uncertain_share'])} | {_fmt(b['labelled_accuracy'])} |"
+            )
     return lines

@@ -210,14 +210,20 @@ def limit_per_class(samples: list[Sample], per_class: int | None, seed: int) -> 
 FACE_COLUMNS = ("photo", "x1", "y1", "x2", "y2", "label", "source", "group")
 
 
-def faces_csv(samples: list[Sample]) -> str:
+def faces_csv(samples: list[Sample], extra: dict[str, list[str]] | None = None) -> str:
     """Framed faces (photo, box, label, source, group) as CSV: a run's test_faces.csv, which
-    `evaluate --faces` and `export --exclude-faces` read back with `read_faces_csv`."""
+    `evaluate --faces` and `export --exclude-faces` read back with `read_faces_csv`. `extra`
+    adds columns, one value per sample (every sample then needs its box)."""
+    extra = extra or {}
+    if extra and any(s.box is None for s in samples):
+        raise ValueError("extra columns need a box for every sample")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(FACE_COLUMNS)
+    writer.writerow((*FACE_COLUMNS, *extra))
     writer.writerows(
-        (s.image, *s.box, s.label, s.source, s.group) for s in samples if s.box is not None
+        (s.image, *s.box, s.label, s.source, s.group, *(column[i] for column in extra.values()))
+        for i, s in enumerate(samples)
+        if s.box is not None
     )
     return buffer.getvalue()
 
