@@ -27,6 +27,7 @@ from maskwatch.stats import StatsTable, chart, plot, summarise
 from maskwatch.tracking import IoUTracker
 from maskwatch.types import APPEAR, CHANGE, LEAVE, SETTLE, Frame, Kind
 from maskwatch.watch import Watch
+from maskwatch.web.remote import remote_event
 
 T0 = time.mktime((2026, 11, 25, 9, 0, 0, 0, 0, -1))  # local time, as stats groups it
 
@@ -184,10 +185,10 @@ def test_event_kinds_keep_their_strings_in_json_and_the_log(tmp_path: Path) -> N
     event = _event(SETTLE, 1, "mask", T0)
     text = json.dumps(event.to_dict())
     assert '"kind": "settle"' in text
-    back = Event.from_dict(json.loads(text))
-    assert back == event and back.kind is Kind.SETTLE
-    with pytest.raises(ValueError, match="unknown kind 'explode'"):
-        Event.from_dict({**event.to_dict(), "kind": "explode"})
+    camera, back = remote_event("cam", json.loads(text))  # as serve reads MQTT events
+    assert camera == "cam" and back == event and back.kind is Kind.SETTLE
+    with pytest.raises(ValueError, match="kind: Input should be 'appear', 'settle'"):
+        remote_event("cam", {**event.to_dict(), "kind": "explode"})
     log = EventLog(tmp_path / "events.db", "cam")
     log.write([event])
     log.close()

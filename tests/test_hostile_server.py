@@ -441,19 +441,22 @@ def test_hostile_mqtt_events_are_dropped_and_stats_keep_answering(
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("track", True, "track must be a whole number, not a boolean"),
-        ("frame", 1.5, "frame must be a whole number, not a fraction"),
-        ("frame", "1", "frame must be a whole number, not a string"),
-        ("time", "1800000000", "time must be a number, not a string"),
-        ("confidence", "0.9", "confidence must be a number, not a string"),
-        ("confidence", False, "confidence must be a number, not a boolean"),
-        ("source", 5, "source must be a string, not a whole number"),
-        ("label", ["no_mask"], "label must be a string or null, not an array"),
-        ("previous", {}, "previous must be a string or null, not an object"),
-        ("box", [1, "2", 3, 4], "box must be an array of 4 numbers"),
-        ("box", [True, 2, 3, 4], "box must be an array of 4 numbers"),
-        ("box", [1, 2, 3, 4, 5], "box must be an array of 4 numbers"),
-        ("box", "1,2,3,4", "box must be an array of 4 numbers"),
+        ("track", True, "track: Input should be a valid integer"),
+        ("frame", 1.5, "frame: Input should be a valid integer"),
+        ("frame", "1", "frame: Input should be a valid integer"),
+        ("time", "1800000000", "time: Input should be a valid number"),
+        ("time", 1e12, "time: Value error, not between 2000 and a day from now"),
+        ("confidence", "0.9", "confidence: Input should be a valid number"),
+        ("confidence", False, "confidence: Input should be a valid number"),
+        ("source", 5, "source: Input should be a valid string"),
+        ("camera", None, "camera: Input should be a valid string"),
+        ("label", ["no_mask"], "label: Input should be 'mask', 'no_mask', 'incorrect' or"),
+        ("previous", {}, "previous: Input should be 'mask', 'no_mask', 'incorrect' or"),
+        ("box", [1, "2", 3, 4], "box.1: Input should be a valid number"),
+        ("box", [True, 2, 3, 4], "box.0: Input should be a valid number"),
+        ("box", [1, 2, 3, 4, 5], "box: List should have at most 4 items"),
+        ("box", "1,2,3,4", "box: Input should be a valid list"),
+        ("box", [1, 2, 3, float("nan")], "box.3: Input should be a finite number"),
     ],
 )
 def test_mqtt_event_fields_must_have_their_json_types(
@@ -464,7 +467,8 @@ def test_mqtt_event_fields_must_have_their_json_types(
     assert remote_event("site/door", good)[1].track == 1
     with pytest.raises(ValueError) as refused:
         remote_event("site/door", {**good, field: value})
-    assert str(refused.value) == message
+    assert str(refused.value).startswith(message)
+    assert "\n" not in str(refused.value)
 
 
 def test_many_mqtt_camera_names_hold_neither_files_nor_memory(

@@ -101,26 +101,9 @@ class Event:
     previous: str | None = None
     camera: str | None = None  # the name the dashboard and MQTT know the camera by
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Event:
-        """The inverse of to_dict (for events that arrive over MQTT); KeyError/ValueError if
-        something is missing."""
-        box = [float(v) for v in data["box"]]
-        return cls(
-            time=float(data["time"]),
-            source=str(data["source"]),
-            frame=int(data["frame"]),
-            kind=_kind(str(data["kind"])),
-            track=int(data["track"]),
-            label=data.get("label"),
-            confidence=float(data["confidence"]),
-            box=(box[0], box[1], box[2], box[3]),
-            previous=data.get("previous"),
-            camera=None if data.get("camera") is None else str(data["camera"]),
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        """The event's JSON (alerts, MQTT, the dashboard): `camera` only when it has one."""
+        """The event's JSON (alerts, MQTT, the dashboard; web/remote.py reads it back):
+        `camera` only when it has one."""
         camera = {"camera": self.camera} if self.camera is not None else {}
         return {
             **camera,
@@ -134,13 +117,6 @@ class Event:
             "confidence": round(self.confidence, 4),
             "box": [round(v, 1) for v in self.box],
         }
-
-
-def _kind(text: str) -> Kind:
-    try:
-        return Kind(text)
-    except ValueError:
-        raise ValueError(f"unknown kind {text[:80]!r}") from None
 
 
 class EventStream:
