@@ -21,8 +21,10 @@ from conftest import (
     run_cli,
     video_declaring,
 )
+from maskwatch.defaults import VIDEO_MAX_PAUSE
 from maskwatch.errors import SettingError, SourceError
 from maskwatch.redact import redact
+from maskwatch.sinks import VideoSink
 from maskwatch.sources import FileSource, LiveSource, Pacer, RealTime, VideoClock, open_source
 
 
@@ -284,7 +286,39 @@ def test_realtime_and_served_files_wait_out_a_variable_frame_rate_videos_pause(
 def test_frames_without_usable_timestamps_are_timed_by_the_frame_rate() -> None:
     clock = VideoClock(Path("clip.mp4"), step=0.1)
     stamps = [0.0, 100.0, 200.0, 150.0, math.nan, 900.0]  # goes back at the fourth
+    assert [clock.time(ms) for ms in stamps] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.9])
+    clock = VideoClock(Path("clip.mp4"), step=0.1, stamped=False)
     assert [clock.time(ms) for ms in stamps] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_a_timestamp_too_far_ahead_is_not_believed_but_a_pause_after_a_bad_one_is() -> None:
+    """A damaged or hostile file stamped its fifth frame 11.6 days (or 2**52 ms) on: --realtime
+    waited for it, or died with an OverflowError; one repeated stamp lost a later pause."""
+    for jump in (1e9, 2.0**52):
+        clock = VideoClock(Path("clip.mkv"), step=0.1)
+        stamps = [0.0, 100.0, 200.0, 300.0, jump, jump + 100.0, 500.0]
+        times = [clock.time(ms) for ms in stamps]
+        assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    clock = VideoClock(Path("clip.mkv"), step=0.1)
+    stamps = [0.0, 100.0, 100.0, 200.0, 40_000.0, 40_100.0]
+    assert [clock.time(ms) for ms in stamps] == pytest.approx([0.0, 0.1, 0.2, 0.3, 40.0, 40.1])
+    clock = VideoClock(Path("clip.mkv"), step=0.1)
+    assert clock.time(0.0) == 0 and clock.time(1000 * VIDEO_MAX_PAUSE) == VIDEO_MAX_PAUSE
+
+
+def test_a_recording_cuts_a_long_pause_once(tmp_path: Path, three_faces: np.ndarray) -> None:
+    """A 40 s pause is held for MAX_HOLD_S, and the frames after it follow at their own pace
+    (each one used to be held another MAX_HOLD_S: 2 s of video became 302 s)."""
+    times = [i / 15 for i in range(5)] + [40 + i / 15 for i in range(5)]
+    clip = render_vfr_video(tmp_path / "phone.mkv", three_faces, times)
+    out = tmp_path / "out.avi"
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(out))
+    assert proc.returncode == 0, proc.stderr
+    capture = cv2.VideoCapture(str(out))
+    fps, frames = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    assert fps == pytest.approx(15, abs=0.5)
+    assert frames == 10 + round(VideoSink.MAX_HOLD_S * fps)
 
 
 @pytest.mark.parametrize("kind", ["folder", "photo"])

@@ -109,6 +109,7 @@ MAX_FPS_RANGE = Range(0, 1000, low_open=True)
 # a frame every 11.6 days, or 1e9): the video is read as one of unknown rate.
 VIDEO_FPS_RANGE = Range(0.5, 1000)
 DEFAULT_VIDEO_FPS = 25.0  # frames/s of a recording, and the timing of frames, when it is unknown
+VIDEO_MAX_PAUSE = 3600.0  # s between two frames of a file: a longer jump is a bad timestamp
 ALERT_INTERVAL_RANGE = Range(0, 7 * 86400)  # seconds, up to a week
 PORT_RANGE = Range(1, 65535)  # serve --port, detect --metrics-port
 # Pillow refuses outright anything over twice its MAX_IMAGE_PIXELS (179 megapixels).

@@ -263,7 +263,7 @@ class VideoSink:
     The video keeps the frames' own timing: where frames were skipped (a camera's frames dropped
     while processing fell behind, `--realtime`, `--max-fps`), the last frame is held for the
     time they would have taken, up to MAX_HOLD_S, so the recording plays at the speed it
-    happened.
+    happened; a longer pause is cut to MAX_HOLD_S once.
     """
 
     SPACE_CHECK_FRAMES = 25
@@ -315,8 +315,11 @@ class VideoSink:
         if self._start is None:
             self._start = time
         due = round((time - self._start) * self.fps)  # frames before this one, by its time
-        missing = min(due - self.frames, round(self.MAX_HOLD_S * self.fps))
-        return [self._last] * missing if self._last is not None and missing > 0 else []
+        missing = due - self.frames
+        held = min(missing, round(self.MAX_HOLD_S * self.fps))
+        if missing > held:  # the rest of a long pause is cut: later frames follow on from here
+            self._start += (missing - held) / self.fps
+        return [self._last] * held if self._last is not None and held > 0 else []
 
     def _failure(self) -> str | None:
         """Why the temporary video is not complete, or None when it holds every frame."""

@@ -33,6 +33,7 @@ from maskwatch.defaults import (
     RECONNECT_ATTEMPTS,
     RECONNECT_RANGE,
     VIDEO_FPS_RANGE,
+    VIDEO_MAX_PAUSE,
 )
 from maskwatch.errors import SettingError, SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
@@ -260,10 +261,12 @@ class FileSource:
 
 class VideoClock:
     """Each frame's time in its video, in seconds from the first frame: the container's
-    timestamp of the frame (milliseconds) while every one is finite and later than the one
-    before, so that a variable-frame-rate video (a phone's, paused for a while) keeps its
-    pauses. Missing or garbage timestamps, or `stamped` False, time the frames `step` seconds
-    apart from the last good time on."""
+    timestamp of the frame (milliseconds), so that a variable-frame-rate video (a phone's,
+    paused for a while) keeps its pauses. A timestamp that is missing, not finite, not later
+    than the frame before or more than VIDEO_MAX_PAUSE after it (a damaged or hostile file:
+    `--realtime` would wait for it) is not believed: that frame comes `step` seconds after the
+    one before, and the next good timestamp is believed again. `stamped` False times every
+    frame so."""
 
     def __init__(self, path: Path, step: float, stamped: bool = True) -> None:
         self._path = path
@@ -271,6 +274,7 @@ class VideoClock:
         self._stamped = stamped
         self._first: float | None = None  # the first frame's timestamp
         self._last: float | None = None  # the last frame's time
+        self._said = False
 
     def time(self, stamp_ms: float) -> float:
         """The time of the frame whose container timestamp is `stamp_ms`."""
@@ -278,12 +282,13 @@ class VideoClock:
         if self._stamped and math.isfinite(stamp):
             if self._first is None:
                 self._first = stamp
-            if self._last is None or stamp - self._first > self._last:
-                self._last = stamp - self._first
-                return self._last
-        if self._stamped:
-            self._stamped = False
-            log.debug("%s: no usable frame timestamps; frames timed by its frame rate", self._path)
+            seconds = stamp - self._first
+            if self._last is None or self._last < seconds <= self._last + VIDEO_MAX_PAUSE:
+                self._last = seconds
+                return seconds
+        if self._stamped and not self._said:
+            self._said = True
+            log.debug("%s: a frame without a usable timestamp; timed by its frame rate", self._path)
         self._last = 0.0 if self._last is None else self._last + self._step
         return self._last
 
