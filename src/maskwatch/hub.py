@@ -15,6 +15,7 @@ from pathlib import Path
 
 from maskwatch.atomic import atomic_path
 from maskwatch.errors import DownloadError
+from maskwatch.paths import expand_home
 
 ENV_HOME = "MASKWATCH_HOME"
 ENV_MIRROR = "MASKWATCH_MIRROR"
@@ -116,9 +117,8 @@ REGISTRY: dict[str, HubFile] = {f.name: f for f in (YUNET, MOBILENET_V2, *SAMPLE
 def cache_dir() -> Path:
     """`$MASKWATCH_HOME`, else `$XDG_CACHE_HOME/maskwatch`, else `~/.cache/maskwatch`."""
     if os.environ.get(ENV_HOME):
-        return Path(os.environ[ENV_HOME]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+        return expand_home(os.environ[ENV_HOME])
+    base = expand_home(os.environ.get("XDG_CACHE_HOME") or "~/.cache")
     return base / "maskwatch"
 
 

@@ -37,6 +37,7 @@ from maskwatch.defaults import (
 )
 from maskwatch.errors import SettingError, SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
+from maskwatch.paths import expand_home
 from maskwatch.redact import redact
 from maskwatch.types import Frame, Mode
 
@@ -533,7 +534,7 @@ def open_source(
             reconnect_attempts=reconnect_attempts,
             max_fps=max_fps,
         )
-    path = Path(spec).expanduser()
+    path = expand_home(spec)
     kind = _kind(path)
     unreadable = 0
     if kind == "folder":

@@ -11,7 +11,8 @@ Two kinds of output, and a front end only chooses which:
 - event outputs, `write(events, image)` with one frame's events and `close()`: the SQLite log,
   alerts, MQTT, the dashboard, a Python callback.
 Closing closes every output whatever the others do; frame outputs are completed after a normal
-end (or Ctrl-C) and discarded after an error, and the first error is the one raised.
+end (or Ctrl-C, or SIGTERM from the command line) and discarded after an error, and the first
+error is the one raised.
 """
 
 from __future__ import annotations
@@ -50,24 +51,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("maskwatch")
 
 
+# Ctrl-C, and SIGTERM where the command line makes it stop a run the same way (cli.main).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def interrupts_held() -> Iterator[None]:
-    """Ctrl-C during the block reaches its handler when the block ends, so that no output is
-    left half written (an encoder stopped between encoding a frame and storing it fails its own
-    check, and the run's outputs are then discarded). Only the main thread gets signals; an
-    ignored or default SIGINT is left alone."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    """Ctrl-C (or SIGTERM) during the block reaches its handler when the block ends, so that no
+    output is left half written (an encoder stopped between encoding a frame and storing it
+    fails its own check, and the run's outputs are then discarded). Only the main thread gets
+    signals; a signal that is ignored or has its default action is left alone."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    held = {signum: handler for signum, handler in handlers.items() if callable(handler)}
     caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _: caught.append(signum))
+    for signum in held:
+        signal.signal(signum, lambda number, _: caught.append(number))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
         if caught:
-            previous(signal.SIGINT, None)
+            held[signal.Signals(caught[0])](caught[0], None)
 
 
 class FrameOutput(Protocol):

@@ -6,9 +6,13 @@ become a one-line message. Commands import the library only when they run, so --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from maskwatch import __version__
@@ -84,18 +88,64 @@ def _setup_logging(quiet: bool) -> None:
     log.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how systemd and docker stop a service), raised where Ctrl-C raises
+    KeyboardInterrupt so that it stops a run the same way: a watch completes its outputs, other
+    work stops and removes its temporary files."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises Terminated during the block, where its default action would kill the
+    process at once (only the main thread gets signals; a SIGTERM already handled or ignored is
+    left alone). uvicorn's own handling during `serve` takes over from this one."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> int:
+    """The end of a run stopped by Ctrl-C (status 130), or by SIGTERM: ended, after the clean-up,
+    as SIGTERM's default action would have (a shell or docker sees status 143, systemd a clean
+    stop), as uvicorn does after its graceful shutdown."""
+    if not isinstance(interrupt, Terminated):
+        print("maskwatch: interrupted", file=sys.stderr)
+        return 130
+    print("maskwatch: terminated", file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    signal.raise_signal(signal.SIGTERM)
+    return 128 + signal.SIGTERM  # only if SIGTERM was since handled or ignored
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     func: Handler = args.func
     try:
-        return func(args)
+        with _sigterm_as_ctrl_c():
+            return func(args)
     except MaskwatchError as exc:
         print(f"maskwatch: error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("maskwatch: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
+    except ImportError as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # a native module stopped mid-import
+            return _stopped(exc.__cause__)
+        raise
     except BrokenPipeError:
         return 0

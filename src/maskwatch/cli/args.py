@@ -34,6 +34,7 @@ from maskwatch.defaults import (
     Range,
 )
 from maskwatch.errors import SettingError
+from maskwatch.paths import expand_home
 
 if TYPE_CHECKING:
     from maskwatch.postgres import DatabaseUrl
@@ -117,10 +118,19 @@ def max_pixels_arg(
     )
 
 
-def existing_path(text: str) -> Path:
+def given_path(text: str) -> Path:
+    """A path option as a person wrote it: not empty (that would mean this folder), and a
+    leading ~ or ~user expanded."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path names no file or folder")
-    path = Path(text).expanduser()
+    try:
+        return expand_home(text)
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def existing_path(text: str) -> Path:
+    path = given_path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
     return path
@@ -324,19 +334,12 @@ def partial(shortfall: str) -> str:
     return f"{shortfall} (see the warnings above); the rest was processed and written"
 
 
-def output_path(text: str) -> Path:
-    """An output path that names something: an empty one would otherwise mean this folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path names no file or folder")
-    return Path(text).expanduser()
-
-
 def save_path(text: str) -> Path:
     """--save: an output path, refused at once when it cannot be saved to (see
     `save_name_problem`; a trailing slash asks for a folder)."""
     from maskwatch.sinks import save_name_problem
 
-    path = output_path(text)
+    path = given_path(text)
     problem = save_name_problem(path, folder=os.path.basename(text) in ("", "."))
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
@@ -352,7 +355,7 @@ def event_target(text: str) -> Path | DatabaseUrl:
         target = as_event_target(text)
     except MaskwatchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return target if isinstance(target, DatabaseUrl) else output_path(text)
+    return target if isinstance(target, DatabaseUrl) else given_path(text)
 
 
 def event_source(text: str) -> Path | DatabaseUrl:
@@ -365,4 +368,4 @@ def event_source(text: str) -> Path | DatabaseUrl:
 
 def output_target(text: str) -> str:
     """An output path or '-' (stdout), never empty."""
-    return str(output_path(text)) if text != "-" else text
+    return str(given_path(text)) if text != "-" else text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskwatch.cli.args import Subparsers, detector_args, model_arg, output_path, watch_settings
+from maskwatch.cli.args import Subparsers, detector_args, given_path, model_arg, watch_settings
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="run the pipeline on six sample photos (no camera needed)")
     p.add_argument(
         "--out",
-        type=output_path,
+        type=given_path,
         default=Path("maskwatch-demo"),
         help="folder for annotated photos and the contact sheet (default: %(default)s)",
     )

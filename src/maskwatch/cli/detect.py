@@ -11,9 +11,9 @@ from maskwatch.cli.args import (
     Subparsers,
     access_args,
     event_target,
+    given_path,
     max_pixels_arg,
     model_arg,
-    output_path,
     output_target,
     partial,
     save_path,
@@ -184,7 +184,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--snapshots",
-        type=output_path,
+        type=given_path,
         default=None,
         metavar="DIR",
         help="also save a face picture in DIR when a label settles or changes",

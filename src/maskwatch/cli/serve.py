@@ -9,9 +9,9 @@ from maskwatch.cli.args import (
     access_args,
     event_target,
     existing_path,
+    given_path,
     max_pixels_arg,
     model_arg,
-    output_path,
     ranged_arg,
     source_spec,
     watch_args,
@@ -87,7 +87,7 @@ def add_parser(sub: Subparsers) -> None:
     model_arg(p)
     p.add_argument(
         "--save",
-        type=output_path,
+        type=given_path,
         default=None,
         metavar="FOLDER",
         help="record each --source camera's annotated video as FOLDER/camera-N.mp4 (H.264), "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskwatch.cli.args import Subparsers, event_source, output_path
+from maskwatch.cli.args import Subparsers, event_source, given_path
 from maskwatch.defaults import STATS_PERIODS
 
 
@@ -33,7 +33,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--source", default=None, help="only this camera or file")
     p.add_argument(
         "--plot",
-        type=output_path,
+        type=given_path,
         default=None,
         metavar="PNG",
         help="also draw the table as a bar chart in PNG (needs the plot extra)",

@@ -8,7 +8,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from maskwatch.cli.args import Subparsers, data_spec, existing_path, model_arg, ranged_arg, within
+from maskwatch.cli.args import (
+    Subparsers,
+    data_spec,
+    existing_path,
+    given_path,
+    model_arg,
+    ranged_arg,
+    within,
+)
 from maskwatch.defaults import (
     BATCH_RANGE,
     CALIBRATION_RANGE,
@@ -274,12 +282,14 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="evaluate exactly the faces of a training run's test_faces.csv",
     )
-    p.add_argument("--out", type=Path, default=None, help="also write a report folder here")
+    p.add_argument("--out", type=given_path, default=None, help="also write a report folder here")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="a faster int8 copy of a classifier (needs the train extra)")
     model_arg(p)
-    p.add_argument("--out", type=Path, required=True, help="the new .onnx (its .json beside it)")
+    p.add_argument(
+        "--out", type=given_path, required=True, help="the new .onnx (its .json beside it)"
+    )
     p.add_argument("--int8", action="store_true", help="static int8 quantisation (QDQ)")
     p.add_argument(
         "--calibrate",

@@ -1,0 +1,20 @@
+"""A leading `~` or `~user` in a path given by a person, expanded as a shell does, or refused in
+one line when there is no such home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from maskwatch.errors import SettingError
+
+
+def expand_home(path: str | os.PathLike[str]) -> Path:
+    """`path` with a leading ~ or ~user replaced by that home folder; SettingError when the user
+    does not exist (or, for ~, when neither $HOME nor the password database gives a home)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # pathlib's only word for a home it cannot find
+        user = Path(path).parts[0][1:]
+        whose = f"no user {user}" if user else "no home folder ($HOME is not set)"
+        raise SettingError(f"{path}: {whose} to find the home of") from None

@@ -1,0 +1,144 @@
+"""How the real command stops and what it refuses before it starts: SIGTERM (systemd, docker
+stop) ends a run as Ctrl-C does, and a path starting with the home of a user who does not exist
+is one line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import (
+    assert_one_line_error,
+    free_port,
+    listening,
+    render_video,
+    run_cli,
+    video_codec,
+    wait_for,
+)
+
+NO_USER = "maskwatch-no-such-user"
+CLIP_FRAMES = 300  # 20 s at 15 fps: far more than a run gets through before it is stopped
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, three_faces: np.ndarray) -> Path:
+    folder = tmp_path_factory.mktemp("clip")
+    return render_video(folder / "clip.mp4", three_faces, frames=CLIP_FRAMES, size=(320, 240))
+
+
+def test_the_user_named_here_does_not_exist() -> None:
+    with pytest.raises(KeyError):
+        pwd.getpwnam(NO_USER)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("detect", "--save"),
+        ("detect", "--json"),
+        ("detect", "--events"),
+        ("detect", "--snapshots"),
+        ("detect", "--source"),
+        ("classify", "--json"),
+        ("stats", "LOG"),
+        ("demo", "--out"),
+    ],
+)  # fmt: skip
+def test_a_path_in_the_home_of_no_user_is_one_line(
+    command: str, option: str, clip: Path, tmp_path: Path
+) -> None:
+    path = f"~{NO_USER}/out.jsonl"
+    given = {
+        "detect": ["--source", str(clip), "--no-show", "--json", str(tmp_path / "o.jsonl")],
+        "classify": [str(clip.parent)],
+        "stats": [],
+        "demo": [],
+    }[command]
+    args = [path] if option == "LOG" else [option, path]
+    proc = run_cli(command, *given, *args)
+    assert_one_line_error(proc, f"{path}: no user {NO_USER} to find the home of")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_in_the_home_of_no_user_is_one_line() -> None:
+    env = {**os.environ, "MASKWATCH_HOME": f"~{NO_USER}/cache"}
+    proc = run_cli("models", env=env)
+    assert_one_line_error(proc, f"~{NO_USER}/cache: no user {NO_USER}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_stopped_run_completes_its_outputs_and_leaves_no_temporaries(
+    stop: signal.Signals, clip: Path, tmp_path: Path
+) -> None:
+    json_out, saved = tmp_path / "o.jsonl", tmp_path / "o.mp4"
+    detect = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "detect", "--source", str(clip), "--no-show",
+         "--json", str(json_out), "--save", str(saved)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def writing() -> bool:
+        parts = [p for p in tmp_path.iterdir() if ".part" in p.name]
+        return any(p.suffix == ".jsonl" and p.stat().st_size > 0 for p in parts)
+
+    try:
+        wait_for(writing, 120, "the first frames written")
+        detect.send_signal(stop)
+        _, err = detect.communicate(timeout=120)
+    finally:
+        detect.kill()
+    assert detect.returncode == 0, err
+    assert "Traceback" not in err
+    assert "interrupted; finishing outputs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jsonl", "o.mp4"]
+    frames = [json.loads(line)["frame"] for line in json_out.read_text().splitlines()]
+    assert 0 < len(frames) < CLIP_FRAMES  # stopped mid-run, every line whole
+    assert video_codec(saved)[1] == len(frames)
+
+
+def _healthy(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "line"),
+    [
+        (signal.SIGINT, 130, "maskwatch: interrupted"),
+        (signal.SIGTERM, -signal.SIGTERM, "maskwatch: terminated"),  # ended by it, as before
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int, line: str) -> None:
+    """Loading its models (it listens first: a native module's import may be what is stopped)
+    or serving (uvicorn's graceful shutdown): our line, no traceback, and the status of Ctrl-C,
+    or of a process SIGTERM ended (which systemd counts as a clean stop)."""
+    pytest.importorskip("uvicorn")
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ready = (lambda: listening(port)) if when == "starting" else (lambda: _healthy(port))
+    try:
+        wait_for(ready, 90, f"the server {when}")
+        serve.send_signal(stop)
+        _, err = serve.communicate(timeout=60)
+    finally:
+        serve.kill()
+    assert serve.returncode == status, err
+    assert err.splitlines()[-1] == line, err
