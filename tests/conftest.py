@@ -7,6 +7,7 @@ through the real verifying cache from MASKWATCH_MIRROR (default: ../shared/mirro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -294,3 +295,32 @@ def video_codec(path: Path) -> tuple[str, int]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return stream.codec_context.name, sum(1 for _ in container.decode(stream))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real file system that fills up (ENOSPC), unmounted whatever happens."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> str:
+    """Fill `disk` until about `leave` bytes are free; returns the filler's name."""
+    fs = os.statvfs(disk)
+    size = max(0, fs.f_bfree * fs.f_frsize - leave)
+    with open(disk / "filler", "wb") as out:
+        try:
+            out.write(b"\0" * size)
+            out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return "filler"

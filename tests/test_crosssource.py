@@ -4,9 +4,13 @@ small subsets of the real datasets and the real models."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import shutil
+import stat
 import subprocess
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +18,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATASETS, THREE_FACES, assert_one_line_error, run_cli, without_package
+from conftest import (
+    DATASETS,
+    THREE_FACES,
+    assert_one_line_error,
+    fill,
+    run_cli,
+    without_package,
+)
 from maskwatch.classifier import MaskClassifier, bundled_model_path, with_temperature
 from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN
 from maskwatch.faces import (
@@ -31,6 +42,7 @@ from maskwatch.train.calibration import expected_calibration_error, fit_temperat
 from maskwatch.train.crosssource import (
     FACES_CSV,
     FRAMINGS,
+    OUTPUTS,
     PR_AXES,
     PR_COLOURS,
     PR_DPI,
@@ -258,6 +270,113 @@ def test_cross_source_without_matplotlib_is_one_clear_line(tmp_path: Path) -> No
 def test_cross_source_needs_two_real_sources(tmp_path: Path) -> None:
     proc = _cross_source_of_one_real_source(tmp_path / "xs", "--limit-per-class", "2")
     assert_one_line_error(proc, "two real")
+
+
+def _tiny_cross_source(out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`train --cross-source` on observations, kary and ilc (two real sources), one view and
+    epoch, into `out`."""
+    data = [str(DATASETS / name) for name in ("observations", "kary", "ilc")]
+    quick = ["--views", "1", "--epochs", "1", "--finetune-epochs", "1"]
+    return run_cli(
+        "train", *data, "--cross-source", *quick, *options, "--out", str(out), timeout=300
+    )
+
+
+# Five faces per class: enough for the real recipe's validation faces of every class.
+REAL_AND_TINY = ("--recipe", "real", "--limit-per-class", "5")
+
+
+def _immutable(folder: Path) -> None:
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder immutable here (chattr +i)")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("folder", f"{FACES_CSV}: {os.strerror(errno.EISDIR)}"),
+        ("pipe", "cross_source.md: a pipe that nothing reads"),
+        ("file", "is not a folder"),
+        ("immutable", f"cross_source.json: {os.strerror(errno.EPERM)}"),
+    ],
+)
+def test_cross_source_refuses_outputs_it_cannot_write_before_any_training(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    out = tmp_path / "xs"
+    if case == "file":
+        out.write_text("a file")
+    else:
+        out.mkdir()
+    if case == "folder":
+        (out / FACES_CSV).mkdir()
+    elif case == "pipe":
+        os.mkfifo(out / "cross_source.md")
+    elif case == "immutable":
+        _immutable(out)
+    try:
+        proc = _tiny_cross_source(out, *REAL_AND_TINY, "--feature-cache", str(tmp_path / "cache"))
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], capture_output=True)
+    assert_one_line_error(proc, message)
+    assert "leaving" not in proc.stderr  # no source was left out: nothing trained
+    assert not (tmp_path / "cache").exists()  # no face framed, no map extracted
+    if out.is_dir():
+        planted = {"folder": {FACES_CSV}, "pipe": {"cross_source.md"}}.get(case, set())
+        assert set(os.listdir(out)) == planted  # nothing written, no temporary file
+
+
+def test_cross_source_writes_its_four_files_together_or_none(tiny_disk: Path) -> None:
+    # Room for the JSON and the table, not for the curves' PNG: the disk fills at the end.
+    filler = fill(tiny_disk, 16 * 1024)
+    proc = _tiny_cross_source(tiny_disk / "xs", *REAL_AND_TINY)
+    assert_one_line_error(proc, f"{PR_IMAGE}: {os.strerror(errno.ENOSPC)}")
+    assert "leaving" in proc.stderr  # it did train
+    assert sorted(os.listdir(tiny_disk)) == [filler], "a half set or temporary files left"
+
+
+def test_cross_source_of_a_recipe_without_validation(tmp_path: Path) -> None:
+    out = tmp_path / "xs"
+    proc = _tiny_cross_source(out, "--limit-per-class", "3")  # the seed recipe: val_fraction 0
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS)
+    table = json.loads((out / "cross_source.json").read_text())
+    assert "no validation faces" in table["protocol"]
+    assert set(table["sources"]) == {"kary", "ilc"}
+    for source, f in table["sources"].items():
+        assert f["validation_faces"] == 0, source
+        assert (f["temperature"], f["uncertain_below"], f["finetuning"]) == (1.0, 0.0, "not run")
+        assert f["ece"] == f["ece_before_calibration"], source
+        assert f["n"] > 0, source
+    assert "no validation faces" in (out / "cross_source.md").read_text()
+
+
+def test_cross_source_writes_through_pipes_devices_and_links_as_every_output(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "xs"
+    out.mkdir()
+    os.mkfifo(out / FACES_CSV)
+    try:
+        os.mknod(out / PR_IMAGE, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # our own null device
+    except OSError as exc:
+        pytest.skip(f"cannot make device nodes here: {exc}")
+    (tmp_path / "table.md").write_text("old")
+    (out / "cross_source.md").symlink_to(tmp_path / "table.md")
+    received: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: received.append((out / FACES_CSV).read_bytes()), daemon=True
+    )
+    reader.start()
+    proc = _tiny_cross_source(out, "--limit-per-class", "3")
+    reader.join(30)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(os.stat(out / FACES_CSV).st_mode)
+    assert stat.S_ISCHR(os.stat(out / PR_IMAGE).st_mode)
+    assert os.readlink(out / "cross_source.md") == str(tmp_path / "table.md")
+    assert "Cross-source accuracy" in (tmp_path / "table.md").read_text()
+    assert received[0].decode().startswith("photo,")
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS)
 
 
 def _largest(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,7 @@ import pytest
 from conftest import (
     THREE_FACES,
     assert_one_line_error,
+    fill,
     free_port,
     render_video,
     run_cli,
@@ -106,35 +107,6 @@ def count_frames(data: bytes, folder: Path) -> int:
     capture.release()
     copy.unlink()
     return count
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real file system that fills up (ENOSPC), unmounted whatever happens."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path, leave: int) -> str:
-    """Fill `disk` until about `leave` bytes are free; returns the filler's name."""
-    fs = os.statvfs(disk)
-    size = max(0, fs.f_bfree * fs.f_frsize - leave)
-    with open(disk / "filler", "wb") as out:
-        try:
-            out.write(b"\0" * size)
-            out.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return "filler"
 
 
 def read_only(disk: Path) -> None:

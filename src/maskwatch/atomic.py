@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,9 +156,10 @@ class PendingFile:
     `dest` on commit: writers such as video encoders need a file they can seek in.
     """
 
-    def __init__(self, dest: Path | str, suffix: str | None = None) -> None:
+    def __init__(self, dest: Path | str, suffix: str | None = None, hold: bool = False) -> None:
         self.dest = Path(dest)
         self.in_place = writes_in_place(self.dest)
+        self.held: int | None = None  # `dest` opened now, written at commit (`hold`, in place)
         if self.in_place:
             self.target = self.dest
             folder = Path(tempfile.gettempdir())
@@ -180,12 +181,22 @@ class PendingFile:
         except OutputError:
             remove_folders(self.made)
             raise
+        if self.in_place and hold:
+            try:
+                self.held = open_in_place(self.dest)
+            except OutputError:
+                self.discard()
+                raise
 
     def commit(self) -> None:
         """Put the finished temporary file in place; on failure remove it and raise."""
         try:
             if self.in_place:
-                with open(self.tmp, "rb") as src, open(self.dest, "wb") as out:
+                held, self.held = self.held, None
+                with (
+                    open(self.tmp, "rb") as src,
+                    open(self.dest if held is None else held, "wb") as out,
+                ):
                     shutil.copyfileobj(src, out)
             else:
                 with contextlib.suppress(OSError):
@@ -205,8 +216,72 @@ class PendingFile:
 
     def discard(self) -> None:
         """Remove the temporary file, and the folders made for it if nothing else is there."""
+        if self.held is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.held)
+            self.held = None
         remove_quietly(self.tmp)
         remove_folders(self.made)
+
+
+def open_in_place(dest: Path | str) -> int:
+    """`dest` (written in place: a device, a pipe) opened for writing now, so that a pipe
+    nobody reads is refused at once instead of blocking the run's end."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(
+                f"cannot write {dest}: a pipe that nothing reads (start its reader first)"
+            ) from exc
+        raise cannot_write(dest, exc) from exc
+    os.set_blocking(fd, True)
+    return fd
+
+
+class PendingFiles:
+    """Outputs that appear together or not at all. Each is checked now (its folder made, a
+    temporary file made beside it, a pipe or device opened), so an output that cannot be
+    written is refused before the work; `commit` writes every temporary file, then what goes to
+    devices and pipes, and only then renames the rest in place. A failure, or leaving the
+    `with` block without committing, removes every temporary file and the folders made."""
+
+    def __init__(self, dests: Iterable[Path | str]) -> None:
+        self.files: list[PendingFile] = []
+        try:
+            for dest in dests:
+                self.files.append(PendingFile(dest, hold=True))
+        except BaseException:
+            self.discard()
+            raise
+
+    def __enter__(self) -> PendingFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def commit(self, contents: Sequence[bytes]) -> None:
+        """Write `contents` (one per output, in order) and put them all in place."""
+        try:
+            for pending, data in zip(self.files, contents, strict=True):
+                try:
+                    pending.tmp.write_bytes(data)
+                    if not pending.in_place:
+                        _sync(pending.tmp)
+                except OSError as exc:
+                    raise cannot_write(pending.dest, exc) from exc
+            for pending in sorted(self.files, key=lambda p: not p.in_place):
+                pending.commit()  # devices and pipes first: they can still fail, renames hardly
+        except BaseException:
+            self.discard()
+            raise
+        self.files = []
+
+    def discard(self) -> None:
+        """Remove what is not committed, the last made first (the folder made goes last)."""
+        for pending in reversed(self.files):
+            pending.discard()
 
 
 @contextmanager

@@ -264,7 +264,8 @@ def add_parser(sub: Subparsers) -> None:
         "--cross-source",
         action="store_true",
         help="instead of one model: for each real source, train without it and test on all "
-        "of it; writes cross_source.md and .json into --out",
+        "of it; writes cross_source.md, .json, _incorrect_pr.png and _faces.csv into --out, "
+        "all four or none",
     )
     p.set_defaults(func=cmd_train)
 

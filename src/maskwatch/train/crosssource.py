@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.atomic import make_folder, write_bytes, write_text
+from maskwatch.atomic import PendingFiles
 from maskwatch.classifier import ModelMetadata, with_temperature
 from maskwatch.defaults import CROP_MARGIN, LOOSE_MARGIN, TIGHT_MARGIN, TRUSTED_FACE_SIDE
 from maskwatch.errors import DatasetError, MissingExtraError
@@ -59,6 +59,7 @@ FACES_CSV = "cross_source_faces.csv"
 INCORRECT_MIN_PRECISION = 0.70
 CURVE_POINTS = 101
 PR_IMAGE = "cross_source_incorrect_pr.png"
+OUTPUTS = ("cross_source.json", "cross_source.md", PR_IMAGE, FACES_CSV)  # as `outputs` orders them
 # The plot's place in the figure (left, bottom, width, height as fractions) and its size, fixed
 # so that a point of the curve has a known pixel: recall 0..1 across, precision 0..1 up.
 PR_AXES = (0.12, 0.27, 0.82, 0.63)
@@ -208,13 +209,30 @@ def tested_faces_csv(
 
 
 def cross_source(config: TrainConfig) -> dict[str, Any]:
-    """Run the whole protocol and write cross_source.json, cross_source.md and the `incorrect`
-    precision-recall curves (PR_IMAGE) into `config.out`; returns what the JSON holds."""
+    """Run the whole protocol and write OUTPUTS into `config.out`, all of them or none; each is
+    checked before the long run. Returns what the JSON holds."""
     config = config.resolved()
-    started = time.perf_counter()
     _require_matplotlib()  # before the long run, not after it
-    out = Path(config.out)
-    make_folder(out)
+    with PendingFiles([Path(config.out) / name for name in OUTPUTS]) as pending:
+        payload, faces = evaluate_folds(config)
+        pending.commit(outputs(payload, faces))
+    return payload
+
+
+def outputs(payload: dict[str, Any], faces_table: str) -> list[bytes]:
+    """The contents of OUTPUTS, in its order."""
+    return [
+        (json.dumps(payload, indent=2) + "\n").encode(),
+        ("\n".join(markdown_table(payload)) + "\n").encode(),
+        incorrect_pr_png(payload),
+        faces_table.encode(),
+    ]
+
+
+def evaluate_folds(config: TrainConfig) -> tuple[dict[str, Any], str]:
+    """The protocol's figures (what cross_source.json holds) and its table of tested faces
+    (FACES_CSV), for a resolved `config`."""
+    started = time.perf_counter()
     framed = read_and_frame(config)
     classes = check_classes(framed.samples)
     sources = [s.source for s in framed.samples]
@@ -245,10 +263,11 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     for fold in folds:
         log.info("leaving %s out: %d faces to test", fold.left_out, int(fold.test.sum()))
         backbone = copy.deepcopy(initial)
+        watched = fold.val if fold.val.any() else fold.test  # as `fit` watches, see Monitor
         monitor = Monitor(
-            np.asarray(every_face[fold.val]),
-            y[fold.val],
-            framed.face_sizes[fold.val],
+            np.asarray(every_face[watched]),
+            y[watched],
+            framed.face_sizes[watched],
             is_validation=bool(fold.val.any()),
         )
         fitted = fit_maps(
@@ -296,8 +315,14 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     payload = {
         "protocol": (
             "leave one real source out: train on the others (synthetic sources always in), "
-            f"test on every face of it of at least {HEADLINE_MIN_FACE} px; temperature and "
-            "uncertain threshold chosen on validation faces of the training sources"
+            f"test on every face of it of at least {HEADLINE_MIN_FACE} px; "
+            + (
+                "temperature and uncertain threshold chosen on validation faces of the "
+                "training sources"
+                if config.val_fraction
+                else "no validation faces (val_fraction 0): no temperature (1), no uncertain "
+                "threshold (0) and no fine-tuning, as a plain run of this recipe"
+            )
         ),
         "command": config.command,
         "config": json.loads(config.to_json()),
@@ -305,19 +330,13 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
         "sources": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_text(out / "cross_source.json", json.dumps(payload, indent=2) + "\n")
-    write_text(out / "cross_source.md", "\n".join(markdown_table(payload)) + "\n")
-    write_bytes(out / PR_IMAGE, incorrect_pr_png(payload))
-    write_text(
-        out / FACES_CSV,
-        tested_faces_csv(
-            tested_samples,
-            np.concatenate(tested_sizes),
-            {name: np.concatenate(p) for name, p in tested_probs.items()},
-            classes,
-        ),
+    faces_table = tested_faces_csv(
+        tested_samples,
+        np.concatenate(tested_sizes),
+        {name: np.concatenate(p) for name, p in tested_probs.items()},
+        classes,
     )
-    return payload
+    return payload, faces_table
 
 
 def _require_matplotlib() -> None:
