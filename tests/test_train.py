@@ -88,11 +88,17 @@ def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
     resolved = config.resolved()
     assert resolved.augment is Augment.REAL and resolved.epochs == 30  # the real recipe's
     assert TrainConfig(data=["d"], epochs=3).resolved().epochs == 3
+    assert resolved.hard_mining is HardMining.NONE  # off until it is measured better
+    mined = TrainConfig(data=["d"], hard_mining="focal")  # type: ignore[arg-type]
+    assert mined.hard_mining is HardMining.FOCAL
     saved = json.loads(resolved.to_json())
     assert saved["recipe"] == "real" and saved["augment"] == "real" and saved["split"] == "random"
     path = tmp_path / "config.json"
     path.write_text(resolved.to_json())
     assert TrainConfig.from_file(path) == resolved
+    path.write_text(json.dumps({**saved, "hard_mining": "hardest"}))
+    with pytest.raises(DatasetError, match="unknown hard mining 'hardest'; choose from none, ohem"):
+        TrainConfig.from_file(path)
     path.write_text(json.dumps({**saved, "framing": "bogus"}))
     with pytest.raises(
         DatasetError, match="unknown framing 'bogus'; choose from detector, annotation"
