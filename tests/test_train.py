@@ -13,7 +13,7 @@ import pytest
 from conftest import DATASETS, assert_one_line_error, class_subset, run_cli, voc_subset
 from maskwatch.classifier import MaskClassifier
 from maskwatch.errors import DatasetError
-from maskwatch.train.config import Augment, Recipe, Split, TrainConfig
+from maskwatch.train.config import Augment, HardMining, Recipe, Split, TrainConfig
 from maskwatch.train.data import faces_csv, load_dataset, load_datasets, read_faces_csv
 from maskwatch.train.dedup import HASH_DISTANCE, near_duplicate_pairs, photo_hashes
 from maskwatch.train.split import grouped, leakage, merge_groups, split_groups, split_random
@@ -88,11 +88,17 @@ def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
     resolved = config.resolved()
     assert resolved.augment is Augment.REAL and resolved.epochs == 30  # the real recipe's
     assert TrainConfig(data=["d"], epochs=3).resolved().epochs == 3
+    assert resolved.hard_mining is HardMining.NONE  # off until it is measured better
+    mined = TrainConfig(data=["d"], hard_mining="focal")  # type: ignore[arg-type]
+    assert mined.hard_mining is HardMining.FOCAL
     saved = json.loads(resolved.to_json())
     assert saved["recipe"] == "real" and saved["augment"] == "real" and saved["split"] == "random"
     path = tmp_path / "config.json"
     path.write_text(resolved.to_json())
     assert TrainConfig.from_file(path) == resolved
+    path.write_text(json.dumps({**saved, "hard_mining": "hardest"}))
+    with pytest.raises(DatasetError, match="unknown hard mining 'hardest'; choose from none, ohem"):
+        TrainConfig.from_file(path)
     path.write_text(json.dumps({**saved, "framing": "bogus"}))
     with pytest.raises(
         DatasetError, match="unknown framing 'bogus'; choose from detector, annotation"
@@ -101,6 +107,36 @@ def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
     path.write_text("[1, 2]")
     with pytest.raises(DatasetError, match="cannot read training configuration"):
         TrainConfig.from_file(path)
+
+
+def test_hard_mining_weights_the_hardest_views_and_keeps_class_weights() -> None:
+    import torch
+
+    from maskwatch.train.loop import training_loss
+
+    # Eight views, two classes: the first four are sure and right, the last four are wrong.
+    logits = torch.tensor([[4.0, 0.0]] * 2 + [[0.0, 4.0]] * 2 + [[0.0, 1.0]] * 2 + [[2.0, 0.0]] * 2)
+    targets = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    weights = torch.tensor([1.0, 3.0])
+    per_view = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+
+    plain = training_loss(logits, targets, weights, HardMining.NONE)
+    assert torch.isclose(plain, torch.nn.CrossEntropyLoss(weight=weights)(logits, targets))
+    hardest = torch.tensor([4, 5, 6, 7])
+    weighted = weights[targets[hardest]]
+    ohem = training_loss(logits, targets, weights, HardMining.OHEM)
+    assert torch.isclose(ohem, (per_view[hardest] * weighted).sum() / weighted.sum())
+    assert ohem > plain * 1.5
+    assert not torch.isclose(ohem, training_loss(logits, targets, None, HardMining.OHEM))
+    focal = training_loss(logits, targets, weights, HardMining.FOCAL)
+    assert focal < plain
+
+    for mining in (HardMining.OHEM, HardMining.FOCAL):  # sure, right views barely teach
+        x = logits.clone().requires_grad_(True)
+        training_loss(x, targets, weights, mining).backward()
+        assert x.grad is not None
+        easy, hard = x.grad[:4].abs().sum(), x.grad[4:].abs().sum()
+        assert easy < hard * (0.0 if mining is HardMining.OHEM else 0.01) + 1e-12, mining
 
 
 def test_train_refuses_bad_choices_by_their_names(tmp_path: Path) -> None:
@@ -272,11 +308,17 @@ def test_real_recipe_fine_tunes_chooses_a_threshold_and_lists_its_test_faces(
         "2",
         "--views",
         "2",
+        "--hard-mining",
+        "ohem",
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "fine-tune epoch 2/2" in proc.stderr or "no improvement" in proc.stderr
+    assert "head: hard mining by ohem" in proc.stderr
+    assert "fine-tune: hard mining by ohem" in proc.stderr
     meta = json.loads((out / "mask_classifier.json").read_text())
+    assert meta["training"]["hard_mining"] == "ohem"
+    assert json.loads((out / "config.json").read_text())["hard_mining"] == "ohem"
     assert meta["training"]["finetuning"].startswith(("kept", "discarded"))
     assert 0.34 <= meta["uncertain_below"] < 1.0
     assert meta["temperature"] > 0

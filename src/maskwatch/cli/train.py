@@ -28,9 +28,12 @@ from maskwatch.defaults import (
 )
 from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.train.config import (
+    FOCAL_GAMMA,
+    OHEM_KEPT,
     RECIPES,
     Augment,
     Framing,
+    HardMining,
     Recipe,
     Split,
     TrainConfig,
@@ -243,6 +246,14 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="crop each training view again from its photo, from the face box alone to a "
         f"40%% looser window than detect's, and off-centre ({_by_recipe('framing_jitter')})",
+    )
+    p.add_argument(
+        "--hard-mining",
+        choices=choices(HardMining),
+        default=None,
+        help=f"ohem: only the hardest {OHEM_KEPT * 100:g}%% of each batch's views count in the "
+        f"loss; focal: focal loss, gamma {FOCAL_GAMMA:g} (class weights apply to both; "
+        f"{_by_recipe('hard_mining')})",
     )
     p.add_argument(
         "--feature-cache",

@@ -48,6 +48,20 @@ class Augment(StrEnum):
     NONE = "none"
 
 
+class HardMining(StrEnum):
+    """How the training loss treats hard views: none (each counts alike); ohem (online hard
+    example mining: only the hardest OHEM_KEPT of each batch counts); focal (focal loss: each
+    view's loss scaled by (1 - p)^FOCAL_GAMMA, p the probability of its right class)."""
+
+    NONE = "none"
+    OHEM = "ohem"
+    FOCAL = "focal"
+
+
+OHEM_KEPT = 0.5  # share of each batch, its hardest views, whose loss counts with OHEM
+FOCAL_GAMMA = 2.0  # focal loss's focusing parameter (Lin et al. 2017)
+
+
 # Sources whose masks are pasted on (see the datasets' README): not "real" in headline figures.
 SYNTHETIC_SOURCES = ("observations",)
 
@@ -81,6 +95,7 @@ class RecipeDefaults:
     balance_classes: bool
     patience: int
     framing_jitter: bool
+    hard_mining: HardMining
 
 
 RECIPES: dict[Recipe, RecipeDefaults] = {
@@ -95,6 +110,7 @@ RECIPES: dict[Recipe, RecipeDefaults] = {
         balance_classes=False,
         patience=0,
         framing_jitter=False,
+        hard_mining=HardMining.NONE,
     ),
     Recipe.REAL: RecipeDefaults(
         epochs=30,
@@ -107,6 +123,7 @@ RECIPES: dict[Recipe, RecipeDefaults] = {
         balance_classes=True,
         patience=4,
         framing_jitter=False,
+        hard_mining=HardMining.NONE,
     ),
 }
 
@@ -137,6 +154,7 @@ class TrainConfig:
     limit_per_class: int | None = None
     balance_classes: bool | None = None
     framing_jitter: bool | None = None
+    hard_mining: HardMining | None = None
     feature_cache: str | None = None  # folder of cached feature maps shared between runs
     align: bool = False  # crops aligned by landmarks (cross-source comparisons only)
     synthetic_sources: list[str] = field(default_factory=lambda: list(SYNTHETIC_SOURCES))
@@ -148,6 +166,8 @@ class TrainConfig:
         self.framing = _member(Framing, self.framing, "framing")
         if self.augment is not None:
             self.augment = _member(Augment, self.augment, "augment")
+        if self.hard_mining is not None:
+            self.hard_mining = _member(HardMining, self.hard_mining, "hard mining")
 
     def resolved(self) -> TrainConfig:
         """Recipe defaults filled in wherever no value was given; checks the fractions."""

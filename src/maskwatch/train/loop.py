@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
 from maskwatch.classifier import ModelMetadata, to_input_tensor, with_temperature
 from maskwatch.defaults import CROP_MARGIN, TRUSTED_FACE_SIDE
 from maskwatch.train.augment import augmenter
 from maskwatch.train.calibration import expected_calibration_error, fit_temperature
-from maskwatch.train.config import TrainConfig
+from maskwatch.train.config import FOCAL_GAMMA, OHEM_KEPT, HardMining, TrainConfig
 from maskwatch.train.featurecache import FeatureCache, faces_key
 from maskwatch.train.framing import FramedSet, jittered_framing, reframe
 from maskwatch.train.metrics import Predictions, choose_threshold
@@ -100,6 +101,28 @@ class Stage:
     learning_rate: float
     class_weights: np.ndarray | None = None
     patience: int | None = None  # stop after this many epochs without a better monitor loss
+    hard_mining: HardMining = HardMining.NONE
+
+
+def training_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None,
+    hard_mining: HardMining,
+) -> torch.Tensor:
+    """Cross-entropy weighted by class, averaged over the batch by those weights (as
+    `nn.CrossEntropyLoss(weight=...)` does). OHEM averages only the `OHEM_KEPT` share of views
+    with the highest weighted loss; focal scales each view's loss by (1 - p)^FOCAL_GAMMA, p
+    the probability it gives the right class."""
+    per_view = functional.cross_entropy(logits, targets, weight=class_weights, reduction="none")
+    weights = torch.ones_like(per_view) if class_weights is None else class_weights[targets]
+    if hard_mining is HardMining.FOCAL:
+        right = torch.softmax(logits, 1).gather(1, targets[:, None])[:, 0]
+        per_view = per_view * (1 - right).pow(FOCAL_GAMMA)
+    elif hard_mining is HardMining.OHEM:
+        hardest = per_view.topk(max(1, round(len(per_view) * OHEM_KEPT))).indices
+        per_view, weights = per_view[hardest], weights[hardest]
+    return per_view.sum() / weights.sum()
 
 
 def _fit(
@@ -126,11 +149,12 @@ def _fit(
         if stage.class_weights is None
         else torch.tensor(stage.class_weights, dtype=torch.float32)
     )
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
     eval_loss = nn.CrossEntropyLoss()
     x_mon = torch.from_numpy(monitor[0].astype(np.float32))
     t_mon = torch.from_numpy(monitor[1])
     views, n = y_train.shape
+    if stage.hard_mining is not HardMining.NONE:
+        log.info("%s: hard mining by %s", name, stage.hard_mining)
     history: list[dict[str, Any]] = []
     best_loss, best_state, since_best = float("inf"), None, 0
     for epoch in range(1, stage.epochs + 1):
@@ -145,7 +169,7 @@ def _fit(
             x = torch.from_numpy(train_x[view_of[idx], idx].astype(np.float32))
             t = torch.from_numpy(y_train[view_of[idx], idx])
             logits = model(x)
-            loss = loss_fn(logits, t)
+            loss = training_loss(logits, t, weights, stage.hard_mining)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -379,7 +403,7 @@ def fit_maps(
     improves), fit the temperature and choose the uncertainty threshold on validation.
     `backbone`'s top blocks are trained in place."""
     assert config.epochs is not None and config.learning_rate is not None
-    assert config.finetune_learning_rate is not None
+    assert config.finetune_learning_rate is not None and config.hard_mining is not None
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     top = backbone[CUT:]  # type: ignore[index]
@@ -391,7 +415,14 @@ def fit_maps(
         y_views,
         (pool_maps(top, monitor.maps), monitor.y),
         len(classes),
-        Stage(config.epochs, config.batch_size, config.learning_rate, weights, patience),
+        Stage(
+            config.epochs,
+            config.batch_size,
+            config.learning_rate,
+            weights,
+            patience,
+            config.hard_mining,
+        ),
         rng,
     )
     decision = "not run"
@@ -402,6 +433,7 @@ def fit_maps(
             config.finetune_learning_rate,
             weights,
             patience,
+            config.hard_mining,
         )
         decision, more = _finetune_if_better(top, head, maps, y_views, watched, stage, rng, classes)
         history += more

@@ -99,6 +99,7 @@ def train(config: TrainConfig) -> TrainResult:
         "framing": config.framing,
         "augment": config.augment,
         "framing_jitter": config.framing_jitter,
+        "hard_mining": config.hard_mining,
         "seed": config.seed,
         "faces": plan.faces(framed),
         "framing_counts": dict(framed.framing),
