@@ -246,10 +246,11 @@ def test_a_pacer_holds_frames_to_their_time_and_drops_or_keeps_late_ones(
 PAUSED = [0.0, 1 / 15, 2 / 15, 3 / 15, 40.0, 40 + 1 / 15, 40 + 2 / 15]
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])  # an MP4 declares its average rate
 def test_a_variable_frame_rate_video_keeps_its_pause_in_frame_and_event_times(
-    tmp_path: Path, three_faces: np.ndarray
+    tmp_path: Path, three_faces: np.ndarray, suffix: str
 ) -> None:
-    clip = render_vfr_video(tmp_path / "phone.mkv", three_faces, PAUSED)
+    clip = render_vfr_video(tmp_path / f"phone{suffix}", three_faces, PAUSED)
     out, events = tmp_path / "frames.jsonl", tmp_path / "events.db"
     proc = run_cli(
         "detect", "--source", str(clip), "--no-show", "--json", str(out), "--events", str(events)
@@ -306,11 +307,15 @@ def test_a_timestamp_too_far_ahead_is_not_believed_but_a_pause_after_a_bad_one_i
     assert clock.time(0.0) == 0 and clock.time(1000 * VIDEO_MAX_PAUSE) == VIDEO_MAX_PAUSE
 
 
-def test_a_recording_cuts_a_long_pause_once(tmp_path: Path, three_faces: np.ndarray) -> None:
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_recording_cuts_a_long_pause_once(
+    tmp_path: Path, three_faces: np.ndarray, suffix: str
+) -> None:
     """A 40 s pause is held for MAX_HOLD_S, and the frames after it follow at their own pace
-    (each one used to be held another MAX_HOLD_S: 2 s of video became 302 s)."""
+    (each one used to be held another MAX_HOLD_S: 2 s of video became 302 s), at the video's
+    own frame rate (an MP4's average, 0.24 frames/s here, was taken for it)."""
     times = [i / 15 for i in range(5)] + [40 + i / 15 for i in range(5)]
-    clip = render_vfr_video(tmp_path / "phone.mkv", three_faces, times)
+    clip = render_vfr_video(tmp_path / f"phone{suffix}", three_faces, times)
     out = tmp_path / "out.avi"
     proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(out))
     assert proc.returncode == 0, proc.stderr
