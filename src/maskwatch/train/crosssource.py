@@ -261,7 +261,13 @@ def evaluate_folds(config: TrainConfig) -> tuple[dict[str, Any], str]:
     tested_sizes: list[np.ndarray] = []
     tested_probs: dict[str, list[np.ndarray]] = {name: [] for name in FRAMINGS}
     for fold in folds:
-        log.info("leaving %s out: %d faces to test", fold.left_out, int(fold.test.sum()))
+        log.info(
+            "leaving %s out: %d faces, %d of them of at least %d px to test",
+            fold.left_out,
+            int(fold.test.sum()),
+            int((framed.face_sizes[fold.test] >= HEADLINE_MIN_FACE).sum()),
+            HEADLINE_MIN_FACE,
+        )
         backbone = copy.deepcopy(initial)
         watched = fold.val if fold.val.any() else fold.test  # as `fit` watches, see Monitor
         monitor = Monitor(
