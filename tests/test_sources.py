@@ -326,6 +326,36 @@ def test_a_recording_cuts_a_long_pause_once(
     assert frames == 10 + round(VideoSink.MAX_HOLD_S * fps)
 
 
+def test_a_burst_of_gaps_says_nothing_of_the_frame_rate(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    """16 frames 3000 s apart measured 1/3000 frames/s, judged absurd: every timestamp of the
+    file was thrown away and its frames timed at 25 a second."""
+    stamps = [3000.0 * i for i in range(16)] + [45_000 + (i + 1) / 15 for i in range(3)]
+    clip = render_vfr_video(tmp_path / "gaps.mkv", three_faces, stamps, size=(160, 120))
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+    times = [json.loads(line)["time"] for line in proc.stdout.splitlines()]
+    assert times == pytest.approx(stamps, abs=0.002)
+
+
+def test_a_pause_in_a_fast_video_costs_a_bounded_recording(
+    tmp_path: Path, three_faces: np.ndarray
+) -> None:
+    """A video of 1000 frames a second paused for 20 s: the recording, at the video's rate,
+    held the pause for 10 s, 10,000 frames encoded (118 s for 3 frames processed)."""
+    stamps = [i / 1000 for i in range(16)] + [20.0]
+    clip = render_vfr_video(tmp_path / "fast.mkv", three_faces, stamps, size=(160, 120))
+    out = tmp_path / "out.avi"
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(out))
+    assert proc.returncode == 0, proc.stderr
+    capture = cv2.VideoCapture(str(out))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    assert frames == len(stamps) + round(VideoSink.MAX_HOLD_S * VideoSink.HOLD_FPS)
+
+
 @pytest.mark.parametrize("kind", ["folder", "photo"])
 def test_realtime_without_a_video_is_one_line_error(
     tmp_path: Path, three_faces: np.ndarray, kind: str

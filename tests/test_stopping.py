@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import (
+    DATASETS,
     assert_one_line_error,
     free_port,
     listening,
@@ -51,6 +52,10 @@ def test_the_user_named_here_does_not_exist() -> None:
         ("classify", "--json"),
         ("stats", "LOG"),
         ("demo", "--out"),
+        ("train", "--out"),
+        ("train", "--feature-cache"),
+        ("train", "DATA"),
+        ("evaluate", "DATA"),
     ],
 )  # fmt: skip
 def test_a_path_in_the_home_of_no_user_is_one_line(
@@ -62,8 +67,10 @@ def test_a_path_in_the_home_of_no_user_is_one_line(
         "classify": [str(clip.parent)],
         "stats": [],
         "demo": [],
+        "train": [] if option == "DATA" else [str(DATASETS / "observations")],
+        "evaluate": [],
     }[command]
-    args = [path] if option == "LOG" else [option, path]
+    args = [path] if option in ("LOG", "DATA") else [option, path]
     proc = run_cli(command, *given, *args)
     assert_one_line_error(proc, f"{path}: no user {NO_USER} to find the home of")
     assert list(tmp_path.iterdir()) == []

@@ -263,11 +263,13 @@ class VideoSink:
     The video keeps the frames' own timing: where frames were skipped (a camera's frames dropped
     while processing fell behind, `--realtime`, `--max-fps`), the last frame is held for the
     time they would have taken, up to MAX_HOLD_S, so the recording plays at the speed it
-    happened; a longer pause is cut to MAX_HOLD_S once.
+    happened; a longer pause is cut to MAX_HOLD_S once (shorter in a video of more than
+    HOLD_FPS frames a second, whose holds would cost that many encodes).
     """
 
     SPACE_CHECK_FRAMES = 25
     MAX_HOLD_S = 10.0
+    HOLD_FPS = 60.0  # a pause costs at most MAX_HOLD_S * HOLD_FPS frames, however fast the video
 
     def __init__(self, out: Path, fps: float, annotator: Annotator | None = None) -> None:
         self.out = out
@@ -316,7 +318,7 @@ class VideoSink:
             self._start = time
         due = round((time - self._start) * self.fps)  # frames before this one, by its time
         missing = due - self.frames
-        held = min(missing, round(self.MAX_HOLD_S * self.fps))
+        held = min(missing, round(self.MAX_HOLD_S * min(self.fps, self.HOLD_FPS)))
         if missing > held:  # the rest of a long pause is cut: later frames follow on from here
             self._start += (missing - held) / self.fps
         return [self._last] * held if self._last is not None and held > 0 else []

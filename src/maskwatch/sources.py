@@ -367,8 +367,10 @@ def stream_rate(path: Path, declared: float) -> float:
     if len(gaps) < 2:
         return declared
     measured = 1000.0 / float(np.median(gaps))
-    if declared > 0 and abs(measured - declared) <= RATE_TOLERANCE * declared:
-        return declared
+    if measured not in VIDEO_FPS_RANGE or (
+        declared > 0 and abs(measured - declared) <= RATE_TOLERANCE * declared
+    ):
+        return declared  # a burst of frames or of gaps says nothing of the rate
     log.debug("%s: declares %g frames/s, its frames keep %g", path, declared, measured)
     return measured
 

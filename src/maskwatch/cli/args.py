@@ -136,14 +136,21 @@ def existing_path(text: str) -> Path:
     return path
 
 
+def given_folder(text: str) -> str:
+    """A folder option kept as text (a training config stores it so), ~ expanded."""
+    return str(given_path(text))
+
+
 def data_spec(text: str) -> str:
-    """DATA or DATA:LABEL, the folder part checked at parse time."""
+    """DATA or DATA:LABEL, the folder part ~-expanded and checked at parse time."""
     from maskwatch.train.data import parse_data_spec
 
-    path, _ = parse_data_spec(text)
+    _, label = parse_data_spec(text)
+    suffix = text[text.rindex(":") :] if label is not None else ""
+    path = given_path(text[: len(text) - len(suffix)])
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: no such folder")
-    return text
+    return f"{path}{suffix}"
 
 
 def model_arg(parser: argparse.ArgumentParser) -> None:

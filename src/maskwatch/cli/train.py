@@ -12,6 +12,7 @@ from maskwatch.cli.args import (
     Subparsers,
     data_spec,
     existing_path,
+    given_folder,
     given_path,
     model_arg,
     ranged_arg,
@@ -153,7 +154,9 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="repeat a run from its config.json (other options are ignored)",
     )
-    p.add_argument("--out", default=None, help=f"output folder (default: {TrainConfig.out})")
+    p.add_argument(
+        "--out", type=given_folder, default=None, help=f"output folder (default: {TrainConfig.out})"
+    )
     p.add_argument(
         "--recipe",
         choices=choices(Recipe),
@@ -257,6 +260,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--feature-cache",
+        type=given_folder,
         default=None,
         metavar="DIR",
         help="keep the frozen backbone's feature maps here and reuse them in later runs on "
