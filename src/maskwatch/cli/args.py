@@ -142,15 +142,16 @@ def given_folder(text: str) -> str:
 
 
 def data_spec(text: str) -> str:
-    """DATA or DATA:LABEL, the folder part ~-expanded and checked at parse time."""
+    """DATA or DATA:LABEL, the folder part (~ expanded) checked at parse time."""
     from maskwatch.train.data import parse_data_spec
 
-    _, label = parse_data_spec(text)
-    suffix = text[text.rindex(":") :] if label is not None else ""
-    path = given_path(text[: len(text) - len(suffix)])
+    try:
+        path, _ = parse_data_spec(text)
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: no such folder")
-    return f"{path}{suffix}"
+    return text
 
 
 def model_arg(parser: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ FACES_CSV = "cross_source_faces.csv"
 INCORRECT_MIN_PRECISION = 0.70
 CURVE_POINTS = 101
 PR_IMAGE = "cross_source_incorrect_pr.png"
-OUTPUTS = ("cross_source.json", "cross_source.md", PR_IMAGE, FACES_CSV)  # as `outputs` orders them
+OUTPUTS = ("cross_source.json", "cross_source.md", PR_IMAGE, FACES_CSV)
 # The plot's place in the figure (left, bottom, width, height as fractions) and its size, fixed
 # so that a point of the curve has a known pixel: recall 0..1 across, precision 0..1 up.
 PR_AXES = (0.12, 0.27, 0.82, 0.63)
@@ -215,18 +215,19 @@ def cross_source(config: TrainConfig) -> dict[str, Any]:
     _require_matplotlib()  # before the long run, not after it
     with PendingFiles([Path(config.out) / name for name in OUTPUTS]) as pending:
         payload, faces = evaluate_folds(config)
-        pending.commit(outputs(payload, faces))
+        contents = outputs(payload, faces)
+        pending.commit([contents[name] for name in OUTPUTS])
     return payload
 
 
-def outputs(payload: dict[str, Any], faces_table: str) -> list[bytes]:
-    """The contents of OUTPUTS, in its order."""
-    return [
-        (json.dumps(payload, indent=2) + "\n").encode(),
-        ("\n".join(markdown_table(payload)) + "\n").encode(),
-        incorrect_pr_png(payload),
-        faces_table.encode(),
-    ]
+def outputs(payload: dict[str, Any], faces_table: str) -> dict[str, bytes]:
+    """The contents of OUTPUTS, by name."""
+    return {
+        "cross_source.json": (json.dumps(payload, indent=2) + "\n").encode(),
+        "cross_source.md": ("\n".join(markdown_table(payload)) + "\n").encode(),
+        PR_IMAGE: incorrect_pr_png(payload),
+        FACES_CSV: faces_table.encode(),
+    }
 
 
 def evaluate_folds(config: TrainConfig) -> tuple[dict[str, Any], str]:

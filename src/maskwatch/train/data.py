@@ -22,6 +22,7 @@ import numpy as np
 from maskwatch.errors import DatasetError, SourceError
 from maskwatch.images import read_file
 from maskwatch.labels import canonical_label, sort_labels
+from maskwatch.paths import expand_home
 from maskwatch.sources import list_images
 
 log = logging.getLogger("maskwatch")
@@ -148,11 +149,12 @@ def load_one_label_folder(root: Path, label: str, source: str) -> list[Sample]:
 
 
 def parse_data_spec(spec: str) -> tuple[Path, str | None]:
-    """'PATH' or 'PATH:LABEL' (each photo's subject has LABEL); LABEL may be any dataset name."""
+    """'PATH' or 'PATH:LABEL' (each photo's subject has LABEL); LABEL may be any dataset name.
+    A leading ~ or ~user of PATH is expanded (SettingError when there is no such user)."""
     path, sep, name = spec.rpartition(":")
     if sep and path and canonical_label(name):
-        return Path(path), canonical_label(name)
-    return Path(spec), None
+        return expand_home(path), canonical_label(name)
+    return expand_home(spec), None
 
 
 def load_dataset(spec: str | Path) -> list[Sample]:

@@ -61,6 +61,6 @@ def remote_event(topic: str, payload: dict[str, Any]) -> tuple[str, Event]:
     fields = checked.model_dump(exclude={"camera"})
     event = Event(
         **{**fields, "kind": Kind(checked.kind), "box": tuple(checked.box)},
-        camera=payload.get("camera"),
+        camera=checked.camera if "camera" in payload else None,
     )
     return checked.camera, event
