@@ -305,18 +305,22 @@ def test_the_dashboard_reads_the_same_timeline_from_postgres_and_sqlite(
         _event(2, APPEAR, None),
         _event(2, SETTLE, "mask"),
     ]
-    timelines = []
+    earlier = Event(time.time() - 3 * 3600, "door", 3, APPEAR, 3, None, 0.9, (1, 2, 3, 4))
+    timelines, windows = [], []
     for target in (DatabaseUrl(database), tmp_path / "events.db"):
         board = Board(target)
-        board.add("door", events[:2])
+        board.add("door", [earlier, *events[:2], _event(3)])
         board.add("hall", events[2:], run="browser 1")
         board.close()
         restarted = Board(target)  # the timeline survives a restart of the server
         timelines.append(restarted.timeline("minute"))
+        windows.append(restarted.history("hour", periods=2)["timeline"])
         assert restarted.timeline("hour", "hall")["total"]["mask"] == 1
         restarted.close()
     assert timelines[0] == timelines[1]
-    assert timelines[0]["total"]["people"] == 2
+    assert timelines[0]["total"]["people"] == 3
+    assert windows[0] == windows[1]
+    assert windows[0]["total"]["people"] == 2, "who came 3 hours ago is left out whole"
     assert len(_rows(database, "SELECT id FROM runs")) == 2
 
 

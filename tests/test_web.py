@@ -271,6 +271,57 @@ def test_the_dashboards_poll_reads_the_event_log_once(
     assert list(stats) == ["cameras", "people_seen", "recent", "timeline", "compliance", "stored"]
 
 
+@pytest.mark.parametrize("stored", [True, False], ids=["event-log", "memory"])
+def test_the_dashboards_timeline_of_the_last_periods_is_the_end_of_the_whole_timeline(
+    tmp_path: Path, stored: bool
+) -> None:
+    """`periods` (the dashboard asks for 60) gives the last periods of the whole timeline, and
+    from a log reads only the people who appeared within them: someone who came before and is
+    still in view is left out whole, not counted again where their visit was cut."""
+    now = time.time()
+    board = Board(tmp_path / "ev.db" if stored else None)
+    box = (0.0, 0.0, 9.0, 9.0)
+    visits = [(1, 4000, "mask"), (2, 1000, "no_mask"), (3, 150, "mask")]
+    for track, ago, label in visits:
+        at = now - ago
+        appear = Event(at, "door", track, APPEAR, track, None, 0.0, box)
+        board.add("door", [appear, Event(at + 5, "door", track, SETTLE, track, label, 0.9, box)])
+    board.add("door", [Event(now - 60, "door", 1, LEAVE, 1, "mask", 0.9, box)])  # a long visit
+    whole = board.history("minute", now=now)
+    last = board.history("minute", now=now, periods=5)
+    reads: list[float | None] = []
+
+    def counted(log: EventTarget, since: float | None = None) -> list[Row]:
+        reads.append(since)
+        return log_rows(log, since)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(board_module, "log_rows", counted)
+        by_day = board.history("day", now=now, periods=1)
+    board.close()
+    assert whole["timeline"]["total"]["people"] == 3
+    assert last["timeline"]["rows"] == whole["timeline"]["rows"][-1:]
+    assert last["timeline"]["total"]["people"] == 1
+    assert last["compliance"] == whole["compliance"]
+    today = time.localtime(now).tm_yday
+    assert by_day["timeline"]["total"]["people"] == sum(
+        time.localtime(now - ago).tm_yday == today for _, ago, _ in visits
+    )
+    if stored:
+        midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
+        assert reads == [min(now - 3600, midnight)]
+        assert [r.track for r in log_rows(tmp_path / "ev.db", now - 3600)] == [2, 2, 3, 3]
+
+
+def test_the_stats_api_refuses_a_timeline_of_no_or_too_many_periods(tmp_path: Path) -> None:
+    with TestClient(create_app(ServeSettings(events=tmp_path / "ev.db"))) as client:
+        for periods in (0, -1, 10**6):
+            answer = client.get(f"/api/v1/stats?by=day&periods={periods}")
+            assert answer.status_code == 422, periods
+            assert "periods must be from 1 to 100000" in answer.text
+        assert client.get("/api/v1/stats?by=day&periods=100000").status_code == 200
+
+
 def test_a_damaged_event_log_shows_the_servers_own_events_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -51,6 +51,7 @@ ALERT_TRACK_INTERVAL = 300.0  # seconds between alerts for one person
 ALERT_GLOBAL_INTERVAL = 10.0  # seconds between any two alerts
 STATS_PERIODS = ("minute", "hour", "day")
 STATS_PLOT_BARS = 200  # periods a `stats --plot` chart shows at most (the most recent)
+STATS_MAX_PERIODS = 100_000  # the most periods a timeline may ask for (of days: 273 years)
 MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
 MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it

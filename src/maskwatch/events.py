@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS events (
     snapshot TEXT
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
+-- finds a person's first event, so that a window of time reads only the people who appeared in it
+CREATE INDEX IF NOT EXISTS events_track ON events(run, track, time);
 """
 SQLITE_SCHEMA = SCHEMA.format(key="INTEGER PRIMARY KEY", real="REAL", int="INTEGER")
 # The statements both stores run, with SQLite's placeholders (postgres.py translates them).

@@ -69,13 +69,23 @@ class Row(NamedTuple):
     source: str
 
 
+FIRST_SEEN_SINCE = (
+    "WHERE e.time >= ? AND NOT EXISTS (SELECT 1 FROM events p "
+    "WHERE p.run = e.run AND p.track = e.track AND p.time < ?) "
+)
+
+
 def log_rows(log_path: EventTarget, since: float | None = None) -> list[Row]:
     """Every event of an event log (an SQLite file or a PostgreSQL database) as a Row, in
-    order; only those from `since` when given."""
-    where, args = ("", ()) if since is None else ("WHERE e.time >= ? ", (since,))
+    order; with `since`, only the events of the people first seen at or after it (a person
+    who appeared before is left out whole, rather than counted from the middle of their
+    visit), so that a window of time reads that window only."""
+    where, args = ("", ()) if since is None else (FIRST_SEEN_SINCE, (since, since))
+    # `+e.run`: a window is found by the time index and sorted, not the whole log walked in order
+    first = "e.run" if since is None else "+e.run"
     query = (
         "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
-        f"JOIN runs r ON r.id = e.run {where}ORDER BY e.run, e.track, e.time, e.id"
+        f"JOIN runs r ON r.id = e.run {where}ORDER BY {first}, e.track, e.time, e.id"
     )
     if isinstance(log_path, DatabaseUrl):
         return [Row(*row) for row in read_rows(log_path, query, args)]
@@ -177,14 +187,35 @@ def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None
     return summarise_rows(kept, by, source)
 
 
-def summarise_rows(rows: Iterable[Row], by: str = "hour", source: str | None = None) -> StatsTable:
+def summarise_rows(
+    rows: Iterable[Row], by: str = "hour", source: str | None = None, since: float | None = None
+) -> StatsTable:
+    """People per period of `by`, by label; only those who appeared at or after `since`."""
     if by not in PERIOD_FORMATS:
         raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
     periods: dict[str, Counter[str]] = defaultdict(Counter)
     for person in people(rows, source):
+        if since is not None and person.appeared < since:
+            continue
         period = time.strftime(PERIOD_FORMATS[by], time.localtime(person.appeared))
         periods[period][person.main_label()] += 1
     return StatsTable(by, sorted(periods.items()))
+
+
+def period_start(moment: float, by: str, back: int = 0) -> float:
+    """When the period of `by` (local time) holding `moment` began, moved `back` periods
+    earlier: where a timeline of the last `back + 1` periods starts."""
+    if by not in PERIOD_FORMATS:
+        raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
+    t = time.localtime(moment)
+    day, hour, minute = t.tm_mday, t.tm_hour, t.tm_min
+    if by == "minute":
+        minute -= back
+    elif by == "hour":
+        hour, minute = hour - back, 0
+    else:
+        day, hour, minute = day - back, 0, 0
+    return time.mktime((t.tm_year, t.tm_mon, day, hour, minute, 0, 0, 0, -1))
 
 
 @dataclass

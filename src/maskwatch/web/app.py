@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maskwatch import __version__
-from maskwatch.defaults import SERVE_MJPEG_READERS, STATS_PERIODS
+from maskwatch.defaults import SERVE_MJPEG_READERS, STATS_MAX_PERIODS, STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
 from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.web.docs import PAGES as DOCS_PAGES
@@ -239,12 +239,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return JSONResponse(result)
 
     @app.get("/api/v1/stats", dependencies=token, responses=api_errors)
-    def stats(by: str = "minute", camera: str | None = None) -> dict[str, Any]:
+    def stats(
+        by: str = "minute", camera: str | None = None, periods: int | None = None
+    ) -> dict[str, Any]:
         if by not in STATS_PERIODS:
             raise HTTPException(422, f"by must be one of {', '.join(STATS_PERIODS)}")
+        if periods is not None and not 1 <= periods <= STATS_MAX_PERIODS:
+            raise HTTPException(422, f"periods must be from 1 to {STATS_MAX_PERIODS}")
         return {
             **service.board.live(),
-            **service.board.history(by, camera),
+            **service.board.history(by, camera, periods=periods),
             "stored": settings.events is not None,
         }
 

@@ -40,6 +40,7 @@ from maskwatch.stats import (
     Row,
     compliance,
     log_rows,
+    period_start,
     plausible_rows,
     summarise_rows,
 )
@@ -210,13 +211,22 @@ class Board:
             return {"cameras": cameras, "people_seen": self._people, "recent": list(self._recent)}
 
     def history(
-        self, by: str = "minute", camera: str | None = None, now: float | None = None
+        self,
+        by: str = "minute",
+        camera: str | None = None,
+        now: float | None = None,
+        periods: int | None = None,
     ) -> dict[str, Any]:
-        """The dashboard's poll: the timeline and the mask compliance, from one read of the
-        log (one connection to a database)."""
-        rows = self._stored_rows()
+        """The dashboard's poll: the timeline (of the last `periods` periods only, when given)
+        and the mask compliance, from one read of the log (one connection to a database). With
+        `periods`, only the people who appeared within them or the compliance window are
+        read: a poll costs the same on the first day as after a year of events."""
+        now = time.time() if now is None else now
+        start = None if periods is None else period_start(now, by, periods - 1)
+        since = None if start is None else min(start, now - COMPLIANCE_WINDOW)
+        rows = self._stored_rows(since)
         return {
-            "timeline": summarise_rows(rows, by, camera).to_dict(),
+            "timeline": summarise_rows(rows, by, camera, start).to_dict(),
             "compliance": self._compliance(rows, now),
         }
 
@@ -226,17 +236,18 @@ class Board:
 
     def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
         """Mask compliance per camera, as `history` gives it."""
-        return self._compliance(self._stored_rows(), now)
+        now = time.time() if now is None else now
+        return self._compliance(self._stored_rows(now - COMPLIANCE_WINDOW), now)
 
-    def _stored_rows(self) -> list[Row]:
-        """The log's events with a possible time; this server's own events when it has no
-        log, or while it cannot be read (a database away, a damaged file). Rows with an
-        impossible time (which no calendar can show) are left out rather than failing every
-        request."""
+    def _stored_rows(self, since: float | None = None) -> list[Row]:
+        """The log's events with a possible time (of the people first seen from `since` on,
+        when given); this server's own events when it has no log, or while it cannot be read
+        (a database away, a damaged file). Rows with an impossible time (which no calendar can
+        show) are left out rather than failing every request."""
         rows = None
         if isinstance(self.log, DatabaseUrl) or (self.log is not None and self.log.exists()):
             try:
-                rows = log_rows(self.log)
+                rows = log_rows(self.log, since)
             except MaskwatchError as exc:
                 self._warning.warn(f"the dashboard shows this server's events only: {exc}")
         if rows is None:

@@ -7,6 +7,7 @@
   const LABELS = ["mask", "no_mask", "incorrect", "unsettled"];
   const SVG = "http://www.w3.org/2000/svg";
   const SPARK = { width: 120, height: 28, pad: 3 };
+  const TIMELINE_PERIODS = 60; // the server reads only the people of these periods
 
   const byName = new Intl.Collator(undefined, { numeric: true }).compare;
 
@@ -110,7 +111,7 @@
     const rows = stats.timeline.rows;
     const peak = Math.max(1, ...rows.map((r) => r.people));
     $("timeline").replaceChildren(...(rows.length
-      ? rows.slice(-60).map((r) => bar(r, peak))
+      ? rows.map((r) => bar(r, peak))
       : [element("p", { textContent: "no people yet" })]));
     $("stored").textContent = stats.stored
       ? "from the server's event log"
@@ -124,7 +125,7 @@
   async function refresh() {
     try {
       const camera = $("camera").value;
-      const query = `by=${$("by").value}${camera ? "&camera=" + encodeURIComponent(camera) : ""}`;
+      const query = `by=${$("by").value}&periods=${TIMELINE_PERIODS}${camera ? "&camera=" + encodeURIComponent(camera) : ""}`;
       render(await maskwatch.getJson(`api/v1/stats?${query}`));
     } catch (error) {
       $("updated").textContent = error.message;
