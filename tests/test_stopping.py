@@ -76,10 +76,11 @@ def test_a_path_in_the_home_of_no_user_is_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_cache_in_the_home_of_no_user_is_one_line() -> None:
-    env = {**os.environ, "MASKWATCH_HOME": f"~{NO_USER}/cache"}
-    proc = run_cli("models", env=env)
-    assert_one_line_error(proc, f"~{NO_USER}/cache: no user {NO_USER}")
+@pytest.mark.parametrize("variable", ["MASKWATCH_HOME", "XDG_CACHE_HOME"])
+def test_a_cache_in_the_home_of_no_user_is_one_line_naming_its_variable(variable: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MASKWATCH_HOME"}
+    proc = run_cli("models", env={**env, variable: f"~{NO_USER}/cache"})
+    assert_one_line_error(proc, f"${variable}=~{NO_USER}/cache: no user {NO_USER}")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
@@ -105,7 +106,8 @@ def test_a_stopped_run_completes_its_outputs_and_leaves_no_temporaries(
         detect.kill()
     assert detect.returncode == 0, err
     assert "Traceback" not in err
-    assert "interrupted; finishing outputs" in err
+    said = "terminated" if stop == signal.SIGTERM else "interrupted"
+    assert f"{said}; finishing outputs" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jsonl", "o.mp4"]
     frames = [json.loads(line)["frame"] for line in json_out.read_text().splitlines()]
     assert 0 < len(frames) < CLIP_FRAMES  # stopped mid-run, every line whole

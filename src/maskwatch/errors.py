@@ -40,3 +40,9 @@ class MissingExtraError(MaskwatchError):
         super().__init__(
             f"{feature} needs the {extra} extra: pip install '.[{extra}]' in the maskwatch checkout"
         )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how systemd and docker stop a service), raised where Ctrl-C raises
+    KeyboardInterrupt so that it stops a run the same way: a watch completes its outputs, other
+    work stops and removes its temporary files."""

@@ -117,8 +117,9 @@ REGISTRY: dict[str, HubFile] = {f.name: f for f in (YUNET, MOBILENET_V2, *SAMPLE
 def cache_dir() -> Path:
     """`$MASKWATCH_HOME`, else `$XDG_CACHE_HOME/maskwatch`, else `~/.cache/maskwatch`."""
     if os.environ.get(ENV_HOME):
-        return expand_home(os.environ[ENV_HOME])
-    base = expand_home(os.environ.get("XDG_CACHE_HOME") or "~/.cache")
+        return expand_home(os.environ[ENV_HOME], ENV_HOME)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = expand_home(xdg, "XDG_CACHE_HOME") if xdg else expand_home("~/.cache")
     return base / "maskwatch"
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from maskwatch.errors import SettingError
 
 
-def expand_home(path: str | os.PathLike[str]) -> Path:
+def expand_home(path: str | os.PathLike[str], variable: str = "") -> Path:
     """`path` with a leading ~ or ~user replaced by that home folder; SettingError when the user
-    does not exist (or, for ~, when neither $HOME nor the password database gives a home)."""
+    does not exist (or, for ~, when neither $HOME nor the password database gives a home). A
+    path read from an environment `variable` is named by it in the error."""
     try:
         return Path(path).expanduser()
     except RuntimeError:  # pathlib's only word for a home it cannot find
         user = Path(path).parts[0][1:]
         whose = f"no user {user}" if user else "no home folder ($HOME is not set)"
-        raise SettingError(f"{path}: {whose} to find the home of") from None
+        given = f"${variable}={path}" if variable else str(path)
+        raise SettingError(f"{given}: {whose} to find the home of") from None

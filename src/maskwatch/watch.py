@@ -39,6 +39,7 @@ from maskwatch.defaults import (
     SETTLE_FRAMES,
     Blur,
 )
+from maskwatch.errors import Terminated
 from maskwatch.events import Event, EventStream
 from maskwatch.types import Faces, Frame, FrameResult
 
@@ -250,8 +251,11 @@ class Watch:
                         self.process(frame, faces)
         except Stop:
             pass
-        except KeyboardInterrupt:
-            log.warning("interrupted; finishing outputs")
+        except KeyboardInterrupt as stop:
+            log.warning(
+                "%s; finishing outputs",
+                "terminated" if isinstance(stop, Terminated) else "interrupted",
+            )
         self.finish()
 
     def finish(self) -> None:

@@ -18,7 +18,7 @@ from typing import NoReturn
 from maskwatch import __version__
 from maskwatch.cli import classify, demo, detect, models, serve, stats, train
 from maskwatch.cli.args import Handler, Subparsers, within
-from maskwatch.errors import MaskwatchError
+from maskwatch.errors import MaskwatchError, Terminated
 from maskwatch.redact import OWN_SECRET, redact
 
 __all__ = ["build_parser", "main", "within"]
@@ -86,12 +86,6 @@ def _setup_logging(quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (how systemd and docker stop a service), raised where Ctrl-C raises
-    KeyboardInterrupt so that it stops a run the same way: a watch completes its outputs, other
-    work stops and removes its temporary files."""
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
