@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import DATASETS, assert_one_line_error, class_subset, run_cli, voc_subset
+from conftest import (
+    DATASETS,
+    assert_one_line_error,
+    class_subset,
+    run_cli,
+    voc_subset,
+    wait_for,
+)
 from maskwatch.classifier import MaskClassifier
 from maskwatch.errors import DatasetError
 from maskwatch.train.config import Augment, HardMining, Recipe, Split, TrainConfig
@@ -225,6 +235,7 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     assert meta["uncertain_below"] == 0.0  # the seed recipe has no validation to choose it on
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 3 and config["command"][:2] == ["maskwatch", "train"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "the stage is gone"
 
     # The same report for any labelled data, from the exported model.
     report = tmp_path / "eval"
@@ -233,6 +244,39 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "balanced" in proc.stdout and (report / "report.md").is_file()
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    proc = run_cli("train", str(DATASETS / "observations"), "--out", str(tmp_path / "file" / "run"))
+    assert_one_line_error(proc, "cannot write", "Not a directory")
+    assert "photos" not in proc.stderr, "refused before the data is read"
+
+
+def test_a_stopped_training_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:
+    """SIGTERM while the features are computed: the previous run's outputs stay as they were,
+    no half of the new run's is beside them, and no temporary folder is left."""
+    obs = class_subset(tmp_path / "obs", 14)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mask_classifier.onnx").write_bytes(b"the previous model")
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        training = subprocess.Popen(
+            [sys.executable, "-m", "maskwatch.cli", "train", str(obs), "--out", str(out),
+             "--epochs", "50", "--views", "8"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "features: view" in log.read_text(), 300, "features computed")
+            training.send_signal(signal.SIGTERM)
+            training.wait(timeout=120)
+        finally:
+            training.kill()
+    assert training.returncode == -signal.SIGTERM, log.read_text()  # ended as SIGTERM ends
+    assert "Traceback" not in log.read_text()
+    assert [p.name for p in out.iterdir()] == ["mask_classifier.onnx"]
+    assert (out / "mask_classifier.onnx").read_bytes() == b"the previous model"
 
 
 def test_random_split_warns_about_leakage(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]

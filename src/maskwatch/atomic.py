@@ -303,6 +303,42 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     pending.commit()
 
 
+@contextmanager
+def staged_folder(dest: Path) -> Iterator[Path]:
+    """A hidden temporary folder inside the output folder `dest`, for outputs that must appear
+    together: `dest` is made and tried now, so a place that cannot be written is refused before
+    the work; when the block succeeds each file written in the stage replaces its namesake in
+    `dest`, and when it fails (or is interrupted) the stage is removed, with `dest` if this made
+    it: `dest` never holds half of a run's outputs beside another run's."""
+    made = make_folder(dest)
+    try:
+        check_free_space(dest, dest)
+        stage = Path(tempfile.mkdtemp(prefix=".maskwatch-", suffix=".part", dir=dest))
+    except OSError as exc:
+        remove_folders(made)
+        raise cannot_write(dest, exc) from exc
+    except BaseException:
+        remove_folders(made)
+        raise
+    try:
+        yield stage
+        written = sorted(stage.iterdir())
+        for item in written:
+            if (dest / item.name).is_dir() and not (dest / item.name).is_symlink():
+                raise OutputError(f"cannot write {dest / item.name}: a folder is in its place")
+        for item in written:
+            try:
+                os.replace(item, dest / item.name)
+            except OSError as exc:
+                raise cannot_write(dest / item.name, exc) from exc
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        remove_folders(made)
+        raise
+    with contextlib.suppress(OSError):
+        stage.rmdir()
+
+
 def write_bytes(dest: Path | str, data: bytes) -> None:
     """Write `data` to `dest` completely or not at all (in place for devices and pipes)."""
     if writes_in_place(dest):

@@ -13,13 +13,13 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from maskwatch.atomic import write_text
+from maskwatch.atomic import staged_folder, write_text
 from maskwatch.classifier import DEFAULT_MODEL_NAME, MaskClassifier, ModelMetadata
 from maskwatch.defaults import CROP_MARGIN
 from maskwatch.errors import DatasetError, SettingError
@@ -55,9 +55,6 @@ def train(config: TrainConfig) -> TrainResult:
     """Run the whole training recipe and write every output into `config.out`."""
     import torch
 
-    from maskwatch.train.export import export_classifier, write_metadata
-    from maskwatch.train.loop import fit
-
     config = config.resolved()
     if config.align:
         raise SettingError(
@@ -67,6 +64,15 @@ def train(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
     torch.manual_seed(config.seed)
+    with staged_folder(out) as stage:
+        result = _train_into(config, stage, started)
+    return replace(result, model=out / result.model.name)
+
+
+def _train_into(config: TrainConfig, out: Path, started: float) -> TrainResult:
+    """Train and write every output into `out` (the stage of the output folder)."""
+    from maskwatch.train.export import export_classifier, write_metadata
+    from maskwatch.train.loop import fit
 
     framed = read_and_frame(config)
     classes = check_classes(framed.samples)
