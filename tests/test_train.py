@@ -21,7 +21,7 @@ from conftest import (
     voc_subset,
     wait_for,
 )
-from maskwatch.classifier import MaskClassifier
+from maskwatch.classifier import MaskClassifier, default_model_path
 from maskwatch.errors import DatasetError
 from maskwatch.train.config import Augment, HardMining, Recipe, Split, TrainConfig
 from maskwatch.train.data import faces_csv, load_dataset, load_datasets, read_faces_csv
@@ -246,11 +246,16 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     assert "balanced" in proc.stdout and (report / "report.md").is_file()
 
 
-def test_an_output_folder_that_cannot_be_made_is_refused_before_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(
+    command: str, tmp_path: Path
+) -> None:
     (tmp_path / "file").write_text("x")
-    proc = run_cli("train", str(DATASETS / "observations"), "--out", str(tmp_path / "file" / "run"))
+    out = str(tmp_path / "file" / "run")
+    model = ["--model", str(default_model_path())] if command == "evaluate" else []
+    proc = run_cli(command, *model, str(DATASETS / "observations"), "--out", out)
     assert_one_line_error(proc, "cannot write", "Not a directory")
-    assert "photos" not in proc.stderr, "refused before the data is read"
+    assert "faces" not in proc.stderr, "refused before the data is read"
 
 
 def test_a_stopped_training_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:

@@ -199,7 +199,21 @@ def evaluate(
     synthetic: list[str] | None = None,
 ) -> dict[str, Any]:
     """The training report's figures for any model on labelled data, or on exactly the faces of
-    a `test_faces.csv` written by training (to compare models on the same held-out faces)."""
+    a `test_faces.csv` written by training (to compare models on the same held-out faces); with
+    `out`, the report files too, put there together once they are all written."""
+    if out is None:
+        return _evaluate_into(model, data, None, faces, synthetic)
+    with staged_folder(out) as stage:
+        return _evaluate_into(model, data, stage, faces, synthetic)
+
+
+def _evaluate_into(
+    model: Path,
+    data: list[str],
+    out: Path | None,
+    faces: Path | None,
+    synthetic: list[str] | None,
+) -> dict[str, Any]:
     classifier = MaskClassifier(model)
     samples = read_faces_csv(faces) if faces is not None else load_datasets(data)
     unknown = Counter(s.label for s in samples if s.label not in classifier.classes)
