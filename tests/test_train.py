@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from conftest import (
     voc_subset,
     wait_for,
 )
+from maskwatch import hub
 from maskwatch.classifier import MaskClassifier, default_model_path
 from maskwatch.errors import DatasetError
 from maskwatch.train.config import Augment, HardMining, Recipe, Split, TrainConfig
@@ -256,6 +258,24 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(
     proc = run_cli(command, *model, str(DATASETS / "observations"), "--out", out)
     assert_one_line_error(proc, "cannot write", "Not a directory")
     assert "faces" not in proc.stderr, "refused before the data is read"
+
+
+def test_a_file_size_limit_is_one_line_and_leaves_no_output(tmp_path: Path) -> None:
+    """The model (9 MB) over `ulimit -f`: one line naming it, nothing left; the frozen layers'
+    ONNX is made in memory, so the limit cannot stop training half way in a temporary file."""
+    hub.fetch(hub.YUNET.name)  # fetched first: the limit would stop that too
+    hub.fetch(hub.MOBILENET_V2.name)
+    obs = class_subset(tmp_path / "obs", 8)
+    out = tmp_path / "run"
+    limit = 2 * 2**20
+    proc = subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", "train", str(obs), "--out", str(out),
+         "--epochs", "1", "--views", "1"],
+        capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )  # fmt: skip
+    assert_one_line_error(proc, f"cannot write {out / 'mask_classifier.onnx'}: File too large")
+    assert not out.exists()
 
 
 def test_a_stopped_training_leaves_the_output_folder_as_it_was(tmp_path: Path) -> None:

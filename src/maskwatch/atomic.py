@@ -331,6 +331,10 @@ def staged_folder(dest: Path) -> Iterator[Path]:
                 os.replace(item, dest / item.name)
             except OSError as exc:
                 raise cannot_write(dest / item.name, exc) from exc
+    except OutputError as exc:  # named by where the file was going, not by the stage
+        shutil.rmtree(stage, ignore_errors=True)
+        remove_folders(made)
+        raise OutputError(str(exc).replace(str(stage), str(dest))) from exc
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         remove_folders(made)

@@ -12,7 +12,7 @@ from maskwatch.atomic import atomic_path, write_text
 from maskwatch.classifier import ModelMetadata, metadata_path, to_input_tensor
 from maskwatch.errors import ModelError
 from maskwatch.hub import sha256_of
-from maskwatch.train.model import MaskNet, export_onnx
+from maskwatch.train.model import MaskNet, onnx_bytes
 
 MAX_EXPORT_DIFF = 1e-4
 
@@ -27,7 +27,7 @@ def export_classifier(
 
     net = MaskNet(backbone, head).eval()
     with atomic_path(path) as tmp:
-        export_onnx(net, tmp, meta.input_size, "probs")
+        tmp.write_bytes(onnx_bytes(net, meta.input_size, "probs"))
         onnx.checker.check_model(str(tmp))
         x = to_input_tensor(check_crops, meta)
         with torch.no_grad():

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,7 @@ from maskwatch.train.config import FOCAL_GAMMA, OHEM_KEPT, HardMining, TrainConf
 from maskwatch.train.featurecache import FeatureCache, faces_key
 from maskwatch.train.framing import FramedSet, jittered_framing, reframe
 from maskwatch.train.metrics import Predictions, choose_threshold
-from maskwatch.train.model import build_head, export_onnx, load_backbone
+from maskwatch.train.model import build_head, load_backbone, onnx_bytes
 from maskwatch.train.split import SplitPlan
 
 log = logging.getLogger("maskwatch")
@@ -48,10 +46,9 @@ class MapExtractor:
 
         self.meta = meta
         self.batch_size = batch_size
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "lower.onnx"
-            export_onnx(lower, path, meta.input_size, "maps")
-            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            onnx_bytes(lower, meta.input_size, "maps"), providers=["CPUExecutionProvider"]
+        )
         probe = np.zeros((1, meta.input_size, meta.input_size, 3), np.uint8)
         self.shape = self._run(probe).shape[1:]
 

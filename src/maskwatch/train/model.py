@@ -12,7 +12,7 @@ for export; training uses logits with cross-entropy).
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import torch
 from torch import nn
@@ -123,17 +123,20 @@ class MaskNet(nn.Module):
         return torch.softmax(self.head(self.features(x)), dim=1)
 
 
-def export_onnx(module: nn.Module, path: Path, input_size: int, output_name: str) -> None:
-    """Export with a dynamic batch axis (TorchScript-based exporter, opset 17)."""
+def onnx_bytes(module: nn.Module, input_size: int, output_name: str) -> bytes:
+    """The module as ONNX, with a dynamic batch axis (TorchScript-based exporter, opset 17), in
+    memory: no temporary file to fail on a full or size-limited disk."""
     module.eval()
     dummy = torch.zeros(1, 3, input_size, input_size)
+    buffer = io.BytesIO()
     torch.onnx.export(
         module,
         (dummy,),
-        str(path),
+        buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes any binary file
         input_names=["input"],
         output_names=[output_name],
         dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
         opset_version=17,
         dynamo=False,
     )
+    return buffer.getvalue()
