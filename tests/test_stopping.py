@@ -10,6 +10,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,8 @@ def _healthy(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(
+# How serve ends after each signal: the status of Ctrl-C, or of a process SIGTERM ended.
+SERVE_STOPS = pytest.mark.parametrize(
     ("stop", "status", "line"),
     [
         (signal.SIGINT, 130, "maskwatch: interrupted"),
@@ -131,6 +133,9 @@ def _healthy(port: int) -> bool:
     ],
     ids=["SIGINT", "SIGTERM"],
 )
+
+
+@SERVE_STOPS
 @pytest.mark.parametrize("when", ["starting", "serving"])
 def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int, line: str) -> None:
     """Loading its models (it listens first: a native module's import may be what is stopped)
@@ -150,4 +155,30 @@ def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int,
     finally:
         serve.kill()
     assert serve.returncode == status, err
+    assert err.splitlines()[-1] == line, err
+
+
+@SERVE_STOPS
+def test_a_second_signal_while_serve_stops_is_one_line(
+    stop: signal.Signals, status: int, line: str
+) -> None:
+    """Ctrl-C pressed twice (or SIGTERM then Ctrl-C) within a moment: the shutdown goes on, with
+    a line saying so, instead of uvicorn's forced exit and Starlette's traceback."""
+    pytest.importorskip("uvicorn")
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _healthy(port), 90, "the server serving")
+        serve.send_signal(stop)
+        time.sleep(0.05)
+        serve.send_signal(signal.SIGINT)
+        _, err = serve.communicate(timeout=60)
+    finally:
+        serve.kill()
+    assert serve.returncode == status, err
+    assert "Traceback" not in err and "CancelledError" not in err
+    assert "already stopping: open connections get at most 5 s" in err
     assert err.splitlines()[-1] == line, err

@@ -47,13 +47,24 @@ class Listener:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, calling `stopping` as soon as it is told to stop: it then waits for
-    open connections, and a camera's MJPEG stream only ends when its camera stops."""
+    open connections, and a camera's MJPEG stream only ends when its camera stops. A second
+    signal while it stops (Ctrl-C twice, or SIGTERM then Ctrl-C) is answered in one line and
+    the shutdown goes on: uvicorn would skip the app's own shutdown (cameras, event logs) and
+    print a traceback. A third stops it at once, as uvicorn's second does."""
 
     def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
         super().__init__(config)
         self._stopping = stopping
+        self._signals = 0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 2:
+            log.warning(
+                "already stopping: open connections get at most %d s (again to stop at once)",
+                SERVE_SHUTDOWN_TIMEOUT,
+            )
+            return
         self._stopping()
         super().handle_exit(sig, frame)
 
