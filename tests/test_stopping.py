@@ -124,8 +124,7 @@ def _healthy(port: int) -> bool:
         return False
 
 
-# How serve ends after each signal: the status of Ctrl-C, or of a process SIGTERM ended.
-SERVE_STOPS = pytest.mark.parametrize(
+@pytest.mark.parametrize(
     ("stop", "status", "line"),
     [
         (signal.SIGINT, 130, "maskwatch: interrupted"),
@@ -133,14 +132,13 @@ SERVE_STOPS = pytest.mark.parametrize(
     ],
     ids=["SIGINT", "SIGTERM"],
 )
-
-
-@SERVE_STOPS
-@pytest.mark.parametrize("when", ["starting", "serving"])
+@pytest.mark.parametrize("when", ["starting", "serving", "serving, then Ctrl-C again"])
 def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int, line: str) -> None:
     """Loading its models (it listens first: a native module's import may be what is stopped)
     or serving (uvicorn's graceful shutdown): our line, no traceback, and the status of Ctrl-C,
-    or of a process SIGTERM ended (which systemd counts as a clean stop)."""
+    or of a process SIGTERM ended (which systemd counts as a clean stop). Ctrl-C again within a
+    moment: the shutdown goes on, with a line saying so, instead of uvicorn's forced exit and
+    Starlette's traceback."""
     pytest.importorskip("uvicorn")
     port = free_port()
     serve = subprocess.Popen(
@@ -151,34 +149,14 @@ def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int,
     try:
         wait_for(ready, 90, f"the server {when}")
         serve.send_signal(stop)
-        _, err = serve.communicate(timeout=60)
-    finally:
-        serve.kill()
-    assert serve.returncode == status, err
-    assert err.splitlines()[-1] == line, err
-
-
-@SERVE_STOPS
-def test_a_second_signal_while_serve_stops_is_one_line(
-    stop: signal.Signals, status: int, line: str
-) -> None:
-    """Ctrl-C pressed twice (or SIGTERM then Ctrl-C) within a moment: the shutdown goes on, with
-    a line saying so, instead of uvicorn's forced exit and Starlette's traceback."""
-    pytest.importorskip("uvicorn")
-    port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: _healthy(port), 90, "the server serving")
-        serve.send_signal(stop)
-        time.sleep(0.05)
-        serve.send_signal(signal.SIGINT)
+        if when.endswith("again"):
+            time.sleep(0.05)
+            serve.send_signal(signal.SIGINT)
         _, err = serve.communicate(timeout=60)
     finally:
         serve.kill()
     assert serve.returncode == status, err
     assert "Traceback" not in err and "CancelledError" not in err
-    assert "already stopping: open connections get at most 5 s" in err
+    again = "already stopping: open connections get at most 5 s" in err
+    assert again == when.endswith("again"), err
     assert err.splitlines()[-1] == line, err
