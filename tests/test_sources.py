@@ -375,3 +375,16 @@ def test_realtime_takes_a_glob_with_a_video_among_photos(
     assert open_source(str(tmp_path / "*"), realtime=True).realtime
     with pytest.raises(SettingError, match="has no video"):
         open_source(str(tmp_path / "*.jpg"), realtime=True)
+
+
+@pytest.mark.parametrize("spec", ["3", "rtsp://user:secret@127.0.0.1:9/live"])
+def test_realtime_on_a_live_source_says_it_is_for_files(
+    spec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera or a stream comes at its own pace: --realtime is said to do nothing there (it
+    was silently ignored), without the URL's password."""
+    with caplog.at_level(logging.WARNING, logger="maskwatch"), pytest.raises(SourceError):
+        open_source(spec, realtime=True)  # no such camera here, nothing listening there
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("--realtime is for files: ")
+    assert "secret" not in said[0] and "comes at its own pace already" in said[0]

@@ -549,6 +549,9 @@ def open_source(
     spec = spec.strip()
     if not spec:
         raise SourceError("an empty source names no file, folder, camera or stream")
+    live = spec.isdigit() or spec.lower().startswith(STREAM_SCHEMES)
+    if live and realtime:
+        log.warning("--realtime is for files: %s comes at its own pace already", redact(spec))
     if spec.isdigit():
         index = int(spec)
         if index > MAX_CAMERA_INDEX:  # OpenCV takes a C int
