@@ -21,6 +21,7 @@ from conftest import (
     run_cli,
     video_declaring,
 )
+from maskwatch import defaults
 from maskwatch.defaults import VIDEO_MAX_PAUSE
 from maskwatch.errors import SettingError, SourceError
 from maskwatch.redact import redact
@@ -99,6 +100,21 @@ def test_a_stream_that_will_not_open_is_an_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(SourceError, match="cannot open"):
         open_source(f"rtsp://127.0.0.1:{port}/cam")
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_stream_that_accepts_and_never_answers_is_given_up_in_time(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV alone waits 30 s, holding a lock every other camera's opening waits on."""
+    monkeypatch.setattr(defaults, "STREAM_OPEN_TIMEOUT_S", 1.0)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="cannot open"):
+            open_source(f"{scheme}://127.0.0.1:{server.getsockname()[1]}/cam", reconnect_attempts=0)
+        assert time.monotonic() - started < 15, "the open timeout was not applied"
 
 
 def test_live_source_reconnects_then_gives_up(video: Path, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import cv2
 
+from maskwatch import defaults
+
 # FFmpeg (inside OpenCV) prints its own lines for every failed connection of a stream; sources.py
 # reports outages itself. Read by OpenCV when it first opens a capture; a user's setting wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -45,8 +47,12 @@ def quiet_opencv() -> Iterator[None]:
 
 
 def open_capture(target: int | str) -> cv2.VideoCapture:
-    """cv2.VideoCapture without OpenCV's console noise when the target cannot be opened."""
+    """cv2.VideoCapture without OpenCV's console noise when the target cannot be opened; a
+    stream (a URL) through FFmpeg, giving up after STREAM_OPEN_TIMEOUT_S."""
     with quiet_opencv():
+        if isinstance(target, str) and cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+            timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(defaults.STREAM_OPEN_TIMEOUT_S * 1000)]
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeout)
         return cv2.VideoCapture(target)
 
 

@@ -38,6 +38,9 @@ FRAMING_OFFSET = 0.1  # training framing jitter: centre moved up to this share o
 TRUSTED_FACE_SIDE = 48  # px: from this size on, few faces may be left `uncertain`
 DEFAULT_INPUT_SIZE = 224  # classifier input side in pixels (a model's metadata may differ)
 RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s, doubling)
+# How long opening a stream may take (OpenCV waits 30 s, holding a lock that every other
+# camera's opening waits on: a camera that accepts and never answers stalled them all).
+STREAM_OPEN_TIMEOUT_S = 10.0
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles
 # A person whose label has settled is classified again every this many frames of theirs, or
 # sooner when their box moves or grows (below); frames between carry their probabilities.
