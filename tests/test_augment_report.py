@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from maskwatch.faces import crop_face
-from maskwatch.train.augment import RealAugment, paint_mask, recolour_lower_face, seed_augment
+from maskwatch.train.augment import (
+    RealAugment,
+    paint_mask,
+    paint_mouth_object,
+    paint_neckwear,
+    recolour_lower_face,
+    seed_augment,
+)
 from maskwatch.train.metrics import (
     Predictions,
     choose_threshold,
@@ -48,6 +55,50 @@ def test_synthetic_masks_cover_the_lower_face_only(bare_face, placement) -> None
         assert above_nose > 0.02
     else:
         assert above_nose < 0.02
+
+
+@pytest.fixture(scope="module")
+def loose_face(detector, three_faces):  # type: ignore[no-untyped-def]
+    """The same face framed 45% wider on each side: neck and collar in view."""
+    from maskwatch.faces import square_box
+
+    faces = detector.detect(three_faces, thorough=True)
+    i = int(np.argmax(faces.boxes[:, 0]))
+    x0, y0, side = square_box(faces.boxes[i], 0.45)
+    crop = crop_face(three_faces, faces.boxes[i], 160, 0.45)
+    return crop, (faces.landmarks[i] - [x0, y0]) * 160 / side
+
+
+def test_neckwear_is_drawn_below_the_jaw_only(loose_face) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = loose_face
+    mouth_y = marks[3:, 1].mean()
+    below_mouth = int(mouth_y + 0.8 * (mouth_y - marks[:2, 1].mean()))  # the chin stays bare
+    for seed in range(5):
+        out = paint_neckwear(crop, marks, np.random.default_rng(seed))
+        changed = np.abs(out.astype(int) - crop.astype(int)).max(axis=2) > 20
+        assert changed.sum() > 200, seed
+        assert not changed[:below_mouth].any(), seed
+
+
+def test_an_object_at_the_mouth_leaves_eyes_and_forehead(bare_face) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = bare_face
+    eyes_y = marks[:2, 1].mean()
+    above = int(eyes_y + 0.3 * (marks[3:, 1].mean() - eyes_y))
+    for seed in range(5):
+        out = paint_mouth_object(crop, marks, np.random.default_rng(seed))
+        changed = np.abs(out.astype(int) - crop.astype(int)).max(axis=2) > 20
+        assert changed.sum() > 50, seed
+        assert not changed[:above].any(), seed
+
+
+def test_hard_negatives_keep_a_bare_face_bare(bare_face) -> None:  # type: ignore[no-untyped-def]
+    crop, marks = bare_face
+    augment = RealAugment(synthetic_mask=0.0, recolour=0.0, erase=0.0, hard_negatives=1.0)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        out, label = augment(crop, "no_mask", marks, CLASSES, rng)
+        assert label == "no_mask" and out.shape == crop.shape
+    assert augment(crop, "mask", marks, CLASSES, rng)[1] == "mask"
 
 
 def test_recolouring_keeps_the_upper_face(bare_face) -> None:  # type: ignore[no-untyped-def]

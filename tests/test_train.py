@@ -103,6 +103,8 @@ def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
     assert resolved.hard_mining is HardMining.NONE  # off until it is measured better
     mined = TrainConfig(data=["d"], hard_mining="focal")  # type: ignore[arg-type]
     assert mined.hard_mining is HardMining.FOCAL
+    head_only = TrainConfig(data=["d"], hard_mining="ohem-head", augment="negatives")  # type: ignore[arg-type]
+    assert head_only.hard_mining is HardMining.OHEM_HEAD and head_only.augment is Augment.NEGATIVES
     saved = json.loads(resolved.to_json())
     assert saved["recipe"] == "real" and saved["augment"] == "real" and saved["split"] == "random"
     path = tmp_path / "config.json"

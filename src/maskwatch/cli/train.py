@@ -195,7 +195,9 @@ def add_parser(sub: Subparsers) -> None:
         "--augment",
         choices=choices(Augment),
         default=None,
-        help=f"augmentation ({_by_recipe('augment')})",
+        help="augmentation: seed (the original project's), real (synthetic masks, colour, blur, "
+        "low resolution, erasing), negatives (real, plus bare faces given neckwear below the jaw "
+        f"or an object at the mouth, still no_mask) ({_by_recipe('augment')})",
     )
     p.add_argument(
         "--test-fraction",
@@ -255,7 +257,8 @@ def add_parser(sub: Subparsers) -> None:
         choices=choices(HardMining),
         default=None,
         help=f"ohem: only the hardest {OHEM_KEPT * 100:g}%% of each batch's views count in the "
-        f"loss; focal: focal loss, gamma {FOCAL_GAMMA:g} (class weights apply to both; "
+        f"loss; ohem-head: so while the head is trained, not while fine-tuning; focal: focal "
+        f"loss, gamma {FOCAL_GAMMA:g} (class weights apply to all; "
         f"{_by_recipe('hard_mining')})",
     )
     p.add_argument(

@@ -214,15 +214,87 @@ def recolour_lower_face(
     return (crop * (1 - ramp) + out * ramp).astype(np.uint8)
 
 
+def _face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(eyes' midpoint, unit vector across, unit vector down, eye distance, eyes-to-mouth)."""
+    eye_r, eye_l, _, mouth_r, mouth_l = landmarks.astype(np.float64)
+    eyes = (eye_r + eye_l) / 2
+    across = eye_l - eye_r
+    width = float(np.linalg.norm(across))
+    down = (mouth_r + mouth_l) / 2 - eyes
+    height = float(np.linalg.norm(down))
+    return eyes, across / max(width, 1e-6), down / max(height, 1e-6), width, height
+
+
+def _blend(crop: np.ndarray, polygon: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """`colour` (a picture the crop's size) inside `polygon`, shaded by the crop's light."""
+    size = crop.shape[0]
+    outline = np.zeros((size, size), np.float32)
+    cv2.fillPoly(outline, [np.round(polygon).astype(np.int32)], 1.0)
+    alpha = cv2.GaussianBlur(outline, (0, 0), 1.0) * (crop.max(axis=2) > 0)  # not the padding
+    shade = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0
+    painted = np.clip(colour * (0.55 + 0.6 * shade), 0, 255)
+    alpha = alpha[..., None]
+    return (crop.astype(np.float32) * (1 - alpha) + painted * alpha).astype(np.uint8)
+
+
+def paint_neckwear(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A collar, scarf or shirt below the jaw, the chin left bare: what a bare face in a street
+    photo has under it, and what a mask pulled down to the chin must not be confused with."""
+    eyes, u, v, width, height = _face_axes(landmarks)
+    if width < 4:
+        return crop
+    top, half, sag = rng.uniform(1.95, 2.35), width * rng.uniform(1.3, 2.6), rng.uniform(-0.3, 0.6)
+    edge = [
+        eyes + v * height * (top + sag * np.sin(t)) + u * half * np.cos(t)
+        for t in np.linspace(0, np.pi, 14)
+    ]
+    below = [eyes + v * height * 8 - u * half * 1.4, eyes + v * height * 8 + u * half * 1.4]
+    return _blend(crop, np.array(edge + below), _mask_texture(crop.shape[0], rng))
+
+
+def paint_mouth_object(
+    crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Something at the mouth that is not a mask (a hand, a microphone, food, a glass): skin
+    coloured like the cheek, or any colour; never over the nose."""
+    eyes, u, v, width, height = _face_axes(landmarks)
+    if width < 4:
+        return crop
+    centre = eyes + v * height * rng.uniform(1.0, 1.35) + u * width * rng.uniform(-0.4, 0.4)
+    axes = (width * rng.uniform(0.3, 0.7), height * rng.uniform(0.2, 0.4))
+    angle = rng.uniform(-40, 40)
+    polygon = cv2.ellipse2Poly(
+        (int(centre[0]), int(centre[1])),
+        (int(axes[0]) + 1, int(axes[1]) + 1),
+        int(angle),
+        0,
+        360,
+        15,
+    )
+    size = crop.shape[0]
+    if rng.random() < 0.5:
+        cheek = np.clip(eyes + v * height * 0.6 + u * width * 0.45, 0, size - 1).astype(int)
+        patch = crop[
+            max(0, cheek[1] - 3) : cheek[1] + 4, max(0, cheek[0] - 3) : cheek[0] + 4
+        ].reshape(-1, 3)
+        colour = np.empty((size, size, 3), np.float32)
+        colour[:] = np.median(patch, axis=0) * 1.15 if len(patch) else 180.0
+    else:
+        colour = _mask_texture(size, rng)
+    return _blend(crop, polygon.astype(np.float64), colour)
+
+
 @dataclass(frozen=True)
 class RealAugment:
     """Augmentation for real photos: the seed's geometry (milder, plus detector-like box jitter),
     colour, blur, noise, JPEG, low resolution, random erasing, and mask appearance: masks of the
     `mask` class recoloured, synthetic masks drawn on `no_mask` faces (worn -> `mask`, below the
-    nose or on the chin -> `incorrect`)."""
+    nose or on the chin -> `incorrect`); with `hard_negatives`, that share of the bare faces left
+    bare get neckwear below the jaw or an object at the mouth, and stay `no_mask`."""
 
     synthetic_mask: float = 0.3
     recolour: float = 0.3
+    hard_negatives: float = 0.0
     erase: float = 0.25
     geometry: GeometryAugment = GeometryAugment(rotation_deg=15, shift=0.08, zoom=0.12)
 
@@ -243,6 +315,14 @@ class RealAugment:
             label = MASK if placement == "worn" else INCORRECT
         elif has_landmarks and label in (MASK, INCORRECT) and rng.random() < self.recolour:
             crop = recolour_lower_face(crop, landmarks, label, rng)
+        elif (
+            self.hard_negatives
+            and has_landmarks
+            and label == NO_MASK
+            and rng.random() < self.hard_negatives
+        ):
+            paint = paint_neckwear if rng.random() < 0.6 else paint_mouth_object
+            crop = paint(crop, landmarks, rng)
         crop = self.geometry(crop, rng)
         crop = _colour_jitter(crop, rng)
         crop = _degrade(crop, rng)
@@ -256,6 +336,7 @@ def augmenter(name: Augment) -> Augmenter:
     augmenters: dict[Augment, Augmenter] = {
         Augment.SEED: keep_label(seed_augment),
         Augment.REAL: RealAugment(),
+        Augment.NEGATIVES: RealAugment(hard_negatives=0.4),
         Augment.NONE: keep_label(None),
     }
     return augmenters[name]

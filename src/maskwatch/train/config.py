@@ -45,16 +45,19 @@ class Augment(StrEnum):
 
     SEED = "seed"
     REAL = "real"
+    NEGATIVES = "negatives"  # real, plus hard negatives on bare faces
     NONE = "none"
 
 
 class HardMining(StrEnum):
     """How the training loss treats hard views: none (each counts alike); ohem (online hard
     example mining: only the hardest OHEM_KEPT of each batch counts); focal (focal loss: each
-    view's loss scaled by (1 - p)^FOCAL_GAMMA, p the probability of its right class)."""
+    view's loss scaled by (1 - p)^FOCAL_GAMMA, p the probability of its right class);
+    ohem-head (OHEM while the head is trained, plain cross-entropy while fine-tuning)."""
 
     NONE = "none"
     OHEM = "ohem"
+    OHEM_HEAD = "ohem-head"
     FOCAL = "focal"
 
 

@@ -418,7 +418,7 @@ def fit_maps(
             config.learning_rate,
             weights,
             patience,
-            config.hard_mining,
+            HardMining.OHEM if config.hard_mining is HardMining.OHEM_HEAD else config.hard_mining,
         ),
         rng,
     )
@@ -430,7 +430,7 @@ def fit_maps(
             config.finetune_learning_rate,
             weights,
             patience,
-            config.hard_mining,
+            HardMining.NONE if config.hard_mining is HardMining.OHEM_HEAD else config.hard_mining,
         )
         decision, more = _finetune_if_better(top, head, maps, y_views, watched, stage, rng, classes)
         history += more
