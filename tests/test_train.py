@@ -159,7 +159,7 @@ def test_train_refuses_bad_choices_by_their_names(tmp_path: Path) -> None:
     bad = tmp_path / "config.json"
     bad.write_text(json.dumps({"data": [str(tmp_path)], "augment": "heavy"}))
     proc = run_cli("train", "--config", str(bad))
-    assert_one_line_error(proc, "unknown augment 'heavy'; choose from seed, real, none")
+    assert_one_line_error(proc, "unknown augment 'heavy'; choose from seed, real, negatives, none")
 
 
 def test_the_face_list_reads_back_as_written(tmp_path: Path) -> None:

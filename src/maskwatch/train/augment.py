@@ -281,7 +281,7 @@ def paint_mouth_object(
         colour[:] = np.median(patch, axis=0) * 1.15 if len(patch) else 180.0
     else:
         colour = _mask_texture(size, rng)
-    return _blend(crop, polygon.astype(np.float64), colour)
+    return _blend(crop, np.asarray(polygon, np.float64), colour)
 
 
 @dataclass(frozen=True)
