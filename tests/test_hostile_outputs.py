@@ -590,3 +590,68 @@ def test_a_link_named_for_another_format_is_refused_and_one_alike_is_written_thr
     assert sorted(os.listdir(tmp_path)) == [
         "alike.MP4", "alike.jpeg", "link.mkv", "link.png", "photo.jpg", "target.mp4"
     ]  # fmt: skip
+
+
+def _staged_run(dest: Path, outputs: dict[str, bytes]) -> None:
+    from maskwatch.atomic import staged_folder
+
+    with staged_folder(dest) as stage:
+        for name, data in outputs.items():
+            (stage / name).write_bytes(data)
+
+
+def test_a_staged_output_folder_that_cannot_take_every_file_keeps_the_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third of four files cannot be put in place (a mount point, a file another user owns
+    in a sticky folder): the two already moved go back and the old run's files stay as they
+    were, with nothing else left."""
+    from maskwatch.errors import OutputError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = {"a.onnx": b"old model", "b.json": b"old meta", "c.md": b"old report", "d.csv": b"x"}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    rename = os.rename
+
+    def busy(src: str | Path, dst: str | Path) -> None:
+        if str(src) == str(out / "c.md"):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", busy)
+    new = {name: b"new " + data for name, data in old.items()}
+    with pytest.raises(OutputError, match=f"cannot write {out / 'c.md'}: Device or resource busy"):
+        _staged_run(out, new)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+
+def test_a_stage_a_killed_run_left_is_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "run"
+    abandoned, running = out / ".maskwatch-dead.part", out / ".maskwatch-live.part"
+    for stage in (abandoned, running):
+        stage.mkdir(parents=True)
+        (stage / "mask_classifier.onnx").write_bytes(b"half a model")
+    held = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _staged_run(out, {"report.md": b"new"})
+        assert sorted(p.name for p in out.iterdir()) == [running.name, "report.md"]
+    finally:
+        os.close(held)
+
+
+def test_a_link_to_nothing_as_an_output_folder_is_one_line(tmp_path: Path) -> None:
+    from maskwatch.errors import OutputError
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    for link in ("a", "gone"):
+        with pytest.raises(OutputError, match=r"a link to nothing \(dangling, or a loop\)"):
+            _staged_run(tmp_path / link, {"report.md": b"new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "gone"]

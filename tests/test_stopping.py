@@ -10,7 +10,9 @@ import pwd
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +162,49 @@ def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int,
     again = "already stopping: open connections get at most 5 s" in err
     assert again == when.endswith("again"), err
     assert err.splitlines()[-1] == line, err
+
+
+@pytest.mark.parametrize("signals", [1, 3], ids=["once", "three times"])
+def test_an_upload_still_arriving_when_serve_stops_gets_a_503(signals: int) -> None:
+    """A photo dribbling in past the shutdown's 5 s grace (or when a third SIGTERM, all that
+    systemd and docker send, stops the server at once): its client gets a JSON 503 and the
+    server says so in one line, where uvicorn answered a plain 500 and printed a traceback."""
+    import httpx
+
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    answers: list[httpx.Response] = []
+
+    def dribble() -> Iterator[bytes]:
+        head = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        yield head
+        for _ in range(200):
+            time.sleep(0.1)
+            yield b"\xff" * 100
+
+    def upload() -> None:
+        answers.append(httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/detect", content=dribble(), timeout=60,
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ))  # fmt: skip
+
+    sender = threading.Thread(target=upload)
+    try:
+        wait_for(lambda: _healthy(port), 90, "the server serving")
+        sender.start()
+        time.sleep(1)
+        for _ in range(signals):
+            serve.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        _, err = serve.communicate(timeout=60)
+        sender.join(timeout=60)
+    finally:
+        serve.kill()
+    assert serve.returncode == -signal.SIGTERM, err
+    assert "Traceback" not in err and "CancelledError" not in err, err
+    assert "a request still running when the server stopped was cut off" in err
+    assert answers[0].status_code == 503
+    assert answers[0].json() == {"error": "the server is stopping"}

@@ -260,9 +260,11 @@ def test_the_dashboards_poll_reads_the_event_log_once(
 ) -> None:
     reads: list[EventTarget] = []
 
-    def counted(log: EventTarget, since: float | None = None) -> list[Row]:
+    def counted(
+        log: EventTarget, since: float | None = None, appeared_since: float | None = None
+    ) -> list[Row]:
         reads.append(log)
-        return log_rows(log, since)
+        return log_rows(log, since, appeared_since)
 
     monkeypatch.setattr(board_module, "log_rows", counted)
     with TestClient(create_app(ServeSettings(events=tmp_path / "ev.db"))) as client:
@@ -277,40 +279,48 @@ def test_the_dashboards_timeline_of_the_last_periods_is_the_end_of_the_whole_tim
 ) -> None:
     """`periods` (the dashboard asks for 60) gives the last periods of the whole timeline, and
     from a log reads only the people who appeared within them: someone who came before and is
-    still in view is left out whole, not counted again where their visit was cut."""
+    still in view is left out whole, not counted again where their visit was cut. The
+    compliance is the last hour's events whatever the periods: someone first seen just before
+    the hour who settled within it counts, as without `periods`."""
     now = time.time()
     board = Board(tmp_path / "ev.db" if stored else None)
     box = (0.0, 0.0, 9.0, 9.0)
-    visits = [(1, 4000, "mask"), (2, 1000, "no_mask"), (3, 150, "mask")]
+    visits = [(1, 4000, "mask"), (2, 1000, "no_mask"), (3, 150, "mask"), (4, 3630, "no_mask")]
     for track, ago, label in visits:
         at = now - ago
         appear = Event(at, "door", track, APPEAR, track, None, 0.0, box)
-        board.add("door", [appear, Event(at + 5, "door", track, SETTLE, track, label, 0.9, box)])
+        board.add("door", [appear, Event(at + 60, "door", track, SETTLE, track, label, 0.9, box)])
     board.add("door", [Event(now - 60, "door", 1, LEAVE, 1, "mask", 0.9, box)])  # a long visit
     whole = board.history("minute", now=now)
     last = board.history("minute", now=now, periods=5)
-    reads: list[float | None] = []
+    reads: list[tuple[float | None, float | None]] = []
 
-    def counted(log: EventTarget, since: float | None = None) -> list[Row]:
-        reads.append(since)
-        return log_rows(log, since)
+    def counted(
+        log: EventTarget, since: float | None = None, appeared_since: float | None = None
+    ) -> list[Row]:
+        reads.append((since, appeared_since))
+        return log_rows(log, since, appeared_since)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(board_module, "log_rows", counted)
         by_day = board.history("day", now=now, periods=1)
+    by_hour = board.history("hour", now=now, periods=60)
     board.close()
-    assert whole["timeline"]["total"]["people"] == 3
+    assert whole["timeline"]["total"]["people"] == 4
     assert last["timeline"]["rows"] == whole["timeline"]["rows"][-1:]
     assert last["timeline"]["total"]["people"] == 1
-    assert last["compliance"] == whole["compliance"]
+    assert last["compliance"] == whole["compliance"] == by_day["compliance"]
+    assert by_hour["compliance"] == whole["compliance"]
+    assert sum(whole["compliance"]["door"]["settled"]) == 3, "4, first seen before, settled in it"
     today = time.localtime(now).tm_yday
     assert by_day["timeline"]["total"]["people"] == sum(
         time.localtime(now - ago).tm_yday == today for _, ago, _ in visits
     )
     if stored:
         midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
-        assert reads == [min(now - 3600, midnight)]
-        assert [r.track for r in log_rows(tmp_path / "ev.db", now - 3600)] == [2, 2, 3, 3]
+        assert reads == [(None, midnight), (now - 3600, None)]
+        tracks = [r.track for r in log_rows(tmp_path / "ev.db", appeared_since=now - 3600)]
+        assert tracks == [2, 2, 3, 3]
 
 
 def test_the_stats_api_refuses_a_timeline_of_no_or_too_many_periods(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import logging
 import os
 import shutil
 import stat
@@ -27,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maskwatch.errors import OutputError
+
+log = logging.getLogger("maskwatch")
 
 # Errors that can only come from writing: inside `atomic_path` they are reported as the
 # output's, whoever raised them.
@@ -303,17 +307,26 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     pending.commit()
 
 
+STAGE_PREFIX, STAGE_SUFFIX = ".maskwatch-", ".part"
+
+
 @contextmanager
 def staged_folder(dest: Path) -> Iterator[Path]:
     """A hidden temporary folder inside the output folder `dest`, for outputs that must appear
     together: `dest` is made and tried now, so a place that cannot be written is refused before
     the work; when the block succeeds each file written in the stage replaces its namesake in
-    `dest`, and when it fails (or is interrupted) the stage is removed, with `dest` if this made
-    it: `dest` never holds half of a run's outputs beside another run's."""
+    `dest` (all of them, or, when one cannot be, none: those already moved are put back), and
+    when it fails (or is interrupted) the stage is removed, with `dest` if this made it: `dest`
+    never holds half of a run's outputs beside another run's. The stage is locked while in use,
+    so a stage a killed run left behind is told from a running one and removed."""
+    if os.path.islink(dest) and not dest.exists():
+        raise OutputError(f"cannot write {dest}: a link to nothing (dangling, or a loop)")
     made = make_folder(dest)
     try:
         check_free_space(dest, dest)
-        stage = Path(tempfile.mkdtemp(prefix=".maskwatch-", suffix=".part", dir=dest))
+        _remove_abandoned_stages(dest)
+        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=STAGE_SUFFIX, dir=dest))
+        lock = os.open(stage, os.O_RDONLY)
     except OSError as exc:
         remove_folders(made)
         raise cannot_write(dest, exc) from exc
@@ -321,16 +334,9 @@ def staged_folder(dest: Path) -> Iterator[Path]:
         remove_folders(made)
         raise
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield stage
-        written = sorted(stage.iterdir())
-        for item in written:
-            if (dest / item.name).is_dir() and not (dest / item.name).is_symlink():
-                raise OutputError(f"cannot write {dest / item.name}: a folder is in its place")
-        for item in written:
-            try:
-                os.replace(item, dest / item.name)
-            except OSError as exc:
-                raise cannot_write(dest / item.name, exc) from exc
+        _put_in_place(stage, dest)
     except OutputError as exc:  # named by where the file was going, not by the stage
         shutil.rmtree(stage, ignore_errors=True)
         remove_folders(made)
@@ -339,8 +345,55 @@ def staged_folder(dest: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         remove_folders(made)
         raise
-    with contextlib.suppress(OSError):
-        stage.rmdir()
+    finally:
+        os.close(lock)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_abandoned_stages(dest: Path) -> None:
+    """Remove the stages in `dest` that no running process holds (a run killed by SIGKILL or a
+    power cut leaves its stage; one that is running holds its lock)."""
+    for stage in dest.glob(f"{STAGE_PREFIX}*{STAGE_SUFFIX}"):
+        try:
+            fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a run into the same folder is writing it now
+        finally:
+            os.close(fd)
+        shutil.rmtree(stage, ignore_errors=True)
+        log.info("removed %s, left by a run that did not end", stage)
+
+
+def _put_in_place(stage: Path, dest: Path) -> None:
+    """Move every file of `stage` into `dest`, replacing namesakes; if one cannot be moved, the
+    files moved so far go back to the stage and the ones they replaced back in place."""
+    written = sorted(stage.iterdir())
+    for item in written:
+        if (dest / item.name).is_dir() and not (dest / item.name).is_symlink():
+            raise OutputError(f"cannot write {dest / item.name}: a folder is in its place")
+    replaced = stage / f"{STAGE_PREFIX}replaced"
+    replaced.mkdir()
+    moved: list[tuple[str, bool]] = []  # name, and whether it replaced a file
+    try:
+        for item in written:
+            target = dest / item.name
+            had = os.path.lexists(target)
+            if had:
+                os.rename(target, replaced / item.name)
+            moved.append((item.name, had))
+            os.rename(item, target)
+    except OSError as exc:
+        for name, had in reversed(moved):
+            with contextlib.suppress(OSError):
+                if not os.path.lexists(stage / name):
+                    os.rename(dest / name, stage / name)
+                if had:
+                    os.rename(replaced / name, dest / name)
+        raise cannot_write(dest / item.name, exc) from exc
 
 
 def write_bytes(dest: Path | str, data: bytes) -> None:

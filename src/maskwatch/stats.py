@@ -75,14 +75,23 @@ FIRST_SEEN_SINCE = (
 )
 
 
-def log_rows(log_path: EventTarget, since: float | None = None) -> list[Row]:
+def log_rows(
+    log_path: EventTarget, since: float | None = None, appeared_since: float | None = None
+) -> list[Row]:
     """Every event of an event log (an SQLite file or a PostgreSQL database) as a Row, in
-    order; with `since`, only the events of the people first seen at or after it (a person
-    who appeared before is left out whole, rather than counted from the middle of their
-    visit), so that a window of time reads that window only."""
-    where, args = ("", ()) if since is None else (FIRST_SEEN_SINCE, (since, since))
+    order; only those from `since` when given; with `appeared_since`, only the events of the
+    people first seen at or after it (a person who appeared before is left out whole, rather
+    than counted from the middle of their visit), so that a window of time reads that window."""
+    where: str
+    args: tuple[float, ...]
+    if appeared_since is not None:
+        where, args = FIRST_SEEN_SINCE, (appeared_since, appeared_since)
+    elif since is not None:
+        where, args = "WHERE e.time >= ? ", (since,)
+    else:
+        where, args = "", ()
     # `+e.run`: a window is found by the time index and sorted, not the whole log walked in order
-    first = "e.run" if since is None else "+e.run"
+    first = "e.run" if not args else "+e.run"
     query = (
         "SELECT e.run, e.track, e.time, e.kind, e.label, r.source FROM events e "
         f"JOIN runs r ON r.id = e.run {where}ORDER BY {first}, e.track, e.time, e.id"

@@ -50,8 +50,11 @@ TRAIN_OPTIONS = tuple(
 
 
 def _by_recipe(option: str) -> str:
-    """An option's default per recipe, for --help: 'seed 40, real 30'."""
-    return ", ".join(f"{name} {getattr(values, option)}" for name, values in RECIPES.items())
+    """An option's default per recipe, for --help: 'default: 40 with --recipe seed, 30 with
+    --recipe real'."""
+    return "default: " + ", ".join(
+        f"{getattr(values, option)} with --recipe {name}" for name, values in RECIPES.items()
+    )
 
 
 def _require_training(command: str) -> None:
@@ -102,6 +105,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise MaskwatchError("give DATA folders or --faces test_faces.csv")
     report = evaluate(args.model, list(args.data), args.out, faces=args.faces)
     _print_headline(report)
+    if args.out is not None:
+        print(f"\nreport: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -197,7 +202,7 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="augmentation: seed (the original project's), real (synthetic masks, colour, blur, "
         "low resolution, erasing), negatives (real, plus bare faces given neckwear below the jaw "
-        f"or an object at the mouth, still no_mask) ({_by_recipe('augment')})",
+        f"or an object at the mouth, still no_mask), none ({_by_recipe('augment')})",
     )
     p.add_argument(
         "--test-fraction",
@@ -257,7 +262,8 @@ def add_parser(sub: Subparsers) -> None:
         choices=choices(HardMining),
         default=None,
         help=f"ohem: only the hardest {OHEM_KEPT * 100:g}%% of each batch's views count in the "
-        f"loss; ohem-head: so while the head is trained, not while fine-tuning; focal: focal "
+        f"loss; ohem-head: the same while the head is trained, the plain loss while the top "
+        f"blocks are fine-tuned; focal: focal "
         f"loss, gamma {FOCAL_GAMMA:g} (class weights apply to all; "
         f"{_by_recipe('hard_mining')})",
     )

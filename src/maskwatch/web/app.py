@@ -22,7 +22,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Request, Security, UploadFile, WebSocket
+from fastapi import (
+    FastAPI,
+    File,
+    HTTPException,
+    Query,
+    Request,
+    Security,
+    UploadFile,
+    WebSocket,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyQuery, HTTPBearer
@@ -240,7 +249,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/api/v1/stats", dependencies=token, responses=api_errors)
     def stats(
-        by: str = "minute", camera: str | None = None, periods: int | None = None
+        by: str = "minute",
+        camera: str | None = None,
+        periods: Annotated[
+            int | None,
+            Query(
+                description="the timeline of the last N periods only (1 to "
+                f"{STATS_MAX_PERIODS:,}), read from the log's last N periods alone"
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         if by not in STATS_PERIODS:
             raise HTTPException(422, f"by must be one of {', '.join(STATS_PERIODS)}")

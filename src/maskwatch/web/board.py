@@ -217,17 +217,24 @@ class Board:
         now: float | None = None,
         periods: int | None = None,
     ) -> dict[str, Any]:
-        """The dashboard's poll: the timeline (of the last `periods` periods only, when given)
-        and the mask compliance, from one read of the log (one connection to a database). With
-        `periods`, only the people who appeared within them or the compliance window are
-        read: a poll costs the same on the first day as after a year of events."""
+        """The dashboard's poll: the timeline and the mask compliance, from one read of the
+        whole log (one connection to a database); with `periods`, the timeline of the people who
+        appeared in the last `periods` periods and the compliance of the last hour's events, two
+        reads of those windows only: a poll by minute or hour costs the same on the first day as
+        after a year of events."""
         now = time.time() if now is None else now
-        start = None if periods is None else period_start(now, by, periods - 1)
-        since = None if start is None else min(start, now - COMPLIANCE_WINDOW)
-        rows = self._stored_rows(since)
+        if periods is None:
+            rows = self._stored_rows()
+            return {
+                "timeline": summarise_rows(rows, by, camera).to_dict(),
+                "compliance": self._compliance(rows, now),
+            }
+        start = period_start(now, by, periods - 1)
         return {
-            "timeline": summarise_rows(rows, by, camera, start).to_dict(),
-            "compliance": self._compliance(rows, now),
+            "timeline": summarise_rows(
+                self._stored_rows(appeared_since=start), by, camera, start
+            ).to_dict(),
+            "compliance": self.compliance(now),
         }
 
     def timeline(self, by: str = "minute", camera: str | None = None) -> dict[str, Any]:
@@ -237,17 +244,19 @@ class Board:
     def compliance(self, now: float | None = None) -> dict[str, dict[str, object]]:
         """Mask compliance per camera, as `history` gives it."""
         now = time.time() if now is None else now
-        return self._compliance(self._stored_rows(now - COMPLIANCE_WINDOW), now)
+        return self._compliance(self._stored_rows(since=now - COMPLIANCE_WINDOW), now)
 
-    def _stored_rows(self, since: float | None = None) -> list[Row]:
-        """The log's events with a possible time (of the people first seen from `since` on,
-        when given); this server's own events when it has no log, or while it cannot be read
-        (a database away, a damaged file). Rows with an impossible time (which no calendar can
-        show) are left out rather than failing every request."""
+    def _stored_rows(
+        self, since: float | None = None, appeared_since: float | None = None
+    ) -> list[Row]:
+        """The log's events with a possible time (as `log_rows` chooses them); this server's
+        own events when it has no log, or while it cannot be read (a database away, a damaged
+        file). Rows with an impossible time (which no calendar can show) are left out rather
+        than failing every request."""
         rows = None
         if isinstance(self.log, DatabaseUrl) or (self.log is not None and self.log.exists()):
             try:
-                rows = log_rows(self.log, since)
+                rows = log_rows(self.log, since, appeared_since)
             except MaskwatchError as exc:
                 self._warning.warn(f"the dashboard shows this server's events only: {exc}")
         if rows is None:

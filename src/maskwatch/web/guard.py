@@ -211,6 +211,11 @@ class Guard:
                 raise
             for reply in _error_messages(exc.status_code, str(exc.detail), close=True):
                 await send(reply)
+        except asyncio.CancelledError:  # the server stopped before this request was answered
+            if not started:
+                for reply in _error_messages(503, "the server is stopping", close=True):
+                    await send(reply)
+            raise
 
 
 def guarded_h11(request_timeout: float) -> type[H11Protocol]:

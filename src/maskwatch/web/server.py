@@ -5,6 +5,7 @@ Front ends pass their options here; the policy is not theirs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,8 +66,26 @@ class _Server(uvicorn.Server):
                 SERVE_SHUTDOWN_TIMEOUT,
             )
             return
+        if self._signals > 2:
+            self.force_exit = True  # uvicorn forces only on SIGINT; systemd and docker send SIGTERM
         self._stopping()
         super().handle_exit(sig, frame)
+
+
+class _CutOffRequests(logging.Filter):
+    """A request still running when the shutdown's grace ends is cancelled by uvicorn (its
+    client gets a 503), which logs Starlette's traceback of the CancelledError: said in one line
+    instead. A stop forced by a third signal cancels the app's shutdown too: its traceback is
+    left out, the stop having been asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            log.warning("a request still running when the server stopped was cut off")
+            return False
+        said = record.getMessage()
+        return "asyncio.exceptions.CancelledError" not in said and not (
+            said.startswith("Cancel ") and said.endswith("timeout graceful shutdown exceeded")
+        )  # uvicorn's own line for the cut-off requests, said above
 
 
 def run_server(settings: ServeSettings, listener: Listener) -> None:
@@ -89,6 +108,11 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
         )
         url = address(listener.scheme, listener.host, listener.port, token=settings.token)
         log.info("open %s (dashboard: /dashboard, API docs: /docs)", url, extra={OWN_SECRET: True})
-        _Server(config, app.state.service.stopping).run(sockets=[sock])
+        cut_off = _CutOffRequests()
+        logging.getLogger("uvicorn.error").addFilter(cut_off)
+        try:
+            _Server(config, app.state.service.stopping).run(sockets=[sock])
+        finally:
+            logging.getLogger("uvicorn.error").removeFilter(cut_off)
     finally:
         sock.close()
