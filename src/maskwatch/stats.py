@@ -69,9 +69,11 @@ class Row(NamedTuple):
     source: str
 
 
+# Events of the people first seen from a time on; when the log starts after that time (a window
+# of 60 days over a month's log), every event, without looking for an earlier one of each.
 FIRST_SEEN_SINCE = (
-    "WHERE e.time >= ? AND NOT EXISTS (SELECT 1 FROM events p "
-    "WHERE p.run = e.run AND p.track = e.track AND p.time < ?) "
+    "WHERE e.time >= ? AND (? <= (SELECT MIN(time) FROM events) OR NOT EXISTS "
+    "(SELECT 1 FROM events p WHERE p.run = e.run AND p.track = e.track AND p.time < ?)) "
 )
 
 
@@ -85,7 +87,7 @@ def log_rows(
     where: str
     args: tuple[float, ...]
     if appeared_since is not None:
-        where, args = FIRST_SEEN_SINCE, (appeared_since, appeared_since)
+        where, args = FIRST_SEEN_SINCE, (appeared_since,) * 3
     elif since is not None:
         where, args = "WHERE e.time >= ? ", (since,)
     else:
