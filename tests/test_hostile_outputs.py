@@ -645,13 +645,50 @@ def test_a_stage_a_killed_run_left_is_removed_and_a_running_ones_kept(tmp_path: 
         os.close(held)
 
 
-def test_a_link_to_nothing_as_an_output_folder_is_one_line(tmp_path: Path) -> None:
+def test_a_link_to_nothing_in_an_output_folders_path_is_one_line(tmp_path: Path) -> None:
     from maskwatch.errors import OutputError
 
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
-    for link in ("a", "gone"):
-        with pytest.raises(OutputError, match=r"a link to nothing \(dangling, or a loop\)"):
+    for link in ("a", "gone", "gone/sub"):
+        with pytest.raises(OutputError, match=r"is a link to nothing"):
             _staged_run(tmp_path / link, {"report.md": b"new"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "gone"]
+
+
+def test_an_interrupted_or_failed_putting_back_loses_no_earlier_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C raised amid the renames undoes them all; a file that cannot be put back after a
+    failure stays in the kept stage, which the next run into the folder puts back."""
+    from maskwatch.errors import OutputError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    old = {"a.onnx": b"old model", "b.json": b"old meta", "c.md": b"old report"}
+    for name, data in old.items():
+        (out / name).write_bytes(data)
+    new = {name: b"new " + data for name, data in old.items()}
+    rename = os.rename
+
+    def failing(at: str, error: BaseException, then: str | None = None) -> None:
+        def fake(src: str | Path, dst: str | Path) -> None:
+            if str(src) == str(out / at) or (then and str(dst) == str(out / then)):
+                raise error
+            rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", fake)
+
+    failing("c.md", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        _staged_run(out, new)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+    failing("c.md", OSError(errno.EBUSY, "busy"), then="b.json")  # b.json cannot go back
+    with pytest.raises(OutputError, match=r"b\.json could not be put back: the earlier"):
+        _staged_run(out, new)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.onnx", "c.md"]
+    _staged_run(out, {"d.csv": b"next run"})  # puts b.json back, then writes its own
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {**old, "d.csv": b"next run"}

@@ -139,7 +139,7 @@ def test_ctrl_c_during_an_outputs_write_reaches_its_handler_after_the_write() ->
     import os
     import signal
 
-    from maskwatch.watch import interrupts_held
+    from maskwatch.atomic import interrupts_held
 
     before = signal.getsignal(signal.SIGINT)
     done = []

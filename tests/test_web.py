@@ -366,11 +366,14 @@ def test_an_impossible_time_in_the_log_leaves_the_compliance_as_it_was(tmp_path:
         board.add("door", [appear, Event(now - 55, "door", track, SETTLE, track, label, 0.9, box)])
     with closing(sqlite3.connect(tmp_path / "ev.db")) as db, db:
         db.execute("UPDATE events SET time = 9e999 WHERE track = 2")
+        db.execute("UPDATE events SET time = -1e300 WHERE track = 1 AND kind = ?", (APPEAR,))
     door = board.compliance(now)["door"]
     timeline = board.timeline()
-    board.close()
+    last = board.history(now=now, periods=5)["timeline"]  # track 1's impossible appear is no
+    board.close()  # earlier event: it is counted from its settle, as in the whole timeline
     assert door["settled"][-1] == 1 and door["mask"][-1] == 1
     assert timeline["total"]["people"] == 1
+    assert last["total"] == timeline["total"]
 
 
 def test_a_camera_met_mid_run_counts_who_settles_in_view_as_seen() -> None:

@@ -21,8 +21,10 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -307,7 +309,36 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     pending.commit()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) during the block reaches its handler when the block ends, so that no
+    output is left half written (an encoder stopped between encoding a frame and storing it
+    fails its own check, and the run's outputs are then discarded). Only the main thread gets
+    signals; a signal that is ignored or has its default action is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    held = {signum: handler for signum, handler in handlers.items() if callable(handler)}
+    caught: list[int] = []
+    for signum in held:
+        signal.signal(signum, lambda number, _: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+        if caught:
+            held[signal.Signals(caught[0])](caught[0], None)
+
+
 STAGE_PREFIX, STAGE_SUFFIX = ".maskwatch-", ".part"
+
+
+REPLACED = f"{STAGE_PREFIX}replaced"  # inside a stage: the files its run replaced, while it does
 
 
 @contextmanager
@@ -319,8 +350,9 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     when it fails (or is interrupted) the stage is removed, with `dest` if this made it: `dest`
     never holds half of a run's outputs beside another run's. The stage is locked while in use,
     so a stage a killed run left behind is told from a running one and removed."""
-    if os.path.islink(dest) and not dest.exists():
-        raise OutputError(f"cannot write {dest}: a link to nothing (dangling, or a loop)")
+    for folder in (dest, *dest.parents):
+        if os.path.islink(folder) and not folder.exists():
+            raise OutputError(f"cannot write {dest}: {folder} is a link to nothing")
     made = make_folder(dest)
     try:
         check_free_space(dest, dest)
@@ -335,14 +367,13 @@ def staged_folder(dest: Path) -> Iterator[Path]:
         raise
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield stage
+        try:
+            yield stage
+        except OutputError as exc:  # named by where the file was going, not by the stage
+            raise OutputError(str(exc).replace(str(stage), str(dest))) from exc
         _put_in_place(stage, dest)
-    except OutputError as exc:  # named by where the file was going, not by the stage
-        shutil.rmtree(stage, ignore_errors=True)
-        remove_folders(made)
-        raise OutputError(str(exc).replace(str(stage), str(dest))) from exc
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        _discard_stage(stage)
         remove_folders(made)
         raise
     finally:
@@ -350,9 +381,17 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def _discard_stage(stage: Path) -> None:
+    """Remove a stage, unless it still holds files its run replaced and could not put back."""
+    if any((stage / REPLACED).glob("*")):
+        return
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def _remove_abandoned_stages(dest: Path) -> None:
     """Remove the stages in `dest` that no running process holds (a run killed by SIGKILL or a
-    power cut leaves its stage; one that is running holds its lock)."""
+    power cut leaves its stage; one that is running holds its lock). Files such a run had
+    replaced and not yet put back are put back first."""
     for stage in dest.glob(f"{STAGE_PREFIX}*{STAGE_SUFFIX}"):
         try:
             fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -360,8 +399,13 @@ def _remove_abandoned_stages(dest: Path) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for old in sorted((stage / REPLACED).glob("*")):
+                os.replace(old, dest / old.name)
+                log.warning(
+                    "put back %s, which a run killed while finishing had replaced", old.name
+                )
         except OSError:
-            continue  # a run into the same folder is writing it now
+            continue  # a run into the same folder is writing it now, or a file cannot go back
         finally:
             os.close(fd)
         shutil.rmtree(stage, ignore_errors=True)
@@ -369,31 +413,55 @@ def _remove_abandoned_stages(dest: Path) -> None:
 
 
 def _put_in_place(stage: Path, dest: Path) -> None:
-    """Move every file of `stage` into `dest`, replacing namesakes; if one cannot be moved, the
-    files moved so far go back to the stage and the ones they replaced back in place."""
+    """Move every file of `stage` into `dest`, replacing namesakes, with Ctrl-C and SIGTERM held
+    and `dest` locked against another run doing the same; if one cannot be moved, the files
+    moved so far go back to the stage and the ones they replaced back in place (one that cannot
+    go back stays in the stage, which is then kept, and the error says where)."""
     written = sorted(stage.iterdir())
     for item in written:
         if (dest / item.name).is_dir() and not (dest / item.name).is_symlink():
             raise OutputError(f"cannot write {dest / item.name}: a folder is in its place")
-    replaced = stage / f"{STAGE_PREFIX}replaced"
+    replaced = stage / REPLACED
     replaced.mkdir()
     moved: list[tuple[str, bool]] = []  # name, and whether it replaced a file
+    folder = os.open(dest, os.O_RDONLY)
     try:
-        for item in written:
-            target = dest / item.name
-            had = os.path.lexists(target)
-            if had:
-                os.rename(target, replaced / item.name)
-            moved.append((item.name, had))
-            os.rename(item, target)
-    except OSError as exc:
-        for name, had in reversed(moved):
-            with contextlib.suppress(OSError):
-                if not os.path.lexists(stage / name):
-                    os.rename(dest / name, stage / name)
-                if had:
-                    os.rename(replaced / name, dest / name)
-        raise cannot_write(dest / item.name, exc) from exc
+        with interrupts_held():
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            try:
+                for item in written:
+                    target = dest / item.name
+                    had = os.path.lexists(target)
+                    if had:
+                        os.rename(target, replaced / item.name)
+                    moved.append((item.name, had))
+                    os.rename(item, target)
+            except BaseException as exc:
+                kept = _put_back(stage, dest, moved)
+                if not isinstance(exc, OSError):
+                    raise
+                reason = cannot_write(dest / item.name, exc)
+                if kept:
+                    reason = OutputError(f"{reason}; {', '.join(kept)} could not be put back: "
+                                         f"the earlier files are in {replaced}")  # fmt: skip
+                raise reason from exc
+    finally:
+        os.close(folder)
+
+
+def _put_back(stage: Path, dest: Path, moved: list[tuple[str, bool]]) -> list[str]:
+    """Undo the moves of `_put_in_place`; the names whose earlier file could not go back."""
+    kept = []
+    for name, had in reversed(moved):
+        with contextlib.suppress(OSError):
+            if not os.path.lexists(stage / name):
+                os.rename(dest / name, stage / name)
+        if had:
+            try:
+                os.rename(stage / REPLACED / name, dest / name)
+            except OSError:
+                kept.append(name)
+    return kept
 
 
 def write_bytes(dest: Path | str, data: bytes) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from maskwatch.defaults import STATS_PERIODS, STATS_PLOT_BARS
 from maskwatch.errors import MaskwatchError, MissingExtraError
-from maskwatch.events import open_log, plausible_time
+from maskwatch.events import EARLIEST_TIME, open_log, plausible_time
 from maskwatch.labels import CANONICAL, DISPLAY, MASK
 from maskwatch.postgres import DatabaseUrl, EventTarget, read_rows
 from maskwatch.redact import redact
@@ -71,9 +71,11 @@ class Row(NamedTuple):
 
 # Events of the people first seen from a time on; when the log starts after that time (a window
 # of 60 days over a month's log), every event, without looking for an earlier one of each.
+# Only times a calendar can show count as earlier (as `plausible_rows` keeps them).
 FIRST_SEEN_SINCE = (
-    "WHERE e.time >= ? AND (? <= (SELECT MIN(time) FROM events) OR NOT EXISTS "
-    "(SELECT 1 FROM events p WHERE p.run = e.run AND p.track = e.track AND p.time < ?)) "
+    f"WHERE e.time >= ? AND (? <= (SELECT MIN(time) FROM events WHERE time >= {EARLIEST_TIME}) "
+    "OR NOT EXISTS (SELECT 1 FROM events p WHERE p.run = e.run AND p.track = e.track "
+    f"AND p.time < ? AND p.time >= {EARLIEST_TIME})) "
 )
 
 

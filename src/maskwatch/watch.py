@@ -18,11 +18,9 @@ error is the one raised.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from maskwatch.ahead import ahead
+from maskwatch.atomic import interrupts_held
 from maskwatch.defaults import (
     CLASSIFY_EVERY,
     DETECT_MIN_SIDE,
@@ -53,30 +52,6 @@ log = logging.getLogger("maskwatch")
 
 
 # Ctrl-C, and SIGTERM where the command line makes it stop a run the same way (cli.main).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) during the block reaches its handler when the block ends, so that no
-    output is left half written (an encoder stopped between encoding a frame and storing it
-    fails its own check, and the run's outputs are then discarded). Only the main thread gets
-    signals; a signal that is ignored or has its default action is left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    held = {signum: handler for signum, handler in handlers.items() if callable(handler)}
-    caught: list[int] = []
-    for signum in held:
-        signal.signal(signum, lambda number, _: caught.append(number))
-    try:
-        yield
-    finally:
-        for signum, handler in held.items():
-            signal.signal(signum, handler)
-        if caught:
-            held[signal.Signals(caught[0])](caught[0], None)
 
 
 class FrameOutput(Protocol):
