@@ -7,6 +7,7 @@ import logging
 import math
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +116,39 @@ def test_a_stream_that_accepts_and_never_answers_is_given_up_in_time(
         with pytest.raises(SourceError, match="cannot open"):
             open_source(f"{scheme}://127.0.0.1:{server.getsockname()[1]}/cam", reconnect_attempts=0)
         assert time.monotonic() - started < 15, "the open timeout was not applied"
+
+
+def test_a_stream_that_goes_silent_is_dropped_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An MJPEG camera that sends three frames and then nothing, its connection open: reading
+    gives up after the read timeout (shortened here; OpenCV alone waits 30 s) and the stream
+    counts as dropped."""
+    monkeypatch.setattr(defaults, "STREAM_READ_TIMEOUT_S", 1.0)
+    frame = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
+    part = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+
+        def camera() -> None:
+            client, _ = server.accept()
+            client.recv(4096)
+            head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n"
+            client.sendall(head + b"\r\n")
+            client.sendall(part % (len(frame), frame) * 3)
+            time.sleep(30)  # silent, the connection left open
+            client.close()
+
+        threading.Thread(target=camera, daemon=True).start()
+        source = open_source(
+            f"http://127.0.0.1:{server.getsockname()[1]}/cam", reconnect_attempts=0
+        )
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="stopped delivering frames"):
+            for _ in source.frames():
+                pass
+        source.close()
+        assert source.read >= 1
+        assert time.monotonic() - started < 15, "the read timeout was not applied"
 
 
 def test_live_source_reconnects_then_gives_up(video: Path, caplog) -> None:  # type: ignore[no-untyped-def]

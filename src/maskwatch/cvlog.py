@@ -48,11 +48,17 @@ def quiet_opencv() -> Iterator[None]:
 
 def open_capture(target: int | str) -> cv2.VideoCapture:
     """cv2.VideoCapture without OpenCV's console noise when the target cannot be opened; a
-    stream (a URL) through FFmpeg, giving up after STREAM_OPEN_TIMEOUT_S."""
+    stream (a URL) through FFmpeg, giving up opening after STREAM_OPEN_TIMEOUT_S and a read
+    after STREAM_READ_TIMEOUT_S of silence (the stream is then reconnected)."""
     with quiet_opencv():
         if isinstance(target, str) and cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
-            timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(defaults.STREAM_OPEN_TIMEOUT_S * 1000)]
-            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeout)
+            timeouts = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                round(defaults.STREAM_OPEN_TIMEOUT_S * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                round(defaults.STREAM_READ_TIMEOUT_S * 1000),
+            ]
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, timeouts)
         return cv2.VideoCapture(target)
 
 

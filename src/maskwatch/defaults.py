@@ -41,6 +41,7 @@ RECONNECT_ATTEMPTS = 5  # reopenings of a dropped stream before giving up (0.5 s
 # How long opening a stream may take (OpenCV waits 30 s, holding a lock that every other
 # camera's opening waits on: a camera that accepts and never answers stalled them all).
 STREAM_OPEN_TIMEOUT_S = 10.0
+STREAM_READ_TIMEOUT_S = 10.0  # a stream silent this long has dropped (OpenCV waits 30 s)
 SETTLE_FRAMES = 5  # frames a track's smoothed label must hold before it settles
 # A person whose label has settled is classified again every this many frames of theirs, or
 # sooner when their box moves or grows (below); frames between carry their probabilities.
