@@ -12,6 +12,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from machine import describe_machine
@@ -39,11 +40,11 @@ def fill(path: Path, people: int, every: float) -> None:
     log.close()
 
 
-def median_s(poll: object, repeats: int) -> float:
+def median_s(poll: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        poll()  # type: ignore[operator]
+        poll()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from maskwatch.defaults import CROP_MARGIN
 from maskwatch.faces import crop_face
 from maskwatch.train.augment import (
     RealAugment,
@@ -29,23 +30,40 @@ from maskwatch.train.metrics import (
 CLASSES = ["mask", "no_mask", "incorrect"]
 
 
-@pytest.fixture(scope="module")
-def bare_face(detector, three_faces):  # type: ignore[no-untyped-def]
-    """The unmasked face of the sample photo, as a 160 px crop with its landmarks."""
-    faces = detector.detect(three_faces, thorough=True)
-    i = int(np.argmax(faces.boxes[:, 0]))  # the man on the right wears no mask
+def _unmasked_face(detector, photo: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """The unmasked face of the sample photo (the man on the right), as a 160 px crop framed
+    with `margin`, and its landmarks in crop pixels."""
     from maskwatch.faces import square_box
 
-    x0, y0, side = square_box(faces.boxes[i])
-    crop = crop_face(three_faces, faces.boxes[i], 160)
+    faces = detector.detect(photo, thorough=True)
+    i = int(np.argmax(faces.boxes[:, 0]))
+    x0, y0, side = square_box(faces.boxes[i], margin)
+    crop = crop_face(photo, faces.boxes[i], 160, margin)
     return crop, (faces.landmarks[i] - [x0, y0]) * 160 / side
+
+
+@pytest.fixture(scope="module")
+def bare_face(detector, three_faces):  # type: ignore[no-untyped-def]
+    """The unmasked face as the detector frames it."""
+    return _unmasked_face(detector, three_faces, CROP_MARGIN)
+
+
+@pytest.fixture(scope="module")
+def loose_face(detector, three_faces):  # type: ignore[no-untyped-def]
+    """The same face framed 45% wider on each side: neck and collar in view."""
+    return _unmasked_face(detector, three_faces, 0.45)
+
+
+def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Where a painting visibly changed the crop."""
+    return np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 20
 
 
 @pytest.mark.parametrize("placement", ["worn", "below_nose", "on_chin"])
 def test_synthetic_masks_cover_the_lower_face_only(bare_face, placement) -> None:  # type: ignore[no-untyped-def]
     crop, marks = bare_face
     painted = paint_mask(crop, marks, placement, np.random.default_rng(0))
-    changed = np.abs(painted.astype(int) - crop.astype(int)).max(axis=2) > 20
+    changed = _changed(crop, painted)
     eyes_y = int(marks[:2, 1].mean())
     assert changed.sum() > 400
     assert not changed[: max(0, eyes_y - 3)].any(), "the mask reached above the eyes"
@@ -57,38 +75,22 @@ def test_synthetic_masks_cover_the_lower_face_only(bare_face, placement) -> None
         assert above_nose < 0.02
 
 
-@pytest.fixture(scope="module")
-def loose_face(detector, three_faces):  # type: ignore[no-untyped-def]
-    """The same face framed 45% wider on each side: neck and collar in view."""
-    from maskwatch.faces import square_box
-
-    faces = detector.detect(three_faces, thorough=True)
-    i = int(np.argmax(faces.boxes[:, 0]))
-    x0, y0, side = square_box(faces.boxes[i], 0.45)
-    crop = crop_face(three_faces, faces.boxes[i], 160, 0.45)
-    return crop, (faces.landmarks[i] - [x0, y0]) * 160 / side
-
-
-def test_neckwear_is_drawn_below_the_jaw_only(loose_face) -> None:  # type: ignore[no-untyped-def]
-    crop, marks = loose_face
-    mouth_y = marks[3:, 1].mean()
-    below_mouth = int(mouth_y + 0.8 * (mouth_y - marks[:2, 1].mean()))  # the chin stays bare
-    for seed in range(5):
-        out = paint_neckwear(crop, marks, np.random.default_rng(seed))
-        changed = np.abs(out.astype(int) - crop.astype(int)).max(axis=2) > 20
-        assert changed.sum() > 200, seed
-        assert not changed[:below_mouth].any(), seed
-
-
-def test_an_object_at_the_mouth_leaves_eyes_and_forehead(bare_face) -> None:  # type: ignore[no-untyped-def]
-    crop, marks = bare_face
+@pytest.mark.parametrize(
+    ("paint", "framing", "untouched_to", "least"),
+    [(paint_neckwear, "loose_face", 1.8, 200), (paint_mouth_object, "bare_face", 0.3, 50)],
+    ids=["neckwear below the jaw, the chin bare", "an object at the mouth, not the eyes"],
+)
+def test_hard_negatives_are_drawn_where_they_belong(  # type: ignore[no-untyped-def]
+    paint, framing: str, untouched_to: float, least: int, request: pytest.FixtureRequest
+) -> None:
+    """Nothing changes above the eyes' height plus `untouched_to` times eyes-to-mouth."""
+    crop, marks = request.getfixturevalue(framing)
     eyes_y = marks[:2, 1].mean()
-    above = int(eyes_y + 0.3 * (marks[3:, 1].mean() - eyes_y))
+    untouched = int(eyes_y + untouched_to * (marks[3:, 1].mean() - eyes_y))
     for seed in range(5):
-        out = paint_mouth_object(crop, marks, np.random.default_rng(seed))
-        changed = np.abs(out.astype(int) - crop.astype(int)).max(axis=2) > 20
-        assert changed.sum() > 50, seed
-        assert not changed[:above].any(), seed
+        changed = _changed(crop, paint(crop, marks, np.random.default_rng(seed)))
+        assert changed.sum() > least, seed
+        assert not changed[:untouched].any(), seed
 
 
 def test_hard_negatives_keep_a_bare_face_bare(bare_face) -> None:  # type: ignore[no-untyped-def]

@@ -126,6 +126,14 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _serve(port: int) -> subprocess.Popen[str]:
+    """`maskwatch serve` on `port`, its error output kept for the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("stop", "status", "line"),
     [
@@ -143,10 +151,7 @@ def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int,
     Starlette's traceback."""
     pytest.importorskip("uvicorn")
     port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    serve = _serve(port)
     ready = (lambda: listening(port)) if when == "starting" else (lambda: _healthy(port))
     try:
         wait_for(ready, 90, f"the server {when}")
@@ -172,10 +177,7 @@ def test_an_upload_still_arriving_when_serve_stops_gets_a_503(signals: int) -> N
     import httpx
 
     port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    serve = _serve(port)
     answers: list[httpx.Response] = []
 
     def dribble() -> Iterator[bytes]:

@@ -309,6 +309,7 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     pending.commit()
 
 
+# Ctrl-C, and SIGTERM where the command line makes it stop a run the same way (cli.main).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -336,8 +337,6 @@ def interrupts_held() -> Iterator[None]:
 
 
 STAGE_PREFIX, STAGE_SUFFIX = ".maskwatch-", ".part"
-
-
 REPLACED = f"{STAGE_PREFIX}replaced"  # inside a stage: the files its run replaced, while it does
 
 

@@ -200,12 +200,16 @@ def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None
     return summarise_rows(kept, by, source)
 
 
+def _check_period(by: str) -> None:
+    if by not in PERIOD_FORMATS:
+        raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
+
+
 def summarise_rows(
     rows: Iterable[Row], by: str = "hour", source: str | None = None, since: float | None = None
 ) -> StatsTable:
     """People per period of `by`, by label; only those who appeared at or after `since`."""
-    if by not in PERIOD_FORMATS:
-        raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
+    _check_period(by)
     periods: dict[str, Counter[str]] = defaultdict(Counter)
     for person in people(rows, source):
         if since is not None and person.appeared < since:
@@ -218,8 +222,7 @@ def summarise_rows(
 def period_start(moment: float, by: str, back: int = 0) -> float:
     """When the period of `by` (local time) holding `moment` began, moved `back` periods
     earlier: where a timeline of the last `back + 1` periods starts."""
-    if by not in PERIOD_FORMATS:
-        raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
+    _check_period(by)
     t = time.localtime(moment)
     day, hour, minute = t.tm_mday, t.tm_hour, t.tm_min
     if by == "minute":

@@ -51,9 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("maskwatch")
 
 
-# Ctrl-C, and SIGTERM where the command line makes it stop a run the same way (cli.main).
-
-
 class FrameOutput(Protocol):
     def write(self, result: FrameResult) -> None: ...
 

@@ -153,22 +153,42 @@ def _mask_texture(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(texture * folds * rng.uniform(0.7, 1.1), 0, 255)
 
 
+def _face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(eyes' midpoint, unit vector across, unit vector down, eye distance, eyes-to-mouth)."""
+    eye_r, eye_l, _, mouth_r, mouth_l = landmarks.astype(np.float64)
+    eyes = (eye_r + eye_l) / 2
+    across = eye_l - eye_r
+    width = float(np.linalg.norm(across))
+    down = (mouth_r + mouth_l) / 2 - eyes
+    height = float(np.linalg.norm(down))
+    return eyes, across / max(width, 1e-6), down / max(height, 1e-6), width, height
+
+
+def _blend(
+    crop: np.ndarray, polygon: np.ndarray, colour: np.ndarray, over_padding: bool = False
+) -> np.ndarray:
+    """`colour` (a picture the crop's size) inside `polygon`, shaded by the crop's light; over
+    the black padding of a crop that reaches past its photo too when `over_padding`."""
+    size = crop.shape[0]
+    outline = np.zeros((size, size), np.float32)
+    cv2.fillPoly(outline, [np.round(polygon).astype(np.int32)], 1.0)
+    alpha = cv2.GaussianBlur(outline, (0, 0), 1.0)
+    if not over_padding:
+        alpha = alpha * (crop.max(axis=2) > 0)  # not the black beyond the photo's edge
+    shade = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0
+    painted = np.clip(colour * (0.55 + 0.6 * shade), 0, 255)
+    alpha = alpha[..., None]
+    return (crop.astype(np.float32) * (1 - alpha) + painted * alpha).astype(np.uint8)
+
+
 def paint_mask(
     crop: np.ndarray, landmarks: np.ndarray, placement: str, rng: np.random.Generator
 ) -> np.ndarray:
     """Draw a synthetic mask on a face crop from YuNet's five landmarks (crop pixels):
     right eye, left eye, nose tip, right and left mouth corners."""
-    eye_r, eye_l, _, mouth_r, mouth_l = landmarks.astype(np.float64)
-    eyes = (eye_r + eye_l) / 2
-    mouth = (mouth_r + mouth_l) / 2
-    across = eye_l - eye_r
-    width = np.linalg.norm(across)
+    eyes, u, v, width, height = _face_axes(landmarks)
     if width < 4:
         return crop
-    u = across / width
-    down = mouth - eyes
-    height = np.linalg.norm(down)
-    v = down / max(height, 1e-6)
     top_at, bottom = rng.uniform(*PLACEMENTS[placement]), rng.uniform(1.9, 2.3)
     half = width * rng.uniform(1.0, 1.25)
     points = []
@@ -182,15 +202,8 @@ def paint_mask(
             + v * height * (top_at + (bottom - top_at) * np.sin(t) ** 0.6)
             - u * half * np.cos(t) * (0.85 + 0.15 * np.sin(t))
         )
-    polygon = np.round(np.array(points)).astype(np.int32)
-    size = crop.shape[0]
-    outline = np.zeros((size, size), np.float32)
-    cv2.fillPoly(outline, [polygon], 1.0)
-    alpha = cv2.GaussianBlur(outline, (0, 0), 1.0)[..., None]
-    shade = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0
-    painted = _mask_texture(size, rng) * (0.55 + 0.6 * shade)
-    out = crop.astype(np.float32) * (1 - alpha) + np.clip(painted, 0, 255) * alpha
-    return out.astype(np.uint8)
+    # over the padding as well, as the `real` recipe's masks always were: its runs reproduce
+    return _blend(crop, np.array(points), _mask_texture(crop.shape[0], rng), over_padding=True)
 
 
 def recolour_lower_face(
@@ -212,29 +225,6 @@ def recolour_lower_face(
     out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
     ramp = np.clip((np.arange(size) - top) / 6.0, 0, 1)[:, None, None]
     return (crop * (1 - ramp) + out * ramp).astype(np.uint8)
-
-
-def _face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """(eyes' midpoint, unit vector across, unit vector down, eye distance, eyes-to-mouth)."""
-    eye_r, eye_l, _, mouth_r, mouth_l = landmarks.astype(np.float64)
-    eyes = (eye_r + eye_l) / 2
-    across = eye_l - eye_r
-    width = float(np.linalg.norm(across))
-    down = (mouth_r + mouth_l) / 2 - eyes
-    height = float(np.linalg.norm(down))
-    return eyes, across / max(width, 1e-6), down / max(height, 1e-6), width, height
-
-
-def _blend(crop: np.ndarray, polygon: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """`colour` (a picture the crop's size) inside `polygon`, shaded by the crop's light."""
-    size = crop.shape[0]
-    outline = np.zeros((size, size), np.float32)
-    cv2.fillPoly(outline, [np.round(polygon).astype(np.int32)], 1.0)
-    alpha = cv2.GaussianBlur(outline, (0, 0), 1.0) * (crop.max(axis=2) > 0)  # not the padding
-    shade = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[..., None] / 255.0
-    painted = np.clip(colour * (0.55 + 0.6 * shade), 0, 255)
-    alpha = alpha[..., None]
-    return (crop.astype(np.float32) * (1 - alpha) + painted * alpha).astype(np.uint8)
 
 
 def paint_neckwear(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -60,6 +60,12 @@ class HardMining(StrEnum):
     OHEM_HEAD = "ohem-head"
     FOCAL = "focal"
 
+    def in_stage(self, fine_tuning: bool) -> HardMining:
+        """The loss this choice means while the head is trained or while fine-tuning."""
+        if self is HardMining.OHEM_HEAD:
+            return HardMining.NONE if fine_tuning else HardMining.OHEM
+        return self
+
 
 OHEM_KEPT = 0.5  # share of each batch, its hardest views, whose loss counts with OHEM
 FOCAL_GAMMA = 2.0  # focal loss's focusing parameter (Lin et al. 2017)

@@ -418,7 +418,7 @@ def fit_maps(
             config.learning_rate,
             weights,
             patience,
-            HardMining.OHEM if config.hard_mining is HardMining.OHEM_HEAD else config.hard_mining,
+            config.hard_mining.in_stage(fine_tuning=False),
         ),
         rng,
     )
@@ -430,7 +430,7 @@ def fit_maps(
             config.finetune_learning_rate,
             weights,
             patience,
-            HardMining.NONE if config.hard_mining is HardMining.OHEM_HEAD else config.hard_mining,
+            config.hard_mining.in_stage(fine_tuning=True),
         )
         decision, more = _finetune_if_better(top, head, maps, y_views, watched, stage, rng, classes)
         history += more
