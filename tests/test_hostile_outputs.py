@@ -595,7 +595,7 @@ def test_a_link_named_for_another_format_is_refused_and_one_alike_is_written_thr
 def _staged_run(dest: Path, outputs: dict[str, bytes]) -> None:
     from maskwatch.atomic import staged_folder
 
-    with staged_folder(dest) as stage:
+    with staged_folder(dest, list(outputs)) as stage:
         for name, data in outputs.items():
             (stage / name).write_bytes(data)
 

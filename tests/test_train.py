@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import signal
 import subprocess
@@ -28,6 +29,8 @@ from maskwatch.errors import DatasetError
 from maskwatch.train.config import Augment, HardMining, Recipe, Split, TrainConfig
 from maskwatch.train.data import faces_csv, load_dataset, load_datasets, read_faces_csv
 from maskwatch.train.dedup import HASH_DISTANCE, near_duplicate_pairs, photo_hashes
+from maskwatch.train.report import REPORT_FILES
+from maskwatch.train.run import TRAIN_FILES
 from maskwatch.train.split import grouped, leakage, merge_groups, split_groups, split_random
 
 
@@ -214,18 +217,7 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "epoch 3/3" in proc.stderr
-    for name in (
-        "mask_classifier.onnx",
-        "mask_classifier.json",
-        "training_curves.png",
-        "confusion_matrix.png",
-        "classification_report.txt",
-        "report.md",
-        "config.json",
-        "history.csv",
-        "metrics.json",
-    ):
-        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(TRAIN_FILES)
     classifier = MaskClassifier(out / "mask_classifier.onnx")
     assert classifier.classes == ["mask", "no_mask", "incorrect"]
     meta = json.loads((out / "mask_classifier.json").read_text())
@@ -239,7 +231,6 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
     assert meta["uncertain_below"] == 0.0  # the seed recipe has no validation to choose it on
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 3 and config["command"][:2] == ["maskwatch", "train"]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "the stage is gone"
 
     # The same report for any labelled data, from the exported model.
     report = tmp_path / "eval"
@@ -247,7 +238,8 @@ def test_training_for_real_on_a_small_subset(tmp_path: Path) -> None:
         "evaluate", "--model", str(out / "mask_classifier.onnx"), str(voc), "--out", str(report)
     )
     assert proc.returncode == 0, proc.stderr
-    assert "balanced" in proc.stdout and (report / "report.md").is_file()
+    assert "balanced" in proc.stdout
+    assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
@@ -255,11 +247,18 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_the_work(
     command: str, tmp_path: Path
 ) -> None:
     (tmp_path / "file").write_text("x")
-    out = str(tmp_path / "file" / "run")
     model = ["--model", str(default_model_path())] if command == "evaluate" else []
-    proc = run_cli(command, *model, str(DATASETS / "observations"), "--out", out)
+    obs = str(DATASETS / "observations")
+    proc = run_cli(command, *model, obs, "--out", str(tmp_path / "file" / "run"))
     assert_one_line_error(proc, "cannot write", "Not a directory")
     assert "faces" not in proc.stderr, "refused before the data is read"
+
+    in_the_way = tmp_path / "run" / "report.md"
+    (in_the_way / "notes").mkdir(parents=True)
+    proc = run_cli(command, *model, obs, "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, f"cannot write {in_the_way}: a folder is in its place")
+    assert "faces" not in proc.stderr, "refused before the data is read"
+    assert os.listdir(tmp_path / "run") == ["report.md"]
 
 
 def test_a_file_size_limit_is_one_line_and_leaves_no_output(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import stat
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -341,20 +341,22 @@ REPLACED = f"{STAGE_PREFIX}replaced"  # inside a stage: the files its run replac
 
 
 @contextmanager
-def staged_folder(dest: Path) -> Iterator[Path]:
+def staged_folder(dest: Path, outputs: Collection[str]) -> Iterator[Path]:
     """A hidden temporary folder inside the output folder `dest`, for outputs that must appear
-    together: `dest` is made and tried now, so a place that cannot be written is refused before
-    the work; when the block succeeds each file written in the stage replaces its namesake in
-    `dest` (all of them, or, when one cannot be, none: those already moved are put back), and
-    when it fails (or is interrupted) the stage is removed, with `dest` if this made it: `dest`
-    never holds half of a run's outputs beside another run's. The stage is locked while in use,
-    so a stage a killed run left behind is told from a running one and removed."""
+    together (named `outputs`): `dest` is made and tried now, and a folder standing where one of
+    them goes is refused, so a place that cannot be written is refused before the work; when
+    the block succeeds each file written in the stage replaces its namesake in `dest` (all of
+    them, or, when one cannot be, none: those already moved are put back), and when it fails (or
+    is interrupted) the stage is removed, with `dest` if this made it: `dest` never holds half
+    of a run's outputs beside another run's. The stage is locked while in use, so a stage a
+    killed run left behind is told from a running one and removed."""
     for folder in (dest, *dest.parents):
         if os.path.islink(folder) and not folder.exists():
             raise OutputError(f"cannot write {dest}: {folder} is a link to nothing")
     made = make_folder(dest)
     try:
         check_free_space(dest, dest)
+        _refuse_folders_in_place(dest, outputs)
         _remove_abandoned_stages(dest)
         stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=STAGE_SUFFIX, dir=dest))
         lock = os.open(stage, os.O_RDONLY)
@@ -411,15 +413,19 @@ def _remove_abandoned_stages(dest: Path) -> None:
         log.info("removed %s, left by a run that did not end", stage)
 
 
+def _refuse_folders_in_place(dest: Path, names: Iterable[str]) -> None:
+    for name in names:
+        if (dest / name).is_dir() and not (dest / name).is_symlink():
+            raise OutputError(f"cannot write {dest / name}: a folder is in its place")
+
+
 def _put_in_place(stage: Path, dest: Path) -> None:
     """Move every file of `stage` into `dest`, replacing namesakes, with Ctrl-C and SIGTERM held
     and `dest` locked against another run doing the same; if one cannot be moved, the files
     moved so far go back to the stage and the ones they replaced back in place (one that cannot
     go back stays in the stage, which is then kept, and the error says where)."""
     written = sorted(stage.iterdir())
-    for item in written:
-        if (dest / item.name).is_dir() and not (dest / item.name).is_symlink():
-            raise OutputError(f"cannot write {dest / item.name}: a folder is in its place")
+    _refuse_folders_in_place(dest, [item.name for item in written])
     replaced = stage / REPLACED
     replaced.mkdir()
     moved: list[tuple[str, bool]] = []  # name, and whether it replaced a file

@@ -152,6 +152,9 @@ def mistakes_gallery(p: Predictions, path: Path, count: int = 24, tile: int = 11
     write_bytes(path, encode_image(path, sheet))
 
 
+HISTORY_FILES = ("history.csv", "training_curves.png")
+
+
 def write_history(history: list[dict[str, Any]], out: Path, monitor_name: str) -> None:
     """history.csv (one row per epoch of every stage) and its plot, training_curves.png."""
     buffer = io.StringIO()
@@ -198,6 +201,18 @@ def headline_table(payload: dict[str, Any]) -> list[str]:
     lines = ["| figure | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(heads)]
     lines += [f"| {k} | " + " | ".join(_fmt(h[k]) for h in heads.values()) + " |" for k in keys]
     return lines
+
+
+# What write_report writes (the test that trains checks the list against the folder).
+REPORT_FILES = (
+    "report.md",
+    "classification_report.txt",
+    "metrics.json",
+    "confusion_matrix.png",
+    "curves.png",
+    "calibration.png",
+    "mistakes.jpg",
+)
 
 
 def write_report(

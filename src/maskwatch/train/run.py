@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from maskwatch.atomic import staged_folder, write_text
-from maskwatch.classifier import DEFAULT_MODEL_NAME, MaskClassifier, ModelMetadata
+from maskwatch.classifier import DEFAULT_MODEL_NAME, MaskClassifier, ModelMetadata, metadata_path
 from maskwatch.defaults import CROP_MARGIN
 from maskwatch.errors import DatasetError, SettingError
 from maskwatch.faces import YuNetDetector
@@ -35,7 +35,7 @@ from maskwatch.train.data import (
 from maskwatch.train.featurecache import FeatureCache
 from maskwatch.train.framing import FramedSet, frame_samples
 from maskwatch.train.metrics import Predictions, finite_rounded, headline_sets, summarise
-from maskwatch.train.report import write_history, write_report
+from maskwatch.train.report import HISTORY_FILES, REPORT_FILES, write_history, write_report
 from maskwatch.train.split import SplitPlan, plan_split
 
 if TYPE_CHECKING:
@@ -51,6 +51,17 @@ class TrainResult:
     seconds: float
 
 
+# What `train` writes into its folder.
+TRAIN_FILES = (
+    DEFAULT_MODEL_NAME,
+    metadata_path(Path(DEFAULT_MODEL_NAME)).name,
+    "config.json",
+    "test_faces.csv",
+    *HISTORY_FILES,
+    *REPORT_FILES,
+)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Run the whole training recipe and write every output into `config.out`."""
     import torch
@@ -64,7 +75,7 @@ def train(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
     torch.manual_seed(config.seed)
-    with staged_folder(out) as stage:
+    with staged_folder(out, TRAIN_FILES) as stage:
         result = _train_into(config, stage, started)
     return replace(result, model=out / result.model.name)
 
@@ -203,7 +214,7 @@ def evaluate(
     `out`, the report files too, put there together once they are all written."""
     if out is None:
         return _evaluate_into(model, data, None, faces, synthetic)
-    with staged_folder(out) as stage:
+    with staged_folder(out, REPORT_FILES) as stage:
         return _evaluate_into(model, data, stage, faces, synthetic)
 
 
