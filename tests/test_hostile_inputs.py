@@ -193,6 +193,19 @@ def test_classify_skips_what_it_cannot_read_and_says_so_at_the_end(
     assert "skipping " + str(tmp_path / "c.jpg") + ": not a readable image" in run.stderr
 
 
+def test_an_image_that_became_a_folder_after_listing_is_skipped_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A folder's photo replaced by a folder of its name mid-run (listing found a file): one
+    SourceError, which detect and classify turn into a warning (it was a bare traceback)."""
+    from maskwatch.errors import SourceError
+    from maskwatch.images import load_image
+
+    (tmp_path / "g271.jpg").mkdir()
+    with pytest.raises(SourceError, match=r"g271.jpg: is a folder, not an image"):
+        load_image(tmp_path / "g271.jpg")
+
+
 def test_a_lone_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     for name in ("pipe.jpg", "pipe.mp4", "pipe"):
         os.mkfifo(tmp_path / name)

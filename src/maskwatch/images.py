@@ -157,14 +157,12 @@ def _open_regular(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
         raise SourceError(f"{path}: no such file") from exc
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    file = os.fdopen(fd, "rb")
-    info = os.fstat(fd)
-    if stat.S_ISDIR(info.st_mode):
-        file.close()
-        raise SourceError(f"{path}: is a folder, not an image")
+    info = os.fstat(fd)  # before fdopen, which refuses a folder with a bare IsADirectoryError
     if not stat.S_ISREG(info.st_mode):
-        file.close()
-        raise SourceError(f"{path}: not a regular file")
+        os.close(fd)
+        kind = "is a folder, not an image" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise SourceError(f"{path}: {kind}")
+    file = os.fdopen(fd, "rb")
     if max_bytes > 0 and info.st_size > max_bytes:
         file.close()
         raise ImageTooLargeError(
