@@ -470,6 +470,27 @@ def test_an_output_is_never_one_of_the_inputs(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "out")) == ["b.jpg", "in.jpg"]
 
 
+def test_two_outputs_that_are_one_file_are_refused_before_the_work(tmp_path: Path) -> None:
+    """`--json x --events x` once replaced the event log with JSON lines and exited 0."""
+    out = tmp_path / "out.db"
+    (tmp_path / "alias.jsonl").symlink_to(out)
+    single = ("detect", "--source", str(THREE_FACES), "--no-show")
+    for args, message in (
+        (("--json", str(out), "--events", str(out)), "--json and --events are the same file"),
+        (
+            ("--save", str(out), "--json", str(tmp_path / ".." / tmp_path.name / "out.db")),
+            "--save and --json",
+        ),
+        (("--events", str(out), "--json", str(tmp_path / "alias.jsonl")), "--json and --events"),
+    ):
+        proc = run_cli(*single, *args)
+        assert_one_line_error(proc, message, "choose another name for one")
+        assert sorted(os.listdir(tmp_path)) == ["alias.jsonl"], "refused before anything"
+    out.write_bytes(b"")  # an existing file, named through the link as well
+    proc = run_cli(*single, "--events", str(out), "--json", str(tmp_path / "alias.jsonl"))
+    assert_one_line_error(proc, "--json and --events are the same file")
+
+
 def test_a_loop_of_links_is_an_error_not_replaced(
     clip: Path, event_log: Path, tmp_path: Path
 ) -> None:

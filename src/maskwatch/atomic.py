@@ -495,18 +495,35 @@ def clashing_input(by_identity: Mapping[tuple[int, int], Path], path: Path) -> P
     return by_identity.get(ident) if ident is not None else None
 
 
+def _refuse_shared_outputs(named: dict[str, Path]) -> None:
+    """Refuse two outputs that are one file, under any name or link (devices and pipes, written
+    in place, may be shared)."""
+    seen: dict[object, str] = {}
+    for option, out in named.items():
+        if writes_in_place(out):
+            continue
+        key = file_identity(out) or os.path.realpath(out)
+        if key in seen:
+            raise OutputError(
+                f"{seen[key]} and {option} are the same file ({out}): the one written last "
+                "would replace the other; choose another name for one"
+            )
+        seen[key] = option
+
+
 def refuse_inputs(
     inputs: Iterable[Path], outputs: dict[str, Path | str | None]
 ) -> dict[tuple[int, int], Path]:
     """The `inputs` by identity (device, inode), once each of `outputs` (option: path; None or
     '-' for none) has been checked not to be one of them, under any name or link: results
-    written over the photo or video being read would destroy it. Empty when there is nothing to
-    check."""
+    written over the photo or video being read would destroy it; nor may two outputs be one
+    file (the last written would replace the other). Empty when there is nothing to check."""
     named = {
         option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
     }
     if not named:
         return {}
+    _refuse_shared_outputs(named)
     by_identity = {ident: path for path in inputs if (ident := file_identity(path)) is not None}
     for option, out in named.items():
         clash = None if writes_in_place(out) else clashing_input(by_identity, out)
