@@ -284,6 +284,24 @@ def test_a_read_only_file_system(clip: Path, event_log: Path, tiny_disk: Path) -
     assert_failed_cleanly(proc, tiny_disk, f"cannot write {tiny_disk}/c.png: {EROFS}", keep)
 
 
+def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    """It was given maskwatch's tables and switched to WAL before the check failed (or, with no
+    `events` table of its own, silently became a log)."""
+    import sqlite3
+
+    for name, tables in (("other.db", "events(x); CREATE TABLE runs(y)"), ("notes.db", "notes(x)")):
+        path = tmp_path / name
+        db = sqlite3.connect(path)
+        db.executescript(f"CREATE TABLE {tables};")
+        db.close()
+        before = path.read_bytes()
+        proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(path))
+        message = f"{path}: not a maskwatch event log (it has other tables); left as it was"
+        assert_failed_cleanly(proc, tmp_path, message, {name})
+        assert path.read_bytes() == before
+        path.unlink()
+
+
 def test_stats_never_writes_into_a_file_that_is_not_a_log(tmp_path: Path) -> None:
     for name, content in (("empty.db", b""), ("notes.txt", b"not a log\n" * 50)):
         path = tmp_path / name

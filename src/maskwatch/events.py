@@ -240,6 +240,18 @@ def _remove_new_log(path: Path) -> None:
         remove_quietly(path.with_name(path.name + extra))
 
 
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse, before changing anything in it, an SQLite file that holds tables but not
+    maskwatch's `meta` (another program's database), or a log of another schema version."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" in tables and db.execute(READ_SCHEMA_VERSION).fetchone() is not None:
+        _check_schema(db, path)
+    elif tables - {"meta"}:
+        raise OutputError(
+            f"{path}: not a maskwatch event log (it has other tables); left as it was"
+        )
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) an event log for writing, checking it is one. A log this call
     created is removed again (with SQLite's -wal and -shm files) if it cannot be set up."""
@@ -253,6 +265,7 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         check_free_space(path.parent, f"event log {path}")
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        _refuse_foreign(db, path)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SQLITE_SCHEMA)
         if db.execute(READ_SCHEMA_VERSION).fetchone() is None:
