@@ -203,6 +203,21 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in errors[0]
 
 
+def self_signed(folder: Path, name: str = "", *key_options: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl as the README says
+    (`key_options`: e.g. a passphrase instead of the default `-nodes`); skips without openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    cert, key = folder / f"{name}cert.pem", folder / f"{name}key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", *(key_options or ("-nodes",)),
+         "-days", "1", "-keyout", str(key), "-out", str(cert),
+         "-subj", "/CN=maskwatch", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli, self_signed
 from maskwatch.errors import SettingError
 from maskwatch.web.server import LOOPBACK, Listener, server_token
 
@@ -38,13 +38,28 @@ def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_https_needs_cert_and_key(tmp_path: Path) -> None:
-    cert = tmp_path / "cert.pem"
+    cert, key = self_signed(tmp_path)
     with pytest.raises(SettingError, match="HTTPS needs both --cert and --key"):
         Listener(cert=cert)
     with pytest.raises(SettingError, match="HTTPS needs both --cert and --key"):
-        Listener(key=cert)
-    assert Listener(cert=cert, key=cert).scheme == "https"
+        Listener(key=key)
+    assert Listener(cert=cert, key=key).scheme == "https"
     assert Listener().scheme == "http"
+
+
+def test_a_certificate_and_key_the_server_cannot_use_are_one_line_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """They were ssl's traceback, after the address had been announced."""
+    cert, _ = self_signed(tmp_path)
+    other_cert, other_key = self_signed(tmp_path, "other-")
+    _, locked_key = self_signed(tmp_path, "locked-", "-passout", "pass:secret")
+    junk = tmp_path / "photo.jpg"
+    junk.write_bytes(b"\xff\xd8 not a certificate")
+    for pair in ((junk, junk), (cert, other_key), (other_cert, locked_key), (cert, junk)):
+        proc = run_cli("serve", "--port", "9", "--cert", str(pair[0]), "--key", str(pair[1]))
+        assert_one_line_error(proc, f"cannot use --cert {pair[0]} with --key {pair[1]}: ")
+        assert "open https" not in proc.stderr
 
 
 def test_cli_refuses_open_server_in_one_line(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sqlite3
 import ssl
 import subprocess
@@ -33,6 +32,7 @@ from conftest import (
     panning_frames,
     run_browser,
     run_cli,
+    self_signed,
     wait_for,
 )
 from maskwatch.defaults import IN_VIEW_MAX
@@ -586,15 +586,9 @@ def _up(base: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_serve_over_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
     """The README's recipe for phones: openssl's self-signed certificate, --cert and --key."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
-         "-subj", "/CN=maskwatch", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    self_signed(tmp_path)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "maskwatch.cli", "serve", "--port", str(port),

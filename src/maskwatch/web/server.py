@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,27 @@ class Listener:
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
             raise SettingError("HTTPS needs both --cert and --key")
+        if self.cert is not None and self.key is not None:
+            check_tls(self.cert, self.key)
 
     @property
     def scheme(self) -> str:
         return "https" if self.cert else "http"
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and key as the server will, before anything is announced: a file
+    that is not PEM, a key of another certificate or an encrypted key (serve has no passphrase
+    to give) is one line instead of ssl's traceback after "open https://..."."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise SettingError(
+            f"cannot use --cert {cert} with --key {key}: {reason} (both must be PEM files, the "
+            "key unencrypted and matching the certificate)"
+        ) from exc
 
 
 class _Server(uvicorn.Server):
