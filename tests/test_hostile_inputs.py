@@ -206,6 +206,17 @@ def test_an_image_that_became_a_folder_after_listing_is_skipped_in_one_line(
         load_image(tmp_path / "g271.jpg")
 
 
+def test_a_file_name_cannot_forge_a_line_or_colour_the_terminal(tmp_path: Path) -> None:
+    name = "x.jpg\nmaskwatch: wrote evil.jpg\r\x1b[31mRED\x1b[0m.jpg"
+    (tmp_path / name).write_bytes(b"junk")
+    (tmp_path / "a.jpg").symlink_to(THREE_FACES)
+    run = run_cli("classify", str(tmp_path), "--json", os.devnull)
+    assert len(run.stderr.splitlines()) == 2, run.stderr  # the warning, then the error
+    escaped = "x.jpg\\nmaskwatch: wrote evil.jpg\\r\\x1b[31mRED\\x1b[0m.jpg"
+    assert f"skipping {tmp_path}/{escaped}: not a readable image" in run.stderr
+    assert "\x1b" not in run.stderr and "\r" not in run.stderr
+
+
 def test_a_lone_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     for name in ("pipe.jpg", "pipe.mp4", "pipe"):
         os.mkfifo(tmp_path / name)

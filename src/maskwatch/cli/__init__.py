@@ -69,15 +69,26 @@ def _finish_commands(sub: Subparsers) -> None:
                 _finish_commands(action)
 
 
+# Control characters (a file named with a newline, a carriage return or a terminal escape)
+# written as escapes: a message stays one line and cannot forge another or colour the terminal.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != ord("\t")}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def one_line(message: str) -> str:
+    """`message` as one line of a terminal, its control characters escaped."""
+    return message.translate(_ESCAPES)
+
+
 class _Formatter(logging.Formatter):
-    """'maskwatch: message', with 'warning: ' in front of warnings."""
+    """'maskwatch: message', with 'warning: ' in front of warnings; one line each."""
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
         message = record.getMessage()
         if not getattr(record, OWN_SECRET, False):
             message = redact(message)
-        return f"maskwatch: {prefix}{message}"
+        return f"maskwatch: {prefix}{one_line(message)}"
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -133,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_ctrl_c():
             return func(args)
     except MaskwatchError as exc:
-        print(f"maskwatch: error: {redact(str(exc))}", file=sys.stderr)
+        print(f"maskwatch: error: {one_line(redact(str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         return _stopped(exc)
