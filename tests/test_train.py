@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -422,3 +423,86 @@ def test_audit_reports_classes_duplicates_and_leakage(tmp_path: Path) -> None:
     assert "group split: clean" in out
     assert "random split: LEAKS" in out
     assert "near-duplicate photos" in out and "exact duplicates" in out
+
+
+def _with_unreadable_photos(root: Path) -> Path:
+    """A FIFO, a 5 GB sparse file and a symbolic-link loop, all named like photos."""
+    os.mkfifo(root / "with_mask" / "pipe.jpg")  # reading it would wait for a writer forever
+    with open(root / "with_mask" / "huge.jpg", "wb") as huge:
+        huge.truncate(5 * 2**30)
+    (root / "without_mask" / "l1.jpg").symlink_to("l2.jpg")
+    (root / "without_mask" / "l2.jpg").symlink_to("l1.jpg")
+    return root
+
+
+@pytest.mark.parametrize("command", ["audit", "train"])
+def test_photos_that_cannot_be_read_are_skipped_with_one_warning_each(
+    tmp_path: Path, command: str
+) -> None:
+    obs = _with_unreadable_photos(class_subset(tmp_path / "obs", 3))
+    args = ["data", "audit", str(obs)]
+    if command == "train":
+        args = ["train", str(obs), "--out", str(tmp_path / "o"), "--epochs", "1", "--views", "1"]
+    limit = 4 * 2**30  # reading the 5 GB file whole would fail
+    proc = subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", *args],
+        capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    skipped = [line for line in proc.stderr.splitlines() if "warning: skipping" in line]
+    assert len(skipped) == 4, proc.stderr
+    assert f"{obs / 'with_mask' / 'pipe.jpg'}: not a regular file" in proc.stderr
+    assert f"{obs / 'with_mask' / 'huge.jpg'}: the file is 5120 MiB" in proc.stderr
+    assert f"{obs / 'without_mask' / 'l1.jpg'}: cannot read: Too many levels" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"junk\nrow\n", "no path or group column"),
+        (b"path,label\nwith_mask/a.jpg,mask\n", "no group column"),
+        (b"path,group\nwith_mask/\xff\xfe.jpg,1\n", "not UTF-8 text"),
+        (b"path,group\nwith_mask/a.jpg\n", "line 2 has too few fields"),
+    ],
+)
+def test_a_broken_groups_csv_is_one_line_naming_it(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    obs = class_subset(tmp_path / "obs", 2)
+    (obs / "groups.csv").write_bytes(content)
+    assert_one_line_error(run_cli("data", "audit", str(obs)), f"{obs / 'groups.csv'}: {message}")
+    out = tmp_path / "o"
+    assert_one_line_error(run_cli("train", str(obs), "--out", str(out)), message)
+    assert not out.exists()
+
+
+def _edit_voc(xml: Path, pattern: str, new: str) -> None:
+    """The first match of `pattern` in an annotation replaced by `new`."""
+    text, n = re.subn(pattern, new, xml.read_text(), count=1, flags=re.DOTALL)
+    assert n == 1
+    xml.unlink()  # a link into the shared data set: write a copy
+    xml.write_text(text)
+
+
+def test_hostile_voc_annotations_are_skipped_with_warnings(tmp_path: Path) -> None:
+    voc = voc_subset(tmp_path / "voc", 5)
+    first, second, third, fourth, fifth = sorted((voc / "annotations").glob("*.xml"))
+    _edit_voc(first, r"<xmin>\d+</xmin>", "<xmin>1e400</xmin>")
+    _edit_voc(second, r"<xmax>\d+</xmax>", "<xmax>inf</xmax>")
+    _edit_voc(third, r"<bndbox>.*?</bndbox>", "")
+    _edit_voc(fourth, r"<xmin>\d+</xmin>", "<xmin>90000</xmin>")
+    _edit_voc(fourth, r"<xmax>\d+</xmax>", "<xmax>99000</xmax>")
+    (tmp_path / "outside.jpg").symlink_to((voc / "images" / f"{fifth.stem}.jpg").resolve())
+    _edit_voc(fifth, r"<filename>[^<]*</filename>", "<filename>../../outside.jpg</filename>")
+    os.mkfifo(voc / "annotations" / "pipe.xml")  # reading it would wait for a writer forever
+    proc = run_cli("data", "audit", str(voc), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr
+    assert "pipe.xml: not a regular file" in err
+    assert "voc: skipped 2 boxes with coordinates that are not finite numbers" in err
+    assert "voc: skipped 1 boxes with no <bndbox>" in err and "unknown class" not in err
+    assert "skipped 1 annotated boxes entirely outside their photo" in err
+    assert f"skipping {fifth}: its <filename> '../../outside.jpg' is outside the dataset" in err

@@ -10,6 +10,7 @@ decodes through here.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -144,7 +145,7 @@ def decode_image(
     return _decode(data, header, name)
 
 
-def _open_regular(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+def _open_regular(path: Path, max_bytes: int) -> tuple[io.BufferedReader, int]:
     """An open regular file within `max_bytes`, and its size. Opened without blocking, so a FIFO
     named like an image is refused instead of waiting for a writer."""
     try:
@@ -189,6 +190,17 @@ def read_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     file, _ = _open_regular(path, max_bytes)
     with file:
         return _read_all(file, path, max_bytes)
+
+
+def file_sha256(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> str:
+    """The SHA-256 of a file's bytes, read in chunks, refusing (as `read_file` does) a file
+    that is not a regular file or is larger than `max_bytes` before reading it."""
+    file, _ = _open_regular(path, max_bytes)
+    with file:
+        try:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def load_image(

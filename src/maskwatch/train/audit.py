@@ -6,17 +6,21 @@ photos where no face is found, tiny faces, and whether a proposed split leaks.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections import Counter
 from pathlib import Path
 
 from maskwatch.defaults import CROP_MARGIN, DEFAULT_INPUT_SIZE
+from maskwatch.errors import DatasetError, SourceError
 from maskwatch.faces import YuNetDetector
+from maskwatch.images import file_sha256
 from maskwatch.labels import sort_labels
 from maskwatch.train.data import Sample, load_dataset
 from maskwatch.train.framing import frame_samples
 from maskwatch.train.metrics import HEADLINE_MIN_FACE
 from maskwatch.train.split import grouped, leakage, split_groups, split_random
+
+log = logging.getLogger("maskwatch")
 
 
 def _table(rows: dict[str, Counter[str]], columns: list[str]) -> list[str]:
@@ -36,16 +40,29 @@ def _pairs_by_source(pairs: list[tuple[int, int]], source_of: list[str]) -> tupl
     return within, len(pairs) - within
 
 
+def _photos_by_digest(photos: list[Path]) -> dict[str, list[Path]]:
+    """The readable photos by the SHA-256 of their bytes; a photo that cannot be read (not a
+    regular file, over the size limit for an image, a broken link) is skipped with a warning."""
+    digests: dict[str, list[Path]] = {}
+    for photo in photos:
+        try:
+            digests.setdefault(file_sha256(photo), []).append(photo)
+        except SourceError as exc:
+            log.warning("skipping %s", exc)
+    return digests
+
+
 def audit(data: list[str], test_fraction: float = 0.3, seed: int = 0) -> str:
     """The audit as text, one section per question."""
     samples: list[Sample] = [s for spec in data for s in load_dataset(spec)]
     lines: list[str] = []
-    photos = sorted({s.image for s in samples})
     source_of_photo = {s.image: s.source for s in samples}
+    digests = _photos_by_digest(sorted(source_of_photo))
+    readable = {photo for group in digests.values() for photo in group}
+    samples = [s for s in samples if s.image in readable]
+    if not samples:
+        raise DatasetError(f"no readable photo in {', '.join(data)}")
 
-    digests: dict[str, list[Path]] = {}
-    for photo in photos:
-        digests.setdefault(hashlib.sha256(photo.read_bytes()).hexdigest(), []).append(photo)
     exact = [group for group in digests.values() if len(group) > 1]
     across = sum(len({source_of_photo[p] for p in group}) > 1 for group in exact)
     lines += [

@@ -9,18 +9,19 @@ images of one `groups.csv` group, byte-identical files); groups never straddle a
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
+import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from maskwatch.defaults import MAX_IMAGE_PIXELS
 from maskwatch.errors import DatasetError, SourceError
-from maskwatch.images import read_file
+from maskwatch.images import file_sha256, read_file
 from maskwatch.labels import canonical_label, sort_labels
 from maskwatch.paths import expand_home
 from maskwatch.sources import list_images
@@ -28,6 +29,7 @@ from maskwatch.sources import list_images
 log = logging.getLogger("maskwatch")
 
 GROUPS_FILE = "groups.csv"
+GROUPS_COLUMNS = ("path", "group")
 _VOC_IMAGE_DIRS = ("images", "JPEGImages", ".")
 
 
@@ -59,6 +61,13 @@ def _voc_annotation_files(root: Path) -> list[Path]:
     return sorted(folder.glob("*.xml"))
 
 
+def _inside_dataset(filename: str) -> bool:
+    """Whether a VOC `<filename>` names a file below the dataset's image folders: relative,
+    without `..` (an annotation must not open files elsewhere on the machine)."""
+    name = PurePosixPath(filename.replace("\\", "/"))
+    return not name.is_absolute() and ".." not in name.parts
+
+
 def _find_voc_image(root: Path, xml_path: Path, filename: str | None) -> Path | None:
     names = [filename] if filename else []
     names += [xml_path.stem + s for s in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
@@ -70,48 +79,101 @@ def _find_voc_image(root: Path, xml_path: Path, filename: str | None) -> Path | 
     return None
 
 
+def _voc_box(obj: ET.Element) -> tuple[int, int, int, int] | str:
+    """An `<object>`'s box in pixels, or why it cannot be used."""
+    box = obj.find("bndbox")
+    if box is None:
+        return "no <bndbox>"
+    try:
+        coords = [float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")]
+    except ValueError:
+        return "coordinates that are not numbers"
+    if not all(math.isfinite(c) for c in coords):
+        return "coordinates that are not finite numbers"
+    if any(abs(c) > MAX_IMAGE_PIXELS for c in coords):
+        return "coordinates outside any image that can be read"
+    x1, y1, x2, y2 = (round(c) for c in coords)
+    if x2 <= x1 or y2 <= y1:
+        return "no area (xmax <= xmin or ymax <= ymin)"
+    return x1, y1, x2, y2
+
+
+def _read_voc_xml(xml_path: Path) -> ET.Element | None:
+    """The root of an annotation file, or None (with a warning) when it cannot be read: not a
+    regular file, too large, or not XML."""
+    try:
+        return ET.fromstring(read_file(xml_path))
+    except SourceError as exc:
+        log.warning("skipping %s", exc)
+    except ET.ParseError as exc:
+        log.warning("skipping %s: not valid XML (%s)", xml_path, exc)
+    return None
+
+
 def load_voc(root: Path, source: str) -> list[Sample]:
-    """Faces from Pascal VOC XML files (in `annotations/` or beside the images)."""
+    """Faces from Pascal VOC XML files (in `annotations/` or beside the images). Boxes that
+    cannot be used are skipped and counted in one warning per reason."""
     samples: list[Sample] = []
     unknown: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     for xml_path in _voc_annotation_files(root):
-        try:
-            tree = ET.parse(xml_path).getroot()
-        except ET.ParseError as exc:
-            log.warning("skipping %s: not valid XML (%s)", xml_path, exc)
+        tree = _read_voc_xml(xml_path)
+        if tree is None:
             continue
-        image = _find_voc_image(root, xml_path, tree.findtext("filename"))
+        filename = tree.findtext("filename")
+        if filename and not _inside_dataset(filename):
+            log.warning("skipping %s: its <filename> %r is outside the dataset", xml_path, filename)
+            continue
+        image = _find_voc_image(root, xml_path, filename)
         if image is None:
             log.warning("skipping %s: its image was not found", xml_path)
             continue
         for obj in tree.iter("object"):
             name = obj.findtext("name") or ""
             label = canonical_label(name)
-            box = obj.find("bndbox")
-            if label is None or box is None:
+            if label is None:
                 unknown[name] += 1
                 continue
-            try:
-                x1, y1, x2, y2 = (
-                    round(float(box.findtext(k) or "nan")) for k in ("xmin", "ymin", "xmax", "ymax")
-                )
-            except ValueError:
-                log.warning("skipping a box in %s: coordinates are not numbers", xml_path)
+            box = _voc_box(obj)
+            if isinstance(box, str):
+                skipped[box] += 1
                 continue
-            if x2 <= x1 or y2 <= y1:
-                continue
-            samples.append(Sample(image, (x1, y1, x2, y2), label, source, f"{source}:{image.stem}"))
+            samples.append(Sample(image, box, label, source, f"{source}:{image.stem}"))
     for name, n in unknown.items():
         log.warning("%s: ignored %d boxes of unknown class %r", source, n, name)
+    for reason, n in skipped.items():
+        log.warning("%s: skipped %d boxes with %s", source, n, reason)
     return samples
 
 
 def _read_groups(root: Path) -> dict[str, str]:
+    """`groups.csv`: each image's group by its path in the dataset. A DatasetError naming the
+    file says what is wrong with it."""
     path = root / GROUPS_FILE
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["path"]: row["group"] for row in csv.DictReader(f)}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in GROUPS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(
+                    f"{path}: no {' or '.join(missing)} column; its first line must name the "
+                    f"columns, e.g. {','.join(GROUPS_COLUMNS)}"
+                )
+            groups: dict[str, str] = {}
+            for row in reader:
+                rel, group = row["path"], row["group"]
+                if rel is None or group is None:
+                    raise DatasetError(f"{path}: line {reader.line_num} has too few fields")
+                groups[rel] = group
+            return groups
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not valid CSV ({exc})") from exc
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def load_class_folders(root: Path, source: str) -> list[Sample]:
@@ -139,11 +201,10 @@ def load_one_label_folder(root: Path, label: str, source: str) -> list[Sample]:
     samples: list[Sample] = []
     for image in list_images(root):
         try:
-            data = read_file(image)
+            digest = file_sha256(image)[:16]
         except SourceError as exc:
             log.warning("skipping %s", exc)
             continue
-        digest = hashlib.sha256(data).hexdigest()[:16]
         samples.append(Sample(image, None, label, source, f"{source}:{digest}", SUBJECT))
     return samples
 

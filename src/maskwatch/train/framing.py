@@ -33,7 +33,7 @@ from maskwatch.faces import (
 )
 from maskwatch.images import load_image
 from maskwatch.tracking import iou_matrix
-from maskwatch.train.data import LARGEST_FACE, SUBJECT, Sample
+from maskwatch.train.data import ANNOTATED, LARGEST_FACE, SUBJECT, Sample
 from maskwatch.train.dedup import photo_hashes
 from maskwatch.types import Faces
 
@@ -107,6 +107,15 @@ def frame_face(
     return crop_face(image, moved, size, margin), crop_marks.astype(np.float32), False
 
 
+def _outside(sample: Sample, image: np.ndarray) -> bool:
+    """Whether an annotated box lies entirely outside its photo."""
+    if sample.kind != ANNOTATED or sample.box is None:
+        return False
+    x1, y1, x2, y2 = sample.box
+    height, width = image.shape[:2]
+    return x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height
+
+
 def _faces_of(
     sample: Sample, image: np.ndarray, faces: Faces, use_detector: bool
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
@@ -162,6 +171,7 @@ def frame_samples(
     hashes: list[tuple[np.uint64, np.uint64]] = []
     mirrored: list[tuple[np.uint64, np.uint64]] = []
     framing: Counter[str] = Counter()
+    outside = 0
     for photo, members in by_photo.items():
         try:
             image = load_image(samples[members[0]].image)
@@ -171,6 +181,9 @@ def frame_samples(
         faces = detector.detect(image, thorough=True)
         found_any = False
         for i in members:
+            if _outside(samples[i], image):
+                outside += 1
+                continue
             for box, marks, how in _faces_of(samples[i], image, faces, use_detector):
                 framing[how] += 1
                 crop, crop_marks, was_aligned = frame_face(
@@ -193,6 +206,8 @@ def frame_samples(
         direct, flipped = photo_hashes(image)
         hashes.append(direct)
         mirrored.append(flipped)
+    if outside:
+        log.warning("skipped %d annotated boxes entirely outside their photo", outside)
     return FramedSet(
         crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
         samples=kept,
