@@ -601,6 +601,18 @@ def test_a_save_name_with_a_trailing_slash_is_a_folder_never_a_file(
     assert os.listdir(tmp_path / "out") == [THREE_FACES.name]
 
 
+def test_a_json_or_event_log_name_with_a_trailing_slash_is_refused(tmp_path: Path) -> None:
+    """`--json out/new.jsonl/` once wrote the file new.jsonl and exited 0."""
+    for command, option, name in (
+        (("detect", "--source", str(THREE_FACES), "--no-show"), "--json", "new.jsonl/"),
+        (("detect", "--source", str(THREE_FACES), "--no-show"), "--events", "log.db/"),
+        (("classify", str(THREE_FACES)), "--json", "x.jsonl/."),
+    ):
+        proc = run_cli(*command, option, f"{tmp_path}/{name}")
+        assert_one_line_error(proc, f"{tmp_path}/{name} names a folder: give a file name")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_link_named_for_another_format_is_refused_and_one_alike_is_written_through(
     clip: Path, tmp_path: Path
 ) -> None:

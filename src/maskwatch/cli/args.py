@@ -129,6 +129,15 @@ def given_path(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def file_path(text: str) -> Path:
+    """A path option naming a file to write: `given_path`, and no trailing slash (which asks
+    for a folder; the file was written under the name without it)."""
+    path = given_path(text)
+    if os.path.basename(text) in ("", "."):
+        raise argparse.ArgumentTypeError(f"{text} names a folder: give a file name")
+    return path
+
+
 def existing_path(text: str) -> Path:
     path = given_path(text)
     if not path.exists():
@@ -363,7 +372,7 @@ def event_target(text: str) -> Path | DatabaseUrl:
         target = as_event_target(text)
     except MaskwatchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return target if isinstance(target, DatabaseUrl) else given_path(text)
+    return target if isinstance(target, DatabaseUrl) else file_path(text)
 
 
 def event_source(text: str) -> Path | DatabaseUrl:
@@ -375,5 +384,5 @@ def event_source(text: str) -> Path | DatabaseUrl:
 
 
 def output_target(text: str) -> str:
-    """An output path or '-' (stdout), never empty."""
-    return str(given_path(text)) if text != "-" else text
+    """An output file's path or '-' (stdout), never empty."""
+    return str(file_path(text)) if text != "-" else text
