@@ -217,6 +217,20 @@ def test_a_file_name_cannot_forge_a_line_or_colour_the_terminal(tmp_path: Path) 
     assert "\x1b" not in run.stderr and "\r" not in run.stderr
 
 
+def test_a_source_that_is_a_loop_or_a_dangling_link_says_so(tmp_path: Path) -> None:
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "back.jpg")
+    (tmp_path / "back.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    for name, reason in (
+        ("loop.jpg", "a loop of symbolic links"),
+        ("gone.mp4", f"a link to nothing ({tmp_path / 'nowhere.mp4'})"),
+    ):
+        path = str(tmp_path / name)
+        detect = run_cli("detect", "--source", path, "--no-show", "--json", "-")
+        detect.assert_one_error(f"{path}: {reason}")
+        run_cli("classify", path).assert_one_error(f"{path}: {reason}")
+
+
 def test_a_lone_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     for name in ("pipe.jpg", "pipe.mp4", "pipe"):
         os.mkfifo(tmp_path / name)

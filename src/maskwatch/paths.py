@@ -1,8 +1,9 @@
 """A leading `~` or `~user` in a path given by a person, expanded as a shell does, or refused in
-one line when there is no such home."""
+one line when there is no such home; and why a path given names nothing."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -20,3 +21,16 @@ def expand_home(path: str | os.PathLike[str], variable: str = "") -> Path:
         whose = f"no user {user}" if user else "no home folder ($HOME is not set)"
         given = f"${variable}={path}" if variable else str(path)
         raise SettingError(f"{given}: {whose} to find the home of") from None
+
+
+def missing(path: Path, nothing: str = "no such file or folder") -> str:
+    """Why `path`, which does not exist, names nothing: `nothing`, unless it is a link (a loop
+    of symbolic links, or a link to nothing, say which)."""
+    if not os.path.islink(path):
+        return nothing
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+    return f"a link to nothing ({os.readlink(path)})"

@@ -37,7 +37,7 @@ from maskwatch.defaults import (
 )
 from maskwatch.errors import SettingError, SourceError
 from maskwatch.images import as_megapixels, check_readable, is_image_file, load_image
-from maskwatch.paths import expand_home
+from maskwatch.paths import expand_home, missing
 from maskwatch.redact import redact
 from maskwatch.types import Frame, Mode
 
@@ -583,7 +583,7 @@ def open_source(
         if not paths:
             raise SourceError(f"{spec}: no image or video matches this pattern")
     else:
-        raise SourceError(f"{spec}: no such file, folder, camera or stream")
+        raise SourceError(f"{spec}: {missing(path, 'no such file, folder, camera or stream')}")
     if realtime and all(p.suffix.lower() in IMAGE_SUFFIXES or is_image_file(p) for p in paths):
         raise SettingError(f"--realtime plays videos at their own pace, and {spec} has no video")
     return FileSource(

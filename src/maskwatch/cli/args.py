@@ -34,7 +34,7 @@ from maskwatch.defaults import (
     Range,
 )
 from maskwatch.errors import SettingError
-from maskwatch.paths import expand_home
+from maskwatch.paths import expand_home, missing
 
 if TYPE_CHECKING:
     from maskwatch.postgres import DatabaseUrl
@@ -141,7 +141,7 @@ def file_path(text: str) -> Path:
 def existing_path(text: str) -> Path:
     path = given_path(text)
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+        raise argparse.ArgumentTypeError(f"{text}: {missing(path)}")
     return path
 
 
