@@ -134,6 +134,12 @@ def test_api_refuses_bad_uploads_and_missing_tokens(client: TestClient, tmp_path
     ):
         ws.receive_text()
     assert refused.value.code == 1008 and "needs a token" in refused.value.reason
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        stranger.websocket_connect("/ws/detect?token=guess") as ws,
+    ):
+        ws.receive_text()
+    assert refused.value.code == 1008 and "is not this server's" in refused.value.reason
 
 
 def test_websocket_tracks_a_browser_camera_and_the_dashboard_counts_it(

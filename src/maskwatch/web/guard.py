@@ -38,7 +38,9 @@ TOKEN_NEEDED = "this server needs a token"
 # The close reason must fit a WebSocket control frame (123 bytes).
 WS_TOKEN_REASON = f"{TOKEN_NEEDED}: open the address maskwatch serve printed (with ?token=)"
 HTTP_TOKEN_MESSAGE = f"{TOKEN_NEEDED}: send 'Authorization: Bearer TOKEN' or ?token=TOKEN"
-HTTP_WRONG_TOKEN = "the token sent is not this server's: send the one maskwatch serve was given"
+WRONG_TOKEN = "the token sent is not this server's"
+HTTP_WRONG_TOKEN = f"{WRONG_TOKEN}: send the one maskwatch serve was given"
+WS_WRONG_TOKEN = f"{WRONG_TOKEN}: open the address maskwatch serve printed"
 POLICY_VIOLATION = 1008
 NORMAL_CLOSURE = 1000
 TRY_AGAIN_LATER = 1013
@@ -152,7 +154,9 @@ class Guard:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._allowed(scope):
-            await _refuse(receive, send, POLICY_VIOLATION, WS_TOKEN_REASON)
+            wrong = given_token(scope) is not None
+            reason = WS_WRONG_TOKEN if wrong else WS_TOKEN_REASON
+            await _refuse(receive, send, POLICY_VIOLATION, reason)
         elif self._sessions >= self.settings.max_sessions:
             await _refuse(receive, send, TRY_AGAIN_LATER, WS_BUSY_REASON)
         else:
