@@ -613,6 +613,22 @@ def test_a_json_or_event_log_name_with_a_trailing_slash_is_refused(tmp_path: Pat
     assert os.listdir(tmp_path) == []
 
 
+def test_a_snapshots_folder_that_is_a_loop_or_a_dangling_link_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    """It failed at the first snapshot, mid-run."""
+    (tmp_path / "loop").symlink_to(tmp_path / "back")
+    (tmp_path / "back").symlink_to(tmp_path / "loop")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    for name, reason in (("loop", "a loop of symbolic links"), ("gone", "a link to nothing")):
+        proc = run_cli(
+            "detect", "--source", str(THREE_FACES), "--no-show",
+            "--events", str(tmp_path / "log.db"), "--snapshots", str(tmp_path / name),
+        )  # fmt: skip
+        assert_one_line_error(proc, f"cannot write snapshots to {tmp_path / name}: {reason}")
+    assert sorted(os.listdir(tmp_path)) == ["back", "gone", "loop"]
+
+
 def test_a_link_named_for_another_format_is_refused_and_one_alike_is_written_through(
     clip: Path, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ from maskwatch.atomic import (
 )
 from maskwatch.errors import OutputError
 from maskwatch.faces import square_box
+from maskwatch.paths import missing
 from maskwatch.redact import redact
 from maskwatch.types import CHANGE, SETTLE, FrameResult, Kind
 
@@ -351,7 +352,13 @@ def event_values(
 
 
 def check_snapshots(snapshots: Path | None) -> None:
-    if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
+    """Refuse, before the run, a snapshots folder that is a file, a loop of links or a link to
+    nothing (the first snapshot would fail mid-run)."""
+    if snapshots is None:
+        return
+    if os.path.islink(snapshots) and not snapshots.exists():
+        raise OutputError(f"cannot write snapshots to {snapshots}: {missing(snapshots)}")
+    if snapshots.exists() and not snapshots.is_dir():
         raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
 
 
