@@ -169,6 +169,26 @@ def test_serve_stops_with_one_line(when: str, stop: signal.Signals, status: int,
     assert err.splitlines()[-1] == line, err
 
 
+def test_uvicorns_own_lines_are_maskwatchs_one_line_form() -> None:
+    """A request that is not HTTP made uvicorn print `WARNING:  Invalid HTTP request received.`
+    in its own format."""
+    import socket
+
+    port = free_port()
+    serve = _serve(port)
+    try:
+        wait_for(lambda: _healthy(port), 90, "the server serving")
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            client.recv(1024)
+        serve.send_signal(signal.SIGINT)
+        _, err = serve.communicate(timeout=60)
+    finally:
+        serve.kill()
+    assert "maskwatch: warning: Invalid HTTP request received." in err, err
+    assert all(line.startswith("maskwatch: ") for line in err.splitlines()), err
+
+
 @pytest.mark.parametrize("signals", [1, 3], ids=["once", "three times"])
 def test_an_upload_still_arriving_when_serve_stops_gets_a_503(signals: int) -> None:
     """A photo dribbling in past the shutdown's 5 s grace (or when a third SIGTERM, all that

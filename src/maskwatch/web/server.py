@@ -6,9 +6,10 @@ Front ends pass their options here; the policy is not theirs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -106,6 +107,19 @@ class _CutOffRequests(logging.Filter):
         )  # uvicorn's own line for the cut-off requests, said above
 
 
+@contextlib.contextmanager
+def _uvicorn_lines(uvicorn_log: logging.Logger) -> Iterator[None]:
+    """uvicorn's own lines (`Invalid HTTP request received.`) written by maskwatch's handlers,
+    in its one-line form (`maskwatch: warning: ...`), instead of uvicorn's `WARNING:  ...`."""
+    kept = uvicorn_log.handlers[:], uvicorn_log.propagate
+    uvicorn_log.handlers[:] = log.handlers
+    uvicorn_log.propagate = False
+    try:
+        yield
+    finally:
+        uvicorn_log.handlers[:], uvicorn_log.propagate = kept
+
+
 def run_server(settings: ServeSettings, listener: Listener) -> None:
     """Bind, build the app (loading the models), say where to open it, and serve until
     interrupted."""
@@ -119,6 +133,7 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
             ssl_certfile=str(listener.cert) if listener.cert else None,
             ssl_keyfile=str(listener.key) if listener.key else None,
             log_level="warning",
+            log_config=None,  # its lines go through maskwatch's handler: see _uvicorn_lines
             http=guarded_h11(settings.request_timeout),
             timeout_keep_alive=listener.idle_timeout,
             ws_max_size=settings.max_body,
@@ -126,11 +141,13 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
         )
         url = address(listener.scheme, listener.host, listener.port, token=settings.token)
         log.info("open %s (dashboard: /dashboard, API docs: /docs)", url, extra={OWN_SECRET: True})
+        uvicorn_log = logging.getLogger("uvicorn.error")
         cut_off = _CutOffRequests()
-        logging.getLogger("uvicorn.error").addFilter(cut_off)
+        uvicorn_log.addFilter(cut_off)
         try:
-            _Server(config, app.state.service.stopping).run(sockets=[sock])
+            with _uvicorn_lines(uvicorn_log):
+                _Server(config, app.state.service.stopping).run(sockets=[sock])
         finally:
-            logging.getLogger("uvicorn.error").removeFilter(cut_off)
+            uvicorn_log.removeFilter(cut_off)
     finally:
         sock.close()
