@@ -7,7 +7,6 @@ crop margin, normalisation, uncertainty threshold, training data and measured me
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,13 +15,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from maskwatch.defaults import CROP_MARGIN, DEFAULT_INPUT_SIZE
-from maskwatch.errors import ModelError
+from maskwatch.defaults import (
+    CROP_MARGIN,
+    CROP_MARGIN_RANGE,
+    DEFAULT_INPUT_SIZE,
+    INPUT_SIZE_RANGE,
+    MEAN_RANGE,
+    STD_RANGE,
+    TEMPERATURE_RANGE,
+    UNCERTAIN_BELOW_RANGE,
+)
+from maskwatch.errors import ModelError, SettingError
 from maskwatch.labels import CANONICAL, labels_for
 
 METADATA_FORMAT = "maskwatch-classifier/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+COLORS = ("RGB", "BGR")  # the channel order the network takes
 DEFAULT_MODEL_NAME = "mask_classifier.onnx"  # what `train` writes: the float model
 # Shipped in the package, default first: the int8 copy (`maskwatch export --int8`) classifies
 # 1.5-2.2x faster than the float model and is as accurate on held-out faces (README).
@@ -46,32 +55,57 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     format: str = METADATA_FORMAT
 
+    def __post_init__(self) -> None:
+        """SettingError naming the first field of a wrong type or out of its range (metadata
+        read from a file reaches here unchecked)."""
+        classes = self.classes
+        if (
+            not isinstance(classes, list)
+            or not 2 <= len(classes) <= len(CANONICAL)
+            or any(c not in CANONICAL for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
+            raise SettingError(
+                f"classes must list two or three of {', '.join(CANONICAL)}, not {classes!r}"
+            )
+        INPUT_SIZE_RANGE.check("input_size", self.input_size, whole=True)
+        CROP_MARGIN_RANGE.check("crop_margin", self.crop_margin)
+        for name, allowed in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
+            values = getattr(self, name)
+            if not isinstance(values, list) or len(values) != 3:
+                raise SettingError(f"{name} must list 3 numbers (R, G, B), not {values!r}")
+            for value in values:
+                allowed.check(f"each of {name}", value)
+        if self.color not in COLORS:
+            raise SettingError(f"color must be {' or '.join(COLORS)}, not {self.color!r}")
+        UNCERTAIN_BELOW_RANGE.check("uncertain_below", self.uncertain_below)
+        TEMPERATURE_RANGE.check("temperature", self.temperature)
+        for name in ("sha256", "format"):
+            if not isinstance(getattr(self, name), str):
+                raise SettingError(f"{name} must be a string, not {getattr(self, name)!r}")
+        for name in ("training", "metrics"):
+            if not isinstance(getattr(self, name), dict):
+                raise SettingError(f"{name} must be a JSON object, not {getattr(self, name)!r}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str) -> ModelMetadata:
+        """Metadata from its JSON; every field checked: one ModelError naming `where` and the
+        field."""
         try:
             data = json.loads(text)
-            meta = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ModelError(f"model metadata {where} is not valid: {exc}") from exc
-        temperature = meta.temperature
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or not 0 < temperature < math.inf
-        ):
-            raise ModelError(
-                f"model metadata {where}: temperature must be a positive, finite number"
-            )
-        unknown = [c for c in meta.classes if c not in CANONICAL]
-        if len(meta.classes) < 2 or unknown:
-            raise ModelError(
-                f"model metadata {where} lists classes {meta.classes}; expected two or three of "
-                f"{', '.join(CANONICAL)}"
-            )
-        return meta
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"model metadata {where} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"model metadata {where} must hold a JSON object")
+        if "classes" not in data:
+            raise ModelError(f"model metadata {where} has no classes")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except SettingError as exc:
+            raise ModelError(f"model metadata {where}: {exc}") from exc
 
 
 def metadata_path(model_path: Path) -> Path:
@@ -93,7 +127,11 @@ def load_metadata(model_path: Path) -> ModelMetadata:
         raise ModelError(
             f"model metadata not found: {meta_file} (it must sit beside {model_path.name})"
         )
-    return ModelMetadata.from_json(meta_file.read_text(encoding="utf-8"), str(meta_file))
+    try:
+        text = meta_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read model metadata {meta_file}: {exc}") from exc
+    return ModelMetadata.from_json(text, str(meta_file))
 
 
 def to_input_tensor(crops_bgr: np.ndarray, meta: ModelMetadata) -> np.ndarray:

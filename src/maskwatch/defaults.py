@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from numbers import Integral, Real
 
 from maskwatch.errors import SettingError
 from maskwatch.labels import INCORRECT, NO_MASK
@@ -95,9 +96,18 @@ class Range:
             parts.append(f"{'less than' if self.high_open else 'at most'} {_number(high)}")
         return " and ".join(parts) or "a finite number"
 
-    def check(self, name: str, value: float) -> None:
-        """Raise SettingError (a ValueError) unless `value` is in the range."""
-        if value not in self:
+    def check(self, name: str, value: object, whole: bool = False) -> None:
+        """Raise SettingError (a ValueError) unless `value` is a number (a whole one when
+        `whole`; never a bool) in the range: for values read from files as well as arguments."""
+        kind = Integral if whole else Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            noun = "a whole number" if whole else "a number"
+            raise SettingError(f"{name} must be {noun}, not {value!r}")
+        try:
+            inside = float(value) in self
+        except OverflowError:  # an integer beyond any float
+            inside = False
+        if not inside:
             raise SettingError(f"{name} must be {self.describe()}, not {value!r}")
 
 
@@ -149,10 +159,23 @@ EVENTS_QUEUE = 10_000  # events kept while it is away; beyond, the oldest are dr
 EVENTS_RETRY_MAX = 30.0  # seconds between reconnection attempts, at most (from 0.5, doubling)
 EVENTS_CLOSE_WAIT = 10.0  # seconds the end of a run waits for queued events to be written
 
-# Training (maskwatch train / export).
+# Training (maskwatch train / export; the same ranges check a --config file).
 FRACTION = Range(0, 1, low_open=True, high_open=True)
+VAL_FRACTION_RANGE = Range(0, 1, high_open=True)
+EPOCHS_RANGE = Range(1, 10_000)
+FINETUNE_EPOCHS_RANGE = Range(0, 10_000)
+PATIENCE_RANGE = Range(0, 10_000)
+LEARNING_RATE_RANGE = Range(0, 1, low_open=True)
+VIEWS_RANGE = Range(1, 64)
 SEED_RANGE = Range(0, 2**32 - 1)
 BATCH_RANGE = Range(1, 4096)
 INPUT_SIZE_RANGE = Range(32, 1024)
 LIMIT_RANGE = Range(1, 10**9)
 CALIBRATION_RANGE = Range(1, 100_000)
+
+# A classifier's metadata (the .json beside its .onnx): normalisation on pixels scaled to 0-1.
+CROP_MARGIN_RANGE = Range(0, 1)  # per side, a share of the face box's side
+MEAN_RANGE = Range(0, 1)
+STD_RANGE = Range(0, 1, low_open=True)
+UNCERTAIN_BELOW_RANGE = Range(0, 1)
+TEMPERATURE_RANGE = Range(0, low_open=True)

@@ -18,18 +18,11 @@ from maskwatch.cli.args import (
     ranged_arg,
     within,
 )
-from maskwatch.defaults import (
-    BATCH_RANGE,
-    CALIBRATION_RANGE,
-    FRACTION,
-    INPUT_SIZE_RANGE,
-    LIMIT_RANGE,
-    SEED_RANGE,
-    Range,
-)
+from maskwatch.defaults import CALIBRATION_RANGE, FRACTION, SEED_RANGE
 from maskwatch.errors import MaskwatchError, MissingExtraError
 from maskwatch.train.config import (
     FOCAL_GAMMA,
+    NUMERIC_OPTIONS,
     OHEM_KEPT,
     RECIPES,
     Augment,
@@ -57,6 +50,18 @@ def _by_recipe(option: str) -> str:
     )
 
 
+def _numeric_arg(parser: argparse.ArgumentParser, option: str, text: str) -> None:
+    """A numeric option of `train`, checked as its config field is; `text` is its help, where
+    {range} stands for the allowed values."""
+    numeric = NUMERIC_OPTIONS[option]
+    parser.add_argument(
+        "--" + option.replace("_", "-"),
+        type=within(numeric.kind, numeric.allowed),
+        default=None,
+        help=text.format(range=numeric.allowed.describe()),
+    )
+
+
 def _require_training(command: str) -> None:
     try:
         import torch  # noqa: F401
@@ -74,13 +79,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _require_training("maskwatch train")
     from maskwatch.train.run import command_line, train
 
+    given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.data:
+        given["data"] = list(args.data)
     if args.config is not None:
-        config = TrainConfig.from_file(args.config)
+        config = TrainConfig.from_file(args.config, given)
+    elif not args.data:
+        raise MaskwatchError("give at least one DATA folder (or --config FILE)")
     else:
-        if not args.data:
-            raise MaskwatchError("give at least one DATA folder (or --config FILE)")
-        overrides = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
-        config = TrainConfig(data=list(args.data), **overrides)
+        config = TrainConfig(**given)
     config = dataclasses.replace(config, command=command_line())
     if args.cross_source:
         from maskwatch.train.crosssource import PR_IMAGE, cross_source, markdown_table
@@ -157,7 +164,9 @@ def add_parser(sub: Subparsers) -> None:
         "--config",
         type=existing_path,
         default=None,
-        help="repeat a run from its config.json (other options are ignored)",
+        help="repeat a run from its config.json; DATA and options given beside it replace its "
+        "values (e.g. --out NEW to repeat the run into a new folder; --recipe also brings that "
+        "recipe's defaults)",
     )
     p.add_argument(
         "--out", type=given_folder, default=None, help=f"output folder (default: {TrainConfig.out})"
@@ -170,32 +179,17 @@ def add_parser(sub: Subparsers) -> None:
         "augmentation; real: richer augmentation with synthetic masks, balanced "
         "classes, validation split, fine-tuning of the top blocks",
     )
-    for option, kind, allowed, text in (
-        ("epochs", int, Range(1, 10_000), "head epochs"),
-        ("finetune_epochs", int, Range(0, 10_000), "fine-tuning epochs of the top blocks"),
-        ("learning_rate", float, Range(0, 1, low_open=True), "Adam, head stage"),
-        ("finetune_learning_rate", float, Range(0, 1, low_open=True), "Adam, fine-tuning"),
-        ("patience", int, Range(0, 10_000), "early stopping on validation loss, 0 = off"),
-        (
-            "views",
-            int,
-            Range(1, 64),
-            "augmented views per training face whose features are cached",
-        ),
-        ("val_fraction", float, Range(0, 1, high_open=True), "validation share of all faces"),
+    for option, text in (
+        ("epochs", "head epochs"),
+        ("finetune_epochs", "fine-tuning epochs of the top blocks"),
+        ("learning_rate", "Adam, head stage"),
+        ("finetune_learning_rate", "Adam, fine-tuning"),
+        ("patience", "early stopping on validation loss, 0 = off"),
+        ("views", "augmented views per training face whose features are cached"),
+        ("val_fraction", "validation share of all faces"),
     ):
-        p.add_argument(
-            "--" + option.replace("_", "-"),
-            type=within(kind, allowed),
-            default=None,
-            help=f"{text} ({allowed.describe()}; {_by_recipe(option)})",
-        )
-    p.add_argument(
-        "--batch-size",
-        type=within(int, BATCH_RANGE),
-        default=None,
-        help=f"{BATCH_RANGE.describe()}; default: {TrainConfig.batch_size}",
-    )
+        _numeric_arg(p, option, f"{text} ({{range}}; {_by_recipe(option)})")
+    _numeric_arg(p, "batch_size", f"{{range}}; default: {TrainConfig.batch_size}")
     p.add_argument(
         "--augment",
         choices=choices(Augment),
@@ -204,12 +198,7 @@ def add_parser(sub: Subparsers) -> None:
         "low resolution, erasing), negatives (real, plus bare faces given neckwear below the jaw "
         f"or an object at the mouth, still no_mask), none ({_by_recipe('augment')})",
     )
-    p.add_argument(
-        "--test-fraction",
-        type=within(float, FRACTION),
-        default=None,
-        help=f"{FRACTION.describe()}; default: {TrainConfig.test_fraction}",
-    )
+    _numeric_arg(p, "test_fraction", f"{{range}}; default: {TrainConfig.test_fraction}")
     p.add_argument(
         "--split",
         choices=choices(Split),
@@ -224,24 +213,12 @@ def add_parser(sub: Subparsers) -> None:
         help="crop VOC faces at the matched detector box like detect does (default) "
         "or exactly as annotated (for comparison)",
     )
-    p.add_argument(
-        "--seed",
-        type=within(int, SEED_RANGE),
-        default=None,
-        help=f"{SEED_RANGE.describe()}; default: {TrainConfig.seed}",
-    )
-    p.add_argument(
-        "--input-size",
-        type=within(int, INPUT_SIZE_RANGE),
-        default=None,
-        help=f"{INPUT_SIZE_RANGE.describe()}; default: {TrainConfig.input_size}",
-    )
-    p.add_argument(
-        "--limit-per-class",
-        type=within(int, LIMIT_RANGE),
-        default=None,
-        help="use at most this many photos or boxes per class and dataset (quick runs; "
-        f"{LIMIT_RANGE.describe()})",
+    _numeric_arg(p, "seed", f"{{range}}; default: {TrainConfig.seed}")
+    _numeric_arg(p, "input_size", f"{{range}}; default: {TrainConfig.input_size}")
+    _numeric_arg(
+        p,
+        "limit_per_class",
+        "use at most this many photos or boxes per class and dataset (quick runs; {range})",
     )
     p.add_argument(
         "--balance-classes",

@@ -9,13 +9,28 @@ config files keep the same strings.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from maskwatch.defaults import DEFAULT_INPUT_SIZE
-from maskwatch.errors import DatasetError
+from maskwatch.defaults import (
+    BATCH_RANGE,
+    DEFAULT_INPUT_SIZE,
+    EPOCHS_RANGE,
+    FINETUNE_EPOCHS_RANGE,
+    FRACTION,
+    INPUT_SIZE_RANGE,
+    LEARNING_RATE_RANGE,
+    LIMIT_RANGE,
+    PATIENCE_RANGE,
+    SEED_RANGE,
+    VAL_FRACTION_RANGE,
+    VIEWS_RANGE,
+    Range,
+)
+from maskwatch.errors import DatasetError, SettingError
 
 
 class Recipe(StrEnum):
@@ -88,6 +103,38 @@ def _member(kind: type[Option], value: Any, name: str) -> Option:
     except ValueError:
         allowed = ", ".join(choices(kind))
         raise DatasetError(f"unknown {name} {value!r}; choose from {allowed}") from None
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A numeric option of `train`: whole or not, and its allowed range (the command line's
+    option and TrainConfig check the same)."""
+
+    kind: type[int] | type[float]
+    allowed: Range
+
+
+NUMERIC_OPTIONS: dict[str, Numeric] = {
+    "epochs": Numeric(int, EPOCHS_RANGE),
+    "finetune_epochs": Numeric(int, FINETUNE_EPOCHS_RANGE),
+    "learning_rate": Numeric(float, LEARNING_RATE_RANGE),
+    "finetune_learning_rate": Numeric(float, LEARNING_RATE_RANGE),
+    "patience": Numeric(int, PATIENCE_RANGE),
+    "views": Numeric(int, VIEWS_RANGE),
+    "val_fraction": Numeric(float, VAL_FRACTION_RANGE),
+    "batch_size": Numeric(int, BATCH_RANGE),
+    "test_fraction": Numeric(float, FRACTION),
+    "seed": Numeric(int, SEED_RANGE),
+    "input_size": Numeric(int, INPUT_SIZE_RANGE),
+    "limit_per_class": Numeric(int, LIMIT_RANGE),
+}
+FLAGS = ("balance_classes", "framing_jitter", "align")  # true or false (or unset: null)
+TEXT_LISTS = ("data", "synthetic_sources", "command")
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingError(f"{name} must be a non-empty string, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -170,6 +217,7 @@ class TrainConfig:
     command: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._check_values()
         self.recipe = _member(Recipe, self.recipe, "recipe")
         self.split = _member(Split, self.split, "split")
         self.framing = _member(Framing, self.framing, "framing")
@@ -177,6 +225,28 @@ class TrainConfig:
             self.augment = _member(Augment, self.augment, "augment")
         if self.hard_mining is not None:
             self.hard_mining = _member(HardMining, self.hard_mining, "hard mining")
+
+    def _check_values(self) -> None:
+        """SettingError naming the first field of a wrong type or out of its range (values
+        from a config file reach here unchecked)."""
+        for name, numeric in NUMERIC_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None:
+                numeric.allowed.check(name, value, whole=numeric.kind is int)
+        for name in FLAGS:
+            if not isinstance(getattr(self, name), bool | None):
+                raise SettingError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        for name in TEXT_LISTS:
+            items = getattr(self, name)
+            if not isinstance(items, list):
+                raise SettingError(f"{name} must be a list of strings, not {items!r}")
+            for item in items:
+                _check_text(f"each of {name}", item)
+        if not self.data:
+            raise SettingError("data must list at least one DATA folder")
+        _check_text("out", self.out)
+        if self.feature_cache is not None:
+            _check_text("feature_cache", self.feature_cache)
 
     def resolved(self) -> TrainConfig:
         """Recipe defaults filled in wherever no value was given; checks the fractions."""
@@ -192,13 +262,33 @@ class TrainConfig:
         return config
 
     @classmethod
-    def from_file(cls, path: Path) -> TrainConfig:
-        """A config.json written by an earlier run (unknown keys are ignored)."""
+    def from_file(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """A config.json written by an earlier run (unknown keys are ignored), its values
+        replaced by `overrides` (options given beside it). A new recipe brings its own defaults
+        for what it sets, unless they are overridden too. Every value is checked: one
+        SettingError or DatasetError naming the file and field."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
-        except (OSError, json.JSONDecodeError, TypeError, AttributeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatasetError(f"cannot read training configuration {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DatasetError(f"cannot read training configuration {path}: not a JSON object")
+        given = dict(overrides or {})
+        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
+        if "recipe" in given:
+            for name in {f.name for f in fields(RecipeDefaults)} - given.keys():
+                values.pop(name, None)
+        values.update(given)
+        if "data" not in values:
+            raise DatasetError(
+                f"training configuration {path} has no data (the DATA folders to train on)"
+            )
+        try:
+            config = cls(**values)
+            config.resolved()  # the fractions are checked together once the recipe's are known
+        except (SettingError, DatasetError) as exc:
+            raise type(exc)(f"training configuration {path}: {exc}") from exc
+        return config
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
