@@ -5,6 +5,7 @@ is one error line naming the file and the field, before any work; options given 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,17 @@ def test_options_given_with_a_config_replace_its_values(tmp_path: Path) -> None:
     assert real.finetune_epochs == RECIPES[Recipe.REAL].finetune_epochs
     path.write_text(json.dumps({"epochs": 3}))  # no data in the file, given beside it
     assert TrainConfig.from_file(path, {"data": ["d"]}).data == ["d"]
+
+
+def test_unknown_keys_of_a_config_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"data": ["d"], "epoch": 3, "views": 2}))
+    with caplog.at_level(logging.WARNING, logger="maskwatch"):
+        config = TrainConfig.from_file(path)
+    assert config.views == 2 and config.epochs is None
+    assert f"training configuration {path}: ignoring epoch" in caplog.text
 
 
 def test_train_with_a_config_obeys_the_options_given_beside_it(tmp_path: Path) -> None:

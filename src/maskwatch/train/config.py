@@ -9,6 +9,7 @@ config files keep the same strings.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -31,6 +32,8 @@ from maskwatch.defaults import (
     Range,
 )
 from maskwatch.errors import DatasetError, SettingError
+
+log = logging.getLogger("maskwatch")
 
 
 class Recipe(StrEnum):
@@ -263,10 +266,10 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-        """A config.json written by an earlier run (unknown keys are ignored), its values
-        replaced by `overrides` (options given beside it). A new recipe brings its own defaults
-        for what it sets, unless they are overridden too. Every value is checked: one
-        SettingError or DatasetError naming the file and field."""
+        """A config.json written by an earlier run (unknown keys are ignored, with a warning),
+        its values replaced by `overrides` (options given beside it). A new recipe brings its
+        own defaults for what it sets, unless they are overridden too. Every value is checked:
+        one SettingError or DatasetError naming the file and field."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -274,7 +277,10 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise DatasetError(f"cannot read training configuration {path}: not a JSON object")
         given = dict(overrides or {})
-        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if unknown := sorted(set(data) - known):
+            log.warning("training configuration %s: ignoring %s", path, ", ".join(unknown))
         if "recipe" in given:
             for name in {f.name for f in fields(RecipeDefaults)} - given.keys():
                 values.pop(name, None)
