@@ -83,11 +83,11 @@ def test_frame_result_json_has_the_documented_fields() -> None:
 
 
 def test_preprocessing_feeds_rgb_not_bgr() -> None:
-    meta = ModelMetadata(classes=["mask", "no_mask"], input_size=8)
-    blue_bgr = np.zeros((1, 8, 8, 3), np.uint8)
+    meta = ModelMetadata(classes=["mask", "no_mask"], input_size=32)
+    blue_bgr = np.zeros((1, 32, 32, 3), np.uint8)
     blue_bgr[..., 0] = 255
     tensor = to_input_tensor(blue_bgr, meta)
-    assert tensor.shape == (1, 3, 8, 8)
+    assert tensor.shape == (1, 3, 32, 32)
     red, blue = tensor[0, 0, 0, 0], tensor[0, 2, 0, 0]
     assert red == pytest.approx(-meta.mean[0] / meta.std[0], rel=1e-5)
     assert blue == pytest.approx((1 - meta.mean[2]) / meta.std[2], rel=1e-5)

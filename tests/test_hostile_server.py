@@ -363,11 +363,14 @@ def test_the_websocket_takes_the_token_by_query_and_refuses_without_it(server: S
     with connect(url + f"?token={TOKEN}") as ws:
         ws.send("hi")
         assert "error" in json.loads(ws.recv(timeout=10))
-    for address in (url, url + "?token=wrong"):
+    for address, reason in (
+        (url, "this server needs a token"),
+        (url + "?token=wrong", "the token sent is not this server's"),
+    ):
         with connect(address) as ws, pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-        assert closed.value.rcvd.reason.startswith("this server needs a token")
+        assert closed.value.rcvd.reason.startswith(reason)
 
 
 def mqtt_event(camera: str, now: float) -> dict[str, Any]:
