@@ -231,6 +231,21 @@ def test_a_source_that_is_a_loop_or_a_dangling_link_says_so(tmp_path: Path) -> N
         run_cli("classify", path).assert_one_error(f"{path}: {reason}")
 
 
+def test_a_gif_in_a_folder_is_read_like_a_lone_one(tmp_path: Path) -> None:
+    """A lone .gif was read, but a folder of them held "no images"."""
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(THREE_FACES).save(folder / "a.gif")
+    run = run_cli("classify", str(folder))
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line)["path"] for line in run.stdout.splitlines()] == [str(folder / "a.gif")]
+    run = run_cli("detect", "--source", str(folder), "--no-show", "--save", str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr
+    assert cv2.imread(str(tmp_path / "out" / "a.gif")) is not None
+
+
 def test_a_lone_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     for name in ("pipe.jpg", "pipe.mp4", "pipe"):
         os.mkfifo(tmp_path / name)
