@@ -215,6 +215,9 @@ def test_a_file_name_cannot_forge_a_line_or_colour_the_terminal(tmp_path: Path) 
     escaped = "x.jpg\\nmaskwatch: wrote evil.jpg\\r\\x1b[31mRED\\x1b[0m.jpg"
     assert f"skipping {tmp_path}/{escaped}: not a readable image" in run.stderr
     assert "\x1b" not in run.stderr and "\r" not in run.stderr
+    bad_option = run_cli("classify", str(tmp_path), "--json", f"{tmp_path}/{name}/")
+    assert len(bad_option.stderr.splitlines()) == 1, bad_option.stderr  # argparse's error too
+    assert escaped in bad_option.stderr and "\x1b" not in bad_option.stderr
 
 
 def test_a_source_that_is_a_loop_or_a_dangling_link_says_so(tmp_path: Path) -> None:

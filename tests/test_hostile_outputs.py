@@ -507,6 +507,34 @@ def test_two_outputs_that_are_one_file_are_refused_before_the_work(tmp_path: Pat
     out.write_bytes(b"")  # an existing file, named through the link as well
     proc = run_cli(*single, "--events", str(out), "--json", str(tmp_path / "alias.jsonl"))
     assert_one_line_error(proc, "--json and --events are the same file")
+    proc = run_cli(*single, "--events", str(out), "--json", f"{out}-wal")  # SQLite's own file
+    assert_one_line_error(proc, "--json and --events' -wal file are the same file")
+
+
+def test_a_descriptor_path_to_a_regular_file_counts_as_that_file(tmp_path: Path) -> None:
+    """`--json /dev/fd/3 --save o.jpg 3>o.jpg`: the JSON went into the file --save replaced."""
+    photo = tmp_path / "o.jpg"
+    with open(photo, "wb") as held:
+        proc = subprocess.run(
+            [sys.executable, "-m", "maskwatch.cli", "detect", "--source", str(THREE_FACES),
+             "--no-show", "--json", f"/dev/fd/{held.fileno()}", "--save", str(photo)],
+            pass_fds=(held.fileno(),), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert_one_line_error(proc, "--save and --json are the same file")
+
+
+def test_a_save_folder_does_not_write_over_another_output(tmp_path: Path) -> None:
+    """`--save sf --json sf/photo.jpg`: the annotated photo replaced the JSON lines (or the
+    other way round), and both were said to be written."""
+    out = tmp_path / "sf"
+    proc = run_cli(
+        "detect", "--source", str(THREE_FACES), "--no-show", "--save", str(out),
+        "--json", str(out / THREE_FACES.name),
+    )  # fmt: skip
+    assert_one_line_error(
+        proc, f"--save {out}: {out / THREE_FACES.name} is the --json output", "another folder"
+    )
+    assert "wrote" not in proc.stderr
 
 
 def test_a_loop_of_links_is_an_error_not_replaced(

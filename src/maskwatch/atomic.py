@@ -495,20 +495,38 @@ def clashing_input(by_identity: Mapping[tuple[int, int], Path], path: Path) -> P
     return by_identity.get(ident) if ident is not None else None
 
 
-def _refuse_shared_outputs(named: dict[str, Path]) -> None:
+def _written_path(out: Path | str | None) -> str | None:
+    """The real path (links followed) of an output file, or None for none ('-' or None) and for
+    a device or pipe, written in place (a descriptor path such as /dev/fd/N that leads to a
+    regular file is a file)."""
+    if out is None or str(out) == "-":
+        return None
+    if file_identity(out) is None and writes_in_place(out):
+        return None
+    return os.path.realpath(out)
+
+
+def output_paths(outputs: Mapping[str, Path | str | None]) -> dict[str, str]:
+    """The option naming each output file, by its real path: how a file another output writes
+    is known (`--save FOLDER` writing the name `--json` was given)."""
+    return {path: option for option, out in outputs.items() if (path := _written_path(out))}
+
+
+def _refuse_shared_outputs(named: Mapping[str, Path]) -> None:
     """Refuse two outputs that are one file, under any name or link (devices and pipes, written
     in place, may be shared)."""
     seen: dict[object, str] = {}
     for option, out in named.items():
-        if writes_in_place(out):
+        path = _written_path(out)
+        if path is None:
             continue
-        key = file_identity(out) or os.path.realpath(out)
-        if key in seen:
-            raise OutputError(
-                f"{seen[key]} and {option} are the same file ({out}): the one written last "
-                "would replace the other; choose another name for one"
-            )
-        seen[key] = option
+        for key in {path, file_identity(out)} - {None}:
+            if key in seen:
+                raise OutputError(
+                    f"{seen[key]} and {option} are the same file ({out}): the one written last "
+                    "would replace the other; choose another name for one"
+                )
+            seen[key] = option
 
 
 def refuse_inputs(

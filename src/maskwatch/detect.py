@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import refuse_inputs
+from maskwatch.atomic import output_paths, refuse_inputs
 from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
-from maskwatch.events import Event, EventLog
+from maskwatch.events import SQLITE_COMPANIONS, Event, EventLog
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
@@ -93,9 +93,14 @@ def run_detect(
     if camera is None and events.mqtt is not None:
         camera = events.mqtt.target.topic
     log_file = None if isinstance(events.log, DatabaseUrl) else events.log
-    inputs = _inputs(source, {"--save": save, "--json": json_target, "--events": log_file})
+    others: dict[str, Path | str | None] = {"--json": json_target, "--events": log_file}
+    if log_file is not None:  # SQLite's own files beside the log are not to be written either
+        others |= {f"--events' {s} file": f"{log_file}{s}" for s in SQLITE_COMPANIONS}
+    inputs = _inputs(source, {"--save": save, **others})
     annotator = Annotator(blur)
-    saver = SaveOutput(save, source, annotator, inputs) if save is not None else None
+    saver = None
+    if save is not None:
+        saver = SaveOutput(save, source, annotator, inputs, output_paths(others))
     watch = Watch(pipeline, camera)
     try:
         with watch:

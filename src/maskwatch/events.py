@@ -49,6 +49,7 @@ FUTURE_SLACK = 86_400.0  # clocks of cameras may run ahead, but not by more than
 # What SQLite needs to grow a log in WAL mode: its 32 KiB shared-memory file and a page or two.
 SQLITE_PROBE_BYTES = 64 * 1024
 SNAPSHOT_KINDS = (SETTLE, CHANGE)
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a log, by suffix
 SNAPSHOT_MAX_SIDE = 256
 
 # One schema for both stores; each fills in its own types (SQLite's REAL and INTEGER are 64-bit).
@@ -237,7 +238,7 @@ def _not_a_log(path: Path, exc: sqlite3.Error) -> OutputError:
 
 
 def _remove_new_log(path: Path) -> None:
-    for extra in ("", "-wal", "-shm", "-journal"):
+    for extra in ("", *SQLITE_COMPANIONS):
         remove_quietly(path.with_name(path.name + extra))
 
 

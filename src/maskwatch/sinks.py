@@ -207,17 +207,20 @@ class ImageSink:
     """Annotated images: one file when OUT has an image suffix, else files named after their
     sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn.
     A file named like an input in `inputs` (by device and inode) is refused, never replaced:
-    a folder OUT may be the folder being read."""
+    a folder OUT may be the folder being read; so is one another output writes (`others`: the
+    option naming it, by real path, as atomic.output_paths gives them)."""
 
     def __init__(
         self,
         out: Path,
         annotator: Annotator | None = None,
         inputs: Mapping[tuple[int, int], Path] | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> None:
         self.out = out
         self.annotator = annotator or Annotator()
         self.inputs = inputs or {}
+        self.others = others or {}
         self.single = out.suffix.lower() in IMAGE_SUFFIXES or writes_in_place(out)
         self._used: set[str] = set()
         self.written: list[Path] = []
@@ -241,6 +244,12 @@ class ImageSink:
             raise OutputError(
                 f"--save {self.out}: {target} is the input {clash}: writing there would destroy "
                 "it; choose another folder"
+            )
+        other = self.others.get(os.path.realpath(target))
+        if other is not None:
+            raise OutputError(
+                f"--save {self.out}: {target} is the {other} output: one would replace the "
+                "other; choose another folder or name"
             )
         write_bytes(target, encode_image(target, self.annotator(result)))
         if target not in self.written:
@@ -392,12 +401,18 @@ class SaveOutput:
     knows its frame rate."""
 
     def __init__(
-        self, save: Path, source: Source, annotator: Annotator, inputs: Inputs | None = None
+        self,
+        save: Path,
+        source: Source,
+        annotator: Annotator,
+        inputs: Inputs | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> None:
         self.save = STDOUT if str(save) == "-" else save
         self.source = source
         self.annotator = annotator
         self.inputs = inputs or {}
+        self.others = others or {}
         self.sink: ImageSink | VideoSink | None = None
 
     def _open(self) -> ImageSink | VideoSink:
@@ -412,7 +427,7 @@ class SaveOutput:
             raise OutputError(
                 f"--save {self.save}: a video source needs a {VIDEO_OUT_NAMES} output name"
             )
-        return ImageSink(self.save, self.annotator, self.inputs)
+        return ImageSink(self.save, self.annotator, self.inputs, self.others)
 
     def write(self, result: FrameResult) -> None:
         if self.sink is None:

@@ -33,12 +33,23 @@ QUIET_HELP = "only warnings and errors"
 COMMANDS = (detect, stats, serve, classify, demo, train, models)
 
 
+# Control characters (a file named with a newline, a carriage return or a terminal escape)
+# written as escapes: a message stays one line and cannot forge another or colour the terminal.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != ord("\t")}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def one_line(message: str) -> str:
+    """`message` as one line of a terminal, its control characters escaped."""
+    return message.translate(_ESCAPES)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad command line is one line (and a pointer to --help), as every other
     error is, not the whole usage first."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,17 +78,6 @@ def _finish_commands(sub: Subparsers) -> None:
         for action in command._subparsers._group_actions if command._subparsers else ():
             if isinstance(action, argparse._SubParsersAction):
                 _finish_commands(action)
-
-
-# Control characters (a file named with a newline, a carriage return or a terminal escape)
-# written as escapes: a message stays one line and cannot forge another or colour the terminal.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != ord("\t")}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r"})
-
-
-def one_line(message: str) -> str:
-    """`message` as one line of a terminal, its control characters escaped."""
-    return message.translate(_ESCAPES)
 
 
 class _Formatter(logging.Formatter):
