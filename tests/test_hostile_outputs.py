@@ -289,17 +289,38 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
     `events` table of its own, silently became a log)."""
     import sqlite3
 
-    for name, tables in (("other.db", "events(x); CREATE TABLE runs(y)"), ("notes.db", "notes(x)")):
+    for name, schema in (
+        ("other.db", "CREATE TABLE events(x); CREATE TABLE runs(y);"),
+        ("notes.db", "CREATE TABLE notes(x);"),
+        (
+            "kv.db",
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT); INSERT INTO meta VALUES"
+            " ('version', '7');",
+        ),
+        ("wide.db", "CREATE TABLE meta(k, v, w);"),
+        ("view.db", "CREATE VIEW v AS SELECT 1;"),
+    ):
         path = tmp_path / name
         db = sqlite3.connect(path)
-        db.executescript(f"CREATE TABLE {tables};")
+        db.executescript(schema)
         db.close()
         before = path.read_bytes()
         proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(path))
-        message = f"{path}: not a maskwatch event log (it has other tables); left as it was"
+        message = f"{path}: not a maskwatch event log (it holds another program's data); left as"
         assert_failed_cleanly(proc, tmp_path, message, {name})
         assert path.read_bytes() == before
         path.unlink()
+    # An empty file, or the empty meta of a set-up that was cut short, becomes a log.
+    for name, schema in (
+        ("empty.db", ""),
+        ("cut.db", "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
+    ):
+        path = tmp_path / name
+        db = sqlite3.connect(path)
+        db.executescript(schema)
+        db.close()
+        proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(path))
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_stats_never_writes_into_a_file_that_is_not_a_log(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ FUTURE_SLACK = 86_400.0  # clocks of cameras may run ahead, but not by more than
 # What SQLite needs to grow a log in WAL mode: its 32 KiB shared-memory file and a page or two.
 SQLITE_PROBE_BYTES = 64 * 1024
 SNAPSHOT_KINDS = (SETTLE, CHANGE)
+_META_INDEX = "sqlite_autoindex_meta_1"  # SQLite's index of meta's primary key
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a log, by suffix
 SNAPSHOT_MAX_SIDE = 256
 
@@ -243,14 +244,24 @@ def _remove_new_log(path: Path) -> None:
 
 
 def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse, before changing anything in it, an SQLite file that holds tables but not
-    maskwatch's `meta` (another program's database), or a log of another schema version."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "meta" in tables and db.execute(READ_SCHEMA_VERSION).fetchone() is not None:
-        _check_schema(db, path)
-    elif tables - {"meta"}:
+    """Refuse, before changing anything in it, an SQLite file that is not a maskwatch log: one
+    whose `meta` names no schema but which holds anything (tables, views, triggers, rows of
+    another program's `meta`); a log of another schema version too. An empty file, or the
+    empty `meta` of a set-up that was cut short, is made a log."""
+    try:
+        version = db.execute(READ_SCHEMA_VERSION).fetchone()
+    except sqlite3.OperationalError:  # no meta table, or another program's of other columns
+        version = None
+    if version is not None:
+        check_schema_version(version, path)
+        return
+    objects = set(db.execute("SELECT type, name FROM sqlite_master").fetchall())
+    if objects and (
+        objects != {("table", "meta"), ("index", _META_INDEX)}
+        or db.execute("SELECT count(*) FROM meta").fetchone()[0]
+    ):
         raise OutputError(
-            f"{path}: not a maskwatch event log (it has other tables); left as it was"
+            f"{path}: not a maskwatch event log (it holds another program's data); left as it was"
         )
 
 
