@@ -669,7 +669,12 @@ def test_a_snapshots_folder_that_is_a_loop_or_a_dangling_link_is_refused_before_
     (tmp_path / "loop").symlink_to(tmp_path / "back")
     (tmp_path / "back").symlink_to(tmp_path / "loop")
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
-    for name, reason in (("loop", "a loop of symbolic links"), ("gone", "a link to nothing")):
+    for name, reason in (
+        ("loop", "a loop of symbolic links"),
+        ("gone", "a link to nothing"),
+        ("loop/sub", f"{tmp_path / 'loop'} is a loop of symbolic links"),
+        ("gone/sub", f"{tmp_path / 'gone'} is a link to nothing"),
+    ):
         proc = run_cli(
             "detect", "--source", str(THREE_FACES), "--no-show",
             "--events", str(tmp_path / "log.db"), "--snapshots", str(tmp_path / name),

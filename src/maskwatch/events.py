@@ -364,12 +364,15 @@ def event_values(
 
 
 def check_snapshots(snapshots: Path | None) -> None:
-    """Refuse, before the run, a snapshots folder that is a file, a loop of links or a link to
-    nothing (the first snapshot would fail mid-run)."""
+    """Refuse, before the run, a snapshots folder that is a file, or whose path holds a loop of
+    links or a link to nothing (the first snapshot would fail mid-run, or make folders where
+    the link points)."""
     if snapshots is None:
         return
-    if os.path.islink(snapshots) and not snapshots.exists():
-        raise OutputError(f"cannot write snapshots to {snapshots}: {missing(snapshots)}")
+    for folder in (snapshots, *snapshots.parents):
+        if os.path.islink(folder) and not folder.exists():
+            where = "" if folder == snapshots else f"{folder} is "
+            raise OutputError(f"cannot write snapshots to {snapshots}: {where}{missing(folder)}")
     if snapshots.exists() and not snapshots.is_dir():
         raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
 
