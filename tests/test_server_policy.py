@@ -60,6 +60,10 @@ def test_a_certificate_and_key_the_server_cannot_use_are_one_line_before_it_star
         proc = run_cli("serve", "--port", "9", "--cert", str(pair[0]), "--key", str(pair[1]))
         assert_one_line_error(proc, f"cannot use --cert {pair[0]} with --key {pair[1]}: ")
         assert "open https" not in proc.stderr
+    pipe = tmp_path / "key.fifo"
+    os.mkfifo(pipe)  # ssl would wait for a writer
+    proc = run_cli("serve", "--port", "9", "--cert", str(cert), "--key", str(pipe), timeout=60)
+    assert_one_line_error(proc, f"cannot use --key {pipe}: not a regular file")
 
 
 def test_cli_refuses_open_server_in_one_line(tmp_path: Path) -> None:

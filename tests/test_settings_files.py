@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,19 @@ def test_unreadable_metadata_is_one_line_in_every_command(tmp_path: Path, args: 
     metadata_path(model).write_bytes(b'{"classes": ["\xff"]}')
     proc = run_cli(*args, "--model", str(model), timeout=60)
     assert_one_line_error(proc, str(metadata_path(model)), "can't decode")
+    metadata_path(model).unlink()
+    os.mkfifo(metadata_path(model))  # would be waited on
+    proc = run_cli(*args, "--model", str(model), timeout=60)
+    assert_one_line_error(proc, f"{metadata_path(model)}: not a regular file")
+
+
+def test_a_config_that_is_a_pipe_or_too_large_is_one_line_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    pipe, huge = tmp_path / "pipe.json", tmp_path / "huge.json"
+    os.mkfifo(pipe)
+    with open(huge, "wb") as sparse:
+        sparse.truncate(5 * 2**30)
+    for config, reason in ((pipe, "not a regular file"), (huge, "the file is 5120 MiB, more")):
+        proc = run_cli("train", "--config", str(config), timeout=60)
+        assert_one_line_error(proc, f"cannot read training configuration {config}: {reason}")

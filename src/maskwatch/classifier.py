@@ -7,6 +7,7 @@ crop margin, normalisation, uncertainty threshold, training data and measured me
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,12 +21,13 @@ from maskwatch.defaults import (
     CROP_MARGIN_RANGE,
     DEFAULT_INPUT_SIZE,
     INPUT_SIZE_RANGE,
+    MAX_SETTINGS_BYTES,
     MEAN_RANGE,
     STD_RANGE,
     TEMPERATURE_RANGE,
     UNCERTAIN_BELOW_RANGE,
 )
-from maskwatch.errors import ModelError, SettingError
+from maskwatch.errors import ModelError, SettingError, SourceError
 from maskwatch.labels import CANONICAL, labels_for
 
 METADATA_FORMAT = "maskwatch-classifier/1"
@@ -123,13 +125,17 @@ def default_model_path() -> Path:
 
 def load_metadata(model_path: Path) -> ModelMetadata:
     meta_file = metadata_path(model_path)
-    if not meta_file.is_file():
+    if not os.path.lexists(meta_file):
         raise ModelError(
             f"model metadata not found: {meta_file} (it must sit beside {model_path.name})"
         )
+    from maskwatch.images import read_file
+
     try:
-        text = meta_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_file(meta_file, MAX_SETTINGS_BYTES, "model metadata").decode("utf-8")
+    except SourceError as exc:
+        raise ModelError(f"cannot read model metadata {exc}") from exc
+    except UnicodeDecodeError as exc:
         raise ModelError(f"cannot read model metadata {meta_file}: {exc}") from exc
     return ModelMetadata.from_json(text, str(meta_file))
 

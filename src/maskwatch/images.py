@@ -145,13 +145,15 @@ def decode_image(
     return _decode(data, header, name)
 
 
-def _open_regular(path: Path, max_bytes: int) -> tuple[io.BufferedReader, int]:
+def _open_regular(
+    path: Path, max_bytes: int, what: str = "an image"
+) -> tuple[io.BufferedReader, int]:
     """An open regular file within `max_bytes`, and its size. Opened without blocking, so a FIFO
-    named like an image is refused instead of waiting for a writer."""
+    named like an image (or `what` it should be) is refused instead of waiting for a writer."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except IsADirectoryError as exc:
-        raise SourceError(f"{path}: is a folder, not an image") from exc
+        raise SourceError(f"{path}: is a folder, not {what}") from exc
     except PermissionError as exc:
         raise SourceError(f"{path}: permission denied") from exc
     except FileNotFoundError as exc:
@@ -161,35 +163,36 @@ def _open_regular(path: Path, max_bytes: int) -> tuple[io.BufferedReader, int]:
     info = os.fstat(fd)  # before fdopen, which refuses a folder with a bare IsADirectoryError
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        kind = "is a folder, not an image" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        kind = f"is a folder, not {what}" if stat.S_ISDIR(info.st_mode) else "not a regular file"
         raise SourceError(f"{path}: {kind}")
     file = os.fdopen(fd, "rb")
     if max_bytes > 0 and info.st_size > max_bytes:
         file.close()
         raise ImageTooLargeError(
             f"{path}: the file is {info.st_size / 2**20:.0f} MiB, more than the limit of "
-            f"{max_bytes / 2**20:.0f} MiB for an image; refused unread"
+            f"{max_bytes / 2**20:.0f} MiB for {what}; refused unread"
         )
     return file, info.st_size
 
 
-def _read_all(file: BinaryIO, path: Path, max_bytes: int) -> bytes:
+def _read_all(file: BinaryIO, path: Path, max_bytes: int, what: str = "an image") -> bytes:
     try:
         file.seek(0)
         data = file.read(max_bytes + 1 if max_bytes > 0 else -1)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if max_bytes > 0 and len(data) > max_bytes:  # grew while we read it
-        raise ImageTooLargeError(f"{path}: the file is larger than the limit for an image")
+        raise ImageTooLargeError(f"{path}: the file is larger than the limit for {what}")
     return data
 
 
-def read_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """A file's bytes, refusing one larger than `max_bytes` before reading it. Errors say why
-    (missing, permission denied, too large, not a file) and name the file."""
-    file, _ = _open_regular(path, max_bytes)
+def read_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES, what: str = "an image") -> bytes:
+    """A file's bytes, refusing one larger than `max_bytes` before reading it, and anything
+    but a regular file without waiting on it. Errors (SourceError) say why (missing,
+    permission denied, too large for `what` it should be, not a file) and name the file."""
+    file, _ = _open_regular(path, max_bytes, what)
     with file:
-        return _read_all(file, path, max_bytes)
+        return _read_all(file, path, max_bytes, what)
 
 
 def file_sha256(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> str:

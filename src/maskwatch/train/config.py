@@ -25,13 +25,14 @@ from maskwatch.defaults import (
     INPUT_SIZE_RANGE,
     LEARNING_RATE_RANGE,
     LIMIT_RANGE,
+    MAX_SETTINGS_BYTES,
     PATIENCE_RANGE,
     SEED_RANGE,
     VAL_FRACTION_RANGE,
     VIEWS_RANGE,
     Range,
 )
-from maskwatch.errors import DatasetError, SettingError
+from maskwatch.errors import DatasetError, SettingError, SourceError
 
 log = logging.getLogger("maskwatch")
 
@@ -270,9 +271,14 @@ class TrainConfig:
         its values replaced by `overrides` (options given beside it). A new recipe brings its
         own defaults for what it sets, unless they are overridden too. Every value is checked:
         one SettingError or DatasetError naming the file and field."""
+        from maskwatch.images import read_file
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = read_file(path, MAX_SETTINGS_BYTES, "a training configuration")
+            data = json.loads(text.decode("utf-8"))
+        except SourceError as exc:
+            raise DatasetError(f"cannot read training configuration {exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatasetError(f"cannot read training configuration {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise DatasetError(f"cannot read training configuration {path}: not a JSON object")

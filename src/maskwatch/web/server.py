@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,13 @@ def check_tls(cert: Path, key: Path) -> None:
     """Load the certificate and key as the server will, before anything is announced: a file
     that is not PEM, a key of another certificate or an encrypted key (serve has no passphrase
     to give) is one line instead of ssl's traceback after "open https://..."."""
+    for option, path in (("--cert", cert), ("--key", key)):
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError as exc:
+            raise SettingError(f"cannot use {option} {path}: {exc.strerror or exc}") from exc
+        if not regular:  # a FIFO would be waited on
+            raise SettingError(f"cannot use {option} {path}: not a regular file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert, key, password=lambda: b"")
