@@ -143,7 +143,8 @@ def _model_with(folder: Path, edit: Any) -> Path:
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [
-        ("std", [0, 0, 0], "each of std must be more than 0 and at most 1, not 0"),
+        ("std", [0, 0, 0], "each of std must be from 0.01 to 1, not 0"),
+        ("std", [1e-300, 1, 1], "each of std must be from 0.01 to 1, not 1e-300"),
         ("mean", [0], "mean must list 3 numbers (R, G, B), not [0]"),
         ("mean", [0.5, "x", 0.5], "each of mean must be a number, not 'x'"),
         ("color", "XYZ", "color must be RGB or BGR, not 'XYZ'"),
@@ -151,7 +152,9 @@ def _model_with(folder: Path, edit: Any) -> Path:
         ("uncertain_below", float("nan"), "uncertain_below must be from 0 to 1, not nan"),
         ("input_size", "224", "input_size must be a whole number, not '224'"),
         ("input_size", 0, "input_size must be from 32 to 1024, not 0"),
-        ("temperature", 0, "temperature must be more than 0, not 0"),
+        ("temperature", 0, "temperature must be from 0.01 to 100, not 0"),
+        ("temperature", 1e-320, "temperature must be from 0.01 to 100, not 1e-320"),
+        ("format", "maskwatch-classifier/2", "format must be maskwatch-classifier/1, not"),
         ("classes", ["mask", "mask"], "classes must list two or three of"),
         ("classes", "mask", "classes must list two or three of"),
         ("training", [], "training must be a JSON object, not []"),

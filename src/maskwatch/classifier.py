@@ -82,9 +82,10 @@ class ModelMetadata:
             raise SettingError(f"color must be {' or '.join(COLORS)}, not {self.color!r}")
         UNCERTAIN_BELOW_RANGE.check("uncertain_below", self.uncertain_below)
         TEMPERATURE_RANGE.check("temperature", self.temperature)
-        for name in ("sha256", "format"):
-            if not isinstance(getattr(self, name), str):
-                raise SettingError(f"{name} must be a string, not {getattr(self, name)!r}")
+        if not isinstance(self.sha256, str):
+            raise SettingError(f"sha256 must be a string, not {self.sha256!r}")
+        if self.format != METADATA_FORMAT:
+            raise SettingError(f"format must be {METADATA_FORMAT}, not {self.format!r}")
         for name in ("training", "metrics"):
             if not isinstance(getattr(self, name), dict):
                 raise SettingError(f"{name} must be a JSON object, not {getattr(self, name)!r}")

@@ -177,6 +177,7 @@ CALIBRATION_RANGE = Range(1, 100_000)
 # A classifier's metadata (the .json beside its .onnx): normalisation on pixels scaled to 0-1.
 CROP_MARGIN_RANGE = Range(0, 1)  # per side, a share of the face box's side
 MEAN_RANGE = Range(0, 1)
-STD_RANGE = Range(0, 1, low_open=True)
+STD_RANGE = Range(0.01, 1)  # smaller would blow pixels up past what float32 holds
 UNCERTAIN_BELOW_RANGE = Range(0, 1)
-TEMPERATURE_RANGE = Range(0, low_open=True)
+# Far beyond calibration's search (0.2-5) either way; smaller would turn probabilities to NaN.
+TEMPERATURE_RANGE = Range(0.01, 100)
