@@ -196,7 +196,7 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         help="augmentation: seed (the original project's), real (synthetic masks, colour, blur, "
         "low resolution, erasing), negatives (real, plus bare faces given neckwear below the jaw "
-        f"or an object at the mouth, still no_mask), none ({_by_recipe('augment')})",
+        f"or an object at the mouth, still no_mask) or none; {_by_recipe('augment')}",
     )
     _numeric_arg(p, "test_fraction", f"{{range}}; default: {TrainConfig.test_fraction}")
     p.add_argument(
