@@ -78,7 +78,7 @@ def test_an_unreadable_config_is_one_line(tmp_path: Path, content: bytes, needle
 
 
 def test_options_given_with_a_config_replace_its_values(tmp_path: Path) -> None:
-    saved = TrainConfig(data=["elsewhere"], out="old", epochs=5).resolved()
+    saved = TrainConfig(data=[str(tmp_path)], out="old", epochs=5).resolved()
     path = tmp_path / "config.json"
     path.write_text(saved.to_json())
     repeated = TrainConfig.from_file(path, {"out": "new", "data": ["d"]})
@@ -93,11 +93,22 @@ def test_options_given_with_a_config_replace_its_values(tmp_path: Path) -> None:
     assert TrainConfig.from_file(path, {"data": ["d"]}).data == ["d"]
 
 
+def test_a_configs_data_folder_not_found_from_here_names_the_config(tmp_path: Path) -> None:
+    """A config written elsewhere holds `"data": ["data"]`, read from where train runs: the
+    loader's bare "data: not a folder" named neither the file nor the field."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"data": ["data-from-elsewhere"], "epochs": 1}))
+    proc = run_cli("train", "--config", str(path))
+    assert_one_line_error(
+        proc, f"training configuration {path}: its data folder data-from-elsewhere is not a folder"
+    )
+
+
 def test_unknown_keys_of_a_config_are_named_in_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"data": ["d"], "epoch": 3, "views": 2}))
+    path.write_text(json.dumps({"data": [str(tmp_path)], "epoch": 3, "views": 2}))
     with caplog.at_level(logging.WARNING, logger="maskwatch"):
         config = TrainConfig.from_file(path)
     assert config.views == 2 and config.epochs is None

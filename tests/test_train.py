@@ -99,7 +99,7 @@ def test_group_split_keeps_every_group_on_one_side() -> None:
 def test_config_options_are_enums_that_read_and_write_as_the_same_strings(
     tmp_path: Path,
 ) -> None:
-    config = TrainConfig(data=["d"], recipe="real", split="random")  # type: ignore[arg-type]
+    config = TrainConfig(data=[str(tmp_path)], recipe="real", split="random")  # type: ignore[arg-type]
     assert config.recipe is Recipe.REAL and config.split is Split.RANDOM
     resolved = config.resolved()
     assert resolved.augment is Augment.REAL and resolved.epochs == 30  # the real recipe's

@@ -141,6 +141,19 @@ def _check_text(name: str, value: object) -> None:
         raise SettingError(f"{name} must be a non-empty string, not {value!r}")
 
 
+def _check_data_folders(data: list[str], path: Path) -> None:
+    """The DATA folders a config file names, found from here: a relative one is read from the
+    folder train runs in, which may not be the one the config was written in."""
+    from maskwatch.train.data import parse_data_spec
+
+    for spec in data:
+        if not parse_data_spec(spec)[0].is_dir():
+            raise DatasetError(
+                f"training configuration {path}: its data folder {spec} is not a folder seen from "
+                f"{Path.cwd()} (run train where the config was written, or give DATA)"
+            )
+
+
 @dataclass(frozen=True)
 class RecipeDefaults:
     """The options whose defaults differ by recipe."""
@@ -300,6 +313,8 @@ class TrainConfig:
             config.resolved()  # the fractions are checked together once the recipe's are known
         except (SettingError, DatasetError) as exc:
             raise type(exc)(f"training configuration {path}: {exc}") from exc
+        if "data" not in given:
+            _check_data_folders(config.data, path)
         return config
 
     def to_json(self) -> str:
