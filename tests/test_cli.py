@@ -328,3 +328,30 @@ def test_a_bad_command_line_is_one_line_that_points_at_help(args: tuple[str, ...
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert line.startswith("maskwatch") and "error:" in line and "--help)" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("detect", "--jsn", "-"),
+            "maskwatch detect: error: unrecognized arguments: --jsn -; "
+            "did you mean --json? (see maskwatch detect --help)",
+        ),
+        (
+            ("data", "audit", ".", "--limt", "3"),
+            "maskwatch data audit: error: unrecognized "
+            "arguments: --limt 3 (see maskwatch data audit",
+        ),
+        (
+            ("stats", sys.executable, "--zzz"),
+            "maskwatch stats: error: unrecognized arguments: --zzz",
+        ),
+    ],
+)
+def test_an_unknown_option_is_said_by_its_command_with_the_nearest_one(
+    args: tuple[str, ...], said: str
+) -> None:
+    """They were said by `maskwatch` with a pointer to the top-level help."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and proc.stderr.startswith(said), proc.stderr

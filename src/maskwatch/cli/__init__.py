@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import signal
 import sys
@@ -72,6 +73,7 @@ def _finish_commands(sub: Subparsers) -> None:
         command.add_argument(
             "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP
         )
+        command.set_defaults(command_parser=command)  # a sub-command's own, set later, wins
         summary = summaries.get(name)
         if command.description is None and summary:
             command.description = summary[0].upper() + summary[1:] + "."
@@ -135,9 +137,21 @@ def _stopped(interrupt: KeyboardInterrupt) -> int:
     return 128 + signal.SIGTERM  # only if SIGTERM was since handled or ignored
 
 
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """argparse's message for arguments no option takes, said by the command they were given
+    to, with the nearest option when one is close to the first of them."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    options = [o for action in parser._actions for o in action.option_strings]
+    close = difflib.get_close_matches(extra[0].split("=")[0], options, n=1, cutoff=0.7)
+    return f"{message}; did you mean {close[0]}?" if close else message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        own: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        own.error(_unrecognized(own, extra))
     _setup_logging(args.quiet)
     func: Handler = args.func
     try:
