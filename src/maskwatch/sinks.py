@@ -241,9 +241,14 @@ class ImageSink:
         target = self._target(result.frame.source)
         clash = clashing_input(self.inputs, target)
         if clash is not None:
+            which = (
+                "one of the inputs (a folder being read holds it)"
+                if os.path.realpath(clash) == os.path.realpath(target)
+                else f"the input {clash}"
+            )
             raise OutputError(
-                f"--save {self.out}: {target} is the input {clash}: writing there would destroy "
-                "it; choose another folder"
+                f"--save {self.out}: {target} is {which}: writing there would destroy it; "
+                "choose another folder"
             )
         other = self.others.get(os.path.realpath(target))
         if other is not None:
