@@ -10,6 +10,7 @@ decodes through here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -26,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from maskwatch.cvlog import quiet_opencv
 from maskwatch.defaults import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from maskwatch.errors import ImageTooLargeError, SourceError
+from maskwatch.paths import missing
 
 # Header formats Pillow may identify; anything else is not decoded at all (OpenCV would decode
 # formats whose size we cannot check first).
@@ -157,8 +159,10 @@ def _open_regular(
     except PermissionError as exc:
         raise SourceError(f"{path}: permission denied") from exc
     except FileNotFoundError as exc:
-        raise SourceError(f"{path}: no such file") from exc
+        raise SourceError(f"{path}: {missing(path, 'no such file')}") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError(f"{path}: {missing(path)}") from exc
         raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     info = os.fstat(fd)  # before fdopen, which refuses a folder with a bare IsADirectoryError
     if not stat.S_ISREG(info.st_mode):
