@@ -478,6 +478,21 @@ def test_a_broken_groups_csv_is_one_line_naming_it(
     assert not out.exists()
 
 
+def test_a_groups_csv_that_is_a_pipe_or_too_large_is_one_line_unread(tmp_path: Path) -> None:
+    """A FIFO was ignored without a word, and a huge file would have been read whole."""
+    obs = class_subset(tmp_path / "obs", 2)
+    groups = obs / "groups.csv"
+    groups.unlink(missing_ok=True)
+    os.mkfifo(groups)
+    proc = run_cli("data", "audit", str(obs), timeout=60)
+    assert_one_line_error(proc, f"{groups}: not a regular file")
+    groups.unlink()
+    with open(groups, "wb") as sparse:
+        sparse.truncate(5 * 2**30)
+    proc = run_cli("data", "audit", str(obs), timeout=60)
+    assert_one_line_error(proc, f"{groups}: the file is 5120 MiB, more than the limit of 16 MiB")
+
+
 def _edit_voc(xml: Path, pattern: str, new: str) -> None:
     """The first match of `pattern` in an annotation replaced by `new`."""
     text, n = re.subn(pattern, new, xml.read_text(), count=1, flags=re.DOTALL)

@@ -59,7 +59,7 @@ STATS_PLOT_BARS = 200  # periods a `stats --plot` chart shows at most (the most 
 STATS_MAX_PERIODS = 100_000  # the most periods a timeline may ask for (of days: 273 years)
 MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from its header
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
-MAX_SETTINGS_BYTES = 16 * 2**20  # a training config or model metadata larger is refused unread
+MAX_SETTINGS_BYTES = 16 * 2**20  # a training config, model metadata or groups.csv larger: unread
 MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it
 DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's MQTT discovery prefix (its default)
 

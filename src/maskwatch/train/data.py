@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from maskwatch.defaults import MAX_IMAGE_PIXELS
+from maskwatch.defaults import MAX_IMAGE_PIXELS, MAX_SETTINGS_BYTES
 from maskwatch.errors import DatasetError, SourceError
 from maskwatch.images import file_sha256, read_file
 from maskwatch.labels import canonical_label, sort_labels
@@ -150,30 +151,30 @@ def _read_groups(root: Path) -> dict[str, str]:
     """`groups.csv`: each image's group by its path in the dataset. A DatasetError naming the
     file says what is wrong with it."""
     path = root / GROUPS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in GROUPS_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetError(
-                    f"{path}: no {' or '.join(missing)} column; its first line must name the "
-                    f"columns, e.g. {','.join(GROUPS_COLUMNS)}"
-                )
-            groups: dict[str, str] = {}
-            for row in reader:
-                rel, group = row["path"], row["group"]
-                if rel is None or group is None:
-                    raise DatasetError(f"{path}: line {reader.line_num} has too few fields")
-                groups[rel] = group
-            return groups
+        text = read_file(path, MAX_SETTINGS_BYTES, "a groups file").decode("utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        absent = [c for c in GROUPS_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DatasetError(
+                f"{path}: no {' or '.join(absent)} column; its first line must name the "
+                f"columns, e.g. {','.join(GROUPS_COLUMNS)}"
+            )
+        groups: dict[str, str] = {}
+        for row in reader:
+            rel, group = row["path"], row["group"]
+            if rel is None or group is None:
+                raise DatasetError(f"{path}: line {reader.line_num} has too few fields")
+            groups[rel] = group
+        return groups
+    except SourceError as exc:  # a pipe, a device, a folder, too large, unreadable
+        raise DatasetError(str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
         raise DatasetError(f"{path}: not valid CSV ({exc})") from exc
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def load_class_folders(root: Path, source: str) -> list[Sample]:
