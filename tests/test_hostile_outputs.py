@@ -284,11 +284,19 @@ def test_a_read_only_file_system(clip: Path, event_log: Path, tiny_disk: Path) -
     assert_failed_cleanly(proc, tiny_disk, f"cannot write {tiny_disk}/c.png: {EROFS}", keep)
 
 
+def _sqlite_file(path: Path, schema: str) -> Path:
+    """An SQLite database at `path` made by running `schema`."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.executescript(schema)
+    db.close()
+    return path
+
+
 def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     """It was given maskwatch's tables and switched to WAL before the check failed (or, with no
     `events` table of its own, silently became a log)."""
-    import sqlite3
-
     for name, schema in (
         ("other.db", "CREATE TABLE events(x); CREATE TABLE runs(y);"),
         ("notes.db", "CREATE TABLE notes(x);"),
@@ -300,10 +308,7 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
         ("wide.db", "CREATE TABLE meta(k, v, w);"),
         ("view.db", "CREATE VIEW v AS SELECT 1;"),
     ):
-        path = tmp_path / name
-        db = sqlite3.connect(path)
-        db.executescript(schema)
-        db.close()
+        path = _sqlite_file(tmp_path / name, schema)
         before = path.read_bytes()
         proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(path))
         message = f"{path}: not a maskwatch event log (it holds another program's data); left as"
@@ -315,10 +320,7 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
         ("empty.db", ""),
         ("cut.db", "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"),
     ):
-        path = tmp_path / name
-        db = sqlite3.connect(path)
-        db.executescript(schema)
-        db.close()
+        path = _sqlite_file(tmp_path / name, schema)
         proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show", "--events", str(path))
         assert proc.returncode == 0, proc.stderr
 

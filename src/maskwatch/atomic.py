@@ -9,6 +9,10 @@ a FIFO, a socket, or a link to one) and the process's own descriptors (/dev/stdo
 /proc/...) are written in place and never replaced: renaming over them would turn /dev/null
 into a plain file and leave a pipe's reader with nothing.
 
+Outputs that must appear together (`train` and `evaluate --out`) are written into a hidden
+stage inside their folder and renamed into it at the end (`staged_folder`): there a link at one
+of their names is replaced by the file, not written through.
+
 Every write, close and rename error becomes one `OutputError` naming the output and the
 system's reason; removing a temporary file never raises, so it cannot hide that first error.
 """
@@ -31,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maskwatch.errors import OutputError
+from maskwatch.paths import broken_link
 
 log = logging.getLogger("maskwatch")
 
@@ -350,9 +355,8 @@ def staged_folder(dest: Path, outputs: Collection[str]) -> Iterator[Path]:
     is interrupted) the stage is removed, with `dest` if this made it: `dest` never holds half
     of a run's outputs beside another run's. The stage is locked while in use, so a stage a
     killed run left behind is told from a running one and removed."""
-    for folder in (dest, *dest.parents):
-        if os.path.islink(folder) and not folder.exists():
-            raise OutputError(f"cannot write {dest}: {folder} is a link to nothing")
+    if (broken := broken_link(dest)) is not None:
+        raise OutputError(f"cannot write {dest}: {broken} is a link to nothing")
     made = make_folder(dest)
     try:
         check_free_space(dest, dest)

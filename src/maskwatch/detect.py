@@ -14,7 +14,7 @@ from maskwatch.atomic import output_paths, refuse_inputs
 from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
-from maskwatch.events import SQLITE_COMPANIONS, Event, EventLog
+from maskwatch.events import Event, EventLog, companion_files
 from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
@@ -95,7 +95,7 @@ def run_detect(
     log_file = None if isinstance(events.log, DatabaseUrl) else events.log
     others: dict[str, Path | str | None] = {"--json": json_target, "--events": log_file}
     if log_file is not None:  # SQLite's own files beside the log are not to be written either
-        others |= {f"--events' {s} file": f"{log_file}{s}" for s in SQLITE_COMPANIONS}
+        others |= {f"--events' {s} file": p for s, p in companion_files(log_file).items()}
     inputs = _inputs(source, {"--save": save, **others})
     annotator = Annotator(blur)
     saver = None

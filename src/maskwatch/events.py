@@ -37,7 +37,7 @@ from maskwatch.atomic import (
 )
 from maskwatch.errors import OutputError
 from maskwatch.faces import square_box
-from maskwatch.paths import missing
+from maskwatch.paths import broken_link, missing
 from maskwatch.redact import redact
 from maskwatch.types import CHANGE, SETTLE, FrameResult, Kind
 
@@ -238,9 +238,14 @@ def _not_a_log(path: Path, exc: sqlite3.Error) -> OutputError:
     return OutputError(f"cannot read event log {path}: {_reason(path, exc)}")
 
 
+def companion_files(path: Path) -> dict[str, Path]:
+    """The files SQLite keeps beside a log, by suffix."""
+    return {suffix: path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS}
+
+
 def _remove_new_log(path: Path) -> None:
-    for extra in ("", *SQLITE_COMPANIONS):
-        remove_quietly(path.with_name(path.name + extra))
+    for made in (path, *companion_files(path).values()):
+        remove_quietly(made)
 
 
 def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
@@ -369,10 +374,9 @@ def check_snapshots(snapshots: Path | None) -> None:
     the link points)."""
     if snapshots is None:
         return
-    for folder in (snapshots, *snapshots.parents):
-        if os.path.islink(folder) and not folder.exists():
-            where = "" if folder == snapshots else f"{folder} is "
-            raise OutputError(f"cannot write snapshots to {snapshots}: {where}{missing(folder)}")
+    if (broken := broken_link(snapshots)) is not None:
+        where = "" if broken == snapshots else f"{broken} is "
+        raise OutputError(f"cannot write snapshots to {snapshots}: {where}{missing(broken)}")
     if snapshots.exists() and not snapshots.is_dir():
         raise OutputError(f"cannot write snapshots to {snapshots}: not a folder")
 

@@ -23,6 +23,15 @@ def expand_home(path: str | os.PathLike[str], variable: str = "") -> Path:
         raise SettingError(f"{given}: {whose} to find the home of") from None
 
 
+def broken_link(path: Path) -> Path | None:
+    """The first of `path` and the folders above it that is a link leading nowhere (to nothing,
+    or round a loop), or None: a path under it can be neither read nor written."""
+    for part in (path, *path.parents):
+        if os.path.islink(part) and not part.exists():
+            return part
+    return None
+
+
 def missing(path: Path, nothing: str = "no such file or folder") -> str:
     """Why `path`, which does not exist, names nothing: `nothing`, unless it is a link (a loop
     of symbolic links, or a link to nothing, say which)."""

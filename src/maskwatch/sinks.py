@@ -240,17 +240,18 @@ class ImageSink:
     def write(self, result: FrameResult) -> None:
         target = self._target(result.frame.source)
         clash = clashing_input(self.inputs, target)
+        real = os.path.realpath(target)
         if clash is not None:
             which = (
                 "one of the inputs (a folder being read holds it)"
-                if os.path.realpath(clash) == os.path.realpath(target)
+                if os.path.realpath(clash) == real
                 else f"the input {clash}"
             )
             raise OutputError(
                 f"--save {self.out}: {target} is {which}: writing there would destroy it; "
                 "choose another folder"
             )
-        other = self.others.get(os.path.realpath(target))
+        other = self.others.get(real)
         if other is not None:
             raise OutputError(
                 f"--save {self.out}: {target} is the {other} output: one would replace the "

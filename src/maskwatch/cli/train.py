@@ -77,6 +77,7 @@ def _print_headline(report: dict[str, Any]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _require_training("maskwatch train")
+    from maskwatch.train.report import REPORT_MD
     from maskwatch.train.run import command_line, train
 
     given = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
@@ -99,13 +100,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(config)
     _print_headline(result.report)
-    report = Path(config.out) / "report.md"
+    report = Path(config.out) / REPORT_MD
     print(f"\nmodel: {result.model}\nreport: {report} ({result.seconds:.0f} s)")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_training("maskwatch evaluate")
+    from maskwatch.train.report import REPORT_MD
     from maskwatch.train.run import evaluate
 
     if not args.data and args.faces is None:
@@ -113,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(args.model, list(args.data), args.out, faces=args.faces)
     _print_headline(report)
     if args.out is not None:
-        print(f"\nreport: {Path(args.out) / 'report.md'}")
+        print(f"\nreport: {Path(args.out) / REPORT_MD}")
     return 0
 
 

@@ -103,7 +103,7 @@ def _read_voc_xml(xml_path: Path) -> ET.Element | None:
     """The root of an annotation file, or None (with a warning) when it cannot be read: not a
     regular file, too large, or not XML."""
     try:
-        return ET.fromstring(read_file(xml_path))
+        return ET.fromstring(read_file(xml_path, what="an annotation"))
     except SourceError as exc:
         log.warning("skipping %s", exc)
     except ET.ParseError as exc:

@@ -152,7 +152,7 @@ def mistakes_gallery(p: Predictions, path: Path, count: int = 24, tile: int = 11
     write_bytes(path, encode_image(path, sheet))
 
 
-HISTORY_FILES = ("history.csv", "training_curves.png")
+HISTORY_CSV, HISTORY_PLOT = HISTORY_FILES = ("history.csv", "training_curves.png")
 
 
 def write_history(history: list[dict[str, Any]], out: Path, monitor_name: str) -> None:
@@ -161,8 +161,8 @@ def write_history(history: list[dict[str, Any]], out: Path, monitor_name: str) -
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    write_text(out / "history.csv", buffer.getvalue())
-    plot_history(history, out / "training_curves.png", monitor_name)
+    write_text(out / HISTORY_CSV, buffer.getvalue())
+    plot_history(history, out / HISTORY_PLOT, monitor_name)
 
 
 def plot_history(history: list[dict[str, Any]], path: Path, monitor_name: str) -> None:
@@ -204,8 +204,9 @@ def headline_table(payload: dict[str, Any]) -> list[str]:
 
 
 # What write_report writes (the test that trains checks the list against the folder).
+REPORT_MD = "report.md"
 REPORT_FILES = (
-    "report.md",
+    REPORT_MD,
     "classification_report.txt",
     "metrics.json",
     "confusion_matrix.png",
@@ -259,7 +260,7 @@ def write_report(
         "![worst mistakes](mistakes.jpg)",
         "",
     ]
-    write_text(out / "report.md", "\n".join(text))
+    write_text(out / REPORT_MD, "\n".join(text))
     write_text(out / "classification_report.txt", classification_report(overall) + "\n")
     write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
     plot_confusion(overall, out / "confusion_matrix.png", title)

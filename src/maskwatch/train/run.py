@@ -51,12 +51,14 @@ class TrainResult:
     seconds: float
 
 
+CONFIG_FILE = "config.json"  # the run's settings: `train --config` repeats it
+TEST_FACES_FILE = "test_faces.csv"  # its held-out faces: `evaluate --faces` compares models on them
 # What `train` writes into its folder.
 TRAIN_FILES = (
     DEFAULT_MODEL_NAME,
     metadata_path(Path(DEFAULT_MODEL_NAME)).name,
-    "config.json",
-    "test_faces.csv",
+    CONFIG_FILE,
+    TEST_FACES_FILE,
     *HISTORY_FILES,
     *REPORT_FILES,
 )
@@ -136,8 +138,8 @@ def _train_into(config: TrainConfig, out: Path, started: float) -> TrainResult:
         },
     }
     write_metadata(model_path, meta)
-    write_text(out / "config.json", config.to_json())
-    write_text(out / "test_faces.csv", faces_csv(test_set.samples))
+    write_text(out / CONFIG_FILE, config.to_json())
+    write_text(out / TEST_FACES_FILE, faces_csv(test_set.samples))
     write_history(fitted.history, out, fitted.monitor_name)
     return TrainResult(model_path, report, seconds)
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,15 @@ from types import FrameType
 import uvicorn
 
 from maskwatch.access import LOOPBACK, TOKEN_ENV, address, server_token
-from maskwatch.defaults import LOOPBACK_HOST, SERVE_IDLE_TIMEOUT, SERVE_PORT, SERVE_SHUTDOWN_TIMEOUT
-from maskwatch.errors import SettingError
+from maskwatch.defaults import (
+    LOOPBACK_HOST,
+    MAX_SETTINGS_BYTES,
+    SERVE_IDLE_TIMEOUT,
+    SERVE_PORT,
+    SERVE_SHUTDOWN_TIMEOUT,
+)
+from maskwatch.errors import SettingError, SourceError
+from maskwatch.images import read_file
 from maskwatch.redact import OWN_SECRET
 from maskwatch.web.app import create_app
 from maskwatch.web.guard import guarded_h11, listen
@@ -57,12 +62,10 @@ def check_tls(cert: Path, key: Path) -> None:
     that is not PEM, a key of another certificate or an encrypted key (serve has no passphrase
     to give) is one line instead of ssl's traceback after "open https://..."."""
     for option, path in (("--cert", cert), ("--key", key)):
-        try:
-            regular = stat.S_ISREG(os.stat(path).st_mode)
-        except OSError as exc:
-            raise SettingError(f"cannot use {option} {path}: {exc.strerror or exc}") from exc
-        if not regular:  # a FIFO would be waited on
-            raise SettingError(f"cannot use {option} {path}: not a regular file")
+        try:  # the bounded read every settings file gets: a FIFO would be waited on
+            read_file(path, MAX_SETTINGS_BYTES, "a PEM file")
+        except SourceError as exc:
+            raise SettingError(f"cannot use {option} {exc}") from exc
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert, key, password=lambda: b"")
@@ -117,15 +120,20 @@ class _CutOffRequests(logging.Filter):
 
 
 @contextlib.contextmanager
-def _uvicorn_lines(uvicorn_log: logging.Logger) -> Iterator[None]:
+def _uvicorn_lines() -> Iterator[None]:
     """uvicorn's own lines (`Invalid HTTP request received.`) written by maskwatch's handlers,
-    in its one-line form (`maskwatch: warning: ...`), instead of uvicorn's `WARNING:  ...`."""
+    in its one-line form (`maskwatch: warning: ...`) instead of uvicorn's `WARNING:  ...`, the
+    cut-off requests' tracebacks left out (`_CutOffRequests`)."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
     kept = uvicorn_log.handlers[:], uvicorn_log.propagate
+    cut_off = _CutOffRequests()
     uvicorn_log.handlers[:] = log.handlers
     uvicorn_log.propagate = False
+    uvicorn_log.addFilter(cut_off)
     try:
         yield
     finally:
+        uvicorn_log.removeFilter(cut_off)
         uvicorn_log.handlers[:], uvicorn_log.propagate = kept
 
 
@@ -150,13 +158,7 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
         )
         url = address(listener.scheme, listener.host, listener.port, token=settings.token)
         log.info("open %s (dashboard: /dashboard, API docs: /docs)", url, extra={OWN_SECRET: True})
-        uvicorn_log = logging.getLogger("uvicorn.error")
-        cut_off = _CutOffRequests()
-        uvicorn_log.addFilter(cut_off)
-        try:
-            with _uvicorn_lines(uvicorn_log):
-                _Server(config, app.state.service.stopping).run(sockets=[sock])
-        finally:
-            uvicorn_log.removeFilter(cut_off)
+        with _uvicorn_lines():
+            _Server(config, app.state.service.stopping).run(sockets=[sock])
     finally:
         sock.close()
