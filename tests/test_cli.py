@@ -347,6 +347,8 @@ def test_a_bad_command_line_is_one_line_that_points_at_help(args: tuple[str, ...
             ("stats", sys.executable, "--zzz"),
             "maskwatch stats: error: unrecognized arguments: --zzz",
         ),
+        (("detcet",), "maskwatch: error: argument COMMAND: invalid choice: 'detcet' (choose"),
+        (("stats", sys.executable, "--by", "hours"), "maskwatch stats: error: argument --by"),
     ],
 )
 def test_an_unknown_option_is_said_by_its_command_with_the_nearest_one(
@@ -355,3 +357,5 @@ def test_an_unknown_option_is_said_by_its_command_with_the_nearest_one(
     """They were said by `maskwatch` with a pointer to the top-level help."""
     proc = run_cli(*args)
     assert proc.returncode == 2 and proc.stderr.startswith(said), proc.stderr
+    if "invalid choice" in proc.stderr:
+        assert proc.stderr.count("did you mean") == 1, proc.stderr

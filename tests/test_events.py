@@ -3,6 +3,7 @@ for webhooks and real commands for --alert-cmd."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -152,6 +153,15 @@ def test_stats_count_each_person_once_under_their_longest_label(tmp_path: Path) 
     assert cv2.imread(str(tmp_path / "minutes.png")) is not None
     with pytest.raises(MaskwatchError, match="unknown period"):
         summarise(tmp_path / "log.db", by="week")
+
+
+def test_stats_of_another_programs_database_says_so(tmp_path: Path) -> None:
+    """It said SQLite's "no such table: meta"."""
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE people (name TEXT)")
+    proc = run_cli("stats", str(other))
+    assert_one_line_error(proc, f"{other}: not a maskwatch event log (it holds another program's")
 
 
 def test_a_file_that_is_not_an_event_log_is_one_clear_line(tmp_path: Path) -> None:

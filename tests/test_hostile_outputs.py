@@ -590,7 +590,7 @@ def test_folders_made_for_outputs_go_when_nothing_was_written(
     filler = fill(tiny_disk, leave=0)
     for source, option, out in (
         (photos, "--save", tiny_disk / "annotated"),
-        (photos, "--save", tiny_disk / "new" / "sub" / "a.jpg"),
+        (photos / "a.jpg", "--save", tiny_disk / "new" / "sub" / "a.jpg"),
         (clip, "--save", tiny_disk / "new" / "sub" / "a.mp4"),
         (clip, "--json", tiny_disk / "new" / "frames.jsonl"),
         (clip, "--events", tiny_disk / "new" / "events.db"),
@@ -815,3 +815,18 @@ def test_an_interrupted_or_failed_putting_back_loses_no_earlier_file(
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.onnx", "c.md"]
     _staged_run(out, {"d.csv": b"next run"})  # puts b.json back, then writes its own
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {**old, "d.csv": b"next run"}
+
+
+def test_one_image_file_for_several_images_is_refused_before_the_run(tmp_path: Path) -> None:
+    """`--save one.jpg` on a folder of photos wrote each over the last and said "wrote one.jpg"."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(THREE_FACES, photos / name)
+    for source in (str(photos), f"{photos}/*.jpg"):
+        proc = run_cli("detect", "--source", source, "--no-show", "--save", f"{tmp_path}/one.jpg")
+        assert_one_line_error(proc, "one image file cannot hold the source's 2 files")
+    assert not (tmp_path / "one.jpg").exists()
+    proc = _save(photos / "a.jpg", tmp_path / "one.jpg")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "one.jpg").is_file()

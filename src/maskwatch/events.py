@@ -233,7 +233,10 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _not_a_log(path: Path, exc: sqlite3.Error) -> OutputError:
-    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR"):
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_ERROR":  # a database without maskwatch's tables ("no such table: meta")
+        return OutputError(f"{path}: not a maskwatch event log (it holds another program's data)")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
         return OutputError(f"{path}: not a maskwatch event log ({exc})")
     return OutputError(f"cannot read event log {path}: {_reason(path, exc)}")
 

@@ -43,7 +43,7 @@ from maskwatch.encoders import (
     open_encoder,
 )
 from maskwatch.errors import OutputError
-from maskwatch.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Source
+from maskwatch.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
 from maskwatch.watch import Stop
 
@@ -404,7 +404,8 @@ def save_name_problem(path: Path, folder: bool = False) -> str | None:
 
 class SaveOutput:
     """`--save`: an annotated video or images, chosen at the first frame, when the source
-    knows its frame rate."""
+    knows its frame rate. One image file for several inputs is refused before the run: each
+    image would replace the one before it."""
 
     def __init__(
         self,
@@ -420,6 +421,16 @@ class SaveOutput:
         self.inputs = inputs or {}
         self.others = others or {}
         self.sink: ImageSink | VideoSink | None = None
+        files = len(source.paths) if isinstance(source, FileSource) else 1
+        if (
+            files > 1
+            and self.save.suffix.lower() in IMAGE_SUFFIXES
+            and not writes_in_place(self.save)
+        ):
+            raise OutputError(
+                f"--save {save}: one image file cannot hold the source's {files} files (each "
+                "would replace the one before); give a folder, e.g. --save OUT/"
+            )
 
     def _open(self) -> ImageSink | VideoSink:
         video_source = self.source.live or self.source.fps > 0

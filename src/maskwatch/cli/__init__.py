@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import difflib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -50,7 +51,19 @@ class Parser(argparse.ArgumentParser):
     error is, not the whole usage first."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        self.exit(
+            2, f"{self.prog}: error: {one_line(_suggest(message))} (see {self.prog} --help)\n"
+        )
+
+
+def _suggest(message: str) -> str:
+    """argparse's "invalid choice" with the nearest choice, when one is close (`detcet`)."""
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if found is None:
+        return message
+    choices = re.findall(r"'([^']*)'", found[2])
+    close = difflib.get_close_matches(found[1], choices, n=1, cutoff=0.7)
+    return f"{message}; did you mean {close[0]}?" if close else message
 
 
 def build_parser() -> argparse.ArgumentParser:

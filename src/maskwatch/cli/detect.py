@@ -141,7 +141,7 @@ def add_parser(sub: Subparsers) -> None:
         default=None,
         metavar="OUT",
         help="write annotated output: a .mp4, .mkv or .avi for videos and cameras, a folder "
-        "(or one image file) for images",
+        "for images (or one image file for one image)",
     )
     p.add_argument(
         "--json",
