@@ -118,10 +118,12 @@ def test_a_stream_that_accepts_and_never_answers_is_given_up_in_time(
         assert time.monotonic() - started < 15, "the open timeout was not applied"
 
 
-def test_a_stream_that_goes_silent_is_dropped_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stream_that_goes_silent_is_dropped_in_time(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """An MJPEG camera that sends three frames and then nothing, its connection open: reading
     gives up after the read timeout (shortened here; OpenCV alone waits 30 s) and the stream
-    counts as dropped."""
+    counts as dropped, without OpenCV's own "Stream timeout triggered" line."""
     monkeypatch.setattr(defaults, "STREAM_READ_TIMEOUT_S", 1.0)
     frame = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
     part = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
@@ -149,6 +151,38 @@ def test_a_stream_that_goes_silent_is_dropped_in_time(monkeypatch: pytest.Monkey
         source.close()
         assert source.read >= 1
         assert time.monotonic() - started < 15, "the read timeout was not applied"
+    assert "WARN" not in capfd.readouterr().err
+
+
+def test_a_stream_that_reopens_but_never_gives_a_frame_uses_up_its_attempts() -> None:
+    """A server that claims a frame of a gigabyte, sends a little of it and hangs up, on every
+    connection: each reopening succeeded, reset the count of attempts and the run reconnected
+    without end."""
+    connections = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def camera() -> None:
+            while len(connections) < 8:
+                client, _ = server.accept()
+                connections.append(client)
+                client.recv(4096)
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n"
+                part = b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: 999999999\r\n\r\n"
+                client.sendall(head + b"\r\n" + part + bytes(65536))
+                client.close()
+
+        threading.Thread(target=camera, daemon=True).start()
+        source = open_source(
+            f"http://127.0.0.1:{server.getsockname()[1]}/cam", reconnect_attempts=2
+        )
+        with pytest.raises(SourceError, match="did not come back after 2 attempts"):
+            for _ in source.frames():
+                pass
+        source.close()
+    assert source.read == 0
+    assert len(connections) == 3  # the first opening and two attempts
 
 
 def test_live_source_reconnects_then_gives_up(video: Path, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -392,8 +392,10 @@ class LiveSource:
     """A camera or stream read on a background thread that keeps only the newest frame.
 
     When a read fails the capture is reopened after 0.5, 1, 2, 4 ... seconds (each outage is
-    logged); after `reconnect_attempts` failed reopenings the source gives up with a SourceError.
-    A camera gets no reconnection: a webcam that stops delivering is reported at once.
+    logged); after `reconnect_attempts` reopenings without a frame between them the source gives
+    up with a SourceError (a stream that opens but never gives a frame uses them up too). A
+    camera gets no reconnection: a webcam that stops delivering is reported at once. Reads are
+    made with OpenCV's log silenced: an outage is said once, by us.
     """
 
     live = True
@@ -417,6 +419,7 @@ class LiveSource:
         self.reconnecting = False  # between a drop and the stream's return (or giving up)
         self._open = open_capture
         self._attempts = reconnect_attempts
+        self._spent = 0  # reopenings since the last frame
         self._backoff = first_backoff_s
         self._min_interval = 1.0 / max_fps if max_fps else 0.0
         self._cond = threading.Condition()
@@ -439,8 +442,10 @@ class LiveSource:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                ok, image = self._capture.read()
+                with quiet_opencv():
+                    ok, image = self._capture.read()
                 if ok and image is not None:
+                    self._spent = 0
                     with self._cond:
                         if self._latest is not None:
                             self.dropped += 1
@@ -460,14 +465,15 @@ class LiveSource:
         if self._attempts <= 0:
             self._fail(f"{self.name} stopped delivering frames")
             return False
-        delay = self._backoff
+        delay = min(self._backoff * 2 ** min(self._spent, 16), 30.0)
         self.reconnecting = True
-        for attempt in range(1, self._attempts + 1):
+        while self._spent < self._attempts:
+            self._spent += 1
             log.warning(
                 "%s dropped; reconnecting in %.1f s (attempt %d of %d)",
                 self.name,
                 delay,
-                attempt,
+                self._spent,
                 self._attempts,
             )
             if self._stop.wait(delay):
