@@ -170,8 +170,8 @@ def add_parser(sub: Subparsers) -> None:
         default=RECONNECT_ATTEMPTS,
         metavar="N",
         help="times to reopen a stream that drops, waiting 0.5, 1, 2 ... up to 30 s between "
-        f"tries, before giving up ({RECONNECT_RANGE.describe()}; default: %(default)s; each "
-        "outage starts again)",
+        f"tries, before giving up ({RECONNECT_RANGE.describe()}; default: %(default)s; the "
+        "count starts again once a frame arrives)",
     )
     p.add_argument(
         "--events",
