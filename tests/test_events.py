@@ -3,12 +3,19 @@ for webhooks and real commands for --alert-cmd."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
+import signal
+import socket
 import sqlite3
+import ssl
 import threading
 import time
+import tracemalloc
 from collections import Counter
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,12 +24,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import THREE_FACES, assert_one_line_error, panning_frames, run_cli
+from conftest import THREE_FACES, assert_one_line_error, panning_frames, run_cli, self_signed
 from maskwatch.alerts import AlertDispatcher, AlertFailed, AlertPolicy, CommandAlert, WebhookAlert
 from maskwatch.detect import EventOutputs, run_detect
 from maskwatch.errors import MaskwatchError, OutputError
 from maskwatch.events import Event, EventLog
 from maskwatch.pipeline import Pipeline
+from maskwatch.redact import redact
 from maskwatch.sources import open_source
 from maskwatch.stats import StatsTable, chart, plot, summarise
 from maskwatch.tracking import IoUTracker
@@ -246,10 +254,12 @@ def test_alerts_never_block_the_caller_and_failures_are_not_fatal(caplog) -> Non
 
 class _Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict[str, Any]]] = []
+    authorizations: ClassVar[list[str | None]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append(json.loads(body))
+        _Hook.authorizations.append(self.headers["Authorization"])
         self.send_response(204 if self.path == "/ok" else 500)
         self.end_headers()
 
@@ -257,21 +267,117 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_posts_json_and_reports_failures() -> None:
+@contextlib.contextmanager
+def _hook_server(tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A real HTTP(S) server for webhooks: its base URL (/ok answers 204, anything else 500)."""
     server = HTTPServer(("127.0.0.1", 0), _Hook)
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        event = _event(SETTLE, 7, "no_mask", T0)
-        WebhookAlert(base + "/ok")(event)
-        assert _Hook.received[-1]["track"] == 7 and _Hook.received[-1]["label"] == "no_mask"
-        with pytest.raises(AlertFailed, match="500"):
-            WebhookAlert(base + "/fail")(event)
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def _raw_server(
+    answer: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """A webhook that reads one request, then answers it with `answer(connection)` as it
+    likes (byte by byte, without end); yields its URL, and waits for `answer` to end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = listener.accept()
+            with tls.wrap_socket(connection, server_side=True) if tls else connection as peer:
+                peer.recv(65536)
+                answer(peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        thread.join(60)
+        listener.close()
+    assert not thread.is_alive(), "the server was still answering a minute later"
+
+
+def test_webhook_posts_json_and_reports_failures() -> None:
+    event = _event(SETTLE, 7, "no_mask", T0)
+    with _hook_server() as base:
+        WebhookAlert(base + "/ok")(event)
+        assert _Hook.received[-1]["track"] == 7 and _Hook.received[-1]["label"] == "no_mask"
+        assert _Hook.authorizations[-1] is None
+        with pytest.raises(AlertFailed, match="500"):
+            WebhookAlert(base + "/fail")(event)
     with pytest.raises(AlertFailed):
         WebhookAlert(base + "/ok", timeout=2)(event)  # nothing listens any more
+
+
+def test_a_webhook_url_with_user_and_password_sends_basic_auth_and_never_shows_it() -> None:
+    event = _event(SETTLE, 7, "no_mask", T0)
+    with _hook_server() as base:
+        host = base.removeprefix("http://")
+        WebhookAlert(f"http://alice:p%40ss:w0rd@{host}/ok")(event)
+        assert _Hook.authorizations[-1] == "Basic " + base64.b64encode(b"alice:p@ss:w0rd").decode()
+        with pytest.raises(AlertFailed, match="500") as failed:
+            WebhookAlert(f"http://alice:hunter2@{host}/fail?token=t0ps3cret")(event)
+    shown = redact(str(failed.value))  # as the command line shows every message
+    assert shown.startswith(f"webhook http://{host}/fail?token=***")
+    assert "hunter2" not in shown and "alice" not in shown and "t0ps3cret" not in shown
+
+
+def test_a_webhook_answering_a_byte_at_a_time_is_given_up_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline is for the whole call (a socket's timeout is for each read), over TLS too;
+    and a webhook over HTTPS gets its event."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + b"x" * 300
+    pause = 0.1  # the whole answer takes 34 s
+
+    def dribble(peer: socket.socket) -> None:
+        for byte in answer:
+            peer.sendall(bytes([byte]))
+            time.sleep(pause)
+
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts the self-signed one
+    event = _event(SETTLE, 7, "no_mask", T0)
+    with _hook_server(tls) as base:
+        WebhookAlert(base + "/ok")(event)
+    assert _Hook.received[-1]["track"] == 7
+    for context in (None, tls):
+        with _raw_server(dribble, context) as url:
+            start = time.monotonic()
+            with pytest.raises(AlertFailed, match="no answer within 1 s"):
+                WebhookAlert(url, timeout=1)(event)
+            assert time.monotonic() - start < len(answer) * pause / 2
+
+
+def test_a_webhooks_answer_is_not_read_past_its_status() -> None:
+    """A server with 256 MiB to send gets a status read, then the connection closed: it manages
+    to send no more than the sockets' buffers hold."""
+    sent: list[int] = []
+
+    def flood(peer: socket.socket) -> None:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % 2**28)
+        chunk = b"x" * 2**20
+        with contextlib.suppress(OSError):
+            for _ in range(2**8):
+                peer.sendall(chunk)
+                sent.append(len(chunk))
+
+    with _raw_server(flood) as url:
+        WebhookAlert(url)(_event(SETTLE, 7, "no_mask", T0))
+    assert sum(sent) < 2**26
 
 
 def test_alert_command_gets_the_event_and_its_failure_is_reported(tmp_path: Path) -> None:
@@ -282,6 +388,49 @@ def test_alert_command_gets_the_event_and_its_failure_is_reported(tmp_path: Path
     assert out.read_text().split() == ["incorrect", "3"]
     with pytest.raises(AlertFailed, match="exited with 3: nope"):
         CommandAlert("sh -c 'echo nope >&2; exit 3'")(_event(SETTLE, 3, "no_mask", T0))
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_timed_out_alert_command_ends_with_all_it_started(tmp_path: Path) -> None:
+    """A command's children go with it at the timeout: one that let go of stderr, and one
+    that holds it (which kept the old code waiting for it)."""
+    for n, background in enumerate(["sleep 120 </dev/null >/dev/null 2>&1 &", "sleep 120 &"]):
+        pid_file = tmp_path / f"pid{n}"
+        command = f"sh -c '{background} echo $! > {pid_file}; wait'"
+        with pytest.raises(AlertFailed, match="timed out after 1 s"):
+            CommandAlert(command, timeout=1)(_event(SETTLE, 3, "no_mask", T0))
+        pid = int(pid_file.read_text())
+        try:
+            for _ in range(100):
+                if not _running(pid):
+                    break
+                time.sleep(0.1)
+            assert not _running(pid), f"{background!r}: the sleep outlived its command"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_an_alert_commands_stderr_is_kept_to_its_last_bytes() -> None:
+    """50 MB on stderr, then the line that says why: that line is shown, and the 50 MB never
+    held."""
+    command = "sh -c 'yes | head -c 50000000 >&2; echo last words >&2; exit 3'"
+    tracemalloc.start()
+    try:
+        with pytest.raises(AlertFailed, match=r"exited with 3: last words$"):
+            CommandAlert(command)(_event(SETTLE, 3, "no_mask", T0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**22, f"{peak} bytes at the peak"
 
 
 def test_stats_of_an_unknown_camera_names_the_logs_cameras(tmp_path: Path) -> None:

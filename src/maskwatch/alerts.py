@@ -6,18 +6,25 @@ makes its own `AlertDispatcher`, an event output, from them."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import os
 import queue
+import selectors
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from maskwatch import __version__
 from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_INTERVAL
@@ -26,10 +33,15 @@ from maskwatch.events import Event
 from maskwatch.labels import canonical_label
 from maskwatch.types import CHANGE, SETTLE
 
+if TYPE_CHECKING:
+    import urllib.request
+
 log = logging.getLogger("maskwatch")
 
-ALERT_TIMEOUT = 10.0
+ALERT_TIMEOUT = 10.0  # seconds for a whole alert: a command's run, a webhook's call
 ALERT_QUEUE = 64
+ALERT_STDERR_BYTES = 4096  # of a command's stderr, the last ones, kept for its failure
+ALERT_DETAIL_CHARS = 200  # of what a command or server said, shown in a failure
 
 AlertHandler = Callable[[Event], None]
 
@@ -66,7 +78,9 @@ class AlertPolicy:
 
 class CommandAlert:
     """Runs a command (no shell) per alert: the event as JSON on stdin and in MASKWATCH_EVENT,
-    its label, track and source in MASKWATCH_LABEL, MASKWATCH_TRACK, MASKWATCH_SOURCE."""
+    its label, track and source in MASKWATCH_LABEL, MASKWATCH_TRACK, MASKWATCH_SOURCE. The
+    command runs in a session of its own, so that a timeout ends it with all it started, and
+    only the last ALERT_STDERR_BYTES of its stderr are kept (for the failure's message)."""
 
     def __init__(self, command: str, timeout: float = ALERT_TIMEOUT) -> None:
         try:
@@ -86,54 +100,207 @@ class CommandAlert:
             MASKWATCH_TRACK=str(event.track),
             MASKWATCH_SOURCE=event.source,
         )
+        deadline = time.monotonic() + self.timeout
         try:
-            done = subprocess.run(
-                self.argv,
-                input=payload.encode(),
-                env=env,
-                timeout=self.timeout,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            # stdin from a file: a command that never reads it cannot block the write
+            with tempfile.TemporaryFile() as stdin:
+                stdin.write(payload.encode())
+                stdin.seek(0)
+                process = subprocess.Popen(
+                    self.argv,
+                    stdin=stdin,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
             raise AlertFailed(f"alert command {self.argv[0]}: {exc}") from exc
-        if done.returncode != 0:
-            detail = done.stderr.decode(errors="replace").strip().splitlines()
+        with process:
+            outcome = None
+            try:
+                outcome = _finish(process, deadline)
+            finally:
+                if outcome is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)  # its session's group: pgid == pid
+        if outcome is None:
+            raise AlertFailed(f"alert command {self.argv[0]} timed out after {self.timeout:g} s")
+        returncode, stderr_tail = outcome
+        if returncode != 0:
+            detail = stderr_tail.decode(errors="replace").strip().splitlines()
             raise AlertFailed(
-                f"alert command {self.argv[0]} exited with {done.returncode}"
-                + (f": {detail[-1]}" if detail else "")
+                f"alert command {self.argv[0]} exited with {returncode}"
+                + (f": {detail[-1][-ALERT_DETAIL_CHARS:]}" if detail else "")
             )
+
+
+def _finish(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, bytes] | None:
+    """The exit status and the last ALERT_STDERR_BYTES of stderr of `process` once it is done
+    and its stderr closed (by everything it started), or None if `deadline` comes first."""
+    assert process.stderr is not None
+    tail = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return None
+            chunk = os.read(process.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            tail = (tail + chunk)[-ALERT_STDERR_BYTES:]
+    try:
+        return process.wait(max(deadline - time.monotonic(), 0)), tail
+    except subprocess.TimeoutExpired:
+        return None
+
+
+class _Deadline:
+    """One deadline for a whole webhook call, from connecting to the end of the answer: when it
+    comes, every socket the call opened is shut down, which ends any read or TLS handshake
+    still waiting (a socket's timeout bounds each read alone, so a server answering a byte at a
+    time would never be given up)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        # duplicates: TLS takes the original socket over, the shutdown must still reach it
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def connect(
+        self,
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """socket.create_connection for http.client, its timeout what is left of the deadline."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        sock = socket.create_connection(address, left, source_address)
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self._expired:
+                _shut_down(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            for sock in self._sockets:
+                _shut_down(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """urllib's opener for http(s) alone (proxies from the environment included), its
+    connections under `deadline` and redirects not followed: urllib would follow a POST's
+    301-303 as a GET without the event, after reading the redirect's whole body."""
+    import http.client
+    import ssl
+    import urllib.request
+
+    def connection(kind: type[http.client.HTTPConnection]) -> Callable[..., Any]:
+        def make(host: str, **options: Any) -> http.client.HTTPConnection:
+            made = kind(host, **options)
+            made._create_connection = deadline.connect  # type: ignore[attr-defined]
+            return made
+
+        return make
+
+    context = ssl.create_default_context()
+
+    class Plain(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(connection(http.client.HTTPConnection), req)
+
+    class Secure(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(connection(http.client.HTTPSConnection), req, context=context)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        Plain(),
+        Secure(),
+        urllib.request.HTTPDefaultErrorHandler(),  # any status but 2xx: HTTPError
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 class WebhookAlert:
-    """POSTs the event as JSON to an http(s) URL."""
+    """POSTs the event as JSON to an http(s) URL, with HTTP Basic auth from the URL's
+    user:password@ (taken out of the URL, so never shown). The whole call has one deadline and
+    only the answer's status is read, never its body."""
 
     def __init__(self, url: str, timeout: float = ALERT_TIMEOUT) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise MaskwatchError(f"--alert-webhook {url!r}: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise MaskwatchError(f"--alert-webhook {url!r}: needs an http:// or https:// URL")
-        self.url = url
+        self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self.authorization = None
+        if parts.username is not None:
+            user_password = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self.authorization = "Basic " + base64.b64encode(user_password.encode()).decode()
         self.timeout = timeout
 
     def __call__(self, event: Event) -> None:
-        import urllib.error  # here: urllib.request costs 25 ms at start-up, and few use webhooks
+        import http.client  # here: urllib.request costs 25 ms at start-up, and few use webhooks
+        import urllib.error
         import urllib.request
 
+        headers = {"Content-Type": "application/json", "User-Agent": f"maskwatch/{__version__}"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
         request = urllib.request.Request(
-            self.url,
-            data=json.dumps(event.to_dict()).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": f"maskwatch/{__version__}",
-            },
-            method="POST",
+            self.url, data=json.dumps(event.to_dict()).encode(), headers=headers, method="POST"
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise AlertFailed(f"webhook {self.url}: {exc}") from exc
+        with _Deadline(self.timeout) as deadline:
+            try:
+                with _opener(deadline).open(request, timeout=self.timeout):
+                    pass  # the status is all an alert needs: the body is never read
+            except urllib.error.HTTPError as exc:
+                location = exc.headers.get("Location", "") if 300 <= exc.code < 400 else ""
+                moved = f" (a redirect to {location[:ALERT_DETAIL_CHARS]}, not followed)"
+                exc.close()
+                raise AlertFailed(
+                    f"webhook {self.url}: {exc}" + (moved if location else "")
+                ) from exc
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                if deadline.passed:
+                    raise AlertFailed(
+                        f"webhook {self.url}: no answer within {self.timeout:g} s"
+                    ) from exc
+                raise AlertFailed(f"webhook {self.url}: {exc}") from exc
 
 
 @dataclass
