@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -43,7 +44,7 @@ from conftest import (
 )
 from maskwatch.web.app import ServeSettings, create_app
 from maskwatch.web.board import REMOTE, Board
-from maskwatch.web.guard import WS_BUSY_REASON
+from maskwatch.web.guard import CROSS_SITE, WS_BUSY_REASON
 from maskwatch.web.remote import remote_event
 
 TOKEN = "t0k"
@@ -188,7 +189,7 @@ def raw_head(server: Server, head: str) -> socket.socket:
 def upload_head(token: str, length: int | None = None) -> str:
     size = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     return (
-        "POST /api/v1/detect HTTP/1.1\r\nHost: x\r\n"
+        "POST /api/v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {token}\r\n"
         "Content-Type: multipart/form-data; boundary=zz\r\n"
         f"{size}\r\n\r\n"
@@ -371,6 +372,69 @@ def test_the_websocket_takes_the_token_by_query_and_refuses_without_it(server: S
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         assert closed.value.rcvd.reason.startswith(reason)
+
+
+def handshake(server: Server, host: str) -> bytes:
+    """The status line a WebSocket handshake naming `host` gets."""
+    head = (
+        f"GET /ws/detect?token={TOKEN} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with raw_head(server, head) as sock:
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_on_loopback_only_loopback_host_names_are_answered(server: Server) -> None:
+    """DNS rebinding: a page of attacker.example, its name pointed at 127.0.0.1 once loaded,
+    reaches the server with its own name in Host; the server answers loopback's names only."""
+    port = server.port
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.io:{port}"):
+        refused = server.http.get("/api/v1/stats", headers={"Host": host})
+        assert refused.status_code == 400, host
+        assert handshake(server, host).startswith(b"HTTP/1.1 400"), host
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LocalHost"):
+        assert server.http.get("/api/v1/stats", headers={"Host": host}).status_code == 200, host
+        assert handshake(server, host) == b"HTTP/1.1 101 Switching Protocols", host
+
+
+def test_a_page_of_another_site_can_neither_stream_nor_upload(
+    server: Server, three_faces: np.ndarray
+) -> None:
+    """A browser says which page opened a WebSocket or sent an upload (Origin): another site's
+    page, with the token or without, could otherwise feed the board and the event log."""
+    url = f"ws://127.0.0.1:{server.port}/ws/detect?token={TOKEN}"
+    with (
+        connect(url, origin="http://evil.example") as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.reason == CROSS_SITE
+    with connect(url, origin=server.base) as ws:  # the server's own page
+        ws.send(cv2.imencode(".jpg", three_faces)[1].tobytes())
+        assert json.loads(ws.recv(timeout=30))["faces"]
+    photo = {"image": ("door.jpg", cv2.imencode(".jpg", three_faces)[1].tobytes())}
+    foreign = server.http.post("/api/v1/detect", files=photo, headers={"Origin": "null"})
+    assert_error(foreign, 403, CROSS_SITE, "Origin: null")
+    own = server.http.post("/api/v1/detect", files=photo, headers={"Origin": server.base})
+    assert own.status_code == 200 and own.json()["faces"]
+    # Reading needs no such check: the browser keeps the answer from the other site's page.
+    assert server.http.get("/api/v1/stats", headers={"Origin": "http://evil.example"}).is_success
+
+
+def test_pages_may_not_be_framed_sniffed_or_run_code_written_into_them(server: Server) -> None:
+    for path in ("/", "/dashboard", "/docs", "/redoc"):
+        page = httpx.get(server.base + path)
+        assert page.headers["x-content-type-options"] == "nosniff", path
+        assert page.headers["referrer-policy"] == "no-referrer", path  # the page's ?token=
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy, path
+    for path in ("/", "/dashboard"):  # everything they run is a file of the package
+        page = httpx.get(server.base + path)
+        assert "unsafe-inline" not in page.headers["content-security-policy"]
+        assert "<script>" not in page.text and "<style" not in page.text, path
+        assert not re.search(r"<[^>]*\s(on\w+|style)\s*=", page.text), path  # in any tag
 
 
 def mqtt_event(camera: str, now: float) -> dict[str, Any]:

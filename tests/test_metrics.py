@@ -87,7 +87,8 @@ def test_serve_counts_a_server_cameras_frames_faces_and_requests(serving: str, v
     assert httpx.get(base + "/metrics").status_code == 401  # the token, as for every API path
 
     def ended() -> Any:
-        cameras = httpx.get(base + "/api/v1/health").json()["cameras"]
+        health = httpx.get(base + "/api/v1/health", headers={"Authorization": "Bearer t0k"})
+        cameras = health.json()["cameras"]
         return cameras[0]["state"] == "ended" and cameras
 
     cameras = wait_for(ended, 90, "camera 1 to play its video to the end")

@@ -326,7 +326,7 @@ def test_mjpeg_readers_waiting_for_frames_hold_no_thread_and_are_bounded(
     clip = render_video(tmp_path / "slow.mp4", three_faces, 3, (160, 120), fps=0.01)
     with served(tmp_path, "--source", str(clip)) as server:
         wait_for(lambda: server.cameras()[0]["frames"] >= 1, timeout=60, what="the first frame")
-        request = b"GET /api/v1/cameras/1/mjpeg HTTP/1.1\r\nHost: x\r\n\r\n"
+        request = b"GET /api/v1/cameras/1/mjpeg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         readers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
         try:
             for reader in readers:

@@ -45,6 +45,7 @@ from maskwatch.types import APPEAR, LEAVE, SETTLE
 from maskwatch.web import board as board_module
 from maskwatch.web.app import ServeSettings, create_app
 from maskwatch.web.board import Board
+from maskwatch.web.service import is_own_name
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -701,3 +702,81 @@ def test_serve_shows_every_camera_of_a_site_from_mqtt(broker: Any) -> None:
     assert stats["timeline"]["total"]["mask"] == 1
     with pytest.raises(MaskwatchError, match="without \\+ or #"):
         parse_mqtt_url("mqtt://host/site/#")
+
+
+def test_health_tells_a_failed_cameras_error_only_to_a_client_with_the_token(
+    tmp_path: Path,
+) -> None:
+    """Health needs no token; a failed camera's error names its source (a URL's host, path and
+    user), so only a client with the token is told it."""
+    missing = tmp_path / "private" / "door.mp4"
+    with TestClient(create_app(ServeSettings(token="secret", sources=[str(missing)]))) as client:
+
+        def failed() -> Any:
+            camera = client.get("/api/v1/health").json()["cameras"][0]
+            return camera["state"] == "failed" and camera
+
+        anonymous = wait_for(failed, what="camera 1 failing")
+        guessed = client.get("/api/v1/health", params={"token": "guess"}).json()["cameras"][0]
+        told = client.get("/api/v1/health", headers={"Authorization": "Bearer secret"}).json()
+    assert anonymous == guessed and anonymous["name"] == "camera 1" and "error" not in anonymous
+    assert "private" not in json.dumps(anonymous)
+    assert str(missing) in told["cameras"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("name", "own"),
+    [
+        ("camera 1", True),
+        ("Camera  1", True),
+        ("camera\u200b 1", True),  # a zero-width space
+        ("\uff43amera \uff11", True),  # full-width letters and digits
+        ("browser 12", True),
+        ("camera1", True),
+        ("site/camera 1", False),
+        ("camera", False),
+        ("site/door-1", False),
+    ],
+)
+def test_names_of_the_servers_own_cameras_are_recognised_as_shown(name: str, own: bool) -> None:
+    assert is_own_name(name) is own
+
+
+def test_an_mqtt_camera_cannot_pose_as_a_server_camera_or_a_webcam_session(
+    broker: Any, tmp_path: Path
+) -> None:
+    """Anyone who can publish can name any camera: events named as one of the server's own
+    (`camera 1`, `browser 1`) are dropped, so they never count on that camera's row."""
+    import paho.mqtt.client as mqtt
+
+    missing = tmp_path / "gone.mp4"  # camera 1: on the board from the start (failed)
+    app = create_app(ServeSettings(mqtt=broker.url + "/site/#", sources=[str(missing)]))
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    publisher.connect("127.0.0.1", int(broker.url.rsplit(":", 1)[1]))
+    publisher.loop_start()
+    with TestClient(app) as client:
+
+        def cameras() -> dict[str, Any]:
+            return dict(client.get("/api/v1/stats").json()["cameras"])
+
+        def send(name: str) -> None:
+            event = {**_event(1, APPEAR, None).to_dict(), "camera": name}
+            publisher.publish("site/door", json.dumps(event), qos=1).wait_for_publish(10)
+
+        def subscribed() -> bool:
+            send("site/probe")
+            return "site/probe" in cameras()
+
+        try:
+            wait_for(subscribed, what="the server's subscription")
+            for poser in ("camera 1", "Camera  1", "browser 1"):
+                send(poser)
+            send("site/door")  # one publisher, QoS 1: it arrives after the others
+            shown = wait_for(lambda: "site/door" in (c := cameras()) and c, what="site/door")
+        finally:
+            publisher.loop_stop()
+            publisher.disconnect()
+        metrics = client.get("/metrics").text
+    assert set(shown) == {"camera 1", "site/probe", "site/door"}
+    assert shown["camera 1"]["people_seen"] == 0
+    assert "maskwatch_mqtt_invalid_messages_total 3.0\n" in metrics

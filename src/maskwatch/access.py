@@ -11,6 +11,7 @@ from maskwatch.defaults import LOOPBACK_HOST
 from maskwatch.errors import SettingError
 
 LOOPBACK = (LOOPBACK_HOST, "localhost", "::1")
+ANY_HOST = "*"
 TOKEN_ENV = "MASKWATCH_TOKEN"
 
 
@@ -35,6 +36,16 @@ def server_token(
             f"{TOKEN_ENV}), or --no-auth to serve without one"
         )
     return token
+
+
+def host_names(host: str) -> list[str]:
+    """The names a server listening on `host` answers to in a request's Host header: on
+    loopback, where no token is needed, loopback's own (a page of another site whose name was
+    made to point at 127.0.0.1, DNS rebinding, is refused); elsewhere any (the token decides,
+    unless --no-auth was given on purpose)."""
+    if host not in LOOPBACK:
+        return [ANY_HOST]
+    return [f"[{name}]" if ":" in name else name for name in LOOPBACK]
 
 
 def address(scheme: str, host: str, port: int, path: str = "/", token: str | None = None) -> str:

@@ -2,7 +2,7 @@
 // choices: first as the server starts, then while a browser session sends a frame, then after
 // the session has closed.
 // Usage: node dashboard.mjs BASE_URL TOKEN ; prints one JSON line.
-import { run } from "./run.mjs";
+import { run, watch } from "./run.mjs";
 
 const [base, token] = process.argv.slice(2);
 const board = () => ({
@@ -15,7 +15,7 @@ const listed = ({ name, present }) => [...document.querySelectorAll("#cameras tb
   .some((tr) => tr.cells[0].textContent === name) === present;
 await run([], async (browser, out) => {
   const page = await browser.newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+  await watch(page);
   await page.goto(`${base}/dashboard?token=${token}`);
   await page.waitForFunction(
     () => document.querySelectorAll("#cameras tbody tr").length > 0, null, { timeout: 30000 });

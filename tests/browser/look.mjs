@@ -3,7 +3,7 @@
 // the label boxes against the picture's rectangle, the favicon, Stop and Start again, the
 // timeline's legend, a failed camera's error, the sparklines and the label pills.
 // Usage: node look.mjs BASE_URL TOKEN VIDEO.y4m DIR ; prints one JSON line.
-import { run } from "./run.mjs";
+import { run, watch } from "./run.mjs";
 
 const [base, token, video, dir] = process.argv.slice(2);
 const SIZES = {
@@ -87,7 +87,7 @@ await run(fakeCamera, async (browser, out) => {
     const seen = (out[size] = {});
     const context = await browser.newContext(options);
     const page = await context.newPage();
-    page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+    await watch(page);
     const missing = [];
     page.on("response", (r) => { if (r.status() === 404) missing.push(r.url()); });
     await page.goto(`${base}/?token=${token}&autostart=1`);
@@ -106,7 +106,7 @@ await run(fakeCamera, async (browser, out) => {
       () => [...document.querySelectorAll("#key .chip")].map((c) => c.dataset.label));
     await page.screenshot({ path: `${dir}/page-${size}.png` });
 
-    const board = await context.newPage();
+    const board = await watch(await context.newPage());
     board.on("response", (r) => { if (r.status() === 404) missing.push(r.url()); });
     await board.goto(`${base}/dashboard?token=${token}`);
     await board.waitForFunction(

@@ -1,7 +1,7 @@
 // Opens maskwatch's page in Debian's chromium with a fake camera fed from a y4m video, and
 // checks that labelled boxes are drawn over the video and that the dashboard counts move.
 // Usage: node page.mjs BASE_URL TOKEN VIDEO.y4m SCREENSHOT.png ; prints one JSON line.
-import { run } from "./run.mjs";
+import { run, watch } from "./run.mjs";
 
 const [base, token, video, screenshot] = process.argv.slice(2);
 const fakeCamera = [
@@ -12,7 +12,7 @@ const fakeCamera = [
 await run(fakeCamera, async (browser, out) => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
   const page = await context.newPage();
-  page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+  await watch(page);
   await page.goto(`${base}/?token=${token}&autostart=1`);
   await page.waitForFunction(
     () => window.maskwatchPage && window.maskwatchPage.frames >= 15
@@ -33,7 +33,7 @@ await run(fakeCamera, async (browser, out) => {
     };
   });
   await page.screenshot({ path: screenshot });
-  const dashboard = await context.newPage();
+  const dashboard = await watch(await context.newPage());
   await dashboard.goto(`${base}/dashboard?token=${token}`);
   await dashboard.waitForFunction(
     () => Number(document.getElementById("total-people").textContent) > 0,

@@ -3,7 +3,10 @@ dashboard and the HTTP API, as one FastAPI app over a `Service` (service.py). Ne
 extra.
 
 Security: the server binds to 127.0.0.1 unless told otherwise and then demands a token (or an
-explicit --no-auth; server.py). The token is accepted as `Authorization: Bearer TOKEN` or
+explicit --no-auth; server.py); on loopback it answers only requests that name a loopback host
+(access.host_names: DNS rebinding), and nowhere does it take a WebSocket or an upload from a
+browser page of another site (guard.py). Its pages send headers that bar framing and keep them
+to their own server (headers.py). The token is accepted as `Authorization: Bearer TOKEN` or
 `?token=TOKEN` (the page passes it on, the WebSocket included) and checked before a request's
 body is read (see guard.py). Uploads are size-limited while they stream, decoded only within a
 pixel budget read from the image's header, a bounded number at once (more get 503), and decoded
@@ -38,15 +41,18 @@ from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from maskwatch import __version__
+from maskwatch.access import host_names
 from maskwatch.defaults import SERVE_MJPEG_READERS, STATS_MAX_PERIODS, STATS_PERIODS
 from maskwatch.errors import ImageTooLargeError, SourceError
 from maskwatch.metrics import CONTENT_TYPE, RequestTimer
 from maskwatch.web.docs import PAGES as DOCS_PAGES
 from maskwatch.web.docs import add_docs
-from maskwatch.web.guard import Guard, GuardSettings
-from maskwatch.web.service import ServeSettings, Service, camera_name
+from maskwatch.web.guard import Guard, GuardSettings, given_token, token_matches
+from maskwatch.web.headers import page_headers
+from maskwatch.web.service import ServeSettings, Service, camera_name, session_name
 from maskwatch.web.session import Session
 
 log = logging.getLogger("maskwatch")
@@ -125,7 +131,9 @@ def route_multipart_log() -> None:
         multipart.addHandler(_ToMaskwatch())
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
+def create_app(settings: ServeSettings, host: str | None = None) -> FastAPI:
+    """The app for a server listening on `host` (which Host names it answers to depends on it;
+    None for an app driven in-process, as tests do, which answers to any)."""
     route_multipart_log()
     service = Service(settings)
 
@@ -152,6 +160,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     )
     add_docs(app)
     app.state.service = service
+    if host is not None:  # inside Guard, so that a refused request's unread body is not drained
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_names(host))
     app.add_middleware(
         Guard,
         settings=GuardSettings(
@@ -176,7 +186,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     def page(name: str) -> Callable[[], FileResponse]:
         def serve_page() -> FileResponse:
-            return FileResponse(STATIC / name, media_type="text/html")
+            return FileResponse(STATIC / name, media_type="text/html", headers=page_headers())
 
         return serve_page
 
@@ -198,11 +208,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return FileResponse(assets[name])
 
     @app.get("/api/v1/health", responses=_errors(500))
-    def health() -> dict[str, Any]:
+    def health(request: Request) -> dict[str, Any]:
         """The server's status and each server camera's state (starting, running,
-        reconnecting, failed with its error, ended), newest frame and frames per second."""
+        reconnecting, failed, ended), newest frame and frames per second; a failed camera's
+        `error` (which names its host, path and user) only with the token, or when the server
+        has none."""
+        trusted = token_matches(given_token(request.scope), settings.token)
         cameras = [
-            {**camera.health(), **service.metrics.camera(name).activity()}
+            {**camera.health(trusted), **service.metrics.camera(name).activity()}
             for name, camera in service.cameras.items()
         ]
         return {
@@ -231,7 +244,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.post(
         "/api/v1/detect",
         dependencies=token,
-        responses=_errors(400, 401, 408, 413, 415, 422, 500, 503),
+        responses=_errors(400, 401, 403, 408, 413, 415, 422, 500, 503),
         max_body_size=settings.max_body,
         form_limits={"max_files": 1, "max_fields": 0},
     )
@@ -308,6 +321,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """The page's webcam: JPEG frames in (binary messages), the newest answered (see
         session.py)."""
         await socket.accept()
-        await Session(socket, service, f"browser {next(service.sessions)}").run()
+        await Session(socket, service, session_name(next(service.sessions))).run()
 
     return app

@@ -241,10 +241,11 @@ class Camera:
             return CameraState.RECONNECTING
         return self._state
 
-    def health(self) -> dict[str, object]:
-        """Its state for /api/v1/health, which needs no token: `status` without `dropped`."""
+    def health(self, trusted: bool) -> dict[str, object]:
+        """Its state for /api/v1/health, which needs no token: `status` without `dropped`, and
+        without `error` (its source's host, path and user) unless the client is `trusted`."""
         status = self.status()
-        return {key: status[key] for key in HEALTH_KEYS}
+        return {key: status[key] for key in HEALTH_KEYS if trusted or key != "error"}
 
     def current_error(self) -> str | None:
         """The camera's error now (None while it works), for the dashboard to ask when shown."""

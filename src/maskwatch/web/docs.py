@@ -12,16 +12,14 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from maskwatch.web.headers import DOCS_POLICY, page_headers
+
 ASSETS = "/static/docs"
 PAGES = ("/docs", "/redoc")
-SAME_SERVER_ONLY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
-)
 
 
 def _page(response: HTMLResponse) -> HTMLResponse:
-    response.headers["Content-Security-Policy"] = SAME_SERVER_ONLY
+    response.headers.update(page_headers(DOCS_POLICY))
     return response
 
 

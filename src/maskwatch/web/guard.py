@@ -1,5 +1,6 @@
-"""What stands between the network and the app: the token, the body's size and its deadline,
-checked before the app reads a byte of the body, and connection timers uvicorn lacks.
+"""What stands between the network and the app: the token, a browser page of another site,
+the body's size and its deadline, checked before the app reads a byte of the body, and
+connection timers uvicorn lacks.
 
 `Guard` is a pure ASGI middleware (it sees the raw `receive` and `send`, so it can answer before
 any body is read or spooled): a request to a protected path without the token gets 401 at once,
@@ -10,6 +11,12 @@ they stream by FastAPI's own `max_body_size` on the upload route. WebSocket sess
 counted: beyond `max_sessions` at once a handshake is closed with 1013 and a reason the page
 shows, and a session that sends nothing for `session_idle` seconds is closed, so neither many
 sessions nor idle ones can hold the server's memory.
+
+A browser names the page behind a request in its Origin header: a WebSocket handshake or a
+request that may change something (any method but GET and HEAD) from a page of another site is
+refused (WebSocket: closed with 1008; HTTP: 403), so a site the user visits cannot feed the
+board or the event log through their browser. A request without Origin is not a browser
+page's (a script, curl): the token alone decides.
 
 `guarded_h11` is uvicorn's h11 protocol with an idle timer from the moment a connection opens
 (uvicorn starts it only after a first response) and a deadline for a request's head, so idle or
@@ -45,6 +52,8 @@ POLICY_VIOLATION = 1008
 NORMAL_CLOSURE = 1000
 TRY_AGAIN_LATER = 1013
 WS_BUSY_REASON = "the server is busy: too many sessions; try again later"
+CROSS_SITE = "a page of another site may not use this server"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def given_token(scope: Scope) -> str | None:
@@ -56,6 +65,24 @@ def given_token(scope: Scope) -> str | None:
                 return token.strip()
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
     return values[0] if values else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def foreign_origin(scope: Scope) -> str | None:
+    """The Origin of a request from a browser page of another site than this server (as the
+    request's own Host and scheme name it), else None."""
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return None
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    own = f"{scheme}://{_header(scope, b'host') or ''}"
+    return None if origin.lower() == own.lower() else origin
 
 
 def token_matches(given: str | None, expected: str | None) -> bool:
@@ -153,7 +180,9 @@ class Guard:
         )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._allowed(scope):
+        if foreign_origin(scope) is not None:
+            await _refuse(receive, send, POLICY_VIOLATION, CROSS_SITE)
+        elif not self._allowed(scope):
             wrong = given_token(scope) is not None
             reason = WS_WRONG_TOKEN if wrong else WS_TOKEN_REASON
             await _refuse(receive, send, POLICY_VIOLATION, reason)
@@ -169,7 +198,10 @@ class Guard:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings
         pending = _has_body(scope)  # body bytes the client may still be sending
-        if not self._allowed(scope):
+        foreign = scope["method"] not in SAFE_METHODS and foreign_origin(scope)
+        if foreign:
+            status, message = 403, f"{CROSS_SITE} (Origin: {foreign[:200]})"
+        elif not self._allowed(scope):
             wrong = given_token(scope) is not None
             status, message = 401, HTTP_WRONG_TOKEN if wrong else HTTP_TOKEN_MESSAGE
         elif (_declared_length(scope) or 0) > settings.max_body:

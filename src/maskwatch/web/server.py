@@ -142,7 +142,7 @@ def run_server(settings: ServeSettings, listener: Listener) -> None:
     interrupted."""
     sock = listen(listener.host, listener.port)
     try:
-        app = create_app(settings)
+        app = create_app(settings, listener.host)
         config = uvicorn.Config(
             app,
             host=listener.host,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
+import unicodedata
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +48,7 @@ log = logging.getLogger("maskwatch")
 MAX_FRAME_SIDE = 1920  # a frame from the page larger than this is refused
 MULTIPART_OVERHEAD = 64 * 1024  # bytes of framing allowed around an upload's image
 BROWSER_METRICS = "browser"  # every browser session is counted under this one camera name
+OWN_NAME = re.compile(r"(camera|browser) ?\d+")  # camera_name's and session_name's
 
 
 @dataclass
@@ -140,6 +143,20 @@ def camera_name(index: int) -> str:
     return f"camera {index}"
 
 
+def session_name(index: int) -> str:
+    """The name of the `index`th webcam session (from 1)."""
+    return f"browser {index}"
+
+
+def is_own_name(name: str) -> bool:
+    """Whether `name` reads as one this server gives its own cameras and webcam sessions, in
+    any case or spacing (`Camera  1`, with a zero-width space...), as a dashboard shows it."""
+    visible = "".join(
+        c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf"
+    )
+    return OWN_NAME.fullmatch(" ".join(visible.split()).casefold()) is not None
+
+
 def recording(folder: Path, index: int) -> Path:
     """Where `serve --save FOLDER` records the `index`th camera: FOLDER/camera-N.mp4."""
     return folder / f"{camera_name(index).replace(' ', '-')}.mp4"
@@ -229,8 +246,14 @@ class Service:
         log.info("serving with the classifier %s", self.classifier.path.name)
 
     def remote_event(self, topic: str, payload: dict[str, Any]) -> None:
-        """An event from MQTT, onto the board if valid (ValueError, dropped, otherwise)."""
+        """An event from MQTT, onto the board if valid (ValueError, dropped, otherwise): a
+        remote camera may not pose as one of this server's by taking its name."""
         camera, event = remote_event(topic, payload)
+        if is_own_name(camera):
+            raise ValueError(
+                f"camera {camera[:100]!r}: a name this server gives its own cameras and "
+                "webcam sessions"
+            )
         self.board.add(camera, [event], run=REMOTE)
 
     def detect_photo(self, data: bytes, name: str) -> dict[str, Any]:
