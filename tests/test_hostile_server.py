@@ -98,6 +98,9 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+PROXY_NAME = "cams.example.org"  # --allow-host: a reverse proxy's public name
+
+
 class Server:
     def __init__(self, root: Path, broker: str) -> None:
         self.port = free_port()
@@ -113,7 +116,8 @@ class Server:
              "--token", TOKEN, "--max-upload-mb", "1", "--events", str(self.events),
              "--mqtt", broker + "/site/#", "--request-timeout", str(REQUEST_TIMEOUT),
              "--idle-timeout", str(IDLE_TIMEOUT), "--max-sessions", str(MAX_SESSIONS),
-             "--session-idle-timeout", str(SESSION_IDLE)],
+             "--session-idle-timeout", str(SESSION_IDLE), "--allow-host", PROXY_NAME,
+             "--allow-host", "*.site.example"],
             stdout=self._log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "TMPDIR": str(self.spool)},
         )  # fmt: skip
@@ -396,6 +400,9 @@ def test_on_loopback_only_loopback_host_names_are_answered(server: Server) -> No
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LocalHost"):
         assert server.http.get("/api/v1/stats", headers={"Host": host}).status_code == 200, host
         assert handshake(server, host) == b"HTTP/1.1 101 Switching Protocols", host
+    for host in (PROXY_NAME, "door.site.example:443"):  # --allow-host's names: a proxy's
+        assert server.http.get("/api/v1/stats", headers={"Host": host}).status_code == 200, host
+    assert server.http.get("/api/v1/stats", headers={"Host": "site.example"}).status_code == 400
 
 
 def test_a_page_of_another_site_can_neither_stream_nor_upload(
@@ -419,6 +426,14 @@ def test_a_page_of_another_site_can_neither_stream_nor_upload(
     assert_error(foreign, 403, CROSS_SITE, "Origin: null")
     own = server.http.post("/api/v1/detect", files=photo, headers={"Origin": server.base})
     assert own.status_code == 200 and own.json()["faces"]
+    for origin in (f"https://{PROXY_NAME}", "https://door.site.example"):  # behind a proxy
+        with connect(url, origin=origin) as ws:
+            ws.send(cv2.imencode(".jpg", three_faces)[1].tobytes())
+            assert json.loads(ws.recv(timeout=30))["faces"], origin
+    evil = server.http.post(
+        "/api/v1/detect", files=photo, headers={"Origin": "https://site.example.evil"}
+    )
+    assert_error(evil, 403, CROSS_SITE, "Origin: https://site.example.evil")
     # Reading needs no such check: the browser keeps the answer from the other site's page.
     assert server.http.get("/api/v1/stats", headers={"Origin": "http://evil.example"}).is_success
 

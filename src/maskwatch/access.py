@@ -5,6 +5,8 @@ loopback; off loopback only with a token, unless --no-auth says so on purpose. L
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from maskwatch.defaults import LOOPBACK_HOST
@@ -38,14 +40,29 @@ def server_token(
     return token
 
 
-def host_names(host: str) -> list[str]:
+def host_names(host: str, allowed: Sequence[str] = ()) -> list[str]:
     """The names a server listening on `host` answers to in a request's Host header: on
-    loopback, where no token is needed, loopback's own (a page of another site whose name was
-    made to point at 127.0.0.1, DNS rebinding, is refused); elsewhere any (the token decides,
-    unless --no-auth was given on purpose)."""
+    loopback, where no token is needed, loopback's own and the `allowed` ones (--allow-host: a
+    reverse proxy's), so that a page of another site whose name was made to point at 127.0.0.1
+    (DNS rebinding) is refused; elsewhere any (the token decides, unless --no-auth was given on
+    purpose)."""
     if host not in LOOPBACK:
         return [ANY_HOST]
-    return [f"[{name}]" if ":" in name else name for name in LOOPBACK]
+    return [f"[{name}]" if ":" in name else name for name in LOOPBACK] + list(allowed)
+
+
+HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def host_is_allowed(name: str | None, allowed: Sequence[str]) -> bool:
+    """Whether host `name` is one of `allowed` (--allow-host names; `*.x` is any subdomain of x)."""
+    if not name:
+        return False
+    name = name.lower()
+    return any(
+        name.endswith(pattern[1:]) if pattern.startswith("*.") else name == pattern
+        for pattern in allowed
+    )
 
 
 def address(scheme: str, host: str, port: int, path: str = "/", token: str | None = None) -> str:

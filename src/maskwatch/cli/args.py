@@ -98,6 +98,18 @@ def source_spec(text: str) -> str:
     return text
 
 
+def allowed_host(text: str) -> str:
+    """An --allow-host name: a host name or IPv4 address, `*.` first for every subdomain."""
+    from maskwatch.access import HOST_NAME
+
+    if not HOST_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a host name without scheme, port or path, e.g. cams.example.org "
+            "or *.example.org"
+        )
+    return text.lower()
+
+
 def megapixels(text: str) -> int:
     """--max-pixels in megapixels, as the pixel count the library takes."""
     return round(within(float, MAX_IMAGE_MEGAPIXELS_RANGE)(text) * 1e6)

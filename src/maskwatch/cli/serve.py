@@ -7,6 +7,7 @@ import argparse
 from maskwatch.cli.args import (
     Subparsers,
     access_args,
+    allowed_host,
     event_target,
     existing_path,
     given_path,
@@ -68,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session_idle_timeout=args.session_idle_timeout,
         max_uploads=args.max_uploads,
         detectors=args.detectors,
+        allowed_hosts=list(args.allow_host or []),
     )
     run_server(settings, listener)
     return 0
@@ -173,6 +175,15 @@ def add_parser(sub: Subparsers) -> None:
         SERVE_DETECTORS,
         "face detectors that cameras, sessions and uploads share, in turn",
         metavar="N",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        type=allowed_host,
+        metavar="NAME",
+        help="a name a reverse proxy or alias reaches the server by (repeatable; *.x for x's "
+        "subdomains): answered in the Host header where only loopback's are (--host on "
+        "loopback), and its pages' uploads and webcam streams are not refused as another site's",
     )
     p.add_argument("--cert", type=existing_path, default=None, help="TLS certificate (HTTPS)")
     p.add_argument("--key", type=existing_path, default=None, help="TLS private key")

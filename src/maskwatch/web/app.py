@@ -161,7 +161,9 @@ def create_app(settings: ServeSettings, host: str | None = None) -> FastAPI:
     add_docs(app)
     app.state.service = service
     if host is not None:  # inside Guard, so that a refused request's unread body is not drained
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_names(host))
+        app.add_middleware(
+            TrustedHostMiddleware, allowed_hosts=host_names(host, settings.allowed_hosts)
+        )
     app.add_middleware(
         Guard,
         settings=GuardSettings(
@@ -172,6 +174,7 @@ def create_app(settings: ServeSettings, host: str | None = None) -> FastAPI:
             too_large=settings.too_large,
             max_sessions=settings.max_sessions,
             session_idle=settings.session_idle_timeout,
+            allowed_hosts=tuple(settings.allowed_hosts),
         ),
     )
     app.add_middleware(RequestTimer, metrics=service.metrics, routes=app.router.routes)

@@ -29,16 +29,17 @@ import asyncio
 import hmac
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import h11
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from maskwatch.access import host_is_allowed
 from maskwatch.defaults import SERVE_MAX_SESSIONS, SERVE_SESSION_IDLE_TIMEOUT
 
 TOKEN_NEEDED = "this server needs a token"
@@ -74,15 +75,22 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def foreign_origin(scope: Scope) -> str | None:
+def foreign_origin(scope: Scope, allowed: Sequence[str] = ()) -> str | None:
     """The Origin of a request from a browser page of another site than this server (as the
-    request's own Host and scheme name it), else None."""
+    request's own Host and scheme name it, or a name --allow-host gave: a reverse proxy's),
+    else None."""
     origin = _header(scope, b"origin")
     if origin is None:
         return None
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
     own = f"{scheme}://{_header(scope, b'host') or ''}"
-    return None if origin.lower() == own.lower() else origin
+    if origin.lower() == own.lower():
+        return None
+    try:
+        name = urlsplit(origin).hostname
+    except ValueError:
+        return origin
+    return None if host_is_allowed(name, allowed) else origin
 
 
 def token_matches(given: str | None, expected: str | None) -> bool:
@@ -104,6 +112,7 @@ class GuardSettings:
     too_large: str  # the 413 message
     max_sessions: int = SERVE_MAX_SESSIONS  # WebSocket sessions at once; more get 1013
     session_idle: float = SERVE_SESSION_IDLE_TIMEOUT  # seconds a session may wait for a message
+    allowed_hosts: tuple[str, ...] = ()  # --allow-host: pages there are not of another site
 
 
 def _error_messages(status: int, message: str, close: bool) -> list[Message]:
@@ -180,7 +189,7 @@ class Guard:
         )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if foreign_origin(scope) is not None:
+        if foreign_origin(scope, self.settings.allowed_hosts) is not None:
             await _refuse(receive, send, POLICY_VIOLATION, CROSS_SITE)
         elif not self._allowed(scope):
             wrong = given_token(scope) is not None
@@ -198,7 +207,9 @@ class Guard:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings
         pending = _has_body(scope)  # body bytes the client may still be sending
-        foreign = scope["method"] not in SAFE_METHODS and foreign_origin(scope)
+        foreign = scope["method"] not in SAFE_METHODS and foreign_origin(
+            scope, settings.allowed_hosts
+        )
         if foreign:
             status, message = 403, f"{CROSS_SITE} (Origin: {foreign[:200]})"
         elif not self._allowed(scope):

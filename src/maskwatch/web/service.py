@@ -68,6 +68,7 @@ class ServeSettings:
     max_sessions: int = SERVE_MAX_SESSIONS
     session_idle_timeout: float = SERVE_SESSION_IDLE_TIMEOUT
     max_cameras: int = SERVE_MAX_CAMERAS
+    allowed_hosts: list[str] = field(default_factory=list)  # --allow-host: a proxy's names
 
     @property
     def max_body(self) -> int:
