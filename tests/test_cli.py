@@ -359,3 +359,21 @@ def test_an_unknown_option_is_said_by_its_command_with_the_nearest_one(
     assert proc.returncode == 2 and proc.stderr.startswith(said), proc.stderr
     if "invalid choice" in proc.stderr:
         assert proc.stderr.count("did you mean") == 1, proc.stderr
+
+
+def test_running_out_of_memory_anywhere_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MemoryError deep in a library (onnxruntime's calibrator under a memory limit ended
+    `export` in NumPy's _ArrayMemoryError traceback) is one error line and exit 1."""
+    from maskwatch import stats
+
+    def summarise(*args: object, **kwargs: object) -> object:
+        return np.zeros(2**62, np.uint8)  # more than any machine: NumPy raises at once
+
+    monkeypatch.setattr(stats, "summarise", summarise)
+    (tmp_path / "events.db").touch()
+    assert main(["stats", str(tmp_path / "events.db")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("maskwatch: error: out of memory (Unable to allocate"), err
+    assert len(err.splitlines()) == 1, err

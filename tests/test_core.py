@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import MIRROR, run_cli
 from maskwatch import hub
 from maskwatch.classifier import ModelMetadata, labels_for, to_input_tensor
 from maskwatch.errors import DownloadError
@@ -111,7 +113,7 @@ def test_fetch_goes_through_the_mirror_and_verifies(tmp_path: Path, monkeypatch)
 def test_a_file_that_fails_its_checksum_is_never_kept(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     bad_mirror = tmp_path / "mirror"
     bad_mirror.mkdir()
-    (bad_mirror / hub.YUNET.filename).write_bytes(b"not the real model")
+    (bad_mirror / hub.YUNET.filename).write_bytes(bytes(hub.YUNET.size))  # its size, not its bytes
     monkeypatch.setenv("MASKWATCH_MIRROR", bad_mirror.as_uri())
     monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
     with pytest.raises(DownloadError, match="sha256"):
@@ -125,6 +127,87 @@ def test_a_missing_mirror_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
     with pytest.raises(DownloadError, match=hub.YUNET.filename):
         hub.fetch("yunet")
+
+
+def _mirror_with(folder: Path, make_yunet: object) -> dict[str, str]:
+    """A mirror holding the real files but for YuNet's, made by `make_yunet(path)`, and the
+    environment of a first run (an empty cache) fetching from it."""
+    folder.mkdir()
+    for entry in hub.REGISTRY.values():
+        if entry is not hub.YUNET:
+            (folder / entry.filename).symlink_to(MIRROR / entry.filename)
+    make_yunet(folder / hub.YUNET.filename)  # type: ignore[operator]
+    home = folder.parent / f"{folder.name}-home"
+    return {**os.environ, "MASKWATCH_MIRROR": folder.as_uri(), "MASKWATCH_HOME": str(home)}
+
+
+def _sparse(size: int) -> object:
+    def make(path: Path) -> None:
+        with open(path, "wb") as file:
+            file.truncate(size)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make_yunet", "reason"),
+    [
+        (os.mkfifo, "not a regular file"),  # a plain open waited for a writer for ever
+        (os.mkdir, "is a folder"),
+        (_sparse(3 * 2**30), f"is 3221225472 bytes, expected {hub.YUNET.size}"),  # was read whole
+        (_sparse(hub.YUNET.size - 1), f"expected {hub.YUNET.size}"),
+    ],
+)
+def test_a_mirror_file_that_is_not_the_expected_file_is_refused_unread(
+    tmp_path: Path, make_yunet: object, reason: str
+) -> None:
+    env = _mirror_with(tmp_path / "mirror", make_yunet)
+    proc = run_cli("models", "--fetch", env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("yunet "))
+    assert "FAILED" in row and hub.YUNET.filename in row and reason in row, proc.stdout
+    home = Path(env["MASKWATCH_HOME"])
+    assert not (home / hub.YUNET.filename).exists()
+    assert not [p for p in home.iterdir() if p.name.startswith(".")]  # no temporary file left
+    proc = run_cli("classify", str(MIRROR / hub.SAMPLES[0].filename), env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert reason in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_a_download_stops_once_it_passes_the_expected_size(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Over HTTP the size is only known once read: no more than a byte past it is."""
+    import http.server
+    import threading
+
+    served: list[int] = []
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(4096):  # 1 GiB, unless the reader stops
+                    self.wfile.write(bytes(2**18))
+                    served.append(2**18)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("MASKWATCH_MIRROR", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+        with pytest.raises(DownloadError, match=f"larger than the expected {hub.YUNET.size}"):
+            hub.fetch("yunet")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sum(served) < 64 * 2**20
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_backbone_is_torchvisions_mobilenet_v2_with_its_imagenet_weights() -> None:

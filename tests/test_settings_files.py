@@ -209,3 +209,48 @@ def test_a_config_that_is_a_pipe_or_too_large_is_one_line_without_reading_it(
     for config, reason in ((pipe, "not a regular file"), (huge, "the file is 5120 MiB, more")):
         proc = run_cli("train", "--config", str(config), timeout=60)
         assert_one_line_error(proc, f"cannot read training configuration {config}: {reason}")
+
+
+def test_json_nested_deeper_than_python_parses_is_one_line(tmp_path: Path) -> None:
+    """Nested 100,000 deep, a config or model metadata ended in a RecursionError traceback."""
+    deep = '{"a":' * 100_000
+    config = tmp_path / "deep.json"
+    config.write_text(deep)
+    proc = run_cli("train", "--config", str(config))
+    assert_one_line_error(proc, f"cannot read training configuration {config}: nested too deeply")
+    model = _model_with(tmp_path, lambda meta: meta)
+    metadata_path(model).write_text(deep)
+    proc = run_cli("classify", str(THREE_FACES), "--model", str(model))
+    assert_one_line_error(proc, f"model metadata {metadata_path(model)} is not valid JSON: nested")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_a_face_list_that_is_a_pipe_or_too_large_is_one_line_without_reading_it(
+    tmp_path: Path, command: str
+) -> None:
+    """`evaluate --faces` and `export --exclude-faces` waited for ever on a FIFO."""
+    pipe, huge = tmp_path / "pipe.csv", tmp_path / "huge.csv"
+    os.mkfifo(pipe)
+    with open(huge, "wb") as sparse:
+        sparse.truncate(5 * 2**30)
+    model = str(bundled_model_path(BUNDLED_MODELS[0]))
+    for faces, reason in ((pipe, "not a regular file"), (huge, "the file is 5120 MiB, more")):
+        if command == "evaluate":
+            args = ["evaluate", "--model", model, "--faces", str(faces)]
+        else:
+            out = str(tmp_path / "int8.onnx")
+            args = ["export", "--int8", "--calibrate", OBSERVATIONS, "--exclude-faces", str(faces)]
+            args += ["--model", model, "--out", out]
+        proc = run_cli(*args, timeout=60)
+        assert_one_line_error(proc, f"cannot read the face list {faces}: {reason}")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_export_refuses_to_write_over_its_own_model_before_calibrating(tmp_path: Path) -> None:
+    model = _model_with(tmp_path, lambda meta: meta)
+    before = model.read_bytes(), metadata_path(model).read_text()
+    for out in (model, model.with_suffix(".bin")):  # the second's metadata is the model's
+        args = ["export", "--int8", "--calibrate", OBSERVATIONS, "--model", str(model)]
+        proc = run_cli(*args, "--out", str(out), timeout=60)
+        assert_one_line_error(proc, "is the input", "choose another name")
+    assert (model.read_bytes(), metadata_path(model).read_text()) == before

@@ -28,6 +28,7 @@ from maskwatch.defaults import (
     UNCERTAIN_BELOW_RANGE,
 )
 from maskwatch.errors import ModelError, SettingError, SourceError
+from maskwatch.jsontext import parse_json
 from maskwatch.labels import CANONICAL, labels_for
 
 METADATA_FORMAT = "maskwatch-classifier/1"
@@ -98,8 +99,8 @@ class ModelMetadata:
         """Metadata from its JSON; every field checked: one ModelError naming `where` and the
         field."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = parse_json(text)
+        except ValueError as exc:
             raise ModelError(f"model metadata {where} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ModelError(f"model metadata {where} must hold a JSON object")

@@ -147,7 +147,7 @@ def decode_image(
     return _decode(data, header, name)
 
 
-def _open_regular(
+def open_regular(
     path: Path, max_bytes: int, what: str = "an image"
 ) -> tuple[io.BufferedReader, int]:
     """An open regular file within `max_bytes`, and its size. Opened without blocking, so a FIFO
@@ -194,7 +194,7 @@ def read_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES, what: str = "an imag
     """A file's bytes, refusing one larger than `max_bytes` before reading it, and anything
     but a regular file without waiting on it. Errors (SourceError) say why (missing,
     permission denied, too large for `what` it should be, not a file) and name the file."""
-    file, _ = _open_regular(path, max_bytes, what)
+    file, _ = open_regular(path, max_bytes, what)
     with file:
         return _read_all(file, path, max_bytes, what)
 
@@ -202,7 +202,7 @@ def read_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES, what: str = "an imag
 def file_sha256(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> str:
     """The SHA-256 of a file's bytes, read in chunks, refusing (as `read_file` does) a file
     that is not a regular file or is larger than `max_bytes` before reading it."""
-    file, _ = _open_regular(path, max_bytes)
+    file, _ = open_regular(path, max_bytes)
     with file:
         try:
             return hashlib.file_digest(file, "sha256").hexdigest()
@@ -215,7 +215,7 @@ def load_image(
 ) -> np.ndarray:
     """A BGR image from a file, within both budgets. The header is read from the open file
     first, so a file that is not an image, or holds too large a one, is not read whole."""
-    file, size = _open_regular(path, max_bytes)
+    file, size = open_regular(path, max_bytes)
     with file:
         if size == 0:
             raise SourceError(f"{path}: empty file, not an image")
@@ -227,7 +227,7 @@ def load_image(
 def check_readable(path: Path) -> None:
     """Raise SourceError unless `path` is a regular file this process may read (a FIFO or a
     device named like a video would block or never end); reads nothing."""
-    file, _ = _open_regular(path, max_bytes=0)
+    file, _ = open_regular(path, max_bytes=0)
     file.close()
 
 
@@ -235,7 +235,7 @@ def is_image_file(path: Path) -> bool:
     """Whether `path` is a readable file with the header of an image in an allowed format (of
     any size); reads only the header."""
     try:
-        file, _ = _open_regular(path, max_bytes=0)
+        file, _ = open_regular(path, max_bytes=0)
     except SourceError:
         return False
     with file:

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 from maskwatch.errors import MaskwatchError, MissingExtraError, OutputError
 from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
+from maskwatch.jsontext import parse_json
 from maskwatch.outbox import Outbox, ThrottledWarning
 from maskwatch.redact import redact
 from maskwatch.topics import topic_fault
@@ -283,11 +284,11 @@ class MqttSubscriber:
         try:
             if len(message.payload) > MQTT_MAX_PAYLOAD:
                 raise ValueError(f"{len(message.payload)} bytes, more than {MQTT_MAX_PAYLOAD}")
-            payload = json.loads(message.payload)
+            payload = parse_json(message.payload)
             if not isinstance(payload, dict):
                 raise ValueError("not a JSON object")
             self._on_message(message.topic, payload)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        except ValueError as exc:  # UnicodeDecodeError is one too
             self._drop(message.topic, str(exc) or type(exc).__name__)
         except Exception:  # the network thread must outlive any one message
             log.exception("an MQTT message on %s could not be handled", message.topic)

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -51,6 +51,7 @@ CONNECT_TIMEOUT = 5  # seconds, unless the URL sets connect_timeout
 LOCK_TIMEOUT = "10s"  # a lock another session holds fails a statement then, unless the URL sets one
 SETUP_LOCK = 0x6D61736B  # advisory lock taken while a writer creates the tables: "mask"
 BATCH = 500  # events written in one transaction
+READ_BATCH = 2000  # rows fetched at a time when a log is read
 RETRY_FIRST = 0.5  # seconds before the first retry; doubled each time up to EVENTS_RETRY_MAX
 
 
@@ -211,9 +212,12 @@ def set_up(db: Any, url: DatabaseUrl) -> None:
         raise OutputError(f"cannot write event database {url}: {_reason(url, exc)}") from None
 
 
-def read_rows(url: DatabaseUrl, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """The rows of `query` from an event database, opened read-only: a database that is not
-    one is refused, never written to."""
+def read_rows(
+    url: DatabaseUrl, query: str, args: tuple[Any, ...] = ()
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` from an event database, opened read-only, fetched a batch at a time
+    as they are used (a server-side cursor): a database that is not one is refused, never
+    written to."""
     psycopg = _psycopg()
     db = connect(url, "read")
     try:
@@ -221,7 +225,10 @@ def read_rows(url: DatabaseUrl, query: str, args: tuple[Any, ...] = ()) -> list[
         if db.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
             raise OutputError(f"{url}: not a maskwatch event log")
         check_schema_version(db.execute(READ_SCHEMA_VERSION).fetchone(), url)
-        return list(db.execute(_pg(query), args).fetchall())
+        with db.transaction(), db.cursor(name="maskwatch_read") as cursor:
+            cursor.itersize = READ_BATCH
+            cursor.execute(_pg(query), args)
+            yield from cursor
     except (psycopg.ProgrammingError, psycopg.DataError) as exc:  # tables or columns missing
         raise _not_a_log(url, exc) from None
     except psycopg.Error as exc:

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -79,13 +79,14 @@ FIRST_SEEN_SINCE = (
 )
 
 
-def log_rows(
+def iter_log_rows(
     log_path: EventTarget, since: float | None = None, appeared_since: float | None = None
-) -> list[Row]:
+) -> Iterator[Row]:
     """Every event of an event log (an SQLite file or a PostgreSQL database) as a Row, in
-    order; only those from `since` when given; with `appeared_since`, only the events of the
-    people first seen at or after it (a person who appeared before is left out whole, rather
-    than counted from the middle of their visit), so that a window of time reads that window."""
+    order of run, track and time (each person's events together), read as they are used; only
+    those from `since` when given; with `appeared_since`, only the events of the people first
+    seen at or after it (a person who appeared before is left out whole, rather than counted
+    from the middle of their visit), so that a window of time reads that window."""
     where: str
     args: tuple[float, ...]
     if appeared_since is not None:
@@ -101,14 +102,23 @@ def log_rows(
         f"JOIN runs r ON r.id = e.run {where}ORDER BY {first}, e.track, e.time, e.id"
     )
     if isinstance(log_path, DatabaseUrl):
-        return [Row(*row) for row in read_rows(log_path, query, args)]
+        yield from (Row(*row) for row in read_rows(log_path, query, args))
+        return
     db = open_log(log_path)
     try:
-        return [Row(*row) for row in db.execute(query, args)]
+        for row in db.execute(query, args):
+            yield Row(*row)
     except sqlite3.Error as exc:  # tables or columns missing: damaged by hand or by a tool
         raise MaskwatchError(f"{log_path}: not a usable maskwatch event log ({exc})") from exc
     finally:
         db.close()
+
+
+def log_rows(
+    log_path: EventTarget, since: float | None = None, appeared_since: float | None = None
+) -> list[Row]:
+    """`iter_log_rows` as a list."""
+    return list(iter_log_rows(log_path, since, appeared_since))
 
 
 def plausible_rows(rows: Iterable[Row]) -> list[Row]:
@@ -118,14 +128,18 @@ def plausible_rows(rows: Iterable[Row]) -> list[Row]:
     return [row for row in rows if plausible_time(row.time, now)]
 
 
-def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
-    """Every person (one track of one run) in `rows`, optionally of one source only."""
+def _people(rows: Iterable[Row], source: str | None, grouped: bool) -> Iterator[Person]:
+    """Every person (one track of one run) in `rows`, optionally of one source only. With
+    `grouped` (rows in a log's order: each person's events together), each person is given as
+    soon as their events end, so that only one is held at a time."""
     found: dict[tuple[Hashable, int], Person] = {}
     for row in rows:
         if source is not None and row.source != source:
             continue
         person = found.get((row.run, row.track))
         if person is None:
+            if grouped:
+                yield from _finished(found)
             person = Person(appeared=row.time, source=row.source, since=row.time)
             found[(row.run, row.track)] = person
         person.last = row.time
@@ -134,10 +148,21 @@ def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
             person.label = row.label
         elif row.kind == LEAVE:
             person.hold(row.time)
+    yield from _finished(found)
+
+
+def _finished(found: dict[tuple[Hashable, int], Person]) -> Iterator[Person]:
+    """The people of `found`, each with their last label held, leaving `found` empty."""
     for person in found.values():
         if person.label is not None and not person.spans:
             person.hold(person.last)
-    return list(found.values())
+        yield person
+    found.clear()
+
+
+def people(rows: Iterable[Row], source: str | None = None) -> list[Person]:
+    """Every person (one track of one run) in `rows`, optionally of one source only."""
+    return list(_people(rows, source, grouped=False))
 
 
 @dataclass
@@ -174,30 +199,56 @@ def _row(first: str, counts: Counter[str]) -> str:
     return "  ".join([first, *(f"{v:>9}" for v in values)])
 
 
+class _Checked:
+    """Rows passed on as they are read, less those no count can use (a time no calendar
+    shows; a settled label that is none of ours), counted to be told once at the end; and the
+    sources seen, for a `--source` that matches none."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.bad_time = 0
+        self.bad_label = 0
+        self.sources: set[object] = set()
+
+    def rows(self, rows: Iterable[Row]) -> Iterator[Row]:
+        now = time.time()
+        for row in rows:
+            self.read += 1
+            if not plausible_time(row.time, now):
+                self.bad_time += 1
+            elif row.kind in (SETTLE, CHANGE) and row.label not in CANONICAL:
+                self.bad_label += 1
+            else:
+                self.sources.add(row.source)
+                yield row
+
+    def warn(self, log_path: EventTarget) -> None:
+        for count, why in (
+            (self.bad_time, "whose time is not a date between 2000 and tomorrow"),
+            (self.bad_label, f"whose label is not {', '.join(CANONICAL)}"),
+        ):
+            if count:
+                log.warning("%s: skipped %d of %d events %s", log_path, count, self.read, why)
+
+
 def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None) -> StatsTable:
-    """People per period by label from an event log; events with impossible times are left
-    out, with one warning. A camera URL's `source` is looked up as the log names it, without
-    its password."""
+    """People per period by label from an event log, read row by row (memory grows with the
+    periods, not the log); events with impossible times or labels are left out, with one
+    warning. A camera URL's `source` is looked up as the log names it, without its password."""
+    _check_period(by)
     if source is not None:
         source = redact(source)
-    rows = log_rows(log_path)
-    kept = plausible_rows(rows)
-    if len(kept) < len(rows):
-        log.warning(
-            "%s: skipped %d of %d events whose time is not a date between 2000 and tomorrow",
-            log_path,
-            len(rows) - len(kept),
-            len(rows),
-        )
-    if source is not None and all(row.source != source for row in kept):
-        known = sorted({row.source for row in kept})
+    checked = _Checked()
+    table = _table(_people(checked.rows(iter_log_rows(log_path)), source, grouped=True), by)
+    checked.warn(log_path)
+    if source is not None and source not in checked.sources:
         log.warning(
             "%s: no events of the camera %r; its cameras: %s",
             log_path,
             source,
-            ", ".join(repr(name) for name in known) or "none",
+            ", ".join(sorted(repr(name) for name in checked.sources)) or "none",
         )
-    return summarise_rows(kept, by, source)
+    return table
 
 
 def _check_period(by: str) -> None:
@@ -205,18 +256,22 @@ def _check_period(by: str) -> None:
         raise MaskwatchError(f"unknown period {by!r}; choose from {', '.join(STATS_PERIODS)}")
 
 
-def summarise_rows(
-    rows: Iterable[Row], by: str = "hour", source: str | None = None, since: float | None = None
-) -> StatsTable:
-    """People per period of `by`, by label; only those who appeared at or after `since`."""
+def _table(persons: Iterable[Person], by: str, since: float | None = None) -> StatsTable:
     _check_period(by)
     periods: dict[str, Counter[str]] = defaultdict(Counter)
-    for person in people(rows, source):
+    for person in persons:
         if since is not None and person.appeared < since:
             continue
         period = time.strftime(PERIOD_FORMATS[by], time.localtime(person.appeared))
         periods[period][person.main_label()] += 1
     return StatsTable(by, sorted(periods.items()))
+
+
+def summarise_rows(
+    rows: Iterable[Row], by: str = "hour", source: str | None = None, since: float | None = None
+) -> StatsTable:
+    """People per period of `by`, by label; only those who appeared at or after `since`."""
+    return _table(_people(rows, source, grouped=False), by, since)
 
 
 def period_start(moment: float, by: str, back: int = 0) -> float:

@@ -181,3 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except BrokenPipeError:
         return 0
+    except MemoryError as exc:  # raised anywhere (NumPy's says how much it asked for)
+        detail = f" ({one_line(str(exc))})" if str(exc) else ""
+        print(f"maskwatch: error: out of memory{detail}", file=sys.stderr)
+        return 1

@@ -121,12 +121,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _require_training("maskwatch export")
-    from maskwatch.classifier import MaskClassifier, default_model_path
+    from maskwatch.atomic import refuse_inputs
+    from maskwatch.classifier import MaskClassifier, default_model_path, metadata_path
     from maskwatch.train.quantize import calibration_crops, quantize_int8
 
     if not args.int8:
         raise MaskwatchError("export makes int8 models for now: add --int8")
     model = args.model or default_model_path()
+    inputs = [model, metadata_path(model), *([args.exclude_faces] if args.exclude_faces else [])]
+    refuse_inputs(inputs, {"--out": args.out, "--out's metadata": metadata_path(args.out)})
     meta = MaskClassifier(model).meta
     crops = calibration_crops(
         list(args.calibrate), meta.input_size, meta.crop_margin, args.faces, args.exclude_faces

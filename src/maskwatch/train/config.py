@@ -33,6 +33,7 @@ from maskwatch.defaults import (
     Range,
 )
 from maskwatch.errors import DatasetError, SettingError, SourceError
+from maskwatch.jsontext import parse_json
 
 log = logging.getLogger("maskwatch")
 
@@ -288,10 +289,10 @@ class TrainConfig:
 
         try:
             text = read_file(path, MAX_SETTINGS_BYTES, "a training configuration")
-            data = json.loads(text.decode("utf-8"))
+            data = parse_json(text.decode("utf-8"))
         except SourceError as exc:
             raise DatasetError(f"cannot read training configuration {exc}") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # not UTF-8 (UnicodeDecodeError is one) or not JSON
             raise DatasetError(f"cannot read training configuration {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise DatasetError(f"cannot read training configuration {path}: not a JSON object")

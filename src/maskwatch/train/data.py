@@ -293,19 +293,22 @@ def faces_csv(samples: list[Sample], extra: dict[str, list[str]] | None = None) 
 
 
 def read_faces_csv(path: Path) -> list[Sample]:
-    """The faces of a test_faces.csv, with their boxes as written."""
+    """The faces of a test_faces.csv, with their boxes as written; read like any settings
+    file (a pipe or a file over MAX_SETTINGS_BYTES is refused unread)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [
-                Sample(
-                    Path(r["photo"]),
-                    (int(r["x1"]), int(r["y1"]), int(r["x2"]), int(r["y2"])),
-                    r["label"],
-                    r["source"],
-                    r["group"],
-                    ANNOTATED,
-                )
-                for r in csv.DictReader(f)
-            ]
-    except (OSError, KeyError, ValueError) as exc:
+        text = read_file(path, MAX_SETTINGS_BYTES, "a face list").decode("utf-8")
+        return [
+            Sample(
+                Path(r["photo"]),
+                (int(r["x1"]), int(r["y1"]), int(r["x2"]), int(r["y2"])),
+                r["label"],
+                r["source"],
+                r["group"],
+                ANNOTATED,
+            )
+            for r in csv.DictReader(io.StringIO(text, newline=""))
+        ]
+    except SourceError as exc:  # a pipe, a device, a folder, too large, unreadable
+        raise DatasetError(f"cannot read the face list {exc}") from exc
+    except (KeyError, ValueError, TypeError) as exc:  # not UTF-8 too
         raise DatasetError(f"cannot read the face list {path}: {exc}") from exc

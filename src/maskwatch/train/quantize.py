@@ -49,9 +49,9 @@ def calibration_crops(
 ) -> np.ndarray:
     """Up to `count` face crops from `data`, none from a photo listed in `exclude` (a
     test_faces.csv), chosen at random with `seed`, as uint8 BGR."""
+    test = read_faces_csv(exclude) if exclude is not None else None  # a bad list fails first
     samples = load_datasets(data)
-    if exclude is not None:
-        test = read_faces_csv(exclude)
+    if test is not None:
         photos = {s.image.resolve() for s in test}
         groups = {s.group for s in test}
         samples = [s for s in samples if s.image.resolve() not in photos and s.group not in groups]
