@@ -419,6 +419,36 @@ def test_a_timed_out_alert_command_ends_with_all_it_started(tmp_path: Path) -> N
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_an_alert_command_that_leaves_a_child_holding_its_stderr_is_done_when_it_exits(
+    tmp_path: Path,
+) -> None:
+    """`setsid sleep 200 &` then exit 0: it was waited for to the timeout and said to fail."""
+    pid_file = tmp_path / "pid"
+    command = f"sh -c 'setsid sleep 120 & echo $! > {pid_file}; exit 0'"
+    started = time.monotonic()
+    try:
+        CommandAlert(command, timeout=60)(_event(SETTLE, 3, "no_mask", T0))
+        assert time.monotonic() - started < 30, "it waited for the child"
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://u:S3#CRET@127.0.0.1/", "http://u:S3/CRET@127.0.0.1:80/", "http://u:S3CRET@[::1/"],
+)
+def test_a_webhook_url_that_cannot_be_read_is_one_line_without_its_password(
+    url: str, tmp_path: Path
+) -> None:
+    """A ValueError traceback (an unclosed IPv6 bracket), or the password in the message (a #
+    or / in it, not percent-encoded, which ends the part a parser takes for one)."""
+    proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show",
+                   "--json", str(tmp_path / "o.jsonl"), "--alert-webhook", url)  # fmt: skip
+    assert_one_line_error(proc, "not a URL that can be read")
+    assert "S3" not in proc.stderr and "CRET" not in proc.stderr
+
+
 def test_an_alert_commands_stderr_is_kept_to_its_last_bytes() -> None:
     """50 MB on stderr, then the line that says why: that line is shown, and the 50 MB never
     held."""

@@ -191,7 +191,7 @@ def test_a_bad_url_a_wrong_password_or_no_server_is_one_line(
         (wrong, "password authentication failed"),
         (nobody, "cannot write event database"),
         (postgres.url("no_such_db"), "does not exist"),
-        ("postgresql://u:pw@host:port/db", "not a PostgreSQL URL"),
+        ("postgresql://u:pw@host:port/db", "not a URL that can be read: its port"),
     ):
         out = tmp_path / "out.jsonl"
         proc = run_cli("detect", "--source", str(THREE_FACES), "--no-show",

@@ -31,6 +31,7 @@ from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.labels import canonical_label
+from maskwatch.redact import URL_HINT
 from maskwatch.types import CHANGE, SETTLE
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ ALERT_TIMEOUT = 10.0  # seconds for a whole alert: a command's run, a webhook's 
 ALERT_QUEUE = 64
 ALERT_STDERR_BYTES = 4096  # of a command's stderr, the last ones, kept for its failure
 ALERT_DETAIL_CHARS = 200  # of what a command or server said, shown in a failure
+ALERT_STDERR_GRACE = 0.5  # seconds stderr may stay open after the command exits (a child of it)
 
 AlertHandler = Callable[[Event], None]
 
@@ -137,15 +139,24 @@ class CommandAlert:
 
 def _finish(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, bytes] | None:
     """The exit status and the last ALERT_STDERR_BYTES of stderr of `process` once it is done
-    and its stderr closed (by everything it started), or None if `deadline` comes first."""
+    and its stderr closed, or None if `deadline` comes first. A child it left running in the
+    background with its stderr gets ALERT_STDERR_GRACE after the command's exit, not more."""
     assert process.stderr is not None
     tail = b""
+    exited_at = None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stderr, selectors.EVENT_READ)
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                return None
+            now = time.monotonic()
+            if exited_at is None and process.poll() is not None:
+                exited_at = now
+            end = deadline if exited_at is None else min(deadline, exited_at + ALERT_STDERR_GRACE)
+            if now >= end:
+                if exited_at is None:
+                    return None
+                break  # it exited: what still holds its stderr is not waited for
+            if not selector.select(min(end - now, 0.1)):  # 0.1 s: a look at whether it exited
+                continue
             chunk = os.read(process.stderr.fileno(), 65536)
             if not chunk:
                 break
@@ -259,11 +270,11 @@ class WebhookAlert:
     only the answer's status is read, never its body."""
 
     def __init__(self, url: str, timeout: float = ALERT_TIMEOUT) -> None:
-        parts = urlsplit(url)
-        try:
+        try:  # ValueError's text may quote a piece of the password: not shown
+            parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise MaskwatchError(f"--alert-webhook {url!r}: {exc}") from exc
+        except ValueError:
+            raise MaskwatchError(f"--alert-webhook {url!r}: {URL_HINT}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
             raise MaskwatchError(f"--alert-webhook {url!r}: needs an http:// or https:// URL")
         self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

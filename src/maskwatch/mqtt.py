@@ -26,7 +26,7 @@ from maskwatch.events import Event
 from maskwatch.hass import OFFLINE, ONLINE, HomeAssistant
 from maskwatch.jsontext import parse_json
 from maskwatch.outbox import Outbox, ThrottledWarning
-from maskwatch.redact import redact
+from maskwatch.redact import URL_HINT, redact
 from maskwatch.topics import topic_fault
 
 if TYPE_CHECKING:
@@ -49,10 +49,14 @@ class MqttTarget:
 
 def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     """mqtt://[user:pass@]host[:port]/topic; `pattern` allows + and # in the topic."""
-    parts = urlsplit(url)
+    shown = redact(url)[:200]
+    try:  # ValueError's text may quote a piece of the password: not shown
+        parts = urlsplit(url)
+        port = parts.port or 1883
+    except ValueError:
+        raise MaskwatchError(f"--mqtt {shown!r}: {URL_HINT}") from None
     # '#' is MQTT's multi-level wildcard, which a URL parser takes for a fragment.
     topic = unquote(parts.path.lstrip("/")) + ("#" + parts.fragment if "#" in url else "")
-    shown = redact(url)[:200]
     if parts.scheme != "mqtt" or not parts.hostname or not topic:
         raise MaskwatchError(f"--mqtt {shown!r}: expected mqtt://host[:port]/topic")
     if not pattern and ("+" in topic or "#" in topic):
@@ -60,10 +64,6 @@ def parse_mqtt_url(url: str, pattern: bool = False) -> MqttTarget:
     fault = topic_fault(topic, publish=not pattern)
     if fault is not None:
         raise MaskwatchError(f"--mqtt {shown!r}: {fault}")
-    try:
-        port = parts.port or 1883
-    except ValueError as exc:
-        raise MaskwatchError(f"--mqtt {shown!r}: {exc}") from None
     return MqttTarget(parts.hostname, port, topic, parts.username, parts.password)
 
 

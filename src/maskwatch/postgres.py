@@ -39,7 +39,7 @@ from maskwatch.events import (
     event_values,
 )
 from maskwatch.outbox import Outbox
-from maskwatch.redact import redact
+from maskwatch.redact import URL_HINT, redact
 
 log = logging.getLogger("maskwatch")
 
@@ -127,8 +127,8 @@ def parse_database_url(text: str) -> DatabaseUrl:
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise MaskwatchError(f"{url}: not a PostgreSQL URL ({url.mask(str(exc))})") from None
+    except ValueError:  # its text may quote a piece of the password: not shown
+        raise MaskwatchError(f"{url}: {URL_HINT}") from None
     if parts.scheme.lower() not in SCHEMES:
         raise MaskwatchError(f"{url}: expected postgresql://user:password@host/database")
     return url

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 _PASSWORD = re.compile(
-    r"(?<=://)([^/?#\s:@]*):[^/?#\s]*@"
-)  # to the last @: a password may hold one
+    r"(?<=://)([^/?#\s:@]*):\S*@"
+)  # to the last @: a password may hold one, or a # / ? that was not percent-encoded
 _SECRET_QUERY = re.compile(
     r"(?i)(?<=[?&;#])([^=&#\s]*(?:pass|pwd|secret|token|key|auth|sig|cred)[^=&#\s]*=)[^&#\s]*"
 )
@@ -15,6 +15,13 @@ _SECRET_QUERY = re.compile(
 
 # A log record's extra: a message that hands the user their own link (serve's, with its token)
 OWN_SECRET = "shows_own_secret"
+
+
+URL_HINT = (
+    "not a URL that can be read: its port missing, out of range (1-65535) or not a number, or "
+    "a bracket of an IPv6 address unclosed; a # / ? or @ in a user name or password must be "
+    "percent-encoded (%23 %2F %3F %40)"
+)
 
 
 def redact(text: str) -> str:
