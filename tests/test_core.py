@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import MIRROR, run_cli
-from maskwatch import hub
+from maskwatch import defaults, hub
 from maskwatch.classifier import ModelMetadata, labels_for, to_input_tensor
 from maskwatch.errors import DownloadError
 from maskwatch.labels import canonical_label
@@ -208,6 +211,118 @@ def test_a_download_stops_once_it_passes_the_expected_size(tmp_path: Path, monke
     assert sum(served) < 64 * 2**20
     cache = tmp_path / "cache"
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def _serve(answer: object) -> tuple[str, Callable[[], None]]:
+    """A local server calling `answer(connection)` for every connection; its URL and its stop."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with contextlib.suppress(OSError):
+                answer(self.request)  # type: ignore[operator]
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return f"http://127.0.0.1:{server.server_address[1]}", stop
+
+
+def _fetch_in_time(name: str, seconds: float) -> BaseException | None:
+    """What hub.fetch(name) raised (None if nothing), failing if it runs past `seconds`."""
+    import threading
+
+    raised: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            hub.fetch(name)
+            raised.append(None)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert raised, f"fetch still running after {seconds} s"
+    return raised[0]
+
+
+@pytest.mark.parametrize("length", [f"Content-Length: {hub.YUNET.size}\r\n", ""])
+def test_a_dribbling_mirror_is_given_up(tmp_path: Path, monkeypatch, length: str) -> None:  # type: ignore[no-untyped-def]
+    """A correct Content-Length (or none), then a byte every 0.05 s: each read is quick, the
+    whole would take 3 hours."""
+    import threading
+
+    stopped = threading.Event()
+
+    def dribble(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(f"HTTP/1.0 200 OK\r\n{length}\r\n".encode())
+        while not stopped.wait(0.05):
+            connection.sendall(b"x")
+
+    url, stop = _serve(dribble)
+    monkeypatch.setattr(defaults, "DOWNLOAD_START_S", 1.0)
+    monkeypatch.setattr(defaults, "DOWNLOAD_MIN_RATE", hub.YUNET.size)
+    monkeypatch.setenv("MASKWATCH_MIRROR", url)
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    try:
+        raised = _fetch_in_time("yunet", 30)
+    finally:
+        stopped.set()
+        stop()
+    assert isinstance(raised, DownloadError), raised
+    message = str(raised)
+    assert "\n" not in message and message.endswith("no complete answer within 2 s")
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_mirror_answering_something_not_http_is_one_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def hello(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(b"hello there\r\n\r\n")
+
+    url, stop = _serve(hello)
+    monkeypatch.setenv("MASKWATCH_MIRROR", url)
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    try:
+        with pytest.raises(DownloadError) as raised:
+            hub.fetch("yunet")
+    finally:
+        stop()
+    message = str(raised.value)
+    assert "\n" not in message and "not a valid HTTP answer" in message and "hello there" in message
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_download_follows_the_mirrors_redirect(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GitHub and download.pytorch.org answer with redirects; webhooks never follow them."""
+    content = (MIRROR / hub.YUNET.filename).read_bytes()
+
+    def moved(connection: socket.socket) -> None:
+        request = connection.recv(65536)
+        if request.startswith(b"GET /files/"):
+            head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(content)}\r\n\r\n".encode()
+            connection.sendall(head + content)
+        else:
+            connection.sendall(b"HTTP/1.0 302 Found\r\nLocation: /files/yunet\r\n\r\n")
+
+    url, stop = _serve(moved)
+    monkeypatch.setenv("MASKWATCH_MIRROR", url)
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    try:
+        assert hub.sha256_of(hub.fetch("yunet")) == hub.YUNET.sha256
+    finally:
+        stop()
 
 
 def test_backbone_is_torchvisions_mobilenet_v2_with_its_imagenet_weights() -> None:

@@ -16,26 +16,22 @@ import selectors
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from maskwatch import __version__
+from maskwatch.deadline import Deadline, opener
 from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_INTERVAL
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
 from maskwatch.labels import canonical_label
 from maskwatch.redact import URL_HINT
 from maskwatch.types import CHANGE, SETTLE
-
-if TYPE_CHECKING:
-    import urllib.request
 
 log = logging.getLogger("maskwatch")
 
@@ -167,103 +163,6 @@ def _finish(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, byt
         return None
 
 
-class _Deadline:
-    """One deadline for a whole webhook call, from connecting to the end of the answer: when it
-    comes, every socket the call opened is shut down, which ends any read or TLS handshake
-    still waiting (a socket's timeout bounds each read alone, so a server answering a byte at a
-    time would never be given up)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-        # duplicates: TLS takes the original socket over, the shutdown must still reach it
-        self._sockets: list[socket.socket] = []
-        self._expired = False
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    @property
-    def passed(self) -> bool:
-        return time.monotonic() >= self.end
-
-    def connect(
-        self,
-        address: tuple[str, int],
-        timeout: float | None = None,
-        source_address: tuple[str, int] | None = None,
-    ) -> socket.socket:
-        """socket.create_connection for http.client, its timeout what is left of the deadline."""
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        sock = socket.create_connection(address, left, source_address)
-        with self._lock:
-            self._sockets.append(sock.dup())
-            if self._expired:
-                _shut_down(sock)
-        return sock
-
-    def _expire(self) -> None:
-        with self._lock:
-            self._expired = True
-            for sock in self._sockets:
-                _shut_down(sock)
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
-            self._sockets.clear()
-
-
-def _shut_down(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
-    """urllib's opener for http(s) alone (proxies from the environment included), its
-    connections under `deadline` and redirects not followed: urllib would follow a POST's
-    301-303 as a GET without the event, after reading the redirect's whole body."""
-    import http.client
-    import ssl
-    import urllib.request
-
-    def connection(kind: type[http.client.HTTPConnection]) -> Callable[..., Any]:
-        def make(host: str, **options: Any) -> http.client.HTTPConnection:
-            made = kind(host, **options)
-            made._create_connection = deadline.connect  # type: ignore[attr-defined]
-            return made
-
-        return make
-
-    context = ssl.create_default_context()
-
-    class Plain(urllib.request.HTTPHandler):
-        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-            return self.do_open(connection(http.client.HTTPConnection), req)
-
-    class Secure(urllib.request.HTTPSHandler):
-        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-            return self.do_open(connection(http.client.HTTPSConnection), req, context=context)
-
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler(),
-        Plain(),
-        Secure(),
-        urllib.request.HTTPDefaultErrorHandler(),  # any status but 2xx: HTTPError
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    return opener
-
-
 class WebhookAlert:
     """POSTs the event as JSON to an http(s) URL, with HTTP Basic auth from the URL's
     user:password@ (taken out of the URL, so never shown). The whole call has one deadline and
@@ -295,9 +194,9 @@ class WebhookAlert:
         request = urllib.request.Request(
             self.url, data=json.dumps(event.to_dict()).encode(), headers=headers, method="POST"
         )
-        with _Deadline(self.timeout) as deadline:
+        with Deadline(self.timeout) as deadline:
             try:
-                with _opener(deadline).open(request, timeout=self.timeout):
+                with opener(deadline, follow_redirects=False).open(request, timeout=self.timeout):
                     pass  # the status is all an alert needs: the body is never read
             except urllib.error.HTTPError as exc:
                 location = exc.headers.get("Location", "") if 300 <= exc.code < 400 else ""

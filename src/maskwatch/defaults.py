@@ -61,6 +61,8 @@ MAX_IMAGE_PIXELS = 50_000_000  # decoded pixels allowed per image, checked from 
 MAX_IMAGE_BYTES = 64 * 2**20  # an image file larger than this is refused unread
 MAX_SETTINGS_BYTES = 16 * 2**20  # a training config, model metadata or groups.csv larger: unread
 MAX_IMAGE_MEGAPIXELS = MAX_IMAGE_PIXELS / 1e6  # the same budget as --max-pixels shows it
+DOWNLOAD_START_S = 60.0  # a download's whole deadline: this, plus its size at the rate below
+DOWNLOAD_MIN_RATE = 50_000  # bytes/s: a mirror or server slower than this is given up
 DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's MQTT discovery prefix (its default)
 
 

@@ -3,6 +3,8 @@
 Files not shipped in the package are fetched on first use from their official URL (or from
 `$MASKWATCH_MIRROR/<file name>` when that variable is set) into `$MASKWATCH_HOME`, written
 under a temporary name, checked against their size and sha256 and only then renamed into place.
+Each download has one overall deadline (defaults.DOWNLOAD_START_S plus its size at
+defaults.DOWNLOAD_MIN_RATE): a server answering a byte at a time is given up.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from maskwatch import defaults
 from maskwatch.atomic import atomic_path
 from maskwatch.errors import DownloadError, SourceError
 from maskwatch.paths import expand_home
@@ -185,21 +188,32 @@ def _copy_at_most(source: BinaryIO, out: BinaryIO, limit: int) -> int:
     return copied
 
 
+def download_seconds(entry: HubFile) -> float:
+    """The whole time a download of `entry` is given, from connecting to its last byte."""
+    return defaults.DOWNLOAD_START_S + entry.size / defaults.DOWNLOAD_MIN_RATE
+
+
 def download(entry: HubFile, dest: Path) -> Path:
     """Fetch `entry` to `dest` through a temporary file; raise DownloadError unless it verifies.
     No more than one byte past the expected size is read."""
-    import urllib.error  # here: urllib.request costs 25 ms at every start, downloads are rare
-    import urllib.request
+    import http.client  # here: urllib.request costs 25 ms at every start, downloads are rare
+    import urllib.error
+
+    from maskwatch.deadline import Deadline, opener
 
     url = source_url(entry)
+    failed = f"cannot download {entry.filename} from {url}"
+    deadline = Deadline(download_seconds(entry))
     try:
-        with atomic_path(dest) as tmp:
+        with deadline, atomic_path(dest) as tmp:
             if url.lower().startswith("file:"):
                 source = _open_local(url, entry)
             else:
-                source = urllib.request.urlopen(url, timeout=60)
+                source = opener(deadline, follow_redirects=True).open(url, timeout=deadline.seconds)
             with source, open(tmp, "wb") as out:
                 copied = _copy_at_most(source, out, entry.size)
+            if copied < entry.size and deadline.passed:  # the watchdog ended an unsized answer
+                raise TimeoutError("timed out")
             if copied > entry.size:
                 raise DownloadError(
                     f"{entry.filename} from {url} is larger than the expected {entry.size} "
@@ -211,8 +225,17 @@ def download(entry: HubFile, dest: Path) -> Path:
                     f"{entry.filename} from {url} has sha256 {got[:12]}..., expected "
                     f"{entry.sha256[:12]}...; refusing to use it"
                 )
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DownloadError(f"cannot download {entry.filename} from {url}: {exc}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        if deadline.passed:
+            raise DownloadError(
+                f"{failed}: no complete answer within {deadline.seconds:.0f} s"
+            ) from exc
+        if isinstance(exc, http.client.HTTPException):
+            said = str(exc).strip()[:80]
+            raise DownloadError(
+                f"{failed}: not a valid HTTP answer ({type(exc).__name__}: {said!r})"
+            ) from exc
+        raise DownloadError(f"{failed}: {exc}") from exc
     return dest
 
 
