@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -377,3 +378,22 @@ def test_running_out_of_memory_anywhere_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("maskwatch: error: out of memory (Unable to allocate"), err
     assert len(err.splitlines()) == 1, err
+
+
+def test_a_library_logging_an_exception_is_one_line_with_its_cause() -> None:
+    """uvicorn's "Exception in ASGI application\\n" reached the terminal as that alone, a
+    literal \\n and no word of what went wrong."""
+    from maskwatch.cli import LineFormatter
+
+    try:
+        raise FileNotFoundError(2, "No such file or directory", "/x/static/favicon.svg\nforged")
+    except FileNotFoundError:
+        record = logging.getLogger("uvicorn.error").makeRecord(
+            "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application\n",
+            (), sys.exc_info(),
+        )  # fmt: skip
+    line = LineFormatter().format(record)
+    assert line == (
+        "maskwatch: warning: Exception in ASGI application: FileNotFoundError: [Errno 2] No such "
+        "file or directory: '/x/static/favicon.svg\\nforged'"
+    )

@@ -210,7 +210,11 @@ class WebhookAlert:
                     raise AlertFailed(
                         f"webhook {self.url}: no answer within {self.timeout:g} s"
                     ) from exc
-                raise AlertFailed(f"webhook {self.url}: {exc}") from exc
+                # "Connection refused", not "<urlopen error [Errno 111] Connection refused>"
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                if isinstance(reason, OSError) and reason.strerror:
+                    reason = reason.strerror
+                raise AlertFailed(f"webhook {self.url}: {reason}") from exc
 
 
 @dataclass

@@ -95,12 +95,17 @@ def _finish_commands(sub: Subparsers) -> None:
                 _finish_commands(action)
 
 
-class _Formatter(logging.Formatter):
-    """'maskwatch: message', with 'warning: ' in front of warnings; one line each."""
+class LineFormatter(logging.Formatter):
+    """'maskwatch: message', with 'warning: ' in front of warnings; one line each, an
+    exception logged with it (a library's "Exception in ASGI application") said by its type and
+    text instead of its traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = "warning: " if record.levelno >= logging.WARNING else ""
-        message = record.getMessage()
+        message = record.getMessage().strip()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            message = f"{message}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
         if not getattr(record, OWN_SECRET, False):
             message = redact(message)
         return f"maskwatch: {prefix}{one_line(message)}"
@@ -108,7 +113,7 @@ class _Formatter(logging.Formatter):
 
 def _setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(LineFormatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False

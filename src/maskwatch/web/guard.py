@@ -116,7 +116,7 @@ class GuardSettings:
 
 
 def _error_messages(status: int, message: str, close: bool) -> list[Message]:
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps({"error": message}, separators=(",", ":")).encode()  # as FastAPI
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if close:
         headers.append((b"connection", b"close"))
