@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -634,8 +635,12 @@ def test_serve_refuses_a_recording_folder_it_cannot_write(clip: Path, tiny_disk:
     )
 
 
+def _save_args(source: Path, out: Path | str) -> tuple[str, ...]:
+    return ("detect", "--source", str(source), "--no-show", "--save", str(out))
+
+
 def _save(source: Path, out: Path | str) -> subprocess.CompletedProcess[str]:
-    return run_cli("detect", "--source", str(source), "--no-show", "--save", str(out))
+    return run_cli(*_save_args(source, out))
 
 
 def test_a_save_name_with_a_trailing_slash_is_a_folder_never_a_file(
@@ -830,3 +835,100 @@ def test_one_image_file_for_several_images_is_refused_before_the_run(tmp_path: P
     proc = _save(photos / "a.jpg", tmp_path / "one.jpg")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "one.jpg").is_file()
+
+
+def _two_photos(folder: Path) -> list[Path]:
+    """Two different photos in `folder` (the second the first mirrored), in source order."""
+    folder.mkdir()
+    shutil.copy(THREE_FACES, folder / "a.jpg")
+    cv2.imwrite(str(folder / "b.jpg"), cv2.flip(cv2.imread(str(THREE_FACES)), 1))
+    return [folder / "a.jpg", folder / "b.jpg"]
+
+
+def test_a_fifo_gets_every_image_as_one_stream(tmp_path: Path) -> None:
+    """The images of a folder saved into a FIFO reach its reader, who reads to the end, as one
+    stream. Each image opened the FIFO anew: the reader ended at the first one's end, and the
+    second open waited for a reader for ever."""
+    photos = _two_photos(tmp_path / "photos")
+    proc = _save(tmp_path / "photos", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    expected = b"".join((tmp_path / "out" / p.name).read_bytes() for p in photos)
+    fifo = tmp_path / "ff.jpg"
+    received = _through_fifo(fifo, lambda: run_cli(*_save_args(photos[0].parent, fifo), timeout=60))
+    assert len(received) == len(expected) and received == expected
+
+
+def test_a_fifo_nobody_reads_is_one_line_at_once(clip: Path, tmp_path: Path) -> None:
+    """`--save FIFO` (images or a video) and `--json FIFO` with no reader: one line and a failed
+    run, not a run that waits for ever (and that SIGTERM could not end)."""
+    photos = _two_photos(tmp_path / "photos")
+    fifo = tmp_path / "ff.jpg"
+    os.mkfifo(fifo)
+    proc = run_cli(*_save_args(photos[0].parent, fifo), timeout=60)
+    assert_one_line_error(proc, f"cannot write {fifo}: a pipe that nothing reads")
+    proc = run_cli("detect", "--source", str(photos[0]), "--no-show", "--json", str(fifo),
+                   timeout=60)  # fmt: skip
+    assert_one_line_error(proc, f"cannot write {fifo}: a pipe that nothing reads")
+    video = tmp_path / "ff.avi"
+    os.mkfifo(video)
+    proc = run_cli("detect", "--source", str(clip), "--no-show", "--save", str(video), timeout=60)
+    assert_one_line_error(proc, f"cannot write {video}: a pipe that nothing reads")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISFIFO(os.stat(video).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["ff.avi", "ff.jpg", "photos"]
+
+
+def test_several_images_into_a_device(tmp_path: Path, devices: dict[str, Path]) -> None:
+    """A null device and stdout each take every image of a folder, in turn."""
+    photos = _two_photos(tmp_path / "photos")
+    proc = run_cli(*_save_args(photos[0].parent, devices["null"]))
+    assert proc.returncode == 0, proc.stderr
+    proc = _save(photos[0].parent, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    expected = b"".join((tmp_path / "out" / p.name).read_bytes() for p in photos)
+    piped = run(*_save_args(photos[0].parent, devices["stdout"]))
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == expected
+    assert_devices_intact(devices)
+
+
+def _blocked_writing(pid: int, limit_s: float = 90) -> bool:
+    """Wait until process `pid` waits in the kernel to write into a full pipe."""
+    wchan = Path(f"/proc/{pid}/wchan")
+    for _ in range(int(limit_s * 10)):
+        if not wchan.exists():
+            return False
+        if "pipe_write" in wchan.read_text():
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_a_run_blocked_on_a_pipe_nobody_drains(
+    tmp_path: Path, signum: int
+) -> None:
+    """A FIFO whose reader never reads fills up; SIGTERM or Ctrl-C then still ends the run. They
+    were held until the write ended, which it never did."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        shutil.copy(THREE_FACES, photos / f"{i}.jpg")
+    fifo = tmp_path / "ff.jpg"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def hold_unread() -> None:
+        with open(fifo, "rb"):
+            done.wait(120)
+
+    threading.Thread(target=hold_unread, daemon=True).start()
+    detect = subprocess.Popen(cli(*_save_args(photos, fifo)), stderr=subprocess.PIPE, text=True)
+    try:
+        assert _blocked_writing(detect.pid), "the run never filled the pipe"
+        detect.send_signal(signum)
+        _, stderr = detect.communicate(timeout=30)
+    finally:
+        detect.kill()
+        done.set()
+    assert "Traceback" not in stderr
+    assert "; finishing outputs" in stderr, stderr

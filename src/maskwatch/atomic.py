@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from maskwatch.errors import OutputError
 from maskwatch.paths import broken_link
@@ -44,6 +45,7 @@ log = logging.getLogger("maskwatch")
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 PROCESS_PATHS = ("/dev/fd/", "/proc/")
 PROCESS_FILES = ("/dev/stdin", "/dev/stdout", "/dev/stderr")
+COPY_CHUNK = 1 << 20  # bytes copied into a device or pipe at a time
 
 
 def cannot_write(dest: Path | str, exc: OSError) -> OutputError:
@@ -204,11 +206,9 @@ class PendingFile:
         try:
             if self.in_place:
                 held, self.held = self.held, None
-                with (
-                    open(self.tmp, "rb") as src,
-                    open(self.dest if held is None else held, "wb") as out,
-                ):
-                    shutil.copyfileobj(src, out)
+                with open(self.tmp, "rb") as src, InPlaceFile(self.dest, held) as out:
+                    while chunk := src.read(COPY_CHUNK):
+                        out.write(chunk)
             else:
                 with contextlib.suppress(OSError):
                     os.chmod(self.tmp, stat.S_IMODE(os.stat(self.target).st_mode))
@@ -318,20 +318,46 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+_WRITING_IN_PLACE = threading.Event()  # the main thread is in `interruptible_write`
+
+
+@contextmanager
+def interruptible_write() -> Iterator[None]:
+    """A write into a device or pipe, which waits for as long as the pipe's reader does not
+    read: a stop signal during the block stops it at once, even inside `interrupts_held` (what
+    the reader got of the output being written is then cut short)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _WRITING_IN_PLACE.set()
+    try:
+        yield
+    finally:
+        _WRITING_IN_PLACE.clear()
+
+
 @contextmanager
 def interrupts_held() -> Iterator[None]:
     """Ctrl-C (or SIGTERM) during the block reaches its handler when the block ends, so that no
     output is left half written (an encoder stopped between encoding a frame and storing it
-    fails its own check, and the run's outputs are then discarded). Only the main thread gets
-    signals; a signal that is ignored or has its default action is left alone."""
+    fails its own check, and the run's outputs are then discarded), except during an
+    `interruptible_write`. Only the main thread gets signals; a signal that is ignored or has
+    its default action is left alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     held = {signum: handler for signum, handler in handlers.items() if callable(handler)}
     caught: list[int] = []
+
+    def hold(number: int, frame: FrameType | None) -> None:
+        if _WRITING_IN_PLACE.is_set():  # it may wait for ever: stop now
+            held[signal.Signals(number)](number, frame)
+            return
+        caught.append(number)
+
     for signum in held:
-        signal.signal(signum, lambda number, _: caught.append(number))
+        signal.signal(signum, hold)
     try:
         yield
     finally:
@@ -473,16 +499,45 @@ def _put_back(stage: Path, dest: Path, moved: list[tuple[str, bool]]) -> list[st
     return kept
 
 
-def write_bytes(dest: Path | str, data: bytes) -> None:
-    """Write `data` to `dest` completely or not at all (in place for devices and pipes)."""
-    if writes_in_place(dest):
+class InPlaceFile:
+    """A device or pipe (written in place) opened once (or given as `fd`, from
+    `open_in_place`), so that what is written into it in turn reaches one reader as one
+    stream; a pipe nobody reads is refused at once. Unbuffered: closing it never writes, so
+    it cannot wait on a reader after a stopped write."""
+
+    def __init__(self, dest: Path | str, fd: int | None = None) -> None:
+        self.dest = dest
+        self._fd = open_in_place(dest) if fd is None else fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
         try:
-            with open(dest, "wb") as out:
-                out.write(data)
+            with interruptible_write():
+                while view:
+                    view = view[os.write(self._fd, view) :]
         except BrokenPipeError:
             raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
         except OSError as exc:
-            raise cannot_write(dest, exc) from exc
+            raise cannot_write(self.dest, exc) from exc
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> InPlaceFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_bytes(dest: Path | str, data: bytes) -> None:
+    """Write `data` to `dest` completely or not at all (in place for devices and pipes)."""
+    if writes_in_place(dest):
+        with InPlaceFile(dest) as out:
+            out.write(data)
         return
     with atomic_path(dest) as tmp, open(tmp, "wb") as out:
         out.write(data)

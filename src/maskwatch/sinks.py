@@ -23,10 +23,12 @@ import cv2
 import numpy as np
 
 from maskwatch.atomic import (
+    InPlaceFile,
     PendingFile,
     cannot_write,
     check_free_space,
     clashing_input,
+    interruptible_write,
     write_bytes,
     write_problem,
     writes_in_place,
@@ -135,13 +137,13 @@ class JsonLinesSink:
         self.target = target
         self._pending: PendingFile | None = None
         self._flushed = time.monotonic()
-        self._out: IO[str] | None = sys.stdout
+        self._out: IO[str] | InPlaceFile | None = sys.stdout
         if target == "-":
             return
         path = Path(target)
         try:
             if writes_in_place(path):
-                self._out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+                self._out = InPlaceFile(path)
             else:
                 self._pending = PendingFile(path)
                 self._out = open(self._pending.tmp, "w", encoding="utf-8")  # noqa: SIM115
@@ -156,10 +158,19 @@ class JsonLinesSink:
     def write_object(self, obj: dict[str, Any]) -> None:
         if self._out is None:
             raise OutputError(f"{self.target}: written after close")
+        line = json.dumps(obj) + "\n"
+        if isinstance(self._out, InPlaceFile):
+            self._out.write(line.encode("utf-8"))
+            return
         try:
-            self._out.write(json.dumps(obj) + "\n")
+            if self._pending is None:  # stdout: its reader may be slow, or never read
+                with interruptible_write():
+                    self._out.write(line)
+                    self._out.flush()
+                return
+            self._out.write(line)
             now = time.monotonic()
-            if self._pending is None or now - self._flushed >= self.FILE_FLUSH_S:
+            if now - self._flushed >= self.FILE_FLUSH_S:
                 self._out.flush()
                 self._flushed = now
         except OSError as exc:
@@ -172,6 +183,9 @@ class JsonLinesSink:
         raises only when nothing else has failed."""
         out, self._out = self._out, None
         if out is None or out is sys.stdout:
+            return
+        if isinstance(out, InPlaceFile):
+            out.close()
             return
         try:
             out.close()
@@ -205,7 +219,8 @@ def encode_image(path: Path, image: np.ndarray) -> bytes:
 
 class ImageSink:
     """Annotated images: one file when OUT has an image suffix, else files named after their
-    sources in the folder OUT. A device or pipe (/dev/null, a FIFO) gets every image in turn.
+    sources in the folder OUT. A device or pipe (/dev/null, a FIFO) is opened once and gets
+    every image in turn, so a pipe's reader reads them all as one stream.
     A file named like an input in `inputs` (by device and inode) is refused, never replaced:
     a folder OUT may be the folder being read; so is one another output writes (`others`: the
     option naming it, by real path, as atomic.output_paths gives them)."""
@@ -221,9 +236,11 @@ class ImageSink:
         self.annotator = annotator or Annotator()
         self.inputs = inputs or {}
         self.others = others or {}
-        self.single = out.suffix.lower() in IMAGE_SUFFIXES or writes_in_place(out)
+        in_place = writes_in_place(out)
+        self.single = out.suffix.lower() in IMAGE_SUFFIXES or in_place
         self._used: set[str] = set()
         self.written: list[Path] = []
+        self._stream = InPlaceFile(out) if in_place else None
 
     def _target(self, source: str) -> Path:
         if self.single:
@@ -257,12 +274,18 @@ class ImageSink:
                 f"--save {self.out}: {target} is the {other} output: one would replace the "
                 "other; choose another folder or name"
             )
-        write_bytes(target, encode_image(target, self.annotator(result)))
+        data = encode_image(target, self.annotator(result))
+        if self._stream is not None:
+            self._stream.write(data)
+        else:
+            write_bytes(target, data)
         if target not in self.written:
             self.written.append(target)
 
     def close(self, ok: bool = True) -> None:
-        pass
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
 
 class VideoSink:
@@ -292,7 +315,7 @@ class VideoSink:
         self.fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_VIDEO_FPS
         suffix = out.suffix.lower()
         self.suffix = suffix if suffix in OPENCV_CODECS else ".avi"
-        self._pending = PendingFile(out, suffix=self.suffix)
+        self._pending = PendingFile(out, suffix=self.suffix, hold=True)  # a pipe nobody reads: now
         self._encoder: Encoder | None = None
         self._size = (0, 0)
         self.codec: str | None = None
