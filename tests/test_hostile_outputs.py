@@ -932,3 +932,19 @@ def test_a_stop_signal_ends_a_run_blocked_on_a_pipe_nobody_drains(
         done.set()
     assert "Traceback" not in stderr
     assert "; finishing outputs" in stderr, stderr
+
+
+def test_save_to_stdout_appended_to_a_file_adds_to_it(tmp_path: Path) -> None:
+    """`--save /dev/stdout >> file`: the image was written over the file from its start."""
+    out = tmp_path / "log.bin"
+    out.write_bytes(b"earlier output\n")
+    with open(out, "ab") as appended:
+        proc = subprocess.run(
+            [sys.executable, "-m", "maskwatch.cli", "-q", "detect", "--source", str(THREE_FACES),
+             "--no-show", "--save", "/dev/stdout"],
+            stdout=appended, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"earlier output\n\xff\xd8")  # then the annotated JPEG, whole
+    assert cv2.imdecode(np.frombuffer(data[15:], np.uint8), cv2.IMREAD_COLOR) is not None

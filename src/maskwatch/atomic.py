@@ -237,9 +237,11 @@ class PendingFile:
 
 def open_in_place(dest: Path | str) -> int:
     """`dest` (written in place: a device, a pipe) opened for writing now, so that a pipe
-    nobody reads is refused at once instead of blocking the run's end."""
+    nobody reads is refused at once instead of blocking the run's end. Appending: a
+    /dev/stdout or /dev/fd/N that is a regular file (`>> log`) is added to, as the shell's own
+    descriptor would be, never written over from its start."""
     try:
-        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
             raise OutputError(
