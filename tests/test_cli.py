@@ -397,3 +397,12 @@ def test_a_library_logging_an_exception_is_one_line_with_its_cause() -> None:
         "maskwatch: warning: Exception in ASGI application: FileNotFoundError: [Errno 2] No such "
         "file or directory: '/x/static/favicon.svg\\nforged'"
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["", "*", "*.", "a..b", "x" * 64 + ".org", "http://cams.org", "cams.org:443", "-a.org"]
+)
+def test_an_allow_host_that_is_no_host_name_is_refused(name: str) -> None:
+    proc = run_cli("serve", f"--allow-host={name}", "--port", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "argument --allow-host" in proc.stderr and "give a host name" in proc.stderr

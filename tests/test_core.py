@@ -325,6 +325,26 @@ def test_a_download_follows_the_mirrors_redirect(tmp_path: Path, monkeypatch) ->
         stop()
 
 
+def test_a_mirror_redirecting_in_a_loop_is_one_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """urllib's message for a redirect loop runs over three lines, which split the table of
+    `models --fetch` and the error line."""
+
+    def loop(connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.0 302 Found\r\nLocation: /again\r\n\r\n")
+
+    url, stop = _serve(loop)
+    monkeypatch.setenv("MASKWATCH_MIRROR", url)
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    try:
+        with pytest.raises(DownloadError) as failed:
+            hub.fetch("yunet")
+    finally:
+        stop()
+    assert "\n" not in str(failed.value) and "HTTP 302" in str(failed.value)
+    assert not list((tmp_path / "cache").rglob("*.onnx*"))
+
+
 def test_backbone_is_torchvisions_mobilenet_v2_with_its_imagenet_weights() -> None:
     """The backbone defined in maskwatch loads torchvision's checkpoint and computes what
     torchvision's MobileNetV2 computes (values recorded with torchvision 0.29.1)."""

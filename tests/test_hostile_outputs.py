@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -948,3 +949,60 @@ def test_save_to_stdout_appended_to_a_file_adds_to_it(tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data.startswith(b"earlier output\n\xff\xd8")  # then the annotated JPEG, whole
     assert cv2.imdecode(np.frombuffer(data[15:], np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_a_fifo_whose_reader_goes_away_mid_run_is_one_line_not_a_quiet_success(
+    tmp_path: Path,
+) -> None:
+    """A reader that takes 100 bytes and leaves: the run exited 0 without a word, and the
+    --json file asked for beside it was silently thrown away."""
+    photos = _two_photos(tmp_path / "photos")
+    fifo = tmp_path / "ff.jpg"
+    os.mkfifo(fifo)
+
+    def read_a_little() -> None:
+        with open(fifo, "rb") as pipe:
+            pipe.read(100)
+
+    reader = threading.Thread(target=read_a_little, daemon=True)
+    reader.start()
+    proc = run_cli(*_save_args(photos[0].parent, fifo), "--json", str(tmp_path / "r.jsonl"),
+                   timeout=60)  # fmt: skip
+    reader.join(30)
+    assert_one_line_error(proc, f"cannot write {fifo}: its reader went away before the end")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_stop_signal_while_a_video_goes_into_a_stalled_pipe_closes_every_output(
+    clip: Path, tmp_path: Path
+) -> None:
+    """The video is written into its pipe at the end; SIGTERM there escaped the closing of the
+    other outputs: the --json file was left half-written under its temporary name."""
+    fifo = tmp_path / "ff.avi"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def hold_unread() -> None:
+        with open(fifo, "rb"):
+            done.wait(120)
+
+    threading.Thread(target=hold_unread, daemon=True).start()
+    args = ("detect", "--source", str(clip), "--no-show", "--save", str(fifo),
+            "--json", str(tmp_path / "r.jsonl"))  # fmt: skip
+    detect = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, text=True)
+    try:
+        assert _blocked_writing(detect.pid), "the run never filled the pipe"
+        detect.send_signal(signal.SIGTERM)
+        _, stderr = detect.communicate(timeout=30)
+    finally:
+        detect.kill()
+        done.set()
+    assert "Traceback" not in stderr and "terminated" in stderr, stderr
+    assert sorted(os.listdir(tmp_path)) == ["ff.avi"], "a temporary file was left"
+
+
+def test_json_to_a_closed_standard_output_says_so(tmp_path: Path) -> None:
+    """`--json - >&-` said "-: written after close"."""
+    command = shlex.join(cli("detect", "--source", str(THREE_FACES), "--no-show", "--json", "-"))
+    proc = subprocess.run(f"{command} >&-", shell=True, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, "--json -: standard output is closed")

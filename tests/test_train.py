@@ -175,9 +175,20 @@ def test_the_face_list_reads_back_as_written(tmp_path: Path) -> None:
     assert [(s.image, s.box, s.label, s.source, s.group) for s in back] == [
         (s.image, s.box, s.label, s.source, s.group) for s in samples
     ]
-    path.write_text("photo,label\nx.jpg,mask\n")
-    with pytest.raises(DatasetError, match="cannot read the face list"):
-        read_faces_csv(path)
+    for text, said in (
+        ("photo,label\nx.jpg,mask\n", "no x1, y1, x2, y2, source, group column"),  # KeyError 'x1'
+        ("", "no photo, x1"),
+        (b"photo,x1\n\xff\n", "not UTF-8 text (byte 9)"),  # Python's codec text
+        ("photo,x1,y1,x2,y2,label,source,group\nx.jpg,1,2,three,4,mask,s,g\n", "'three'"),
+    ):
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        with pytest.raises(
+            DatasetError, match=re.escape(f"face list {path}: ") + ".*" + re.escape(said)
+        ):
+            read_faces_csv(path)
 
 
 def test_near_duplicates_survive_reencoding_resizing_and_mirroring(three_faces) -> None:  # type: ignore[no-untyped-def]

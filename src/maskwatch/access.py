@@ -51,7 +51,8 @@ def host_names(host: str, allowed: Sequence[str] = ()) -> list[str]:
     return [f"[{name}]" if ":" in name else name for name in LOOPBACK] + list(allowed)
 
 
-HOST_NAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # one part of a name (RFC 1123)
+HOST_NAME = re.compile(rf"(?=.{{1,253}}$)(\*\.)?{_LABEL}(\.{_LABEL})*")
 
 
 def host_is_allowed(name: str | None, allowed: Sequence[str]) -> bool:

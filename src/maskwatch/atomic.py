@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import threading
 import uuid
@@ -517,8 +518,12 @@ class InPlaceFile:
             with interruptible_write():
                 while view:
                     view = view[os.write(self._fd, view) :]
-        except BrokenPipeError:
-            raise  # the pipe's reader is gone, as with `| head`: cli.main ends quietly
+        except BrokenPipeError as exc:
+            if _is_stdout(self._fd):
+                raise  # its reader is gone, as with `| head`: cli.main ends quietly
+            raise OutputError(
+                f"cannot write {self.dest}: its reader went away before the end (broken pipe)"
+            ) from exc
         except OSError as exc:
             raise cannot_write(self.dest, exc) from exc
 
@@ -533,6 +538,14 @@ class InPlaceFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_stdout(fd: int) -> bool:
+    """Whether `fd` is open on what standard output is (/dev/stdout, /dev/fd/1, `-`)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_bytes(dest: Path | str, data: bytes) -> None:

@@ -235,6 +235,9 @@ def download(entry: HubFile, dest: Path) -> Path:
             raise DownloadError(
                 f"{failed}: not a valid HTTP answer ({type(exc).__name__}: {said!r})"
             ) from exc
+        if isinstance(exc, urllib.error.HTTPError):  # a redirect loop's text runs over lines
+            said = (str(exc.reason).splitlines() or [""])[0][:120]
+            raise DownloadError(f"{failed}: HTTP {exc.code} {said}".rstrip()) from exc
         raise DownloadError(f"{failed}: {exc}") from exc
     return dest
 

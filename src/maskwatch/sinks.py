@@ -139,6 +139,8 @@ class JsonLinesSink:
         self._flushed = time.monotonic()
         self._out: IO[str] | InPlaceFile | None = sys.stdout
         if target == "-":
+            if sys.stdout is None:  # the run was started with its standard output closed
+                raise OutputError("--json -: standard output is closed (was it started with >&-?)")
             return
         path = Path(target)
         try:

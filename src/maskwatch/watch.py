@@ -249,20 +249,22 @@ class Watch:
 
     def close(self, ok: bool = True) -> None:
         """Close every output (frame outputs completed when `ok` and nothing failed before
-        them), then the `on_close` callbacks; raise the first error."""
-        first: Exception | None = None
+        them), then the `on_close` callbacks; raise the first error. A stop signal while one
+        closes (a write into a pipe nobody drains) is raised once the rest are closed, the
+        frame outputs after it discarded."""
+        first: BaseException | None = None
         frame_outputs, self.frame_outputs = self.frame_outputs, []
         for output in reversed(frame_outputs):
             try:
                 output.close(ok and first is None)
-            except Exception as exc:  # every output is closed, whatever the others do
+            except BaseException as exc:  # every output is closed, whatever the others do
                 first = first or exc
         closers = [o.close for o in reversed(self.event_outputs)] + self._on_close[::-1]
         self.event_outputs, self._on_close = [], []
         for close in closers:
             try:
                 close()
-            except Exception as exc:
+            except BaseException as exc:
                 first = first or exc
         if first is not None:
             raise first

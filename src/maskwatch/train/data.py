@@ -295,8 +295,21 @@ def faces_csv(samples: list[Sample], extra: dict[str, list[str]] | None = None) 
 def read_faces_csv(path: Path) -> list[Sample]:
     """The faces of a test_faces.csv, with their boxes as written; read like any settings
     file (a pipe or a file over MAX_SETTINGS_BYTES is refused unread)."""
+    what = f"cannot read the face list {path}"
     try:
         text = read_file(path, MAX_SETTINGS_BYTES, "a face list").decode("utf-8")
+    except SourceError as exc:  # a pipe, a device, a folder, too large, unreadable
+        raise DatasetError(f"cannot read the face list {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{what}: not UTF-8 text (byte {exc.start})") from exc
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    missing = [c for c in FACE_COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{what}: no {', '.join(missing)} column (a run's test_faces.csv has "
+            f"{','.join(FACE_COLUMNS)})"
+        )
+    try:
         return [
             Sample(
                 Path(r["photo"]),
@@ -308,7 +321,5 @@ def read_faces_csv(path: Path) -> list[Sample]:
             )
             for r in csv.DictReader(io.StringIO(text, newline=""))
         ]
-    except SourceError as exc:  # a pipe, a device, a folder, too large, unreadable
-        raise DatasetError(f"cannot read the face list {exc}") from exc
-    except (KeyError, ValueError, TypeError) as exc:  # not UTF-8 too
-        raise DatasetError(f"cannot read the face list {path}: {exc}") from exc
+    except (ValueError, TypeError, csv.Error) as exc:  # a box that is no number, a short row
+        raise DatasetError(f"{what}: {exc}") from exc
