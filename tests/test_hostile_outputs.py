@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -904,6 +904,27 @@ def _blocked_writing(pid: int, limit_s: float = 90) -> bool:
     return False
 
 
+def _stopped_on_a_stalled_pipe(fifo: Path, args: Sequence[str], signum: int) -> str:
+    """The stderr of `maskwatch ARGS` writing into `fifo`, which a reader holds open and never
+    reads, stopped by `signum` once it is blocked there."""
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def hold_unread() -> None:
+        with open(fifo, "rb"):
+            done.wait(120)
+
+    threading.Thread(target=hold_unread, daemon=True).start()
+    detect = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, text=True)
+    try:
+        assert _blocked_writing(detect.pid), "the run never filled the pipe"
+        detect.send_signal(signum)
+        return detect.communicate(timeout=30)[1]
+    finally:
+        detect.kill()
+        done.set()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_ends_a_run_blocked_on_a_pipe_nobody_drains(
     tmp_path: Path, signum: int
@@ -915,22 +936,7 @@ def test_a_stop_signal_ends_a_run_blocked_on_a_pipe_nobody_drains(
     for i in range(8):
         shutil.copy(THREE_FACES, photos / f"{i}.jpg")
     fifo = tmp_path / "ff.jpg"
-    os.mkfifo(fifo)
-    done = threading.Event()
-
-    def hold_unread() -> None:
-        with open(fifo, "rb"):
-            done.wait(120)
-
-    threading.Thread(target=hold_unread, daemon=True).start()
-    detect = subprocess.Popen(cli(*_save_args(photos, fifo)), stderr=subprocess.PIPE, text=True)
-    try:
-        assert _blocked_writing(detect.pid), "the run never filled the pipe"
-        detect.send_signal(signum)
-        _, stderr = detect.communicate(timeout=30)
-    finally:
-        detect.kill()
-        done.set()
+    stderr = _stopped_on_a_stalled_pipe(fifo, _save_args(photos, fifo), signum)
     assert "Traceback" not in stderr
     assert "; finishing outputs" in stderr, stderr
 
@@ -979,24 +985,9 @@ def test_a_stop_signal_while_a_video_goes_into_a_stalled_pipe_closes_every_outpu
     """The video is written into its pipe at the end; SIGTERM there escaped the closing of the
     other outputs: the --json file was left half-written under its temporary name."""
     fifo = tmp_path / "ff.avi"
-    os.mkfifo(fifo)
-    done = threading.Event()
-
-    def hold_unread() -> None:
-        with open(fifo, "rb"):
-            done.wait(120)
-
-    threading.Thread(target=hold_unread, daemon=True).start()
     args = ("detect", "--source", str(clip), "--no-show", "--save", str(fifo),
             "--json", str(tmp_path / "r.jsonl"))  # fmt: skip
-    detect = subprocess.Popen(cli(*args), stderr=subprocess.PIPE, text=True)
-    try:
-        assert _blocked_writing(detect.pid), "the run never filled the pipe"
-        detect.send_signal(signal.SIGTERM)
-        _, stderr = detect.communicate(timeout=30)
-    finally:
-        detect.kill()
-        done.set()
+    stderr = _stopped_on_a_stalled_pipe(fifo, args, signal.SIGTERM)
     assert "Traceback" not in stderr and "terminated" in stderr, stderr
     assert sorted(os.listdir(tmp_path)) == ["ff.avi"], "a temporary file was left"
 
