@@ -546,6 +546,14 @@ def test_a_descriptor_path_to_a_regular_file_counts_as_that_file(tmp_path: Path)
             pass_fds=(held.fileno(),), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert_one_line_error(proc, "--save and --json are the same file")
+    with open(photo, "wb") as held:  # `--json - --save /dev/fd/3 > o.jpg 3>&1`
+        proc = subprocess.run(
+            [sys.executable, "-m", "maskwatch.cli", "detect", "--source", str(THREE_FACES),
+             "--no-show", "--json", "-", "--save", f"/dev/fd/{held.fileno()}"],
+            pass_fds=(held.fileno(),), stdout=held, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert_one_line_error(proc, "--save and --json are the same file")
+    assert photo.stat().st_size == 0
 
 
 def test_a_save_folder_does_not_write_over_another_output(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ log = logging.getLogger("maskwatch")
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 PROCESS_PATHS = ("/dev/fd/", "/proc/")
 PROCESS_FILES = ("/dev/stdin", "/dev/stdout", "/dev/stderr")
+STDOUT = Path("/dev/stdout")  # what an output named '-' writes to
 COPY_CHUNK = 1 << 20  # bytes copied into a device or pipe at a time
 
 
@@ -609,13 +610,16 @@ def refuse_inputs(
     """The `inputs` by identity (device, inode), once each of `outputs` (option: path; None or
     '-' for none) has been checked not to be one of them, under any name or link: results
     written over the photo or video being read would destroy it; nor may two outputs be one
-    file (the last written would replace the other). Empty when there is nothing to check."""
+    file (the last written would replace the other; '-', standard output, counts as the file
+    it may have been redirected to). Empty when there is nothing to check."""
+    _refuse_shared_outputs(
+        {option: STDOUT if str(out) == "-" else Path(out) for option, out in outputs.items() if out}
+    )
     named = {
         option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
     }
     if not named:
         return {}
-    _refuse_shared_outputs(named)
     by_identity = {ident: path for path in inputs if (ident := file_identity(path)) is not None}
     for option, out in named.items():
         clash = None if writes_in_place(out) else clashing_input(by_identity, out)

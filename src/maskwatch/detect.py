@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maskwatch.alerts import AlertDispatcher
-from maskwatch.atomic import output_paths, refuse_inputs
+from maskwatch.atomic import STDOUT, output_paths, refuse_inputs
 from maskwatch.defaults import READ_AHEAD, Blur
 from maskwatch.draw import Annotator
 from maskwatch.errors import OutputError, SourceError
@@ -19,7 +19,7 @@ from maskwatch.mqtt import MqttOutput, MqttPublisher
 from maskwatch.pipeline import Pipeline
 from maskwatch.postgres import DatabaseUrl, EventTarget, PostgresLog, as_event_target
 from maskwatch.redact import redact
-from maskwatch.sinks import STDOUT, Inputs, JsonLinesSink, SaveOutput, WindowOutput
+from maskwatch.sinks import Inputs, JsonLinesSink, SaveOutput, WindowOutput
 from maskwatch.sources import FileSource, Source
 from maskwatch.watch import Callback, Summary, Watch
 

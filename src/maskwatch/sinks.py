@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from maskwatch.atomic import (
+    STDOUT,
     InPlaceFile,
     PendingFile,
     cannot_write,
@@ -49,7 +50,6 @@ from maskwatch.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, FileSource, Source
 from maskwatch.types import FrameResult
 from maskwatch.watch import Stop
 
-STDOUT = Path("/dev/stdout")
 Inputs = dict[tuple[int, int], Path]  # input files by (device, inode)
 
 SAME_FORMAT = {".jpeg": ".jpg", ".tif": ".tiff"}  # suffixes of one format, to the usual one
