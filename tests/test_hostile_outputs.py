@@ -556,6 +556,27 @@ def test_a_descriptor_path_to_a_regular_file_counts_as_that_file(tmp_path: Path)
     assert photo.stat().st_size == 0
 
 
+def test_standard_output_redirected_to_an_input_or_a_saved_image_is_refused(
+    tmp_path: Path,
+) -> None:
+    """`--json - >> photo.jpg` appended the JSON to the photo being read; `--json - --save sd >
+    sd/photo.jpg` had the image's rename replace every JSON line, and exited 0."""
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(THREE_FACES, photo)
+    command = cli("detect", "--source", str(photo), "--no-show", "--json", "-")
+    with open(photo, "ab") as appended:
+        proc = subprocess.run(command, stdout=appended, stderr=subprocess.PIPE, text=True,
+                              timeout=120)  # fmt: skip
+    assert_one_line_error(proc, f"--json - (standard output) is the input {photo}")
+    assert photo.read_bytes() == THREE_FACES.read_bytes()
+    saved = tmp_path / "sd"
+    saved.mkdir()
+    with open(saved / photo.name, "wb") as redirected:
+        proc = subprocess.run([*command, "--save", str(saved)], stdout=redirected,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    assert_one_line_error(proc, f"--save {saved}: {saved / photo.name} is the --json output")
+
+
 def test_a_save_folder_does_not_write_over_another_output(tmp_path: Path) -> None:
     """`--save sf --json sf/photo.jpg`: the annotated photo replaced the JSON lines (or the
     other way round), and both were said to be written."""

@@ -571,11 +571,13 @@ def clashing_input(by_identity: Mapping[tuple[int, int], Path], path: Path) -> P
 
 
 def _written_path(out: Path | str | None) -> str | None:
-    """The real path (links followed) of an output file, or None for none ('-' or None) and for
-    a device or pipe, written in place (a descriptor path such as /dev/fd/N that leads to a
-    regular file is a file)."""
-    if out is None or str(out) == "-":
+    """The real path (links followed) of an output file, or None for none and for a device or
+    pipe, written in place (a descriptor path such as /dev/fd/N that leads to a regular file is
+    a file; so is '-', standard output, redirected to one)."""
+    if out is None:
         return None
+    if str(out) == "-":
+        out = STDOUT
     if file_identity(out) is None and writes_in_place(out):
         return None
     return os.path.realpath(out)
@@ -598,8 +600,8 @@ def _refuse_shared_outputs(named: Mapping[str, Path]) -> None:
         for key in {path, file_identity(out)} - {None}:
             if key in seen:
                 raise OutputError(
-                    f"{seen[key]} and {option} are the same file ({out}): the one written last "
-                    "would replace the other; choose another name for one"
+                    f"{seen[key]} and {option} are the same file ({path}): the one written "
+                    "last would replace the other; choose another name for one"
                 )
             seen[key] = option
 
@@ -607,25 +609,24 @@ def _refuse_shared_outputs(named: Mapping[str, Path]) -> None:
 def refuse_inputs(
     inputs: Iterable[Path], outputs: dict[str, Path | str | None]
 ) -> dict[tuple[int, int], Path]:
-    """The `inputs` by identity (device, inode), once each of `outputs` (option: path; None or
-    '-' for none) has been checked not to be one of them, under any name or link: results
-    written over the photo or video being read would destroy it; nor may two outputs be one
-    file (the last written would replace the other; '-', standard output, counts as the file
-    it may have been redirected to). Empty when there is nothing to check."""
-    _refuse_shared_outputs(
-        {option: STDOUT if str(out) == "-" else Path(out) for option, out in outputs.items() if out}
-    )
+    """The `inputs` by identity (device, inode), once each of `outputs` (option: path, '-' for
+    standard output, None for none) has been checked not to be one of them, under any name or
+    link: results written over the photo or video being read would destroy it; nor may two
+    outputs be one file (the last written would replace the other). Standard output counts as
+    the file it was redirected to, if any. Empty when there is nothing to check."""
     named = {
-        option: Path(out) for option, out in outputs.items() if out is not None and str(out) != "-"
+        option: STDOUT if str(out) == "-" else Path(out) for option, out in outputs.items() if out
     }
     if not named:
         return {}
+    _refuse_shared_outputs(named)
     by_identity = {ident: path for path in inputs if (ident := file_identity(path)) is not None}
     for option, out in named.items():
-        clash = None if writes_in_place(out) else clashing_input(by_identity, out)
+        clash = clashing_input(by_identity, out)  # a device or pipe is none; /dev/fd/N may be
         if clash is not None:
+            shown = "- (standard output)" if out == STDOUT and outputs[option] == "-" else out
             raise OutputError(
-                f"{option} {out} is the input {clash}: writing there would destroy it; "
+                f"{option} {shown} is the input {clash}: writing there would destroy it; "
                 "choose another name"
             )
     return by_identity
