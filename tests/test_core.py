@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +121,7 @@ def test_a_file_that_fails_its_checksum_is_never_kept(tmp_path: Path, monkeypatc
     monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
     with pytest.raises(DownloadError, match="sha256"):
         hub.fetch("yunet")
-    cache = tmp_path / "cache"
-    assert not cache.exists() or not any(cache.iterdir())  # folders made for it go too
+    _assert_cache_empty(tmp_path)  # folders made for it go too
 
 
 def test_a_missing_mirror_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -209,8 +208,7 @@ def test_a_download_stops_once_it_passes_the_expected_size(tmp_path: Path, monke
         server.shutdown()
         server.server_close()
     assert sum(served) < 64 * 2**20
-    cache = tmp_path / "cache"
-    assert not cache.exists() or not any(cache.iterdir())
+    _assert_cache_empty(tmp_path)
 
 
 def _serve(answer: object) -> tuple[str, Callable[[], None]]:
@@ -232,6 +230,34 @@ def _serve(answer: object) -> tuple[str, Callable[[], None]]:
         server.server_close()
 
     return f"http://127.0.0.1:{server.server_address[1]}", stop
+
+
+@contextlib.contextmanager
+def _mirror(answer: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MASKWATCH_MIRROR on a local server calling `answer(connection)`, and an empty cache."""
+    url, stop = _serve(answer)
+    monkeypatch.setenv("MASKWATCH_MIRROR", url)
+    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
+    try:
+        yield
+    finally:
+        stop()
+
+
+def _fetch_failure(answer: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The one-line DownloadError of fetching YuNet from a mirror answering with `answer`; the
+    cache is left empty."""
+    with _mirror(answer, tmp_path, monkeypatch), pytest.raises(DownloadError) as raised:
+        hub.fetch("yunet")
+    message = str(raised.value)
+    assert "\n" not in message
+    _assert_cache_empty(tmp_path)
+    return message
+
+
+def _assert_cache_empty(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def _fetch_in_time(name: str, seconds: float) -> BaseException | None:
@@ -268,21 +294,17 @@ def test_a_dribbling_mirror_is_given_up(tmp_path: Path, monkeypatch, length: str
         while not stopped.wait(0.05):
             connection.sendall(b"x")
 
-    url, stop = _serve(dribble)
     monkeypatch.setattr(defaults, "DOWNLOAD_START_S", 1.0)
     monkeypatch.setattr(defaults, "DOWNLOAD_MIN_RATE", hub.YUNET.size)
-    monkeypatch.setenv("MASKWATCH_MIRROR", url)
-    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
-    try:
-        raised = _fetch_in_time("yunet", 30)
-    finally:
-        stopped.set()
-        stop()
+    with _mirror(dribble, tmp_path, monkeypatch):
+        try:
+            raised = _fetch_in_time("yunet", 30)
+        finally:
+            stopped.set()
     assert isinstance(raised, DownloadError), raised
     message = str(raised)
     assert "\n" not in message and message.endswith("no complete answer within 2 s")
-    cache = tmp_path / "cache"
-    assert not cache.exists() or not any(cache.iterdir())
+    _assert_cache_empty(tmp_path)
 
 
 def test_a_mirror_answering_something_not_http_is_one_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -290,18 +312,8 @@ def test_a_mirror_answering_something_not_http_is_one_line(tmp_path: Path, monke
         connection.recv(65536)
         connection.sendall(b"hello there\r\n\r\n")
 
-    url, stop = _serve(hello)
-    monkeypatch.setenv("MASKWATCH_MIRROR", url)
-    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
-    try:
-        with pytest.raises(DownloadError) as raised:
-            hub.fetch("yunet")
-    finally:
-        stop()
-    message = str(raised.value)
-    assert "\n" not in message and "not a valid HTTP answer" in message and "hello there" in message
-    cache = tmp_path / "cache"
-    assert not cache.exists() or not any(cache.iterdir())
+    message = _fetch_failure(hello, tmp_path, monkeypatch)
+    assert "not a valid HTTP answer" in message and "hello there" in message
 
 
 def test_a_download_follows_the_mirrors_redirect(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -316,13 +328,8 @@ def test_a_download_follows_the_mirrors_redirect(tmp_path: Path, monkeypatch) ->
         else:
             connection.sendall(b"HTTP/1.0 302 Found\r\nLocation: /files/yunet\r\n\r\n")
 
-    url, stop = _serve(moved)
-    monkeypatch.setenv("MASKWATCH_MIRROR", url)
-    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
-    try:
+    with _mirror(moved, tmp_path, monkeypatch):
         assert hub.sha256_of(hub.fetch("yunet")) == hub.YUNET.sha256
-    finally:
-        stop()
 
 
 def test_a_mirror_redirecting_in_a_loop_is_one_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -333,16 +340,7 @@ def test_a_mirror_redirecting_in_a_loop_is_one_line(tmp_path: Path, monkeypatch)
         connection.recv(65536)
         connection.sendall(b"HTTP/1.0 302 Found\r\nLocation: /again\r\n\r\n")
 
-    url, stop = _serve(loop)
-    monkeypatch.setenv("MASKWATCH_MIRROR", url)
-    monkeypatch.setenv("MASKWATCH_HOME", str(tmp_path / "cache"))
-    try:
-        with pytest.raises(DownloadError) as failed:
-            hub.fetch("yunet")
-    finally:
-        stop()
-    assert "\n" not in str(failed.value) and "HTTP 302" in str(failed.value)
-    assert not list((tmp_path / "cache").rglob("*.onnx*"))
+    assert "HTTP 302" in _fetch_failure(loop, tmp_path, monkeypatch)
 
 
 def test_backbone_is_torchvisions_mobilenet_v2_with_its_imagenet_weights() -> None:

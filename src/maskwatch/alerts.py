@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from maskwatch import __version__
-from maskwatch.deadline import Deadline, opener
+from maskwatch.deadline import Deadline, failure_reason, opener
 from maskwatch.defaults import ALERT_GLOBAL_INTERVAL, ALERT_LABELS, ALERT_TRACK_INTERVAL
 from maskwatch.errors import MaskwatchError
 from maskwatch.events import Event
@@ -203,18 +203,14 @@ class WebhookAlert:
                 moved = f" (a redirect to {location[:ALERT_DETAIL_CHARS]}, not followed)"
                 exc.close()
                 raise AlertFailed(
-                    f"webhook {self.url}: {exc}" + (moved if location else "")
+                    f"webhook {self.url}: {failure_reason(exc)}" + (moved if location else "")
                 ) from exc
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 if deadline.passed:
                     raise AlertFailed(
                         f"webhook {self.url}: no answer within {self.timeout:g} s"
                     ) from exc
-                # "Connection refused", not "<urlopen error [Errno 111] Connection refused>"
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                if isinstance(reason, OSError) and reason.strerror:
-                    reason = reason.strerror
-                raise AlertFailed(f"webhook {self.url}: {reason}") from exc
+                raise AlertFailed(f"webhook {self.url}: {failure_reason(exc)}") from exc
 
 
 @dataclass

@@ -77,6 +77,24 @@ def _shut_down(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong in an HTTP(S) call, in one short line: an HTTP status with the first line
+    of its reason (a redirect loop's runs over three), an answer that is not HTTP, or the
+    system's reason ("Connection refused", not "<urlopen error [Errno 111] ...>")."""
+    import http.client
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        said = (str(exc.reason).splitlines() or [""])[0][:120]
+        return f"HTTP {exc.code} {said}".rstrip()
+    if isinstance(exc, http.client.HTTPException):
+        return f"not a valid HTTP answer ({type(exc).__name__}: {str(exc).strip()[:80]!r})"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
 def opener(deadline: Deadline, *, follow_redirects: bool) -> urllib.request.OpenerDirector:
     """urllib's opener for http(s) alone (proxies from the environment included), its
     connections under `deadline`. A status other than 2xx raises HTTPError, a redirect too

@@ -179,13 +179,15 @@ def _open_local(url: str, entry: HubFile) -> BinaryIO:
     return file
 
 
-def _copy_at_most(source: BinaryIO, out: BinaryIO, limit: int) -> int:
-    """Copy `source` to `out` until it ends or passes `limit` bytes; the bytes copied."""
-    copied = 0
+def _copy_at_most(source: BinaryIO, out: BinaryIO, limit: int) -> tuple[int, str]:
+    """Copy `source` to `out` until it ends or passes `limit` bytes; the bytes copied and
+    their sha256 (taken as they pass, not read back)."""
+    copied, digest = 0, hashlib.sha256()
     while chunk := source.read(min(COPY_CHUNK, limit + 1 - copied)):
         out.write(chunk)
+        digest.update(chunk)
         copied += len(chunk)
-    return copied
+    return copied, digest.hexdigest()
 
 
 def download_seconds(entry: HubFile) -> float:
@@ -199,7 +201,7 @@ def download(entry: HubFile, dest: Path) -> Path:
     import http.client  # here: urllib.request costs 25 ms at every start, downloads are rare
     import urllib.error
 
-    from maskwatch.deadline import Deadline, opener
+    from maskwatch.deadline import Deadline, failure_reason, opener
 
     url = source_url(entry)
     failed = f"cannot download {entry.filename} from {url}"
@@ -211,7 +213,7 @@ def download(entry: HubFile, dest: Path) -> Path:
             else:
                 source = opener(deadline, follow_redirects=True).open(url, timeout=deadline.seconds)
             with source, open(tmp, "wb") as out:
-                copied = _copy_at_most(source, out, entry.size)
+                copied, got = _copy_at_most(source, out, entry.size)
             if copied < entry.size and deadline.passed:  # the watchdog ended an unsized answer
                 raise TimeoutError("timed out")
             if copied > entry.size:
@@ -219,7 +221,6 @@ def download(entry: HubFile, dest: Path) -> Path:
                     f"{entry.filename} from {url} is larger than the expected {entry.size} "
                     "bytes; refusing to use it"
                 )
-            got = sha256_of(tmp)
             if got != entry.sha256:
                 raise DownloadError(
                     f"{entry.filename} from {url} has sha256 {got[:12]}..., expected "
@@ -230,15 +231,7 @@ def download(entry: HubFile, dest: Path) -> Path:
             raise DownloadError(
                 f"{failed}: no complete answer within {deadline.seconds:.0f} s"
             ) from exc
-        if isinstance(exc, http.client.HTTPException):
-            said = str(exc).strip()[:80]
-            raise DownloadError(
-                f"{failed}: not a valid HTTP answer ({type(exc).__name__}: {said!r})"
-            ) from exc
-        if isinstance(exc, urllib.error.HTTPError):  # a redirect loop's text runs over lines
-            said = (str(exc.reason).splitlines() or [""])[0][:120]
-            raise DownloadError(f"{failed}: HTTP {exc.code} {said}".rstrip()) from exc
-        raise DownloadError(f"{failed}: {exc}") from exc
+        raise DownloadError(f"{failed}: {failure_reason(exc)}") from exc
     return dest
 
 

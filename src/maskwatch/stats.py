@@ -121,11 +121,21 @@ def log_rows(
     return list(iter_log_rows(log_path, since, appeared_since))
 
 
+def _unusable(row: Row, now: float) -> str | None:
+    """Why no count can use `row` (written by an older version or by hand), or None: a time no
+    calendar shows (not a number, infinite, before 2000, far in the future), or a settled label
+    that is none of ours."""
+    if not plausible_time(row.time, now):
+        return "time"
+    if row.kind in (SETTLE, CHANGE) and row.label not in CANONICAL:
+        return "label"
+    return None
+
+
 def plausible_rows(rows: Iterable[Row]) -> list[Row]:
-    """`rows` without those whose time no calendar can show (not a number, infinite, before
-    2000 or far in the future: written by an older version or by hand)."""
+    """`rows` without those no count can use (`_unusable`)."""
     now = time.time()
-    return [row for row in rows if plausible_time(row.time, now)]
+    return [row for row in rows if _unusable(row, now) is None]
 
 
 def _people(rows: Iterable[Row], source: str | None, grouped: bool) -> Iterator[Person]:
@@ -214,9 +224,10 @@ class _Checked:
         now = time.time()
         for row in rows:
             self.read += 1
-            if not plausible_time(row.time, now):
+            why = _unusable(row, now)
+            if why == "time":
                 self.bad_time += 1
-            elif row.kind in (SETTLE, CHANGE) and row.label not in CANONICAL:
+            elif why == "label":
                 self.bad_label += 1
             else:
                 self.sources.add(row.source)
@@ -235,7 +246,6 @@ def summarise(log_path: EventTarget, by: str = "hour", source: str | None = None
     """People per period by label from an event log, read row by row (memory grows with the
     periods, not the log); events with impossible times or labels are left out, with one
     warning. A camera URL's `source` is looked up as the log names it, without its password."""
-    _check_period(by)
     if source is not None:
         source = redact(source)
     checked = _Checked()

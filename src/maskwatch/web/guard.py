@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -68,22 +69,16 @@ def given_token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def foreign_origin(scope: Scope, allowed: Sequence[str] = ()) -> str | None:
     """The Origin of a request from a browser page of another site than this server (as the
     request's own Host and scheme name it, or a name --allow-host gave: a reverse proxy's),
     else None."""
-    origin = _header(scope, b"origin")
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
     if origin is None:
         return None
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-    own = f"{scheme}://{_header(scope, b'host') or ''}"
+    own = f"{scheme}://{headers.get('host', '')}"
     if origin.lower() == own.lower():
         return None
     try:
